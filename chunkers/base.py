@@ -1,0 +1,91 @@
+"""What every chunker gets besides the Document, and the helpers that turn spans into
+Chunks with stable ids."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from grainline.documents import Chunk, Document, canonical_json, sha256_hex
+from grainline.registry import Registry
+from grainline.tokens import TiktokenCounter, TokenCounter
+
+from .segment import Span
+from .settings import ChunkerSettings
+
+
+@dataclass(frozen=True)
+class ModelWindow:
+    """The embedding model's tokenizer and how many tokens (special tokens excluded)
+    fit in one forward pass."""
+
+    counter: TokenCounter
+    max_tokens: int
+    name: str = "model"
+
+
+@dataclass(frozen=True)
+class ChunkContext:
+    """Tokenizers the chunkers count with. ``model`` is None when chunking without an
+    embedding model in mind (then ``n_model_tokens`` is -1)."""
+
+    tokens: TokenCounter
+    model: ModelWindow | None = None
+
+    @classmethod
+    def default(cls, model: ModelWindow | None = None) -> "ChunkContext":
+        return cls(tokens=TiktokenCounter(), model=model)
+
+
+ChunkerFn = Callable[[Document, ChunkerSettings, ChunkContext], list[Chunk]]
+
+CHUNKERS: Registry[ChunkerFn] = Registry("chunking strategy")
+
+
+def chunker_params(strategy: str, settings: ChunkerSettings, ctx: ChunkContext) -> str:
+    """Everything that shapes a strategy's chunks, as canonical JSON."""
+    params = {"strategy": strategy, **settings.model_dump(), "tokens": ctx.tokens.name}
+    if ctx.model is not None:
+        params["model_window"] = ctx.model.max_tokens
+        params["model_tokenizer"] = ctx.model.name
+    return canonical_json(params)
+
+
+def chunker_key(strategy: str, params: str) -> str:
+    """Short readable id of a strategy with its parameters, e.g. ``paragraph-3f9c1a2b``."""
+    return f"{strategy}-{sha256_hex(params, length=8)}"
+
+
+def make_chunks(
+    doc: Document,
+    strategy: str,
+    params: str,
+    spans: list[Span],
+    n_tokens: list[int],
+    n_model_tokens: list[int],
+    handling: list[str],
+    exceeds: list[bool],
+) -> list[Chunk]:
+    """Chunks for ``spans`` of ``doc`` with ids derived from document, strategy,
+    parameters and offsets, so the same input always yields the same ids."""
+    key = chunker_key(strategy, params)
+    out = []
+    for i, (s, e) in enumerate(spans):
+        out.append(
+            Chunk(
+                chunk_id=sha256_hex(doc.doc_id, strategy, params, str(s), str(e)),
+                doc_id=doc.doc_id,
+                strategy=strategy,
+                chunker_key=key,
+                params=params,
+                ordinal=i,
+                start=s,
+                end=e,
+                text=doc.text[s:e],
+                n_tokens=n_tokens[i],
+                n_model_tokens=n_model_tokens[i],
+                exceeds_model_limit=exceeds[i],
+                handling=handling[i],
+            )
+        )
+    return out

@@ -1,0 +1,86 @@
+"""Turning units (sentences, paragraphs) into chunks that respect token limits:
+tiny units merge with a neighbour, oversized ones split at sentences, then tokens."""
+
+from __future__ import annotations
+
+from grainline.tokens import TokenCounter
+
+from .segment import Span, sentence_spans, trim
+
+
+def merge_small(
+    text: str, spans: list[Span], counter: TokenCounter, min_tokens: int, max_tokens: int | None
+) -> list[Span]:
+    """Join each unit under ``min_tokens`` to the next one (or, for the last, to the
+    previous one) as long as the result stays within ``max_tokens``."""
+    if min_tokens <= 0 or len(spans) < 2:
+        return list(spans)
+    limit = max_tokens if max_tokens is not None else float("inf")
+    counts = counter.count_many([text[s:e] for s, e in spans])
+    out: list[list[int]] = []  # [start, end, tokens]
+    for (s, e), n in zip(spans, counts):
+        if out and out[-1][2] < min_tokens:
+            joined = counter.count(text[out[-1][0]:e])
+            if joined <= limit:
+                out[-1][1], out[-1][2] = e, joined
+                continue
+        out.append([s, e, n])
+    if len(out) > 1 and out[-1][2] < min_tokens:
+        joined = counter.count(text[out[-2][0]:out[-1][1]])
+        if joined <= limit:
+            out[-2][1], out[-2][2] = out[-1][1], joined
+            out.pop()
+    return [(s, e) for s, e, _ in out]
+
+
+def fit(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: int) -> list[Span]:
+    """Split ``span`` into pieces of at most ``max_tokens``: whole sentences packed
+    together first; a single sentence that is still too long is cut at token boundaries.
+    Consecutive pieces share up to ``overlap`` tokens."""
+    s, e = span
+    if counter.count(text[s:e]) <= max_tokens:
+        return [span]
+    sentences = sentence_spans(text, s, e)
+    if len(sentences) <= 1:
+        return _token_windows(text, span, counter, max_tokens, overlap)
+    pieces: list[Span] = []
+    for sent in sentences:
+        pieces.extend(fit(text, sent, counter, max_tokens, overlap))
+    return _pack(text, pieces, counter, max_tokens, overlap)
+
+
+def _pack(text: str, pieces: list[Span], counter: TokenCounter, max_tokens: int, overlap: int) -> list[Span]:
+    counts = counter.count_many([text[s:e] for s, e in pieces])
+    groups: list[Span] = []
+    i = 0
+    n = len(pieces)
+    while i < n:
+        j = i + 1
+        while j < n and counter.count(text[pieces[i][0]:pieces[j][1]]) <= max_tokens:
+            j += 1
+        groups.append((pieces[i][0], pieces[j - 1][1]))
+        if j >= n:
+            break
+        # The next group starts with trailing pieces of this one that fit in ``overlap``,
+        # but always makes progress past the current group's start.
+        k = j
+        carried = 0
+        while k - 1 > i and carried + counts[k - 1] <= overlap:
+            k -= 1
+            carried += counts[k]
+        i = k
+    return groups
+
+
+def _token_windows(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: int) -> list[Span]:
+    s, e = span
+    size = max_tokens
+    while size > 1:
+        windows = counter.windows(text[s:e], size, min(overlap, size // 2))
+        out = [w for ws, we in windows if (w := trim(text, s + ws, s + we)) is not None]
+        # A window's text can tokenize to slightly more than its token slice (merges at
+        # the cut); shrink the window until every piece fits.
+        if all(counter.count(text[a:b]) <= max_tokens for a, b in out):
+            return out
+        size -= max(1, size // 16)
+    raise ValueError(f"cannot fit span {span} into {max_tokens} tokens")  # pragma: no cover

@@ -1,0 +1,71 @@
+"""Chunker settings: one typed object per strategy, defaults readable here.
+
+Token figures are cl100k (tiktoken) tokens, except the article ``overlap``, which is in
+the embedding model's tokens because it only applies to the windows of a pooled article.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class ChunkerSettings(BaseModel):
+    """Shared shape: ``max_tokens`` per chunk, ``min_tokens`` below which a unit merges
+    with a neighbour, and ``overlap`` tokens shared by the pieces of a split unit."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_tokens: int | None = Field(default=None, ge=8)
+    min_tokens: int = Field(default=0, ge=0)
+    overlap: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ChunkerSettings":
+        if self.max_tokens is not None:
+            if self.overlap >= self.max_tokens // 2:
+                raise ValueError(
+                    f"overlap must be under half of max_tokens ({self.max_tokens}), got {self.overlap}"
+                )
+            if self.min_tokens > self.max_tokens:
+                raise ValueError(
+                    f"min_tokens ({self.min_tokens}) must not exceed max_tokens ({self.max_tokens})"
+                )
+        return self
+
+
+class SentenceSettings(ChunkerSettings):
+    """One sentence per chunk; fragments under ``min_tokens`` (headings, "Yes.") join a
+    neighbour; a sentence over ``max_tokens`` is cut at token boundaries."""
+
+    max_tokens: int | None = Field(default=128, ge=8)
+    min_tokens: int = 4
+    overlap: int = 0
+
+
+class ParagraphSettings(ChunkerSettings):
+    """One paragraph (blank-line separated block) per chunk; short ones such as headings
+    join the next paragraph; long ones split at sentences, then tokens, with ``overlap``."""
+
+    max_tokens: int | None = Field(default=256, ge=8)
+    min_tokens: int = 24
+    overlap: int = 32
+
+
+class ArticleSettings(ChunkerSettings):
+    """The whole document as one chunk. ``long_article`` decides how a text longer than
+    the model's window is embedded: ``pool`` averages windows that cover all of it,
+    ``truncate`` embeds the first window only."""
+
+    max_tokens: None = None
+    min_tokens: int = 0
+    overlap: int = 32
+    long_article: Literal["pool", "truncate"] = "pool"
+
+
+DEFAULT_SETTINGS: dict[str, ChunkerSettings] = {
+    "sentence": SentenceSettings(),
+    "paragraph": ParagraphSettings(),
+    "article": ArticleSettings(),
+}

