@@ -1,0 +1,988 @@
+"""Turn files on disk into Documents.
+
+Every reader yields ``Document`` or ``Failure`` values and never raises for a bad
+file: one unreadable PDF must not stop an ingestion of ten thousand files, and the
+failure has to be reported with a location so it can be fixed.
+
+Entry points:
+
+* ``discover(source)`` finds the files a source (folder, single file or glob) names.
+* ``iter_documents(source, settings)`` reads them lazily, file by file.
+* ``read_file(path, root, settings)`` reads one file.
+* ``READERS`` / ``register_reader`` / ``get_reader`` map a suffix to its reader.
+"""
+
+from __future__ import annotations
+
+import codecs
+import fnmatch
+import io
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from grainline.documents import Document, Failure
+
+__all__ = [
+    "READERS",
+    "ReaderSettings",
+    "discover",
+    "get_reader",
+    "iter_documents",
+    "read_file",
+    "register_reader",
+]
+
+
+class ReaderSettings(pydantic.BaseModel):
+    """How files are read. Every default lives here, in one place."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    id_field: str = "id"
+    """Field holding a record's id in .jsonl/.parquet files."""
+    text_field: str = "text"
+    """Field holding a record's text in .jsonl/.parquet files."""
+    title_field: str = "title"
+    """Field holding a record's title in .jsonl/.parquet files."""
+    metadata_fields: list[str] | None = None
+    """Record fields kept as metadata. None keeps every field other than id/text/title;
+    a nested ``metadata`` mapping is merged in (top-level fields win on a clash)."""
+    follow_symlinks: bool = False
+    """Follow symlinks that stay inside the ingested root while discovering files.
+    A symlink that resolves outside the root is never followed, whatever this says."""
+    include_hidden: bool = False
+    """Descend into / read dot-files and dot-directories (.git, .venv, ...) when
+    walking a folder. Glob patterns follow shell rules instead: a segment starting
+    with '.' matches hidden names."""
+    max_file_bytes: int = pydantic.Field(default=200 * 1024 * 1024, gt=0)
+    """Whole-file readers (txt, md, html, pdf) refuse larger files; streaming readers
+    (jsonl, parquet) apply it per record line instead."""
+
+
+# ----------------------------------------------------------------------------
+# Registry
+
+ReaderFn = Callable[[Path, Path, ReaderSettings], Iterator["Document | Failure"]]
+
+READERS: dict[str, ReaderFn] = {}
+"""Suffix (lower case, with the dot) -> reader function ``(path, root, settings)``."""
+
+# Readers listed here stream their input, so the whole-file size limit does not apply.
+_STREAMING: set[str] = set()
+
+
+def register_reader(*suffixes: str, streaming: bool = False) -> Callable[[ReaderFn], ReaderFn]:
+    """Decorator registering a reader for one or more suffixes (e.g. ``".md"``).
+
+    ``streaming=True`` marks readers that never hold the whole file in memory, which
+    exempts them from ``max_file_bytes`` as a whole-file limit.
+    """
+
+    def decorate(fn: ReaderFn) -> ReaderFn:
+        for suffix in suffixes:
+            key = _norm_suffix(suffix)
+            READERS[key] = fn
+            if streaming:
+                _STREAMING.add(key)
+            else:
+                _STREAMING.discard(key)
+        return fn
+
+    return decorate
+
+
+def _norm_suffix(suffix: str) -> str:
+    suffix = suffix.lower()
+    return suffix if suffix.startswith(".") else "." + suffix
+
+
+def get_reader(suffix: str) -> ReaderFn:
+    """The reader for ``suffix`` (case-insensitive, dot optional).
+
+    Raises ValueError listing the known suffixes when there is none.
+    """
+    key = _norm_suffix(suffix)
+    try:
+        return READERS[key]
+    except KeyError:
+        known = ", ".join(sorted(READERS))
+        raise ValueError(f"no reader for suffix {suffix!r}; known suffixes: {known}") from None
+
+
+# ----------------------------------------------------------------------------
+# Discovery
+
+_MAGIC = re.compile(r"[*?\[]")
+
+
+class _Skip:
+    """A path found during discovery that will not be read, and why (reported later)."""
+
+    __slots__ = ("path", "reason")
+
+    def __init__(self, path: Path, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+
+
+def discover(
+    source: str | os.PathLike[str], settings: ReaderSettings | None = None
+) -> tuple[Path, list[Path]]:
+    """Find the readable files a source names.
+
+    ``source`` is a folder (searched recursively), a single file, or a glob pattern
+    such as ``"docs/**/*.md"``. Returns ``(root, files)``: ``root`` is the folder
+    itself, the file's parent, or the glob's non-magic base; ``files`` are the paths
+    with a known suffix, sorted by their path relative to ``root``.
+
+    Symlinks that resolve outside ``root`` are left out (``iter_documents`` reports
+    them as failures), and directory symlink loops are never followed.
+
+    Raises FileNotFoundError when the source does not exist or matches nothing, and
+    ValueError when a single named file has no reader.
+    """
+    root, entries = _scan(source, settings or ReaderSettings())
+    return root, [e for e in entries if isinstance(e, Path)]
+
+
+def _scan(source: str | os.PathLike[str], settings: ReaderSettings) -> tuple[Path, list[Path | _Skip]]:
+    """Discovery proper: the files to read plus the skipped paths, in one sorted list."""
+    path = Path(source)
+    src = os.fspath(source)
+    # An existing path is taken literally even if its name contains glob characters.
+    if path.is_dir():
+        root = path
+        entries = list(_walk(root, settings, include_hidden=settings.include_hidden))
+    elif path.exists() or path.is_symlink():
+        root = path.parent
+        get_reader(path.suffix)  # a named file with no reader is a usage error
+        entries = list(_check_single(path, root))
+    elif _MAGIC.search(src):
+        root, entries = _glob(src, settings)
+    else:
+        raise FileNotFoundError(f"source does not exist: {src}")
+
+    def key(e: Path | _Skip) -> tuple[str, ...]:
+        p = e if isinstance(e, Path) else e.path
+        return p.relative_to(root).parts
+
+    entries.sort(key=key)
+    return root, entries
+
+
+def _inside(real: str, root_real: str) -> bool:
+    return real == root_real or real.startswith(root_real.rstrip(os.sep) + os.sep)
+
+
+def _check_single(path: Path, root: Path) -> Iterator[Path | _Skip]:
+    if path.is_symlink() and not _inside(os.path.realpath(path), os.path.realpath(root)):
+        yield _Skip(path, "symlink points outside the ingested root")
+    else:
+        yield path
+
+
+def _walk(
+    root: Path,
+    settings: ReaderSettings,
+    include_hidden: bool,
+    want_dir: Callable[[tuple[str, ...]], bool] | None = None,
+    want_file: Callable[[tuple[str, ...]], bool] | None = None,
+) -> Iterator[Path | _Skip]:
+    """Walk ``root`` without recursion (deep trees must not hit the recursion limit).
+
+    ``want_dir``/``want_file`` receive paths relative to root as parts; they let a
+    glob prune directories that cannot match.
+    """
+    root_real = os.path.realpath(root)
+    # Real paths of directories already entered: a symlinked directory pointing at
+    # an ancestor (or anywhere already walked) is not entered twice, so loops end.
+    visited = {root_real}
+    stack: list[tuple[Path, tuple[str, ...]]] = [(root, ())]
+    # Symlinked folders wait until every real folder has been walked, so a target
+    # reachable without symlinks keeps its real path (and doc_id) rather than the
+    # alias that happened to be listed first.
+    deferred: list[tuple[Path, tuple[str, ...]]] = []
+    first = True
+    while stack or deferred:
+        if stack:
+            folder, rel = stack.pop()
+        else:
+            folder, rel = deferred.pop()
+            real = os.path.realpath(folder)
+            if real in visited:
+                continue
+            visited.add(real)
+        try:
+            with os.scandir(folder) as it:
+                items = list(it)
+        except OSError as exc:
+            if first:
+                raise  # the source itself cannot be listed: not a per-file problem
+            yield _Skip(folder, f"directory not listed: {_os_reason(exc)}")
+            continue
+        finally:
+            first = False
+        for entry in items:
+            name = entry.name
+            if name.startswith(".") and not include_hidden:
+                continue
+            parts = rel + (name,)
+            p = folder / name
+            is_link = False
+            try:
+                is_link = entry.is_symlink()
+                # For a symlink, "dir" means what it points at. ELOOP (a file symlink
+                # loop) counts as not-a-dir and is reported below as broken.
+                is_dir = entry.is_dir(follow_symlinks=is_link)
+            except OSError:
+                if not is_link:
+                    continue
+                is_dir = False
+            known = Path(name).suffix.lower() in READERS
+            if is_dir:
+                if want_dir is not None and not want_dir(parts):
+                    continue
+            else:
+                if not known or (want_file is not None and not want_file(parts)):
+                    continue
+            if is_link:
+                real = os.path.realpath(p)
+                if not _inside(real, root_real):
+                    # Reported even when following is off: the user should learn that
+                    # content they may have expected was not ingested, and why.
+                    yield _Skip(p, "symlink points outside the ingested root")
+                    continue
+                if not settings.follow_symlinks:
+                    continue
+                if not os.path.exists(real):
+                    if not is_dir:
+                        yield _Skip(p, "broken symlink (missing target or symlink loop)")
+                    continue
+                if is_dir:
+                    deferred.append((p, parts))
+                else:
+                    yield p
+                continue
+            if is_dir:
+                real = os.path.realpath(p)
+                if real in visited:  # bind mounts can loop too
+                    continue
+                visited.add(real)
+                stack.append((p, parts))
+            else:
+                try:
+                    regular = entry.is_file(follow_symlinks=False)
+                except OSError:
+                    continue
+                if regular:
+                    yield p
+
+
+def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Skip]]:
+    """Expand a glob with our own walker: ``glob.glob`` follows symlink loops under
+    ``**`` and would also escape the root through symlinks."""
+    pat_path = Path(pattern)
+    parts = pat_path.parts
+    base_parts: list[str] = []
+    for part in parts:
+        if _MAGIC.search(part):
+            break
+        base_parts.append(part)
+    segs = list(parts[len(base_parts):])
+    root = Path(*base_parts) if base_parts else Path(".")
+    if not root.is_dir():
+        raise FileNotFoundError(f"glob base folder does not exist: {root} (from pattern {pattern!r})")
+    hidden_ok = settings.include_hidden or any(s.startswith(".") for s in segs)
+    matcher = _GlobMatcher(segs, settings.include_hidden)
+    entries = list(
+        _walk(root, settings, include_hidden=hidden_ok, want_dir=matcher.viable_dir, want_file=matcher.matches)
+    )
+    if not entries:
+        raise FileNotFoundError(
+            f"glob pattern matched no readable files: {pattern!r} (known suffixes: {', '.join(sorted(READERS))})"
+        )
+    return root, entries
+
+
+class _GlobMatcher:
+    """Shell-style matching of relative path parts against pattern segments.
+
+    ``**`` spans zero or more path parts; other segments match exactly one part via
+    fnmatch (case-sensitive). As in the shell, wildcards do not match a leading dot.
+    """
+
+    def __init__(self, segs: list[str], include_hidden: bool) -> None:
+        self.segs = segs
+        self.include_hidden = include_hidden
+
+    def _closure(self, states: Iterable[int]) -> set[int]:
+        out = set()
+        for i in states:
+            out.add(i)
+            while i < len(self.segs) and self.segs[i] == "**":
+                i += 1
+                out.add(i)
+        return out
+
+    def _seg_ok(self, seg: str, part: str) -> bool:
+        if part.startswith(".") and not seg.startswith(".") and not self.include_hidden:
+            return False
+        return fnmatch.fnmatchcase(part, seg)
+
+    def _run(self, parts: tuple[str, ...]) -> set[int]:
+        states = self._closure({0})
+        for part in parts:
+            nxt = set()
+            for i in states:
+                if i >= len(self.segs):
+                    continue
+                seg = self.segs[i]
+                if seg == "**":
+                    if self.include_hidden or not part.startswith("."):
+                        nxt.add(i)
+                elif self._seg_ok(seg, part):
+                    nxt.add(i + 1)
+            states = self._closure(nxt)
+            if not states:
+                break
+        return states
+
+    def matches(self, parts: tuple[str, ...]) -> bool:
+        return len(self.segs) in self._run(parts)
+
+    def viable_dir(self, parts: tuple[str, ...]) -> bool:
+        # A directory is worth entering if some segment is still left to match.
+        return any(i < len(self.segs) for i in self._run(parts))
+
+
+# ----------------------------------------------------------------------------
+# Reading: shared helpers
+
+
+class _ReadError(Exception):
+    """A reason a file cannot be read; turned into a Failure by read_file."""
+
+
+_BOMS: list[tuple[bytes, str]] = [
+    # UTF-32 first: its LE BOM starts with the UTF-16 LE BOM.
+    (codecs.BOM_UTF32_LE, "utf-32-le"),
+    (codecs.BOM_UTF32_BE, "utf-32-be"),
+    (codecs.BOM_UTF8, "utf-8"),
+    (codecs.BOM_UTF16_LE, "utf-16-le"),
+    (codecs.BOM_UTF16_BE, "utf-16-be"),
+]
+
+
+def _decode(data: bytes) -> str:
+    """Bytes -> str, honouring a BOM, else strict UTF-8. The BOM character is kept
+    (decoded with an explicit-endian codec) so that ``_normalise`` removes exactly one
+    leading BOM whatever the encoding was."""
+    for bom, encoding in _BOMS:
+        if data.startswith(bom):
+            try:
+                return data.decode(encoding)
+            except UnicodeDecodeError as exc:
+                raise _ReadError(f"invalid {encoding.upper()} at byte {exc.start}") from None
+    if b"\x00" in data[:8192]:
+        raise _ReadError("binary content (NUL bytes), not text")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise _ReadError(f"invalid UTF-8 at byte {exc.start}") from None
+
+
+def _normalise(text: str) -> str:
+    """Unify line endings and drop one leading BOM; nothing else, so that character
+    offsets computed by the chunkers stay faithful to what the reader produced."""
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+def _empty_reason(text: str) -> str | None:
+    if not text:
+        return "empty document"
+    if not text.strip():
+        return "whitespace-only document"
+    return None
+
+
+def _json_safe(value: Any) -> Any:
+    """Metadata must survive JSON (content hashes, storage): dates, Decimals, bytes
+    and the like become str(); mappings and sequences are converted recursively.
+    Iterative so deeply nested YAML/JSON cannot exhaust the recursion limit."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    root: list[Any] = [None]
+    # (container to fill, key or index, source value)
+    todo: list[tuple[Any, Any, Any]] = [(root, 0, value)]
+    while todo:
+        target, key, val = todo.pop()
+        if isinstance(val, (str, int, float, bool)) or val is None:
+            target[key] = val
+        elif isinstance(val, dict):
+            new: dict[str, Any] = {}
+            target[key] = new
+            for k, v in val.items():
+                todo.append((new, k if isinstance(k, str) else str(k), v))
+        elif isinstance(val, (list, tuple, set, frozenset)):
+            items = sorted(val, key=repr) if isinstance(val, (set, frozenset)) else list(val)
+            new_list: list[Any] = [None] * len(items)
+            target[key] = new_list
+            for i, v in enumerate(items):
+                todo.append((new_list, i, v))
+        else:
+            target[key] = str(val)
+    return root[0]
+
+
+def _read_bytes(path: Path, limit: int) -> bytes:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > limit:
+            raise _ReadError(f"file too large ({size} bytes > {limit})")
+        # The file may grow between fstat and read; never read more than the limit.
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise _ReadError(f"file too large ({len(data)}+ bytes > {limit})")
+    return data
+
+
+def _read_text(path: Path, settings: ReaderSettings) -> str:
+    return _normalise(_decode(_read_bytes(path, settings.max_file_bytes)))
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    if isinstance(exc, FileNotFoundError):
+        return "file not found (deleted after discovery?)"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory, not a file"
+    return f"OS error: {exc.strerror or exc}"
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _uri(path: Path) -> str:
+    # absolute() rather than resolve(): a symlink inside the root keeps its own
+    # location, and resolve() can raise on loops.
+    return Path(os.path.abspath(path)).as_uri()
+
+
+# ----------------------------------------------------------------------------
+# read_file and iter_documents
+
+
+def read_file(path: Path, root: Path, settings: ReaderSettings | None = None) -> Iterator[Document | Failure]:
+    """Read one file under ``root``: yields its Document(s), or Failures saying why not.
+
+    Never raises for a bad file: OS errors (permission denied, file vanished), a
+    symlink escaping ``root``, oversized files and even crashes inside a parsing
+    library are reported as ``Failure(where=<path relative to root>, reason=...)``.
+    """
+    settings = settings or ReaderSettings()
+    path = Path(path)
+    root = Path(root)
+    try:
+        rel = _rel(path, root)
+    except ValueError:
+        yield Failure(str(path), f"outside the ingested root {root}")
+        return
+    # Lexically under root but resolving elsewhere can only happen through a symlink
+    # (the file itself or a folder on the way).
+    if not _inside(os.path.realpath(path), os.path.realpath(root)):
+        yield Failure(rel, "symlink points outside the ingested root")
+        return
+    suffix = path.suffix.lower()
+    try:
+        reader = get_reader(suffix)
+    except ValueError as exc:
+        yield Failure(rel, str(exc))
+        return
+    try:
+        yield from reader(path, root, settings)
+    except _ReadError as exc:
+        yield Failure(rel, str(exc))
+    except OSError as exc:
+        yield Failure(rel, _os_reason(exc))
+    except Exception as exc:  # noqa: BLE001 - a library crash on one file must not end the run
+        yield Failure(rel, f"reader crashed: {type(exc).__name__}: {exc}")
+
+
+def _where(doc: Document, rel: str) -> str:
+    """Human location of a Document, recovered from the fragment of its source URI."""
+    fragment = doc.source.partition("#")[2]
+    if fragment.startswith("L"):
+        return f"{rel}:{fragment[1:]}"
+    if fragment:
+        return f"{rel}#{fragment}"
+    return rel
+
+
+def iter_documents(
+    source: str | os.PathLike[str], settings: ReaderSettings | None = None
+) -> Iterator[Document | Failure]:
+    """Documents (and Failures) from every file a source names, lazily, in sorted order.
+
+    Discovery runs immediately, so a missing source raises FileNotFoundError at call
+    time; reading then happens one file at a time as the iterator is consumed. A
+    doc_id seen a second time yields a Failure instead of a second Document.
+    """
+    settings = settings or ReaderSettings()
+    root, entries = _scan(source, settings)
+    return _iter_entries(root, entries, settings)
+
+
+def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings) -> Iterator[Document | Failure]:
+    seen: dict[str, str] = {}
+    for entry in entries:
+        if isinstance(entry, _Skip):
+            yield Failure(_rel(entry.path, root), entry.reason)
+            continue
+        rel = _rel(entry, root)
+        for item in read_file(entry, root, settings):
+            if isinstance(item, Document):
+                where = _where(item, rel)
+                first = seen.get(item.doc_id)
+                if first is not None:
+                    yield Failure(where, f"duplicate doc_id, first seen in {first}")
+                    continue
+                seen[item.doc_id] = where
+            yield item
+
+
+# ----------------------------------------------------------------------------
+# Plain text
+
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n")
+_MAX_TITLE_CHARS = 120
+
+
+@register_reader(".txt")
+def read_txt(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """A .txt file is one Document. Its title is the first non-empty line when that
+    line is short and more paragraphs follow (a lone line or paragraph is body, not a
+    heading). The title line stays in the text so offsets match the file."""
+    rel = _rel(path, root)
+    text = _read_text(path, settings)
+    reason = _empty_reason(text)
+    if reason:
+        yield Failure(rel, reason)
+        return
+    title = ""
+    paragraphs = [p for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
+    if len(paragraphs) > 1:
+        first_line = next(line.strip() for line in text.split("\n") if line.strip())
+        if len(first_line) <= _MAX_TITLE_CHARS:
+            title = first_line
+    yield Document(doc_id=rel, text=text, source=_uri(path), title=title)
+
+
+# ----------------------------------------------------------------------------
+# Markdown
+
+_ATX_H1 = re.compile(r"^ {0,3}#[ \t]+(.+?)(?:[ \t]+#+)?[ \t]*$")
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def _first_h1(text: str) -> str:
+    """First ``# `` heading outside fenced code (shell comments in code blocks look
+    exactly like headings)."""
+    fence: str | None = None
+    for line in text.split("\n"):
+        m = _FENCE.match(line)
+        if m:
+            marker = m.group(1)
+            if fence is None:
+                fence = marker
+            elif marker[0] == fence[0] and len(marker) >= len(fence):
+                fence = None
+            continue
+        if fence is None:
+            h = _ATX_H1.match(line)
+            if h:
+                return h.group(1).strip()
+    return ""
+
+
+@register_reader(".md", ".markdown")
+def read_md(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """A Markdown file is one Document: YAML front matter becomes metadata, the title
+    comes from front matter ``title`` or the first ``# `` heading, and the text is the
+    body after the front matter."""
+    import yaml
+    from frontmatter.default_handlers import YAMLHandler
+
+    rel = _rel(path, root)
+    text = _read_text(path, settings)
+    metadata: dict[str, Any] = {}
+    body = text
+    handler = YAMLHandler()
+    # frontmatter.parse() strips the whole text; use the handler directly so the
+    # body is kept verbatim.
+    if handler.detect(text):
+        try:
+            fm, content = handler.split(text)
+        except ValueError:
+            fm = None  # an opening '---' with no closing one is a thematic break
+        if fm is not None:
+            try:
+                data = handler.load(fm)
+            except yaml.YAMLError as exc:
+                yield Failure(rel, f"malformed YAML front matter in {rel}: {exc}")
+                return
+            if data is None:
+                data = {}
+            if not isinstance(data, dict):
+                yield Failure(rel, f"front matter in {rel} is not a mapping (got {type(data).__name__})")
+                return
+            metadata = _json_safe(data)
+            # Blank lines between the closing '---' and the body carry nothing.
+            body = re.sub(r"\A(?:[ \t]*\n)+", "", content)
+    reason = _empty_reason(body)
+    if reason:
+        yield Failure(rel, reason)
+        return
+    fm_title = metadata.get("title")
+    title = str(fm_title).strip() if fm_title not in (None, "") else _first_h1(body)
+    yield Document(doc_id=rel, text=body, source=_uri(path), title=title, metadata=metadata)
+
+
+# ----------------------------------------------------------------------------
+# HTML
+
+# Navigation menus are visible but are site chrome, not the document: they would put
+# the same words ("Home About Contact") into every page's chunks.
+_HTML_DROP = frozenset({"script", "style", "noscript", "template", "head", "svg", "iframe", "nav", "-comment"})
+_HTML_BLOCK = frozenset(
+    {
+        "p", "div", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol",
+        "table", "tr", "blockquote", "pre", "header", "footer", "nav", "main", "aside", "figure",
+        "figcaption", "dd", "dt", "dl", "hr", "address", "details", "summary", "caption",
+        "fieldset", "legend", "form", "body", "html",
+    }
+)  # fmt: skip
+# Table cells are inline-level for paragraphs but must not glue words together.
+_HTML_CELL = frozenset({"td", "th"})
+_HTML_WS = re.compile(r"[ \t\n\r\f]+")  # HTML whitespace only: &nbsp; is content
+
+
+class _TextBuilder:
+    """Accumulates visible text into lines and paragraphs."""
+
+    def __init__(self) -> None:
+        self.paragraphs: list[str] = []
+        self.lines: list[str] = []
+        self.pieces: list[str] = []
+
+    def text(self, s: str) -> None:
+        self.pieces.append(s)
+
+    def line_break(self) -> None:
+        self.lines.append(_HTML_WS.sub(" ", "".join(self.pieces)).strip())
+        self.pieces = []
+
+    def paragraph_break(self) -> None:
+        self.line_break()
+        # <br> at the start/end of a block should not produce blank lines.
+        while self.lines and not self.lines[-1]:
+            self.lines.pop()
+        start = 0
+        while start < len(self.lines) and not self.lines[start]:
+            start += 1
+        if start < len(self.lines):
+            self.paragraphs.append("\n".join(self.lines[start:]))
+        self.lines = []
+
+    def result(self) -> str:
+        self.paragraph_break()
+        return "\n\n".join(self.paragraphs)
+
+
+def _html_text(node: Any) -> str:
+    """Visible text under ``node`` without recursion (5,000-deep nesting happens in
+    generated HTML), with an explicit stack of (node, leaving) pairs."""
+    out = _TextBuilder()
+    stack: list[tuple[Any, bool]] = [(node, False)]
+    while stack:
+        cur, leaving = stack.pop()
+        tag = cur.tag
+        if leaving:
+            if tag in _HTML_BLOCK:
+                out.paragraph_break()
+            elif tag in _HTML_CELL:
+                out.text(" ")
+            continue
+        if tag == "-text":
+            out.text(cur.text_content or "")
+            continue
+        if tag in _HTML_DROP:
+            continue
+        if tag == "br":
+            out.line_break()
+            continue
+        if tag in _HTML_BLOCK:
+            out.paragraph_break()
+        elif tag in _HTML_CELL:
+            out.text(" ")
+        stack.append((cur, True))
+        children = []
+        child = cur.child
+        while child is not None:
+            children.append(child)
+            child = child.next
+        for c in reversed(children):
+            stack.append((c, False))
+    return out.result()
+
+
+@register_reader(".html", ".htm")
+def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """An HTML file is one Document of its visible text: blocks become paragraphs
+    separated by a blank line, ``<br>`` a line break, inline tags keep sentences
+    whole; scripts, styles, head and the like are dropped. Title from ``<title>``,
+    else the first ``<h1>``."""
+    from selectolax.lexbor import LexborHTMLParser
+
+    rel = _rel(path, root)
+    html = _read_text(path, settings)
+    tree = LexborHTMLParser(html)
+    title = ""
+    for selector in ("title", "h1"):
+        node = tree.css_first(selector)
+        if node is not None:
+            # Walking the node itself: <title> sits in <head>, which the body walk drops.
+            title = _HTML_WS.sub(" ", _html_text(node)).strip()
+            if title:
+                break
+    start = tree.root if tree.root is not None else tree.body
+    text = _html_text(start) if start is not None else ""
+    reason = _empty_reason(text)
+    if reason:
+        yield Failure(rel, reason)
+        return
+    yield Document(doc_id=rel, text=text, source=_uri(path), title=title)
+
+
+# ----------------------------------------------------------------------------
+# Records: JSONL and Parquet
+
+
+def _record_document(
+    record: dict[str, Any], rel: str, default_id: str, source: str, where: str, settings: ReaderSettings
+) -> Document | Failure:
+    """A record (JSON object / Parquet row) -> Document, or Failure with the reason."""
+    tf = settings.text_field
+    if tf not in record:
+        return Failure(where, f"missing text field {tf!r}")
+    text = record[tf]
+    if text is None:
+        return Failure(where, f"text field {tf!r} is null")
+    if not isinstance(text, str):
+        return Failure(where, f"text field {tf!r} is not a string (got {type(text).__name__})")
+    text = _normalise(text)
+    reason = _empty_reason(text)
+    if reason:
+        return Failure(where, reason)
+
+    raw_id = record.get(settings.id_field)
+    if raw_id is None or raw_id == "":
+        doc_id = default_id
+    elif isinstance(raw_id, bool) or not isinstance(raw_id, (str, int)):
+        return Failure(where, f"id field {settings.id_field!r} must be a string or integer (got {type(raw_id).__name__})")
+    else:
+        doc_id = str(raw_id)
+
+    raw_title = record.get(settings.title_field)
+    title = "" if raw_title is None else (raw_title if isinstance(raw_title, str) else str(raw_title)).strip()
+
+    reserved = {settings.id_field, tf, settings.title_field}
+    if settings.metadata_fields is None:
+        names = [k for k in record if k not in reserved]
+    else:
+        names = [k for k in settings.metadata_fields if k in record]
+    metadata: dict[str, Any] = {}
+    nested = record.get("metadata") if "metadata" in names else None
+    if isinstance(nested, dict):
+        metadata.update(nested)
+    for name in names:
+        if name == "metadata" and isinstance(nested, dict):
+            continue
+        metadata[name] = record[name]
+    return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=_json_safe(metadata))
+
+
+def _jsonl_lines(path: Path, limit: int) -> Iterator[tuple[int, str | None, str | None]]:
+    """(line number, decoded line or None, error reason or None), streaming.
+
+    UTF-8 files are read as bytes so one bad line fails alone; a UTF-16/32 BOM
+    switches to a decoding text stream."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+        f.seek(0)
+        encoding = next((enc for bom, enc in _BOMS if head.startswith(bom)), None)
+        if encoding is not None and encoding != "utf-8":
+            # Remove the BOM via the BOM-consuming codec family.
+            stream_enc = "utf-32" if encoding.startswith("utf-32") else "utf-16"
+            text_stream = io.TextIOWrapper(f, encoding=stream_enc, errors="strict", newline="")
+            lineno = 0
+            try:
+                for line in text_stream:
+                    lineno += 1
+                    yield lineno, line, None
+            except UnicodeDecodeError as exc:
+                yield lineno + 1, None, f"invalid {stream_enc.upper()} ({exc.reason}); rest of file skipped"
+            return
+        offset = 0
+        lineno = 0
+        while True:
+            raw = f.readline(limit + 1)
+            if not raw:
+                return
+            lineno += 1
+            start = offset
+            offset += len(raw)
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                # Skip the rest of an oversized line without holding it in memory.
+                while raw and not raw.endswith(b"\n"):
+                    raw = f.readline(1 << 20)
+                    offset += len(raw)
+                yield lineno, None, f"line too large (> {limit} bytes)"
+                continue
+            if lineno == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[len(codecs.BOM_UTF8):]
+                start += len(codecs.BOM_UTF8)
+            if b"\x00" in raw:
+                yield lineno, None, "binary content (NUL bytes), not text"
+                continue
+            try:
+                yield lineno, raw.decode("utf-8"), None
+            except UnicodeDecodeError as exc:
+                yield lineno, None, f"invalid UTF-8 at byte {start + exc.start}"
+
+
+@register_reader(".jsonl", ".ndjson", streaming=True)
+def read_jsonl(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """One Document per JSON-object line. Blank lines are skipped; a bad line
+    yields a Failure at ``<relpath>:<line>`` and the rest of the file is still read."""
+    rel = _rel(path, root)
+    uri = _uri(path)
+    any_line = False
+    for lineno, line, error in _jsonl_lines(path, settings.max_file_bytes):
+        where = f"{rel}:{lineno}"
+        if error is not None:
+            any_line = True
+            yield Failure(where, error)
+            continue
+        assert line is not None
+        if not line.strip():
+            continue
+        any_line = True
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            yield Failure(where, f"bad JSON: {exc.msg} at column {exc.colno}")
+            continue
+        except RecursionError:
+            yield Failure(where, "bad JSON: nested too deeply")
+            continue
+        if not isinstance(record, dict):
+            yield Failure(where, f"not a JSON object (got {type(record).__name__})")
+            continue
+        yield _record_document(record, rel, f"{rel}#{lineno}", f"{uri}#L{lineno}", where, settings)
+    if not any_line:
+        yield Failure(rel, "empty document")
+
+
+@register_reader(".parquet", streaming=True)
+def read_parquet(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """One Document per row, read batch by batch. A missing text column fails the
+    file once; bad rows fail alone at ``<relpath>#row=<i>`` (0-based)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rel = _rel(path, root)
+    uri = _uri(path)
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, ValueError) as exc:
+        yield Failure(rel, f"unreadable Parquet: {exc}")
+        return
+    names = pf.schema_arrow.names
+    if settings.text_field not in names:
+        yield Failure(rel, f"missing text column {settings.text_field!r} (columns: {', '.join(names)})")
+        return
+    columns = None
+    if settings.metadata_fields is not None:
+        wanted = [settings.id_field, settings.text_field, settings.title_field, *settings.metadata_fields]
+        columns = [n for n in names if n in wanted]
+    row = 0
+    try:
+        for batch in pf.iter_batches(batch_size=1024, columns=columns):
+            for record in batch.to_pylist():
+                where = f"{rel}#row={row}"
+                yield _record_document(record, rel, f"{rel}#{row}", f"{uri}#row={row}", where, settings)
+                row += 1
+    except (pa.ArrowException, ValueError) as exc:
+        yield Failure(f"{rel}#row={row}", f"unreadable Parquet from row {row} on: {exc}")
+        return
+    if row == 0:
+        yield Failure(rel, "empty document")
+
+
+# ----------------------------------------------------------------------------
+# PDF
+
+
+@register_reader(".pdf")
+def read_pdf(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """A PDF is one Document: the text of its pages joined by a blank line. Encrypted
+    files are tried with the empty password; PDFs without a text layer fail (OCR is
+    out of scope)."""
+    from pypdf import PdfReader
+    from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+
+    rel = _rel(path, root)
+    data = _read_bytes(path, settings.max_file_bytes)
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            try:
+                ok = reader.decrypt("")
+            except (DependencyError, NotImplementedError) as exc:
+                yield Failure(rel, f"encrypted PDF ({exc})")
+                return
+            if not ok:
+                yield Failure(rel, "encrypted PDF")
+                return
+        pages = [_normalise(page.extract_text() or "") for page in reader.pages]
+        title = ""
+        try:
+            meta = reader.metadata
+            if meta is not None and meta.title:
+                title = str(meta.title).strip()
+        except Exception:  # noqa: BLE001 - a broken Info dict should not lose the text
+            title = ""
+    except FileNotDecryptedError:
+        yield Failure(rel, "encrypted PDF")
+        return
+    except Exception as exc:  # noqa: BLE001 - pypdf raises many types on damaged files
+        detail = f"{type(exc).__name__}: {exc}" if not isinstance(exc, PdfReadError) else str(exc)
+        yield Failure(rel, f"unreadable PDF: {detail}")
+        return
+    text = "\n\n".join(p for p in pages if p.strip())
+    if not text:
+        yield Failure(rel, "no text layer (image-only or empty PDF)")
+        return
+    yield Document(doc_id=rel, text=text, source=_uri(path), title=title, metadata={"pages": len(pages)})
