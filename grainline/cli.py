@@ -1,0 +1,172 @@
+"""The ``grainline`` command."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from grainline.embedding import DEFAULT_MODEL
+from grainline.storage.chunks import DEFAULT_DB
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="grainline: batch document embedding with Prefect.")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEMO_CORPUS = REPO_ROOT / "demo" / "corpus"
+DEMO_QUERIES = [
+    "how do insects tell each other where flowers are located",
+    "keeping a wild yeast culture alive to leaven bread",
+    "public and private keys and secure messaging over the internet",
+]
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def _print_ingest(result: dict[str, Any]) -> None:
+    c = result["counts"]
+    typer.echo(
+        f"run {result['run_id']} {result['status']}: table {result['table']} "
+        f"v{result['version_before']} -> v{result['version_after']}"
+    )
+    typer.echo(
+        f"  documents: {c['docs_seen']} seen, {c['docs_added']} added, {c['docs_updated']} updated, "
+        f"{c['docs_unchanged']} unchanged, {c['docs_deleted']} deleted, {c['docs_failed']} failed"
+    )
+    typer.echo(
+        f"  chunks: {c['chunks_written']} written, {c['chunks_deleted']} deleted, "
+        f"{c['chunks_embedded']} embedded, {c['chunks_reused']} reused from stored vectors"
+    )
+    typer.echo("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in c["stage_seconds"].items()))
+    for f in c["failures"]:
+        typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
+
+
+def _run_ingest_flow(**kwargs: Any) -> dict[str, Any]:
+
+    from grainline.flows.ingest import ingest_flow
+
+    return ingest_flow(**kwargs)
+
+
+@app.command()
+def ingest(
+    source: str = typer.Argument(..., help="Folder (recursive), file or glob of documents."),
+    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
+    batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
+    sync: str = typer.Option("incremental", "--sync", help="incremental, or full (also delete documents gone from the source)."),
+    long_article: str = typer.Option("pool", "--long-article", help="pool or truncate: articles longer than the model window."),
+    parquet: bool = typer.Option(True, "--parquet/--no-parquet", help="Export the table to Parquet after the run."),
+    strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any document failed."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while embedding."),
+) -> None:
+    """Ingest documents with the Prefect ingestion flow."""
+    from pydantic import ValidationError
+
+    try:
+        result = _run_ingest_flow(
+            source=source, strategies=strategy, model=model, device=device, batch_size=batch_size,
+            db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
+            export_parquet=parquet, show_progress=progress,
+        )
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    _print_ingest(result)
+    if strict and result["counts"]["docs_failed"]:
+        _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
+
+
+@app.command()
+def search(
+    query: str = typer.Argument(..., help="Text to search for."),
+    strategy: str = typer.Option("paragraph", "--strategy", "-s"),
+    k: int = typer.Option(5, "-k", "--k", help="Number of hits."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    device: str = typer.Option("auto", "--device"),
+    as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
+) -> None:
+    """Dense search over one strategy's chunks."""
+    from grainline.chunkers import CHUNKERS
+    from grainline.embedding import EmbedderSettings
+    from grainline.search import search as do_search
+
+    try:
+        CHUNKERS.get(strategy)
+        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device))
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    _print_hits(query, strategy, hits, as_json)
+
+
+def _print_hits(query: str, strategy: str, hits: list, as_json: bool = False) -> None:
+    if as_json:
+        for h in hits:
+            typer.echo(json.dumps({"rank": h.rank, "score": round(h.score, 4), **h.row}))
+        return
+    typer.secho(f"\n{strategy} chunks for: {query!r}", bold=True)
+    if not hits:
+        typer.echo("  (no hits)")
+    for h in hits:
+        text = " ".join(h.row["text"].split())
+        snippet = textwrap.shorten(text, width=150, placeholder=" ...")
+        typer.echo(f"  {h.rank}. {h.score:.3f}  {h.row['doc_id']} [{h.row['start']}:{h.row['end']}]  {snippet}")
+
+
+@app.command()
+def runs(
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    last: int = typer.Option(10, "--last", help="How many recent runs to show."),
+) -> None:
+    """The run ledger: recent runs with their counts and failures."""
+    from grainline.storage.ledger import Ledger
+
+    for r in Ledger(db).runs()[-last:]:
+        typer.echo(
+            f"{r['run_id']}  {r['flow']}  {r['status']}  {r['started']:%Y-%m-%d %H:%M:%S}  seen {r['docs_seen']} "
+            f"added {r['docs_added']} updated {r['docs_updated']} unchanged {r['docs_unchanged']} "
+            f"deleted {r['docs_deleted']} failed {r['docs_failed']}  chunks {r['chunks_written']}  "
+            f"v{r['version_before']}->v{r['version_after']}" + (f"  error: {r['error']}" if r["error"] else "")
+        )
+
+
+@app.command()
+def demo(
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    source: str = typer.Option(str(DEMO_CORPUS), "--source", help="The bundled demo corpus by default."),
+) -> None:
+    """Ingest the bundled demo corpus with all three strategies, then search it."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.search import search as do_search
+
+    if not Path(source).exists():
+        _fail(f"demo corpus not found at {source}; pass --source")
+    typer.secho(f"Ingesting {source} into {db} (sentence, paragraph, article) ...", bold=True)
+    result = _run_ingest_flow(source=source, strategies="sentence,paragraph,article", db=db, show_progress=True)
+    _print_ingest(result)
+    for query in DEMO_QUERIES:
+        for strategy in ("sentence", "paragraph", "article"):
+            _print_hits(query, strategy, do_search(query, db, strategy, 3, EmbedderSettings()))
+    typer.echo(f"\nTry: grainline search \"your question\" --strategy paragraph -k 5 --db {db}")
+
+
+def main() -> None:
+    # Models and tokenizers are bundled; never let a library reach for the network.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

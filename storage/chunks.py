@@ -1,0 +1,155 @@
+"""The chunks table in LanceDB: one table per embedding model, rows keyed by chunk_id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from .schema import chunks_schema
+from .sql import in_list, quote
+
+DEFAULT_DB = "./grainline-data"
+
+
+def connect(db_uri: str, storage_options: dict[str, str] | None = None) -> Any:
+    """Open a LanceDB database: a local folder or any LanceDB URI (s3://, gs://, ...).
+    Object-store credentials come from the environment, never from arguments."""
+    import lancedb
+
+    return lancedb.connect(db_uri, storage_options=storage_options or None)
+
+
+def open_table_if_exists(db: Any, name: str) -> Any | None:
+    try:
+        return db.open_table(name)
+    except (ValueError, FileNotFoundError):
+        return None
+
+
+@dataclass
+class DocState:
+    """What the table already holds for one document."""
+
+    source_root: str
+    hashes: dict[str, str] = field(default_factory=dict)  # chunker_key -> doc_hash
+
+
+class ChunkStore:
+    """Reads and writes one chunks table. Every write is a single LanceDB commit."""
+
+    def __init__(self, db_uri: str, table_name: str, dim: int, storage_options: dict[str, str] | None = None) -> None:
+        self.db_uri = db_uri
+        self.table_name = table_name
+        self.dim = dim
+        self.schema = chunks_schema(dim)
+        self.db = connect(db_uri, storage_options)
+        self._table = open_table_if_exists(self.db, table_name)
+        if self._table is not None:
+            existing = self._table.schema.field("vector").type
+            if getattr(existing, "list_size", dim) != dim:
+                raise ValueError(
+                    f"table {table_name!r} holds {existing.list_size}-d vectors but the model gives {dim}-d; "
+                    "each model needs its own table"
+                )
+
+    @property
+    def table(self) -> Any:
+        if self._table is None:
+            # exist_ok: another writer may have created it since we looked.
+            self._table = self.db.create_table(self.table_name, schema=self.schema, exist_ok=True)
+        return self._table
+
+    @property
+    def exists(self) -> bool:
+        return self._table is not None
+
+    def version(self) -> int | None:
+        return self._table.version if self._table is not None else None
+
+    def count(self, where: str | None = None) -> int:
+        return self._table.count_rows(where) if self._table is not None else 0
+
+    def scan(self, columns: list[str], where: str | None = None, batch_size: int = 8192) -> Iterator[pa.RecordBatch]:
+        """Stream selected columns, never the whole table at once."""
+        if self._table is None:
+            return iter(())
+        q = self._table.search().select(columns).limit(None)
+        if where:
+            q = q.where(where)
+        return iter(q.to_batches(batch_size))
+
+    def doc_states(self) -> dict[str, DocState]:
+        """doc_id -> what is stored for it, from a scan of three small columns."""
+        states: dict[str, DocState] = {}
+        for batch in self.scan(["doc_id", "chunker_key", "doc_hash", "source_root"]):
+            cols = batch.to_pydict()
+            for doc_id, key, h, root in zip(cols["doc_id"], cols["chunker_key"], cols["doc_hash"], cols["source_root"]):
+                st = states.get(doc_id)
+                if st is None:
+                    st = states[doc_id] = DocState(source_root=root)
+                # A document half-written under an older hash shows several hashes for
+                # one key; any mismatch must count as changed, so remember a marker.
+                prev = st.hashes.get(key)
+                st.hashes[key] = h if prev in (None, h) else "<mixed>"
+        return states
+
+    def vectors_by_hash(self, hashes: set[str]) -> dict[str, tuple[np.ndarray, int]]:
+        """Stored vectors for these content hashes, so unchanged text is never re-embedded."""
+        found: dict[str, tuple[np.ndarray, int]] = {}
+        if self._table is None or not hashes:
+            return found
+        hashes_list = sorted(hashes)
+        for i in range(0, len(hashes_list), 2000):
+            where = in_list("content_hash", hashes_list[i : i + 2000])
+            for batch in self.scan(["content_hash", "vector", "n_windows"], where):
+                vecs = batch.column("vector").flatten().to_numpy(zero_copy_only=False).reshape(-1, self.dim)
+                for h, v, nw in zip(batch.column("content_hash").to_pylist(), vecs, batch.column("n_windows").to_pylist()):
+                    found.setdefault(h, (v.copy(), nw))
+        return found
+
+    def upsert_documents(self, rows: pa.Table, doc_ids: list[str], chunker_keys: list[str]) -> dict[str, int]:
+        """Write the new chunks of these documents and delete their chunks (for these
+        chunker keys) that no longer exist, in one commit. Returns row counts."""
+        if not doc_ids:
+            return {"inserted": 0, "updated": 0, "deleted": 0}
+        rows = rows.cast(self.schema) if rows.schema != self.schema else rows
+        scope = f"{in_list('doc_id', doc_ids)} AND {in_list('chunker_key', chunker_keys)}"
+        if rows.num_rows == 0:
+            deleted = self.delete(scope)
+            return {"inserted": 0, "updated": 0, "deleted": deleted}
+        res = (
+            self.table.merge_insert("chunk_id")
+            .when_matched_update_all()
+            .when_not_matched_insert_all()
+            .when_not_matched_by_source_delete(scope)
+            .execute(rows)
+        )
+        return {"inserted": res.num_inserted_rows, "updated": res.num_updated_rows, "deleted": res.num_deleted_rows}
+
+    def delete(self, where: str) -> int:
+        if self._table is None:
+            return 0
+        before = self._table.count_rows()
+        self._table.delete(where)
+        return before - self._table.count_rows()
+
+    def delete_documents(self, doc_ids: list[str], source_root: str | None = None) -> int:
+        """Remove every chunk of these documents (all strategies)."""
+        if not doc_ids:
+            return 0
+        where = in_list("doc_id", doc_ids)
+        if source_root is not None:
+            where += f" AND source_root = {quote(source_root)}"
+        return self.delete(where)
+
+    def restore(self, version: int) -> int:
+        """Make ``version`` the latest version again (a new commit; history is kept)."""
+        versions = [v["version"] for v in self.table.list_versions()]
+        if version not in versions:
+            raise ValueError(f"table {self.table_name!r} has no version {version}; versions: {versions[0]}..{versions[-1]}")
+        self.table.checkout(version)
+        self.table.restore()
+        return self.table.version

@@ -1,0 +1,123 @@
+"""The run ledger: one row per ingestion or evaluation run, written when the run
+starts and updated when it ends, so a run that died still shows as 'running'."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow as pa
+
+from .chunks import connect, open_table_if_exists
+from .schema import RUNS_SCHEMA
+
+RUNS_TABLE = "runs"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class RunCounts:
+    """What one ingestion run did."""
+
+    docs_seen: int = 0
+    docs_added: int = 0
+    docs_updated: int = 0
+    docs_unchanged: int = 0
+    docs_deleted: int = 0
+    docs_failed: int = 0
+    chunks_written: int = 0
+    chunks_deleted: int = 0
+    chunks_embedded: int = 0
+    chunks_reused: int = 0
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+    failures: list[dict[str, str]] = field(default_factory=list)
+
+    def add_time(self, stage: str, seconds: float) -> None:
+        self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0.0) + seconds, 4)
+
+    def merge(self, other: "RunCounts") -> None:
+        for k, v in asdict(other).items():
+            if k == "stage_seconds":
+                for s, sec in v.items():
+                    self.add_time(s, sec)
+            elif k == "failures":
+                self.failures.extend(v)
+            else:
+                setattr(self, k, getattr(self, k) + v)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class RunRecord:
+    run_id: str
+    flow: str
+    source: str
+    table_name: str
+    model_id: str
+    parameters: dict[str, Any]
+    started: datetime = field(default_factory=utcnow)
+    status: str = "running"
+    finished: datetime | None = None
+    counts: RunCounts = field(default_factory=RunCounts)
+    version_before: int | None = None
+    version_after: int | None = None
+    error: str | None = None
+
+    def to_row(self) -> dict[str, Any]:
+        c = self.counts
+        return {
+            "run_id": self.run_id,
+            "flow": self.flow,
+            "status": self.status,
+            "started": self.started,
+            "finished": self.finished,
+            "source": self.source,
+            "table_name": self.table_name,
+            "model_id": self.model_id,
+            "parameters": json.dumps(self.parameters, sort_keys=True, default=str),
+            **{k: getattr(c, k) for k in RunCounts.__dataclass_fields__ if k not in ("stage_seconds", "failures")},
+            "stage_seconds": json.dumps(c.stage_seconds, sort_keys=True),
+            "failures": json.dumps(c.failures),
+            "version_before": self.version_before,
+            "version_after": self.version_after,
+            "error": self.error,
+        }
+
+
+class Ledger:
+    """The ``runs`` table of a database."""
+
+    def __init__(self, db_uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.db = connect(db_uri, storage_options)
+
+    def _table(self):
+        t = open_table_if_exists(self.db, RUNS_TABLE)
+        if t is None:
+            t = self.db.create_table(RUNS_TABLE, schema=RUNS_SCHEMA, exist_ok=True)
+        return t
+
+    def write(self, record: RunRecord) -> None:
+        """Insert or update the run's row (upsert on run_id)."""
+        data = pa.Table.from_pylist([record.to_row()], schema=RUNS_SCHEMA)
+        self._table().merge_insert("run_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+
+    def runs(self, flow: str | None = None) -> list[dict[str, Any]]:
+        """All runs, oldest first, with JSON columns decoded."""
+        t = open_table_if_exists(self.db, RUNS_TABLE)
+        if t is None:
+            return []
+        rows = t.to_arrow().to_pylist()
+        if flow:
+            rows = [r for r in rows if r["flow"] == flow]
+        for r in rows:
+            for k in ("parameters", "stage_seconds", "failures"):
+                r[k] = json.loads(r[k]) if r.get(k) else ({} if k != "failures" else [])
+        rows.sort(key=lambda r: r["started"])
+        return rows
