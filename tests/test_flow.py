@@ -1,0 +1,75 @@
+"""The ingestion flow and the CLI under one session-scoped Prefect test server."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from grainline.cli import app
+from grainline.storage.ledger import Ledger
+
+from .conftest import write_files
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+CORPUS = {
+    "a.md": "---\ntitle: Volcanoes\n---\n# Volcanoes\n\nMagma rises through the crust and erupts as lava. "
+    "Explosive eruptions throw ash high into the sky.\n",
+    "b.txt": "Coffee\n\nRoasting turns green coffee beans brown. The first crack is a popping sound.\n",
+    "bad.txt": b"\x00\x01\x02binary\x00",
+}
+
+
+def test_flow_runs_publishes_artifact_and_records_ledger(tmp_path, embedder):
+    from prefect.client.orchestration import get_client
+
+    from grainline.flows.ingest import ingest_flow
+
+    src = write_files(tmp_path / "src", CORPUS)
+    db = str(tmp_path / "db")
+    result = ingest_flow(source=str(src), strategies="sentence,paragraph", db=db, device="cpu")
+    assert result["status"] == "completed"
+    c = result["counts"]
+    assert (c["docs_seen"], c["docs_added"], c["docs_failed"]) == (2, 2, 1)
+    assert c["failures"][0]["where"] == "bad.txt"
+    assert "| 2 | 2 | 0 | 0 | 0 | 1 |" in result["summary"]
+    (row,) = Ledger(db).runs()
+    assert row["run_id"] == result["run_id"] and row["status"] == "completed"
+    assert set(row["parameters"]["strategies"]) == {"sentence", "paragraph"}
+
+    import asyncio
+
+    async def artifact():
+        async with get_client() as client:
+            return await client.read_latest_artifacts()
+
+    arts = [a for a in asyncio.run(artifact()) if a.key == "grainline-ingest-summary"]
+    assert arts and result["run_id"] in arts[0].data
+
+
+def test_cli_ingest_search_and_strict(tmp_path, embedder):
+    src = write_files(tmp_path / "src", CORPUS)
+    db = str(tmp_path / "db")
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(src), "--strategy", "sentence,paragraph,article", "--db", db, "--device", "cpu", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "2 added" in res.output and "FAILED bad.txt" in res.output
+    res = runner.invoke(app, ["ingest", str(src), "--db", db, "--device", "cpu", "--no-progress", "--strict"])
+    assert res.exit_code == 1
+    assert "2 unchanged" in res.output
+    res = runner.invoke(app, ["search", "lava and ash from a mountain", "--strategy", "sentence", "-k", "2", "--db", db, "--device", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    hits = [json.loads(line) for line in res.output.strip().splitlines()]
+    assert [h["rank"] for h in hits] == [1, 2] and hits[0]["doc_id"] == "a.md"
+
+
+def test_cli_errors_name_the_bad_value(tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(app, ["ingest", str(tmp_path / "missing"), "--db", str(tmp_path / "db")])
+    assert res.exit_code == 2 and "missing" in res.output
+    res = runner.invoke(app, ["ingest", str(tmp_path), "--strategy", "word", "--db", str(tmp_path / "db")])
+    assert res.exit_code == 2 and "unknown chunking strategy 'word'" in res.output and "paragraph" in res.output
+    res = runner.invoke(app, ["search", "x", "--strategy", "word", "--db", str(tmp_path / "db")])
+    assert res.exit_code == 2 and "known: article, paragraph, sentence" in res.output

@@ -1,0 +1,205 @@
+"""Ingestion end to end with the real bundled model and real LanceDB tables."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from grainline.embedding import EmbedderSettings
+from grainline.ingest import IngestSettings, run_ingest
+from grainline.search import search
+from grainline.storage.chunks import ChunkStore
+from grainline.storage.ledger import Ledger
+from grainline.storage.parquet import read_export
+
+from .conftest import DEMO_CORPUS, write_files
+
+CPU = EmbedderSettings(device="cpu")
+
+CORPUS = {
+    "bees.md": "---\ntitle: Bees\ntags: [insects]\n---\n# Bees\n\nHoneybees dance to show their sisters where flowers are. "
+    "The angle of the waggle run points towards the food.\n\nA longer run means the flowers are further away.\n",
+    "tides.txt": "Tides\n\nThe Moon's gravity raises a bulge of water on the near side of the Earth. "
+    "Spring tides come when the Sun and Moon line up.\n\nNeap tides are weaker.\n",
+    "page.html": "<html><head><title>Bread</title><style>p{}</style><script>var x=1;</script></head><body>"
+    "<h1>Sourdough</h1><p>A sourdough starter is a <b>living</b> culture of wild yeast and bacteria.</p>"
+    "<p>Feed it flour and water every day.</p></body></html>",
+    "records/items.jsonl": json.dumps({"id": "rec-1", "title": "Compilers", "text": "A compiler translates source code into machine code. "
+                                       "The parser builds a syntax tree."}) + "\n",
+}
+
+
+def blank_pdf() -> bytes:
+    """A valid PDF whose only page has no text layer, as a scanned image would."""
+    import io
+
+    from pypdf import PdfWriter
+
+    w = PdfWriter()
+    w.add_blank_page(200, 200)
+    buf = io.BytesIO()
+    w.write(buf)
+    return buf.getvalue()
+
+
+def settings(src, db, **kw) -> IngestSettings:
+    return IngestSettings(source=str(src), db=str(db), embedder=CPU, **kw)
+
+
+def table_rows(db, embedder, columns=("chunk_id", "doc_id", "strategy", "text", "run_id", "doc_hash", "start", "end", "handling", "n_windows")):
+    store = ChunkStore(str(db), embedder.identity.table_name, embedder.identity.dim)
+    return [r for b in store.scan(list(columns)) for r in b.to_pylist()]
+
+
+def test_ingest_then_rerun_changes_nothing(tmp_path, embedder):
+    src = write_files(tmp_path / "src", CORPUS)
+    db = tmp_path / "db"
+    first = run_ingest(settings(src, db))
+    c = first.counts
+    assert (c.docs_seen, c.docs_added, c.docs_failed) == (4, 4, 0)
+    rows = table_rows(db, embedder)
+    assert {r["strategy"] for r in rows} == {"sentence", "paragraph", "article"}
+    assert {r["doc_id"] for r in rows} == {"bees.md", "tides.txt", "page.html", "rec-1"}
+    assert len({r["chunk_id"] for r in rows}) == len(rows) == c.chunks_written
+    # identical texts across strategies (a one-sentence paragraph) are embedded once
+    assert c.chunks_embedded + c.chunks_reused == c.chunks_written
+    assert c.chunks_reused > 0
+    assert "var x" not in " ".join(r["text"] for r in rows)
+
+    second = run_ingest(settings(src, db))
+    c2 = second.counts
+    assert (c2.docs_unchanged, c2.docs_added, c2.docs_updated, c2.chunks_written, c2.chunks_embedded) == (4, 0, 0, 0, 0)
+    assert second.version_after == first.version_after
+    assert sorted(r["chunk_id"] for r in table_rows(db, embedder)) == sorted(r["chunk_id"] for r in rows)
+    ledger = Ledger(str(db)).runs("ingest")
+    assert [r["status"] for r in ledger] == ["completed", "completed"]
+    assert ledger[1]["docs_unchanged"] == 4
+
+
+def test_editing_one_document_reembeds_only_its_new_text(tmp_path, embedder):
+    src = write_files(tmp_path / "src", CORPUS)
+    db = tmp_path / "db"
+    first = run_ingest(settings(src, db))
+    old_texts = {r["text"] for r in table_rows(db, embedder)}
+    (src / "tides.txt").write_text(CORPUS["tides.txt"].replace("Neap tides are weaker.", "Neap tides are weaker, and come a week later."))
+    second = run_ingest(settings(src, db))
+    c = second.counts
+    assert (c.docs_updated, c.docs_unchanged, c.docs_added) == (1, 3, 0)
+    rows = table_rows(db, embedder)
+    tides = [r for r in rows if r["doc_id"] == "tides.txt"]
+    # no orphans: every tides chunk belongs to the new text
+    assert len({r["doc_hash"] for r in tides}) == 1
+    assert any("a week later" in r["text"] for r in tides)
+    assert not any(r["text"].endswith("Neap tides are weaker.") for r in tides)
+    # only text never seen before was embedded (here the new sentence and the article,
+    # which is also the single merged paragraph)
+    new_texts = {r["text"] for r in tides} - old_texts
+    assert c.chunks_embedded == len(new_texts) == 2
+    assert c.chunks_reused > 0
+    others = {r["run_id"] for r in rows if r["doc_id"] != "tides.txt"}
+    assert others == {first.run_id}
+
+
+def test_full_sync_deletes_vanished_documents_incremental_keeps_them(tmp_path, embedder):
+    src = write_files(tmp_path / "src", CORPUS)
+    db = tmp_path / "db"
+    run_ingest(settings(src, db))
+    (src / "bees.md").unlink()
+    inc = run_ingest(settings(src, db))
+    assert inc.counts.docs_deleted == 0
+    assert "bees.md" in {r["doc_id"] for r in table_rows(db, embedder)}
+    full = run_ingest(settings(src, db, sync="full"))
+    assert full.counts.docs_deleted == 1 and full.counts.chunks_deleted > 0
+    assert "bees.md" not in {r["doc_id"] for r in table_rows(db, embedder)}
+    # the Parquet export follows the table
+    export = read_export(str(db / "parquet" / embedder.identity.table_name))
+    assert "bees.md" not in set(export.column("doc_id").to_pylist())
+    assert export.num_rows == len(table_rows(db, embedder))
+
+
+def test_bad_input_becomes_failures_and_good_documents_are_stored(tmp_path, embedder):
+    files = dict(CORPUS)
+    files.update({
+        "garbage.txt": bytes(range(256)) * 4,
+        "latin1.txt": "caf\xe9 au lait".encode("latin-1"),
+        "empty.md": "",
+        "blank.txt": "   \n\t\n  ",
+        "records/mixed.jsonl": json.dumps({"id": "ok-1", "text": "A fine record about glaciers and ice."}) + "\n{not json\n"
+        + json.dumps({"id": "no-text"}) + "\n",
+        "scan.pdf": blank_pdf(),
+        "utf16.txt": "Title\n\nA UTF-16 file about volcanoes and lava.".encode("utf-16"),
+    })
+    src = write_files(tmp_path / "src", files)
+    rec = run_ingest(settings(src, tmp_path / "db"))
+    failures = {f["where"]: f["reason"] for f in rec.counts.failures}
+    assert set(failures) == {"garbage.txt", "latin1.txt", "empty.md", "blank.txt", "records/mixed.jsonl:2", "records/mixed.jsonl:3", "scan.pdf"}
+    assert "binary" in failures["garbage.txt"] and "UTF-8" in failures["latin1.txt"]
+    assert "text layer" in failures["scan.pdf"]
+    stored = {r["doc_id"] for r in table_rows(tmp_path / "db", embedder)}
+    assert stored == {"bees.md", "tides.txt", "page.html", "rec-1", "ok-1", "utf16.txt"}
+    (row,) = Ledger(str(tmp_path / "db")).runs()
+    assert row["docs_failed"] == 7 and {f["where"] for f in row["failures"]} == set(failures)
+
+
+def test_long_article_pool_and_truncate(tmp_path, embedder):
+    long_text = "\n\n".join(
+        f"Paragraph {i}. " + " ".join(f"The glacier number {i} moves {j} metres down the valley each year." for j in range(8))
+        for i in range(10)
+    )
+    src = write_files(tmp_path / "src", {"long.txt": long_text})
+    db = tmp_path / "db"
+    run_ingest(settings(src, db, strategies="article"))
+    run_ingest(settings(src, db, strategies="article", long_article="truncate"))
+    cols = ("chunk_id", "text", "handling", "n_windows", "n_model_tokens", "exceeds_model_limit", "vector")
+    rows = {r["handling"]: r for r in table_rows(db, embedder, cols)}
+    assert set(rows) == {"pool", "truncate"}
+    pool, trunc = rows["pool"], rows["truncate"]
+    assert pool["exceeds_model_limit"] and pool["n_model_tokens"] > 254
+    assert pool["n_windows"] >= 3 and trunc["n_windows"] == 1
+    pv, tv = np.asarray(pool["vector"]), np.asarray(trunc["vector"])
+    assert abs(np.linalg.norm(pv) - 1) < 1e-4 and abs(np.linalg.norm(tv) - 1) < 1e-4
+    assert float(pv @ tv) < 0.999  # pooling saw the rest of the text
+    # truncate embeds exactly the first window, nothing silently cut beyond it
+    first = embedder.window.counter.windows(trunc["text"], embedder.window.max_tokens, 0)[0]
+    ref = embedder.encode([trunc["text"][first[0]:first[1]]])[0]
+    assert float(ref @ tv) > 0.999
+
+
+@pytest.fixture(scope="module")
+def demo_db(tmp_path_factory, embedder):
+    db = tmp_path_factory.mktemp("demo") / "db"
+    rec = run_ingest(IngestSettings(source=str(DEMO_CORPUS), db=str(db), embedder=CPU))
+    assert rec.counts.docs_failed == 0 and rec.counts.docs_seen >= 20
+    return str(db)
+
+
+DEMO_QUERIES = {
+    "how do insects tell each other where flowers are located": "science/honeybee-dance.md",
+    "keeping a wild yeast culture alive to leaven bread": "food/sourdough-starter.md",
+    "Gutenberg metal type and the spread of books in Renaissance Europe": "history/printing-press.html",
+    "how do small songbirds find their way across continents at night": "nature/bird-migration.txt",
+    "public and private keys, RSA and secure messaging over the internet": "rec-cryptography-basics",
+}
+
+
+@pytest.mark.parametrize("strategy", ["sentence", "paragraph", "article"])
+def test_queries_find_the_document_they_were_written_from(demo_db, strategy):
+    for query, doc_id in DEMO_QUERIES.items():
+        hits = search(query, demo_db, strategy, 3, CPU)
+        assert hits[0].row["doc_id"] == doc_id, (query, [h.row["doc_id"] for h in hits])
+        assert all(h.row["strategy"] == strategy for h in hits)
+        assert hits[0].score > hits[-1].score - 1e-6
+
+
+def test_rows_record_model_identity_and_offsets(demo_db, embedder):
+    cols = ("doc_id", "text", "start", "end", "model_id", "model_max_seq_length", "vector", "n_model_tokens", "exceeds_model_limit", "strategy")
+    rows = table_rows(demo_db, embedder, cols)
+    assert {r["model_id"] for r in rows} == {embedder.identity.model_id}
+    assert {r["model_max_seq_length"] for r in rows} == {256}
+    norms = np.linalg.norm(np.asarray([r["vector"] for r in rows]), axis=1)
+    assert np.allclose(norms, 1.0, atol=1e-4)
+    # sentence and paragraph chunks always fit the model's window
+    assert not any(r["exceeds_model_limit"] for r in rows if r["strategy"] != "article")
+    assert all(r["end"] - r["start"] == len(r["text"]) for r in rows)
