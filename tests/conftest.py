@@ -11,7 +11,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# The evaluation datasets sit beside the repo (../shared/data); GRAINLINE_DATA overrides.
+SHARED_DATA = Path(os.environ.get("GRAINLINE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
 
 

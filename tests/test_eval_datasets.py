@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import SHARED_DATA
 from grainline.evaluation.datasets import (
     DATASET_KINDS,
     DatasetError,
@@ -19,7 +20,7 @@ from grainline.evaluation.datasets import (
     write_spans_dataset,
 )
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+DATA = SHARED_DATA
 
 
 def write_jsonl(path: Path, rows: list) -> Path:
