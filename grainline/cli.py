@@ -165,6 +165,8 @@ def main() -> None:
     # Models and tokenizers are bundled; never let a library reach for the network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The temporary Prefect server would try to send telemetry and log an error offline.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()
 
 

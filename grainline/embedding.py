@@ -153,6 +153,12 @@ class Embedder:
         except ImportError as exc:  # pragma: no cover - a dependency
             raise RuntimeError("embedding needs sentence-transformers: pip install sentence-transformers") from exc
         try:
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # a bar for reading 100 tensors is noise
+        except ImportError:  # pragma: no cover
+            pass
+        try:
             model = SentenceTransformer(self.path, device=self.device)
         except OSError as exc:
             raise ValueError(

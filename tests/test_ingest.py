@@ -114,9 +114,20 @@ def test_full_sync_deletes_vanished_documents_incremental_keeps_them(tmp_path, e
     assert full.counts.docs_deleted == 1 and full.counts.chunks_deleted > 0
     assert "bees.md" not in {r["doc_id"] for r in table_rows(db, embedder)}
     # the Parquet export follows the table
-    export = read_export(str(db / "parquet" / embedder.identity.table_name))
+    export_dir = db / "parquet" / embedder.identity.table_name
+    export = read_export(str(export_dir))
     assert "bees.md" not in set(export.column("doc_id").to_pylist())
     assert export.num_rows == len(table_rows(db, embedder))
+    # other engines read the same export, strategy column restored from the paths
+    import duckdb
+    import polars as pl
+
+    ((n, strategies),) = duckdb.sql(
+        f"select count(*), count(distinct strategy) from read_parquet('{export_dir}/**/*.parquet', hive_partitioning=true)"
+    ).fetchall()
+    assert (n, strategies) == (export.num_rows, 3)
+    frame = pl.read_parquet(f"{export_dir}/**/*.parquet", hive_partitioning=True)
+    assert frame.height == export.num_rows and frame.schema["vector"].size == 384
 
 
 def test_bad_input_becomes_failures_and_good_documents_are_stored(tmp_path, embedder):
@@ -203,3 +214,19 @@ def test_rows_record_model_identity_and_offsets(demo_db, embedder):
     # sentence and paragraph chunks always fit the model's window
     assert not any(r["exceeds_model_limit"] for r in rows if r["strategy"] != "article")
     assert all(r["end"] - r["start"] == len(r["text"]) for r in rows)
+
+
+def test_any_model_path_works_and_gets_its_own_table(tmp_path, embedder):
+    import shutil
+
+    model_dir = tmp_path / "my-minilm"
+    shutil.copytree(embedder.path, model_dir)
+    src = write_files(tmp_path / "src", {"tides.txt": CORPUS["tides.txt"]})
+    db = tmp_path / "db"
+    run_ingest(settings(src, db, strategies="paragraph"))
+    other = EmbedderSettings(model=str(model_dir), device="cpu")
+    rec = run_ingest(IngestSettings(source=str(src), db=str(db), strategies="paragraph", embedder=other))
+    assert rec.table_name.startswith("chunks_my_minilm_") and rec.table_name != embedder.identity.table_name
+    assert rec.model_id.startswith("my-minilm@")
+    hits = search("spring tides and the moon", str(db), "paragraph", 1, other)
+    assert hits[0].row["doc_id"] == "tides.txt"
