@@ -161,6 +161,43 @@ def demo(
     typer.echo(f"\nTry: grainline search \"your question\" --strategy paragraph -k 5 --db {db}")
 
 
+@app.command("eval")
+def eval_cmd(
+    dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH."),
+    split: str = typer.Option(None, "--split", help="beir: qrels split (default test); scifact: claims file (default dev)."),
+    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s"),
+    method: str = typer.Option("dense,bm25,hybrid", "--method", "-m"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="Where the dataset's chunks and eval_results go."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    device: str = typer.Option("auto", "--device"),
+    long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
+    sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
+    seed: int = typer.Option(0, "--seed"),
+    reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
+) -> None:
+    """Compare chunk granularities and retrieval methods on a labelled dataset."""
+    from pydantic import ValidationError
+
+    from grainline.evaluation.datasets import DatasetError
+    from grainline.flows.evaluate import evaluate_flow
+
+    try:
+        state = evaluate_flow(
+            dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
+            device=device, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
+            return_state=True,
+        )
+        result = state.result()
+    except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
+        _fail(str(exc))
+    md = Path(result["report"]).read_text(encoding="utf-8")
+    typer.echo(md.split("## Plots")[0])
+    typer.echo(f"report: {result['report']}")
+    for p in result["plots"]:
+        typer.echo(f"plot:   {p}")
+    typer.secho(state.message or "", bold=True)
+
+
 def main() -> None:
     # Models and tokenizers are bundled; never let a library reach for the network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -59,6 +59,9 @@ class IngestSettings(BaseModel):
     batch_docs: int = Field(default=64, ge=1)
     export_parquet: bool = True
     parquet_dir: str | None = None
+    # Default: one table per model (``ModelIdentity.table_name``). Evaluation datasets
+    # use their own table per model so they never mix with production documents.
+    table: str | None = None
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     reader: ReaderSettings = Field(default_factory=ReaderSettings)
 
@@ -136,12 +139,17 @@ def get_embedder(settings: EmbedderSettings) -> Embedder:
     return _EMBEDDERS[settings]
 
 
-def prepare(settings: IngestSettings, run_id: str | None = None) -> RunContext:
-    """Load the model, open the table, take stock of what it holds, record the start."""
-    root, _files = discover(settings.source)  # fails fast on a source that does not exist
+def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None) -> RunContext:
+    """Load the model, open the table, take stock of what it holds, record the start.
+
+    ``root`` names where the documents come from when they are passed in directly
+    (an evaluation dataset); otherwise the source is discovered on disk."""
+    if root is None:
+        found, _files = discover(settings.source)  # fails fast on a source that does not exist
+        root = str(Path(found).resolve())
     embedder = get_embedder(settings.embedder)
     ident = embedder.identity
-    store = ChunkStore(settings.db, ident.table_name, ident.dim)
+    store = ChunkStore(settings.db, settings.table or ident.table_name, ident.dim)
     chunk_ctx = ChunkContext.default(embedder.window)
     plans = []
     for strategy, cs in settings.chunker_settings().items():
@@ -152,22 +160,26 @@ def prepare(settings: IngestSettings, run_id: str | None = None) -> RunContext:
         run_id=run_id,
         flow="ingest",
         source=str(settings.source),
-        table_name=ident.table_name,
+        table_name=store.table_name,
         model_id=ident.model_id,
-        parameters={**settings.model_dump(mode="json"), "model": ident.as_dict(), "chunker_keys": [p.key for p in plans]},
+        parameters={**settings.model_dump(mode="json"), "model": ident.as_dict(), "chunker_keys": [p.key for p in plans],
+                    "chunker_params": {p.key: json.loads(p.params) for p in plans}},
         version_before=store.version(),
     )
     ledger = Ledger(settings.db)
     ledger.write(record)
     return RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
-        chunk_ctx=chunk_ctx, plans=plans, root=str(Path(root).resolve()), states=store.doc_states(), record=record,
+        chunk_ctx=chunk_ctx, plans=plans, root=root, states=store.doc_states(), record=record,
     )
 
 
-def read_batches(settings: IngestSettings) -> Iterator[list[Document | Failure]]:
-    """Documents (and failures) in batches of ``batch_docs``, read lazily."""
-    it = iter_documents(settings.source, settings.reader)
+def read_batches(
+    settings: IngestSettings, documents: Iterable[Document | Failure] | None = None
+) -> Iterator[list[Document | Failure]]:
+    """Documents (and failures) in batches of ``batch_docs``, read lazily from the
+    source, or taken from ``documents`` when given."""
+    it = iter(documents) if documents is not None else iter_documents(settings.source, settings.reader)
     while batch := list(islice(it, settings.batch_docs)):
         yield batch
 
@@ -312,13 +324,18 @@ def _export_exists(ctx: RunContext) -> bool:
     return "://" in d or Path(d).exists()
 
 
-def run_ingest(settings: IngestSettings, run_id: str | None = None) -> RunRecord:
-    """The whole ingestion in this process, without Prefect."""
-    ctx = prepare(settings, run_id)
+def run_ingest(
+    settings: IngestSettings,
+    run_id: str | None = None,
+    documents: Iterable[Document | Failure] | None = None,
+) -> RunRecord:
+    """The whole ingestion in this process, without Prefect. With ``documents``, those
+    are ingested (``settings.source`` then only labels them)."""
+    ctx = prepare(settings, run_id, root=settings.source if documents is not None else None)
     counts = RunCounts()
     t_read = time.perf_counter()
     try:
-        for items in read_batches(settings):
+        for items in read_batches(settings, documents):
             counts.add_time("read", time.perf_counter() - t_read)
             counts.merge(write_batch(ctx, embed_batch(ctx, chunk_batch(ctx, items))))
             t_read = time.perf_counter()

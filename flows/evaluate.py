@@ -1,0 +1,114 @@
+"""The granularity evaluation flow: which chunking retrieves best, with which method.
+
+Thin wiring over :mod:`grainline.evaluation.runner`; ready to be scheduled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.states import Completed
+
+from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
+from grainline.evaluation import runner
+from grainline.storage.chunks import DEFAULT_DB
+
+from .retry import retry_transient
+
+# An evaluation run holds the dataset and query vectors; tasks get its id.
+_RUNS: dict[str, runner.EvalRun] = {}
+
+
+@task(name="load-dataset", cache_policy=NO_CACHE)
+def load_task(settings: runner.EvalSettings) -> str:
+    run = runner.load(settings)
+    _RUNS[run.run_id] = run
+    return run.run_id
+
+
+@task(name="ingest-dataset", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def ingest_task(run_id: str) -> dict[str, Any]:
+    run = _RUNS[run_id]
+    runner.ingest_dataset(run)
+    return run.ingest_counts
+
+
+@task(name="embed-queries", cache_policy=NO_CACHE)
+def embed_queries_task(run_id: str) -> dict[str, Any]:
+    return runner.embed_queries(_RUNS[run_id])
+
+
+@task(name="retrieve-and-score", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def score_task(run_id: str, strategy: str, vectors: dict[str, Any]) -> None:
+    runner.score_strategy(_RUNS[run_id], strategy, vectors)
+
+
+@task(name="aggregate", cache_policy=NO_CACHE)
+def aggregate_task(run_id: str) -> None:
+    runner.aggregate(_RUNS[run_id])
+
+
+@task(name="store-results", retries=3, retry_delay_seconds=[1, 4, 15], retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def store_task(run_id: str) -> list[dict[str, Any]]:
+    run = _RUNS[run_id]
+    runner.store_and_compare(run)
+    return run.regressions
+
+
+@task(name="report", cache_policy=NO_CACHE)
+def report_task(run_id: str) -> dict[str, Any]:
+    from grainline.evaluation.report import write_report
+
+    path, pngs, md = write_report(_RUNS[run_id])
+    return {"report": str(path), "plots": [str(p) for p in pngs], "markdown": md}
+
+
+@flow(name="grainline-evaluate", description="Compare chunk granularities (sentence/paragraph/article) x retrieval methods on a labelled dataset.")
+def evaluate_flow(
+    dataset: str,
+    split: str | None = None,
+    strategies: str | list[str] = "sentence,paragraph,article",
+    methods: str | list[str] = "dense,bm25,hybrid",
+    db: str = DEFAULT_DB,
+    model: str = DEFAULT_MODEL,
+    device: str = "auto",
+    long_article: str = "pool",
+    sample: int | None = None,
+    seed: int = 0,
+    reports_dir: str = "reports",
+) -> Any:
+    """Evaluate and report; the final state's message names the best configuration and
+    any metric that fell below the previous run's interval."""
+    logger = get_run_logger()
+    settings = runner.EvalSettings(
+        dataset=dataset, split=split, strategies=strategies, methods=methods, db=db,
+        long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
+        embedder=EmbedderSettings(model=model, device=device),
+    )
+    run_id = load_task(settings)
+    try:
+        ingest_task(run_id)
+        vectors = embed_queries_task(run_id)
+        for strategy in settings.strategies:
+            score_task(run_id, strategy, vectors)
+        aggregate_task(run_id)
+        regressions = store_task(run_id)
+        report = report_task(run_id)
+        run = _RUNS[run_id]
+        create_markdown_artifact(markdown=report["markdown"], key="grainline-eval-report", description=f"grainline evaluation {run_id}")
+        for p in report["plots"]:
+            create_link_artifact(link=f"file://{p}", link_text=p.rsplit("/", 1)[-1], key="grainline-eval-plot")
+        message = runner.state_message(run)
+        for g in regressions:
+            logger.warning("regression: %s/%s %s %.4f below previous interval (low %.4f)", g["strategy"], g["method"], g["metric"], g["value"], g["previous_ci_low"])
+        logger.info(message)
+        data = {
+            "run_id": run_id, "report": report["report"], "plots": report["plots"], "regressions": regressions,
+            "results": run.results, "message": message, "n_queries": len(run.queries),
+            "skipped_queries": len(run.dataset.skipped_queries),
+        }
+    finally:
+        _RUNS.pop(run_id, None)
+    return Completed(message=message, data=data)

@@ -1,0 +1,170 @@
+"""The report of an evaluation run: a Markdown table with intervals and significance
+marks, and PNG plots (metrics by granularity; answer recall by retrieved-token budget)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from .runner import HEADLINE_METRICS, EvalRun
+
+GRANULARITY_ORDER = ["sentence", "paragraph", "article"]
+ALPHA = 0.05
+
+
+def _cell(r: dict[str, Any]) -> str:
+    return f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]"
+
+
+def _order(strategies: list[str]) -> list[str]:
+    known = [s for s in GRANULARITY_ORDER if s in strategies]
+    return known + [s for s in strategies if s not in known]
+
+
+def markdown(run: EvalRun) -> str:
+    """The whole report as Markdown."""
+    by = {(r["strategy"], r["method"], r["metric"]): r for r in run.results}
+    configs = [(c.strategy, c.method) for c in run.configs]
+    metrics = [m for m in HEADLINE_METRICS if any((s, meth, m) in by for s, meth in configs)]
+    ds = run.dataset
+    lines = [
+        f"# grainline evaluation `{run.run_id}`",
+        "",
+        f"Dataset **{ds.name}** (split `{ds.split}`), {len(run.queries)} queries scored"
+        + (f" (seeded sample of {len(ds.queries)})" if run.settings.sample else "")
+        + f", {len(ds.skipped_queries)} skipped for lack of gold labels; {len(ds.documents)} documents.",
+        f"Model `{run.model_id}`, table `{run.table_name}` version {run.table_version}, long articles: `{run.settings.long_article}`.",
+        "",
+        "Each cell: mean over queries [95% bootstrap interval]. **▲** best in its column; "
+        f"**≈** not significantly different from the best (paired permutation test, p ≥ {ALPHA}); "
+        "no mark: significantly worse than the best.",
+        "",
+        "| strategy | method | " + " | ".join(metrics) + " |",
+        "|---|---|" + "---|" * len(metrics),
+    ]
+    best = {}
+    for m in metrics:
+        cands = [(by[(s, meth, m)]["value"], f"{s}/{meth}") for s, meth in configs if (s, meth, m) in by]
+        best[m] = max(cands)[1] if cands else None
+    for s, meth in sorted(configs, key=lambda c: (_order([x for x, _ in configs]).index(c[0]), c[1])):
+        cells = []
+        for m in metrics:
+            r = by.get((s, meth, m))
+            if r is None:
+                cells.append("-")
+                continue
+            name = f"{s}/{meth}"
+            mark = ""
+            if name == best[m]:
+                mark = " ▲"
+            else:
+                p = _p(run, m, name, best[m])
+                if p is not None and p >= ALPHA:
+                    mark = " ≈"
+            cells.append(_cell(r) + mark)
+        lines.append(f"| {s} | {meth} | " + " | ".join(cells) + " |")
+    for m in ("ndcg@10", "answer@100tok"):
+        if m in run.significance:
+            names = [c.name for c in run.configs]
+            lines += ["", f"## Paired permutation p-values, {m}", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+            for a in names:
+                row = []
+                for b in names:
+                    p = None if a == b else _p(run, m, a, b)
+                    row.append("" if p is None else f"{p:.3g}")
+                lines.append(f"| {a} | " + " | ".join(row) + " |")
+    lines += ["", "## Regressions against the previous run", ""]
+    if run.regressions:
+        lines += ["| strategy | method | metric | now | previous | previous CI low | previous run |", "|---|---|---|---:|---:|---:|---|"]
+        lines += [
+            f"| {g['strategy']} | {g['method']} | {g['metric']} | {g['value']:.4f} | {g['previous']:.4f} | {g['previous_ci_low']:.4f} | `{g['previous_run']}` |"
+            for g in run.regressions
+        ]
+    else:
+        lines.append("None: no metric fell below the previous run's interval (or there is no previous run).")
+    lines += ["", "## Time", "", "| step | seconds |", "|---|---:|"]
+    lines += [f"| {k} | {v:.1f} |" for k, v in run.seconds.items()]
+    return "\n".join(lines) + "\n"
+
+
+def _p(run: EvalRun, metric: str, a: str, b: str | None) -> float | None:
+    if b is None:
+        return None
+    sig = run.significance.get(metric, {})
+    return sig.get((a, b), sig.get((b, a)))
+
+
+def plots(run: EvalRun, out_dir: Path) -> list[Path]:
+    """PNG plots; returns their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by = {(r["strategy"], r["method"], r["metric"]): r for r in run.results}
+    strategies = _order(list(dict.fromkeys(c.strategy for c in run.configs)))
+    methods = list(dict.fromkeys(c.method for c in run.configs))
+    paths = []
+    metrics = [m for m in ("ndcg@10", "recall@5", "answer@100tok", "span_iou@5") if any(k[2] == m for k in by)]
+    if metrics:
+        fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
+        for ax, m in zip(axes[0], metrics):
+            for meth in methods:
+                xs, ys, lo, hi = [], [], [], []
+                for i, s in enumerate(strategies):
+                    r = by.get((s, meth, m))
+                    if r:
+                        xs.append(i)
+                        ys.append(r["value"])
+                        lo.append(r["value"] - r["ci_low"])
+                        hi.append(r["ci_high"] - r["value"])
+                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label=meth)
+            ax.set_xticks(range(len(strategies)), strategies)
+            ax.set_title(m)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend()
+        fig.suptitle(f"{run.dataset.name}: metric by granularity (95% CI)")
+        fig.tight_layout()
+        p = out_dir / "metric_by_granularity.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    budgets = sorted({int(k[2][len("answer@"):-3]) for k in by if k[2].startswith("answer@") and k[2].endswith("tok")})
+    if budgets:
+        fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False)
+        for ax, meth in zip(axes[0], methods):
+            for s in strategies:
+                rows = [by.get((s, meth, f"answer@{b}tok")) for b in budgets]
+                pts = [(b, r) for b, r in zip(budgets, rows) if r]
+                if pts:
+                    ax.errorbar(
+                        [b for b, _ in pts], [r["value"] for _, r in pts],
+                        yerr=[[r["value"] - r["ci_low"] for _, r in pts], [r["ci_high"] - r["value"] for _, r in pts]],
+                        marker="o", capsize=3, label=s,
+                    )
+            ax.set_xscale("log")
+            ax.set_xlabel("retrieved tokens (cl100k)")
+            ax.set_ylabel("answer found")
+            ax.set_title(meth)
+            ax.grid(alpha=0.3)
+        axes[0][0].legend()
+        fig.suptitle(f"{run.dataset.name}: answer recall by retrieved-token budget")
+        fig.tight_layout()
+        p = out_dir / "answer_by_token_budget.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def write_report(run: EvalRun) -> tuple[Path, list[Path], str]:
+    """reports/<run_id>/report.md plus the plots; returns (report path, plot paths, markdown)."""
+    out = Path(run.settings.reports_dir) / run.run_id
+    out.mkdir(parents=True, exist_ok=True)
+    md = markdown(run)
+    pngs = plots(run, out)
+    if pngs:
+        md += "\n## Plots\n\n" + "\n".join(f"![{p.stem}]({p.name})" for p in pngs) + "\n"
+    path = out / "report.md"
+    path.write_text(md, encoding="utf-8")
+    return path, pngs, md

@@ -1,0 +1,92 @@
+"""The ``eval_results`` table (LanceDB, exported to Parquet) and the comparison with
+the previous run of the same dataset."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pyarrow as pa
+
+from grainline.storage.chunks import connect, open_table_if_exists
+from grainline.storage.parquet import default_export_dir, export_table
+from grainline.storage.sql import quote
+
+EVAL_TABLE = "eval_results"
+
+EVAL_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string()),
+        pa.field("time", pa.timestamp("us", tz="UTC")),
+        pa.field("dataset", pa.string()),
+        pa.field("dataset_spec", pa.string()),
+        pa.field("split", pa.string()),
+        pa.field("strategy", pa.string()),
+        pa.field("chunker_key", pa.string()),
+        pa.field("params", pa.string()),
+        pa.field("method", pa.string()),
+        pa.field("model_id", pa.string()),
+        pa.field("metric", pa.string()),
+        pa.field("value", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("n_queries", pa.int64()),
+        pa.field("n_skipped", pa.int64()),
+        pa.field("table_name", pa.string()),
+        pa.field("table_version", pa.int64()),
+        pa.field("sample", pa.int64()),
+    ]
+)
+
+
+def previous_results(db_uri: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The rows of the latest earlier run on the same dataset, split, model and sample."""
+    if not rows:
+        return []
+    table = open_table_if_exists(connect(db_uri), EVAL_TABLE)
+    if table is None:
+        return []
+    r0 = rows[0]
+    where = " AND ".join(
+        [
+            f"dataset = {quote(r0['dataset'])}",
+            f"split = {quote(r0['split'])}",
+            f"model_id = {quote(r0['model_id'])}",
+            f"sample = {int(r0['sample'])}",
+            f"run_id != {quote(r0['run_id'])}",
+        ]
+    )
+    prev = table.search().where(where).limit(None).to_arrow().to_pylist()
+    if not prev:
+        return []
+    last = max(prev, key=lambda r: r["time"])["run_id"]
+    return [r for r in prev if r["run_id"] == last]
+
+
+def find_regressions(rows: list[dict[str, Any]], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Metrics that fell below the previous run's 95% interval (same chunker, method, metric)."""
+    before = {(r["chunker_key"], r["method"], r["metric"]): r for r in previous}
+    out = []
+    for r in rows:
+        p = before.get((r["chunker_key"], r["method"], r["metric"]))
+        if p is not None and r["value"] < p["ci_low"]:
+            out.append({
+                "strategy": r["strategy"], "method": r["method"], "metric": r["metric"],
+                "value": r["value"], "previous": p["value"], "previous_ci_low": p["ci_low"], "previous_run": p["run_id"],
+            })
+    return out
+
+
+def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) -> str | None:
+    """Append the rows to ``eval_results`` and refresh its Parquet export."""
+    conn = connect(db_uri)
+    table = open_table_if_exists(conn, EVAL_TABLE)
+    data = pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
+    if table is None:
+        table = conn.create_table(EVAL_TABLE, data=data, exist_ok=True)
+    else:
+        table.add(data)
+    if export:
+        out = default_export_dir(db_uri, EVAL_TABLE)
+        export_table(table, out)
+        return out
+    return None

@@ -1,0 +1,145 @@
+"""The evaluation flow end to end on a small span-labelled dataset the test writes,
+the regression check, and the SciFact trust anchors on the real data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from grainline.embedding import EmbedderSettings
+from grainline.evaluation.datasets import DatasetError
+from grainline.evaluation.results import find_regressions
+from grainline.evaluation.runner import EvalSettings, run_eval
+from grainline.storage.chunks import connect
+
+from .conftest import SHARED_DATA
+
+TOPICS = {
+    "bees": [
+        "Honeybees communicate the direction of flowers with a waggle dance.",
+        "The angle of the waggle run relative to vertical matches the angle to the sun.",
+        "Longer waggle runs tell the other foragers that the food is further away.",
+    ],
+    "tides": [
+        "Tides are caused mainly by the gravity of the Moon pulling on the oceans.",
+        "Spring tides happen when the Sun and the Moon line up at new and full moon.",
+        "Neap tides are weaker and come when the Sun and Moon are at right angles.",
+    ],
+    "bread": [
+        "A sourdough starter is a culture of wild yeast and lactic acid bacteria.",
+        "Bakers feed the starter with flour and water to keep the microbes active.",
+        "The bacteria make lactic acid, which gives sourdough its sour taste.",
+    ],
+    "glaciers": [
+        "Glaciers form where more snow falls in winter than melts in summer.",
+        "The ice flows downhill under its own weight, slowly grinding the rock beneath.",
+        "Retreating glaciers leave moraines of rock and gravel behind them.",
+    ],
+}
+QUESTIONS = [
+    ("q1", "how do bees show other bees where food is", "bees", 0, "waggle dance"),
+    ("q2", "what causes spring tides", "tides", 1, "the Sun and the Moon line up"),
+    ("q3", "what gives sourdough bread its sour flavour", "bread", 2, "lactic acid"),
+    ("q4", "what do glaciers leave behind when they melt back", "glaciers", 2, "moraines"),
+    ("q5", "what pulls on the oceans to make tides", "tides", 0, "gravity of the Moon"),
+]
+
+
+def write_spans_fixture(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    texts = {}
+    with open(folder / "documents.jsonl", "w") as f:
+        for doc_id, sents in TOPICS.items():
+            # two sentences per paragraph, so paragraphs and sentences differ
+            text = " ".join(sents[:2]) + "\n\n" + sents[2]
+            texts[doc_id] = text
+            f.write(json.dumps({"id": doc_id, "title": doc_id, "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w") as f:
+        for qid, text, doc_id, sent_i, answer in QUESTIONS:
+            sent = TOPICS[doc_id][sent_i]
+            start = texts[doc_id].index(sent)
+            f.write(json.dumps({"id": qid, "text": text, "answers": [answer],
+                                "spans": [{"doc_id": doc_id, "start": start, "end": start + len(sent)}]}) + "\n")
+        f.write(json.dumps({"id": "q-unlabelled", "text": "a question nobody labelled"}) + "\n")
+    return folder
+
+
+@pytest.mark.usefixtures("prefect_harness")
+def test_evaluation_flow_end_to_end(tmp_path, embedder):
+    from grainline.flows.evaluate import evaluate_flow
+
+    data = write_spans_fixture(tmp_path / "spans")
+    db, reports = str(tmp_path / "db"), str(tmp_path / "reports")
+    kw = dict(dataset=f"spans:{data}", db=db, device="cpu", reports_dir=reports)
+    state = evaluate_flow(**kw, return_state=True)
+    assert state.is_completed()
+    out = state.result()
+    assert out["n_queries"] == 5 and out["skipped_queries"] == 1
+    assert "best nDCG@10" in state.message and "no regressions" in state.message
+    rows = out["results"]
+    assert {(r["strategy"], r["method"]) for r in rows} == {
+        (s, m) for s in ("sentence", "paragraph", "article") for m in ("dense", "bm25", "hybrid")
+    }
+    by = {(r["strategy"], r["method"], r["metric"]): r for r in rows}
+    # with 4 clearly separated topics every method finds the right document first
+    for s in ("sentence", "paragraph", "article"):
+        for m in ("dense", "hybrid"):
+            assert by[(s, m, "recall@1")]["value"] == 1.0
+    # sentence chunks hit the gold sentence more precisely than whole articles
+    assert by[("sentence", "dense", "span_precision@5")]["value"] > by[("article", "dense", "span_precision@5")]["value"]
+    for r in rows:
+        assert r["ci_low"] <= r["value"] <= r["ci_high"]
+        assert r["n_queries"] == 5 and r["table_version"] is not None
+    report = (tmp_path / "reports" / out["run_id"] / "report.md").read_text()
+    assert "| sentence | dense |" in report and "▲" in report and "p-values" in report
+    assert len(out["plots"]) == 2 and all(p.endswith(".png") for p in out["plots"])
+    stored = connect(db).open_table("eval_results").to_arrow()
+    assert stored.num_rows == len(rows)
+
+    # a second run embeds only the queries and appends its own rows
+    again = evaluate_flow(**kw, return_state=True)
+    assert again.result()["run_id"] != out["run_id"]
+    from grainline.storage.ledger import Ledger
+
+    ingests = Ledger(db).runs("ingest")
+    assert ingests[-1]["chunks_embedded"] == 0 and ingests[-1]["docs_unchanged"] == 4
+    assert connect(db).open_table("eval_results").count_rows() == 2 * len(rows)
+    assert "no regressions" in again.message
+
+
+def test_regression_is_a_metric_below_the_previous_interval():
+    prev = [{"chunker_key": "k", "method": "dense", "metric": "ndcg@10", "value": 0.70, "ci_low": 0.65, "run_id": "old"}]
+    now_ok = [{"chunker_key": "k", "method": "dense", "metric": "ndcg@10", "value": 0.66, "strategy": "paragraph"}]
+    now_bad = [{"chunker_key": "k", "method": "dense", "metric": "ndcg@10", "value": 0.60, "strategy": "paragraph"}]
+    assert find_regressions(now_ok, prev) == []
+    (g,) = find_regressions(now_bad, prev)
+    assert (g["metric"], g["previous_run"], g["previous_ci_low"]) == ("ndcg@10", "old", 0.65)
+    other_key = [dict(now_bad[0], chunker_key="k2")]
+    assert find_regressions(other_key, prev) == []
+
+
+def test_bad_arguments_are_named(tmp_path):
+    with pytest.raises(ValueError, match="unknown retrieval method 'svd'; known: bm25, dense, hybrid"):
+        EvalSettings(dataset="spans:x", methods="dense,svd")
+    with pytest.raises(DatasetError, match="does not exist"):
+        run_eval(EvalSettings(dataset=f"squad:{tmp_path}/nope.json", db=str(tmp_path / "db")))
+
+
+SCIFACT = SHARED_DATA / "scifact"
+
+
+@pytest.mark.dataset
+@pytest.mark.skipif(not SCIFACT.exists(), reason=f"SciFact not found at {SCIFACT}")
+def test_scifact_trust_anchors(tmp_path, embedder):
+    """Whole abstracts, all-MiniLM-L6-v2 truncated at 256 tokens: nDCG@10 within 0.01 of
+    the published 0.645; BM25 within 0.02 of the published 0.665-0.687."""
+    run = run_eval(EvalSettings(
+        dataset=f"beir:{SCIFACT}", split="test", strategies="article", methods="dense,bm25",
+        long_article="truncate", db=str(tmp_path / "db"), reports_dir=str(tmp_path / "reports"),
+        embedder=EmbedderSettings(device="cpu"), n_permutations=200, n_bootstrap=200,
+    ))
+    by = {(r["method"], r["metric"]): r["value"] for r in run.results}
+    assert len(run.queries) == 300
+    assert abs(by[("dense", "ndcg@10")] - 0.645) <= 0.01, by[("dense", "ndcg@10")]
+    assert 0.665 - 0.02 <= by[("bm25", "ndcg@10")] <= 0.687 + 0.02, by[("bm25", "ndcg@10")]
