@@ -5,7 +5,7 @@ Every function returns character spans into the text it was given."""
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+import threading
 
 Span = tuple[int, int]
 
@@ -35,11 +35,18 @@ def paragraph_spans(text: str, start: int = 0, end: int | None = None) -> list[S
     return spans
 
 
-@lru_cache(maxsize=1)
-def _segmenter():
-    import pysbd
+_local = threading.local()
 
-    return pysbd.Segmenter(language="en", clean=False)
+
+def _segmenter():
+    # pysbd keeps the text being segmented on the Segmenter instance, so one instance
+    # shared by threads mixes their sentences up: one per thread.
+    seg = getattr(_local, "segmenter", None)
+    if seg is None:
+        import pysbd
+
+        seg = _local.segmenter = pysbd.Segmenter(language="en", clean=False)
+    return seg
 
 
 # pysbd is slow on very long inputs, so a pathological block (megabytes without a

@@ -226,3 +226,18 @@ def test_arbitrary_unicode_round_trips(text):
         for c in chunk_document(doc, strategy, settings_for(strategy) if strategy == "article" else settings_for(strategy, max_tokens=16, min_tokens=0, overlap=0)):
             assert doc.text[c.start:c.end] == c.text
             assert re.sub(r"\s", "", c.text)
+
+
+def test_chunking_is_thread_safe():
+    """Chunking from several threads at once gives what one thread gives."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    docs = [
+        Document(f"d{i}", " ".join(f"Sentence {j} of doc {i} talks about topic {i}. Dr. Who came by at 3.5 p.m. on day {j}." for j in range(40 + i)))
+        for i in range(16)
+    ]
+    expected = [[c.text for c in chunk_document(d, "sentence")] for d in docs]
+    with ThreadPoolExecutor(8) as pool:
+        for _ in range(2):
+            got = list(pool.map(lambda d: [c.text for c in chunk_document(d, "sentence")], docs))
+            assert got == expected
