@@ -30,8 +30,12 @@ def load_task(settings: runner.EvalSettings) -> str:
 
 @task(name="ingest-dataset", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def ingest_task(run_id: str) -> dict[str, Any]:
+    from .ingest import table_lock
+
     run = _RUNS[run_id]
-    runner.ingest_dataset(run)
+    # Two evaluations of one dataset queue rather than write its tables together.
+    with table_lock(run.settings.db, runner.table_base(run)):
+        runner.ingest_dataset(run)
     return run.ingest_counts
 
 

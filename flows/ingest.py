@@ -1,19 +1,23 @@
-"""The ingestion flow: discover -> read -> chunk -> embed in batches -> write.
+"""The ingestion flow: discover -> read -> chunk and embed in batches -> write.
 
-Thin wiring over :mod:`grainline.ingest`; every step is a task so the Prefect UI shows
-where time goes and I/O steps retry transient errors."""
+Thin wiring over :mod:`grainline.ingest`. Chunking and embedding are tasks submitted
+to the flow's task runner (threads by default, Dask for scale-out); the flow process
+is the single writer, holding a Prefect concurrency slot keyed by the table so two
+runs that write the same table queue instead of racing."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections import deque
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from grainline import ingest as core
-from grainline.documents import Document, Failure
+from grainline.documents import Document, sha256_hex
 from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
 from grainline.readers import ReaderSettings
 from grainline.storage.chunks import DEFAULT_DB
@@ -21,37 +25,101 @@ from grainline.storage.ledger import RunCounts
 
 from .retry import retry_transient
 
-# Run contexts hold a loaded model and open tables; tasks get the run id and look the
-# context up, so task inputs stay small and Prefect never tries to inspect a model.
-_CONTEXTS: dict[str, core.RunContext] = {}
+# How long a run waits for another run on the same table before giving up.
+LOCK_TIMEOUT_S = 6 * 3600
 
 
-@task(name="prepare", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def prepare_task(settings: core.IngestSettings, run_id: str | None = None) -> str:
-    ctx = core.prepare(settings, run_id)
-    _CONTEXTS[ctx.run_id] = ctx
-    return ctx.run_id
-
-
-@task(name="chunk", cache_policy=NO_CACHE)
-def chunk_task(run_id: str, items: list[Document | Failure]) -> core.ChunkedBatch:
-    return core.chunk_batch(_CONTEXTS[run_id], items)
-
-
-@task(name="embed", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def embed_task(run_id: str, batch: core.ChunkedBatch) -> core.EmbeddedBatch:
-    return core.embed_batch(_CONTEXTS[run_id], batch)
+@task(name="chunk-and-embed", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
+def chunk_embed_task(spec: core.WorkSpec, docs: list[tuple[Document, str]]) -> core.EmbeddedBatch:
+    return core.process_docs(spec, docs)
 
 
 @task(name="write", retries=3, retry_delay_seconds=[1, 4, 15], retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def write_task(run_id: str, batch: core.EmbeddedBatch) -> RunCounts:
-    return core.write_batch(_CONTEXTS[run_id], batch)
+def write_task(ctx: core.RunContext, batch: core.EmbeddedBatch) -> RunCounts:
+    return core.write_batch(ctx, batch)
 
 
-@task(name="finish", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def finish_task(run_id: str, counts: RunCounts, error: str | None = None) -> dict[str, Any]:
-    ctx = _CONTEXTS[run_id]
-    rec = core.finish(ctx, counts, RuntimeError(error) if error else None)
+def table_lock_name(db: str, table: str) -> str:
+    """The concurrency-limit name for writes to one table of one database."""
+    return f"grainline-table-{sha256_hex(db.rstrip('/'), table, length=16)}"
+
+
+@contextmanager
+def table_lock(db: str, table: str) -> Iterator[str]:
+    """Hold the table's one write slot (a Prefect global concurrency limit of 1,
+    created on first use) for the duration of the block."""
+    from prefect.client.orchestration import get_client
+    from prefect.concurrency.sync import concurrency
+    from prefect.exceptions import ObjectAlreadyExists
+
+    name = table_lock_name(db, table)
+    with get_client(sync_client=True) as client:
+        try:
+            client.upsert_global_concurrency_limit_by_name(name, 1)
+        except ObjectAlreadyExists:  # another run created it a moment ago
+            pass
+    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, strict=True):
+        yield name
+
+
+def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
+    """``local`` (threads), ``dask`` (a local Dask cluster) or ``dask://HOST:PORT`` /
+    ``tcp://HOST:PORT`` (an existing Dask scheduler)."""
+    if runner == "local":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=2)
+    if runner == "dask" or runner.startswith(("dask://", "tcp://", "tls://")):
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:  # pragma: no cover - a dependency
+            raise RuntimeError("the dask runner needs prefect-dask: pip install prefect-dask") from exc
+        if runner == "dask":
+            return DaskTaskRunner(cluster_kwargs={"n_workers": dask_workers, "threads_per_worker": 1, "processes": True})
+        return DaskTaskRunner(address=runner.replace("dask://", "tcp://", 1))
+    raise ValueError(f"unknown runner {runner!r}; use local, dask, or dask://HOST:PORT")
+
+
+def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
+    logger = get_run_logger()
+    table = core.table_name_for(settings)
+    with table_lock(settings.db, table) as lock:
+        logger.info("holding write lock %s for table %s", lock, table)
+        ctx = core.prepare(settings)
+        counts = RunCounts()
+        error: BaseException | None = None
+        pending: deque = deque()
+        try:
+            t_read = time.perf_counter()
+            for items in core.read_batches(settings):
+                counts.add_time("read", time.perf_counter() - t_read)
+                todo, batch_counts = core.triage(ctx, items)
+                counts.merge(batch_counts)
+                if todo:
+                    pending.append(chunk_embed_task.submit(ctx.spec, todo))
+                # Keep a few batches in flight so workers chunk and embed while this
+                # process writes; write in submission order.
+                while len(pending) > in_flight:
+                    counts.merge(write_task(ctx, pending.popleft().result()))
+                t_read = time.perf_counter()
+            while pending:
+                counts.merge(write_task(ctx, pending.popleft().result()))
+        except BaseException as exc:  # recorded in the ledger (and the table restored), then re-raised
+            error = exc
+            for fut in pending:
+                fut.cancel()
+        rec = core.finish(ctx, counts, error)
+    if error is not None:
+        raise error
+    c = rec.counts
+    logger.info(
+        "run %s: %d documents seen, %d added, %d updated, %d unchanged, %d deleted, %d failed; %d chunks written",
+        rec.run_id, c.docs_seen, c.docs_added, c.docs_updated, c.docs_unchanged, c.docs_deleted, c.docs_failed, c.chunks_written,
+    )
+    for f in c.failures:
+        logger.warning("failed: %s (%s): %s", f["where"], f["stage"], f["reason"])
+    summary = core.summary_markdown(rec)
+    create_markdown_artifact(markdown=summary, key="grainline-ingest-summary", description=f"grainline ingestion {rec.run_id}")
     return {
         "run_id": rec.run_id,
         "status": rec.status,
@@ -59,9 +127,14 @@ def finish_task(run_id: str, counts: RunCounts, error: str | None = None) -> dic
         "model_id": rec.model_id,
         "version_before": rec.version_before,
         "version_after": rec.version_after,
-        "counts": rec.counts.as_dict(),
-        "summary": core.summary_markdown(rec),
+        "counts": c.as_dict(),
+        "summary": summary,
     }
+
+
+@flow(name="grainline-ingest-distributed", description="The ingestion flow's body on a Dask task runner.")
+def _ingest_distributed(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
+    return _ingest(settings, in_flight)
 
 
 @flow(name="grainline-ingest", description="Ingest documents into sentence/paragraph/article chunk vectors in LanceDB and Parquet.")
@@ -77,12 +150,16 @@ def ingest_flow(
     batch_docs: int = 64,
     export_parquet: bool = True,
     show_progress: bool = False,
+    runner: str = "local",
+    dask_workers: int = 2,
     reader: dict[str, Any] | None = None,
     chunker_overrides: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Ingest ``source`` (folder, file or glob) with the given strategies; returns the
-    run's ledger record as a dict and publishes its counts as a Markdown artifact."""
-    logger = get_run_logger()
+    run's ledger record as a dict and publishes its counts as a Markdown artifact.
+
+    ``runner``: ``local`` (default), ``dask`` (a local cluster of ``dask_workers``
+    processes) or ``dask://HOST:PORT`` (an existing scheduler)."""
     settings = core.IngestSettings(
         source=source,
         strategies=strategies,
@@ -95,32 +172,7 @@ def ingest_flow(
         embedder=EmbedderSettings(model=model, device=device, batch_size=batch_size, show_progress=show_progress),
         reader=ReaderSettings(**(reader or {})),
     )
-    run_id = prepare_task(settings)
-    counts = RunCounts()
-    error: BaseException | None = None
-    t_read = time.perf_counter()
-    try:
-        for items in core.read_batches(settings):
-            counts.add_time("read", time.perf_counter() - t_read)
-            chunked = chunk_task(run_id, items)
-            embedded = embed_task(run_id, chunked)
-            counts.merge(write_task(run_id, embedded))
-            t_read = time.perf_counter()
-    except BaseException as exc:  # recorded in the ledger, then re-raised
-        error = exc
-    try:
-        result = finish_task(run_id, counts, None if error is None else f"{type(error).__name__}: {error}")
-    finally:
-        _CONTEXTS.pop(run_id, None)
-    if error is not None:
-        raise error
-    c = result["counts"]
-    logger.info(
-        "run %s: %d documents seen, %d added, %d updated, %d unchanged, %d deleted, %d failed; %d chunks written",
-        run_id, c["docs_seen"], c["docs_added"], c["docs_updated"], c["docs_unchanged"], c["docs_deleted"],
-        c["docs_failed"], c["chunks_written"],
-    )
-    for f in c["failures"]:
-        logger.warning("failed: %s (%s): %s", f["where"], f["stage"], f["reason"])
-    create_markdown_artifact(markdown=result["summary"], key="grainline-ingest-summary", description=f"grainline ingestion {run_id}")
-    return result
+    if runner == "local":
+        return _ingest(settings, in_flight=1)
+    sub = _ingest_distributed.with_options(task_runner=task_runner_for(runner, dask_workers))
+    return sub(settings, in_flight=max(2, dask_workers))

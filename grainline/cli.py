@@ -198,6 +198,58 @@ def eval_cmd(
     typer.secho(state.message or "", bold=True)
 
 
+@app.command()
+def serve(
+    source: str = typer.Option(..., "--source", help="Folder, file or glob to ingest on schedule."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    sync: str = typer.Option("full", "--sync", help="full (default for schedules) or incremental."),
+    runner: str = typer.Option("local", "--runner", help="local, dask, or dask://HOST:PORT."),
+    ingest_cron: str = typer.Option("0 2 * * *", "--ingest-cron", help="When ingestion runs (cron, UTC by default)."),
+    eval_dataset: str = typer.Option(None, "--eval-dataset", help="Also evaluate on a schedule: squad:PATH, beir:PATH, ..."),
+    eval_cron: str = typer.Option("0 4 * * 0", "--eval-cron"),
+    eval_sample: int = typer.Option(None, "--eval-sample"),
+    reports: str = typer.Option("reports", "--reports"),
+    timezone: str = typer.Option("UTC", "--timezone"),
+    api_url: str = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="Use this Prefect server instead of starting one."),
+    port: int = typer.Option(4200, "--port", help="Port of the local Prefect server grainline starts."),
+    prefect_home: str = typer.Option(None, "--prefect-home", help="Where the local server keeps its SQLite database (default: Prefect's)."),
+) -> None:
+    """Run everything a team needs on one machine: a local Prefect server (unless
+    --api-url names one) and the process that executes the scheduled runs."""
+    from pydantic import ValidationError
+
+    from grainline.deployments.schedules import ScheduleSettings
+
+    try:
+        cfg = ScheduleSettings(
+            source=source, db=db, strategies=strategy, model=model, sync=sync, runner=runner,
+            ingest_cron=ingest_cron, eval_dataset=eval_dataset, eval_cron=eval_cron, eval_sample=eval_sample,
+            reports_dir=reports, timezone=timezone,
+        )
+    except ValidationError as exc:
+        _fail(str(exc))
+    server = None
+    if not api_url:
+        from grainline.server import start_local_server
+
+        home = prefect_home or os.environ.get("PREFECT_HOME") or str(Path.home() / ".prefect")
+        typer.echo(f"starting a local Prefect server on port {port} (database under {home}) ...")
+        server = start_local_server(home, port=port)
+        api_url = server.url
+        typer.secho(f"Prefect UI: {server.ui_url}  (runs, schedules, artifacts)", bold=True)
+    os.environ["PREFECT_API_URL"] = api_url
+    from grainline.deployments.schedules import serve as serve_deployments
+
+    typer.echo(f"serving grainline deployments against {api_url}; Ctrl-C stops")
+    try:
+        serve_deployments(cfg)
+    finally:
+        if server is not None:
+            server.stop()
+
+
 def main() -> None:
     # Models and tokenizers are bundled; never let a library reach for the network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -80,7 +80,7 @@ class IngestSettings(BaseModel):
         return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Plan:
     """One strategy with its settings, parameters and key, fixed for a run."""
 
@@ -90,22 +90,36 @@ class Plan:
     key: str
 
 
+@dataclass(frozen=True)
+class WorkSpec:
+    """Everything a worker needs to chunk and embed a batch, and nothing that cannot
+    be pickled: a worker on another machine rebuilds the model and table from it."""
+
+    settings: IngestSettings
+    table: str
+    plans: tuple[Plan, ...]
+
+
 @dataclass
 class RunContext:
-    """What stays the same for the whole run, built once by :func:`prepare`."""
+    """What stays the same for the whole run, built once by :func:`prepare` in the
+    process that writes."""
 
     settings: IngestSettings
     run_id: str
     embedder: Embedder
     store: ChunkStore
     ledger: Ledger
-    chunk_ctx: ChunkContext
-    plans: list[Plan]
+    spec: WorkSpec
     root: str
     states: dict[str, DocState]
     record: RunRecord
     seen: set[str] = field(default_factory=set)
     failed_ids: set[str] = field(default_factory=set)
+
+    @property
+    def plans(self) -> tuple[Plan, ...]:
+        return self.spec.plans
 
 
 @dataclass
@@ -139,6 +153,11 @@ def get_embedder(settings: EmbedderSettings) -> Embedder:
     return _EMBEDDERS[settings]
 
 
+def table_name_for(settings: IngestSettings) -> str:
+    """The chunks table this run writes: the model's own, unless overridden."""
+    return settings.table or get_embedder(settings.embedder).identity.table_name
+
+
 def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None) -> RunContext:
     """Load the model, open the table, take stock of what it holds, record the start.
 
@@ -149,7 +168,8 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         root = str(Path(found).resolve())
     embedder = get_embedder(settings.embedder)
     ident = embedder.identity
-    store = ChunkStore(settings.db, settings.table or ident.table_name, ident.dim)
+    store = ChunkStore(settings.db, table_name_for(settings), ident.dim)
+    store.table  # created now, so a failed first run can return to a named, empty version
     chunk_ctx = ChunkContext.default(embedder.window)
     plans = []
     for strategy, cs in settings.chunker_settings().items():
@@ -170,7 +190,7 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     ledger.write(record)
     return RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
-        chunk_ctx=chunk_ctx, plans=plans, root=root, states=store.doc_states(), record=record,
+        spec=WorkSpec(settings, store.table_name, tuple(plans)), root=root, states=store.doc_states(), record=record,
     )
 
 
@@ -184,36 +204,47 @@ def read_batches(
         yield batch
 
 
-def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
-    """Chunk the documents that changed; count the unchanged ones and the failures."""
-    out = ChunkedBatch()
-    t0 = time.perf_counter()
+def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple[Document, str]], RunCounts]:
+    """Split a batch into the documents that need work (with 'added' or 'updated'),
+    counting the unchanged ones and the failures; runs where the table state is."""
+    counts = RunCounts()
+    todo: list[tuple[Document, str]] = []
     for item in items:
         if isinstance(item, Failure):
-            out.counts.docs_failed += 1
-            out.counts.failures.append(item.as_dict())
+            counts.docs_failed += 1
+            counts.failures.append(item.as_dict())
             ctx.failed_ids.add(item.where)
             continue
-        doc = item
-        out.counts.docs_seen += 1
-        ctx.seen.add(doc.doc_id)
-        state = ctx.states.get(doc.doc_id)
-        h = doc.content_hash
+        counts.docs_seen += 1
+        ctx.seen.add(item.doc_id)
+        state = ctx.states.get(item.doc_id)
+        h = item.content_hash
         if state is not None and all(state.hashes.get(p.key) == h for p in ctx.plans):
-            out.counts.docs_unchanged += 1
-            continue
+            counts.docs_unchanged += 1
+        else:
+            todo.append((item, "added" if state is None else "updated"))
+    return todo, counts
+
+
+def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext) -> ChunkedBatch:
+    """Chunk each document with every plan; a document whose chunking fails becomes a
+    failure record and the others go on."""
+    out = ChunkedBatch()
+    t0 = time.perf_counter()
+    plans = list(plans)
+    for doc, status in docs:
         try:
-            chunks = [c for p in ctx.plans for c in CHUNKERS.get(p.strategy)(doc, p.settings, ctx.chunk_ctx)]
+            chunks = [c for p in plans for c in CHUNKERS.get(p.strategy)(doc, p.settings, chunk_ctx)]
         except Exception as exc:  # noqa: BLE001 - one bad document must not stop the run
             out.counts.docs_failed += 1
             out.counts.failures.append(Failure(doc.doc_id, f"chunking failed: {exc!r}", "chunk").as_dict())
             continue
-        out.docs.append(ChunkedDoc(doc, chunks, "added" if state is None else "updated"))
+        out.docs.append(ChunkedDoc(doc, chunks, status))
     out.counts.add_time("chunk", time.perf_counter() - t0)
     return out
 
 
-def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
+def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBatch) -> EmbeddedBatch:
     """Vectors for every distinct content hash in the batch: reused from the table when
     the same text was embedded before, embedded otherwise."""
     t0 = time.perf_counter()
@@ -221,13 +252,13 @@ def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
     for cd in batch.docs:
         for c in cd.chunks:
             wanted.setdefault(c.content_hash, c)
-    known = ctx.store.vectors_by_hash(set(wanted)) if ctx.store.exists else {}
+    known = store.vectors_by_hash(set(wanted)) if store is not None and store.exists else {}
     vectors = {h: v for h, (v, _) in known.items()}
     n_windows = {h: nw for h, (_, nw) in known.items()}
     todo = [c for h, c in wanted.items() if h not in vectors]
     counts = batch.counts
     if todo:
-        vecs, nws = ctx.embedder.embed_chunks(todo)
+        vecs, nws = embedder.embed_chunks(todo)
         for c, v, nw in zip(todo, vecs, nws):
             vectors[c.content_hash] = v
             n_windows[c.content_hash] = nw
@@ -235,6 +266,28 @@ def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
     counts.chunks_reused += sum(1 for cd in batch.docs for c in cd.chunks) - len(todo)
     counts.add_time("embed", time.perf_counter() - t0)
     return EmbeddedBatch(batch.docs, vectors, n_windows, counts)
+
+
+def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBatch:
+    """Chunk and embed documents in any process: what a distributed worker runs. The
+    model is loaded once per process; the table is opened read-only for vector reuse."""
+    embedder = get_embedder(spec.settings.embedder)
+    store = ChunkStore(spec.settings.db, spec.table, embedder.identity.dim)
+    return embed_chunked(embedder, store, chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window)))
+
+
+def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
+    """Triage and chunk a batch in this process."""
+    todo, counts = triage(ctx, items)
+    batch = chunk_docs(ctx.plans, todo, ChunkContext.default(ctx.embedder.window))
+    counts.merge(batch.counts)
+    batch.counts = counts
+    return batch
+
+
+def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
+    """Embed a chunked batch in this process."""
+    return embed_chunked(ctx.embedder, ctx.store, batch)
 
 
 def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
@@ -308,9 +361,17 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
             counts.add_time("export", time.perf_counter() - t0)
     rec.counts = counts
     rec.finished = utcnow()
-    rec.version_after = ctx.store.version()
     rec.status = "failed" if error is not None else "completed"
     rec.error = None if error is None else f"{type(error).__name__}: {error}"
+    if error is not None and rec.version_before is not None and ctx.store.version() != rec.version_before:
+        # A failed run leaves the table as it was: the version before it becomes the
+        # latest again (a new version; the failed run's versions stay in history).
+        try:
+            restored = ctx.store.restore(rec.version_before)
+            rec.error += f"; table restored to version {rec.version_before} (now version {restored})"
+        except Exception as exc:  # noqa: BLE001 - the ledger must still say what happened
+            rec.error += f"; restoring version {rec.version_before} failed: {exc!r}"
+    rec.version_after = ctx.store.version()
     ctx.ledger.write(rec)
     return rec
 

@@ -33,7 +33,9 @@ def markdown(run: EvalRun) -> str:
         f"Dataset **{ds.name}** (split `{ds.split}`), {len(run.queries)} queries scored"
         + (f" (seeded sample of {len(ds.queries)})" if run.settings.sample else "")
         + f", {len(ds.skipped_queries)} skipped for lack of gold labels; {len(ds.documents)} documents.",
-        f"Model `{run.model_id}`, table `{run.table_name}` version {run.table_version}, long articles: `{run.settings.long_article}`.",
+        f"Model `{run.model_id}`, long articles: `{run.settings.long_article}`. Tables (one per strategy, so BM25's "
+        "statistics come from one granularity): "
+        + ", ".join(f"`{t}` v{v}" for t, v in dict.fromkeys((c.table_name, c.table_version) for c in run.configs)) + ".",
         "",
         "Each cell: mean over queries [95% bootstrap interval]. **▲** best in its column; "
         f"**≈** not significantly different from the best (paired permutation test, p ≥ {ALPHA}); "

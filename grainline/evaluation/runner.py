@@ -20,6 +20,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from grainline.chunkers import ChunkContext, chunker_key, chunker_params
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, get_embedder, parse_strategies, run_ingest
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
@@ -89,6 +90,8 @@ class Config:
     chunker_key: str
     params: str
     method: str
+    table_name: str = ""
+    table_version: int | None = None
 
     @property
     def name(self) -> str:
@@ -101,8 +104,6 @@ class EvalRun:
     run_id: str
     dataset: EvalDataset
     queries: list[Query]
-    table_name: str = ""
-    table_version: int | None = None
     model_id: str = ""
     configs: list[Config] = field(default_factory=list)
     per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # config -> qid -> metric -> v
@@ -129,33 +130,40 @@ def load(settings: EvalSettings) -> EvalRun:
 
 
 def ingest_dataset(run: EvalRun) -> None:
-    """The dataset's documents through the ordinary ingestion, into a table of their own
-    per model; documents already there with the same content are not embedded again."""
+    """The dataset's documents through the ordinary ingestion, once per strategy, each
+    into a table of its own (per model): BM25's statistics (document frequencies,
+    average length) must come from one granularity's chunks only. Documents already
+    there with the same content are not embedded again."""
     s = run.settings
     embedder = get_embedder(s.embedder)
-    run.table_name = f"{embedder.identity.table_name}__{_slug(run.dataset.name)}"
-    ingest = IngestSettings(
-        source=f"dataset:{s.dataset}",
-        strategies=s.strategies,
-        db=s.db,
-        long_article=s.long_article,
-        batch_docs=s.batch_docs,
-        chunker_overrides=s.chunker_overrides,
-        embedder=s.embedder,
-        table=run.table_name,
-        export_parquet=False,
-    )
+    base = table_base(run)
     t0 = time.perf_counter()
-    rec = run_ingest(ingest, documents=run.dataset.documents)
+    run.configs = []
+    totals: dict[str, Any] = {}
+    for strategy in s.strategies:
+        probe = IngestSettings(source=f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
+                               chunker_overrides=s.chunker_overrides, embedder=s.embedder)
+        cs = probe.chunker_settings()[strategy]
+        params = chunker_params(strategy, cs, ChunkContext.default(embedder.window))
+        key = chunker_key(strategy, params)
+        table = f"{base}__{key.replace('-', '_')}"
+        ingest = probe.model_copy(update={"db": s.db, "batch_docs": s.batch_docs, "table": table, "export_parquet": False})
+        rec = run_ingest(ingest, documents=run.dataset.documents)
+        for k, v in rec.counts.as_dict().items():
+            if isinstance(v, int):
+                totals[k] = totals.get(k, 0) + v
+        run.model_id = rec.model_id
+        run.configs += [
+            Config(strategy, key, json.dumps(json.loads(params), sort_keys=True), m, table, rec.version_after)
+            for m in s.methods
+        ]
     run.seconds["ingest"] = time.perf_counter() - t0
-    run.ingest_counts = rec.counts.as_dict()
-    run.table_version = rec.version_after
-    run.model_id = rec.model_id
-    keys = dict(zip(s.strategies, rec.parameters["chunker_keys"]))
-    params = rec.parameters["chunker_params"]
-    run.configs = [
-        Config(st, keys[st], json.dumps(params[keys[st]], sort_keys=True), m) for st in s.strategies for m in s.methods
-    ]
+    run.ingest_counts = totals
+
+
+def table_base(run: EvalRun) -> str:
+    """Prefix of this dataset's evaluation tables for this model."""
+    return f"{get_embedder(run.settings.embedder).identity.table_name}__{_slug(run.dataset.name)}"
 
 
 def embed_queries(run: EvalRun) -> dict[str, np.ndarray]:
@@ -169,10 +177,10 @@ def embed_queries(run: EvalRun) -> dict[str, np.ndarray]:
 def score_strategy(run: EvalRun, strategy: str, query_vectors: dict[str, np.ndarray]) -> None:
     """Retrieve with every method over one strategy's chunks and score each query."""
     s = run.settings
-    table = open_table_if_exists(connect(s.db), run.table_name)
-    if table is None:
-        raise ValueError(f"evaluation table {run.table_name!r} is missing from {s.db!r}")
     configs = [c for c in run.configs if c.strategy == strategy]
+    table = open_table_if_exists(connect(s.db), configs[0].table_name)
+    if table is None:
+        raise ValueError(f"evaluation table {configs[0].table_name!r} is missing from {s.db!r}")
     dim = get_embedder(s.embedder).identity.dim
     index = ChunkIndex.load(table, configs[0].chunker_key, dim)
     ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key, index=index, query_vectors=query_vectors)
@@ -219,8 +227,8 @@ def aggregate(run: EvalRun) -> None:
                 "split": run.dataset.split, "strategy": cfg.strategy, "chunker_key": cfg.chunker_key,
                 "params": cfg.params, "method": cfg.method, "model_id": run.model_id, "metric": m,
                 "value": float(mean), "ci_low": float(lo), "ci_high": float(hi), "n_queries": int(len(vals)),
-                "n_skipped": len(run.dataset.skipped_queries), "table_name": run.table_name,
-                "table_version": run.table_version, "sample": s.sample or 0,
+                "n_skipped": len(run.dataset.skipped_queries), "table_name": cfg.table_name,
+                "table_version": cfg.table_version, "sample": s.sample or 0,
             })
     run.seconds["bootstrap"] = time.perf_counter() - t0
     t0 = time.perf_counter()

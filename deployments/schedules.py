@@ -1,0 +1,115 @@
+"""Scheduled deployments of grainline's flows, served by one long-running process.
+
+``grainline serve`` (or ``python -m grainline.deployments.schedules``) registers them
+with the Prefect server named by PREFECT_API_URL and executes their runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from grainline.embedding import DEFAULT_MODEL
+from grainline.storage.chunks import DEFAULT_DB
+
+INGEST_DEPLOYMENT = "scheduled-ingest"
+EVAL_DEPLOYMENT = "scheduled-eval"
+
+
+def _absolute(uri: str) -> str:
+    # Scheduled runs start in their own working directory: pin relative paths now.
+    if "://" in uri or ":" in uri.split("/")[0]:
+        return uri
+    return str(Path(uri).expanduser().resolve())
+
+
+class ScheduleSettings(BaseModel):
+    """What runs on a schedule; every field has a default a team can read here."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: str = Field(description="Folder, file or glob to ingest.")
+    db: str = DEFAULT_DB
+    strategies: str = "sentence,paragraph,article"
+    model: str = DEFAULT_MODEL
+    sync: Literal["incremental", "full"] = "full"
+    runner: str = "local"
+    ingest_cron: str = "0 2 * * *"  # every night at 02:00
+    eval_dataset: str | None = None  # e.g. squad:/data/squad/dev-v1.1.json
+    eval_split: str | None = None
+    eval_strategies: str = "sentence,paragraph,article"
+    eval_methods: str = "dense,bm25,hybrid"
+    eval_sample: int | None = None
+    eval_cron: str = "0 4 * * 0"  # Sundays at 04:00
+    reports_dir: str = "reports"
+    timezone: str = "UTC"
+    # A run retries once after a failure (which has already restored the table).
+    retries: int = 1
+    retry_delay_seconds: int = 300
+    timeout_seconds: int = 6 * 3600
+
+    @field_validator("ingest_cron", "eval_cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=v)
+        except ValueError as exc:
+            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        return v
+
+
+def build_deployments(cfg: ScheduleSettings) -> list[Any]:
+    """The ingestion deployment, and the evaluation one when a dataset is set."""
+    from prefect.schedules import Cron
+
+    from grainline.flows.evaluate import evaluate_flow
+    from grainline.flows.ingest import ingest_flow
+
+    opts = dict(retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_seconds, timeout_seconds=cfg.timeout_seconds)
+    deployments = [
+        ingest_flow.with_options(**opts).to_deployment(
+            name=INGEST_DEPLOYMENT,
+            schedule=Cron(cfg.ingest_cron, timezone=cfg.timezone),
+            parameters={
+                "source": _absolute(cfg.source) if "*" not in cfg.source else cfg.source,
+                "strategies": cfg.strategies,
+                "model": cfg.model,
+                "db": _absolute(cfg.db),
+                "sync": cfg.sync,
+                "runner": cfg.runner,
+            },
+            tags=["grainline", "ingest"],
+            description=f"Ingest {cfg.source} ({cfg.strategies}) into {cfg.db} with {cfg.model}, {cfg.sync} sync.",
+        )
+    ]
+    if cfg.eval_dataset:
+        kind, _, path = cfg.eval_dataset.partition(":")
+        deployments.append(
+            evaluate_flow.with_options(**opts).to_deployment(
+                name=EVAL_DEPLOYMENT,
+                schedule=Cron(cfg.eval_cron, timezone=cfg.timezone),
+                parameters={
+                    "dataset": f"{kind}:{_absolute(path)}",
+                    "split": cfg.eval_split,
+                    "strategies": cfg.eval_strategies,
+                    "methods": cfg.eval_methods,
+                    "model": cfg.model,
+                    "db": _absolute(cfg.db),
+                    "sample": cfg.eval_sample,
+                    "reports_dir": _absolute(cfg.reports_dir),
+                },
+                tags=["grainline", "evaluation"],
+                description=f"Compare {cfg.eval_strategies} x {cfg.eval_methods} on {cfg.eval_dataset}.",
+            )
+        )
+    return deployments
+
+
+def serve(cfg: ScheduleSettings) -> None:
+    """Register the deployments and execute their runs until interrupted."""
+    from prefect import serve as prefect_serve
+
+    prefect_serve(*build_deployments(cfg))
