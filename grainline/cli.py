@@ -70,6 +70,8 @@ def ingest(
     parquet: bool = typer.Option(True, "--parquet/--no-parquet", help="Export the table to Parquet after the run."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any document failed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while embedding."),
+    runner: str = typer.Option("local", "--runner", help="local, dask (a local cluster) or dask://HOST:PORT."),
+    dask_workers: int = typer.Option(2, "--dask-workers", help="Workers of a local Dask cluster."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     from pydantic import ValidationError
@@ -78,7 +80,7 @@ def ingest(
         result = _run_ingest_flow(
             source=source, strategies=strategy, model=model, device=device, batch_size=batch_size,
             db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
-            export_parquet=parquet, show_progress=progress,
+            export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers,
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
@@ -139,6 +141,36 @@ def runs(
             f"deleted {r['docs_deleted']} failed {r['docs_failed']}  chunks {r['chunks_written']}  "
             f"v{r['version_before']}->v{r['version_after']}" + (f"  error: {r['error']}" if r["error"] else "")
         )
+
+
+@app.command()
+def restore(
+    version: int = typer.Argument(..., help="Table version to make current again (see `grainline runs`)."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    table: str = typer.Option(None, "--table", help="Table name (default: the chunks table of --model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+) -> None:
+    """Roll a table back to a named version (a new version; history is kept)."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import get_embedder
+    from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
+
+    if table is None:
+        ident = get_embedder(EmbedderSettings(model=model, device="cpu")).identity
+        table, dim = ident.table_name, ident.dim
+    else:
+        t = open_table_if_exists(connect(db), table)
+        if t is None:
+            _fail(f"no table {table!r} in {db!r}")
+        dim = t.schema.field("vector").type.list_size
+    store = ChunkStore(db, table, dim)
+    if not store.exists:
+        _fail(f"no table {table!r} in {db!r}")
+    try:
+        now = store.restore(version)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)")
 
 
 @app.command()

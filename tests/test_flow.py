@@ -73,3 +73,23 @@ def test_cli_errors_name_the_bad_value(tmp_path):
     assert res.exit_code == 2 and "unknown chunking strategy 'word'" in res.output and "paragraph" in res.output
     res = runner.invoke(app, ["search", "x", "--strategy", "word", "--db", str(tmp_path / "db")])
     assert res.exit_code == 2 and "known: article, paragraph, sentence" in res.output
+
+
+def test_cli_restore_rolls_back(tmp_path, embedder):
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.embedding import EmbedderSettings
+
+    src = write_files(tmp_path / "src", {"a.md": CORPUS["a.md"]})
+    db = str(tmp_path / "db")
+    first = run_ingest(IngestSettings(source=str(src), db=db, strategies="sentence", embedder=EmbedderSettings(device="cpu")))
+    write_files(src, {"b.txt": CORPUS["b.txt"]})
+    run_ingest(IngestSettings(source=str(src), db=db, strategies="sentence", embedder=EmbedderSettings(device="cpu")))
+    runner = CliRunner()
+    res = runner.invoke(app, ["restore", str(first.version_after), "--db", db])
+    assert res.exit_code == 0, res.output
+    from grainline.storage.chunks import ChunkStore
+
+    store = ChunkStore(db, embedder.identity.table_name, embedder.identity.dim)
+    assert {r for b in store.scan(["doc_id"]) for r in b.column("doc_id").to_pylist()} == {"a.md"}
+    res = runner.invoke(app, ["restore", "999", "--db", db])
+    assert res.exit_code == 2 and "no version 999" in res.output

@@ -230,3 +230,26 @@ def test_any_model_path_works_and_gets_its_own_table(tmp_path, embedder):
     assert rec.model_id.startswith("my-minilm@")
     hits = search("spring tides and the moon", str(db), "paragraph", 1, other)
     assert hits[0].row["doc_id"] == "tides.txt"
+
+
+def test_a_failed_run_restores_the_table_and_says_so(tmp_path, embedder):
+    from grainline.documents import Document
+
+    src = write_files(tmp_path / "src", CORPUS)
+    db = tmp_path / "db"
+    good = run_ingest(settings(src, db, strategies="paragraph"))
+    before = sorted((r["chunk_id"], r["text"]) for r in table_rows(db, embedder))
+
+    def documents():
+        # new documents are written batch by batch, then the source breaks mid-run
+        for i in range(4):
+            yield Document(f"new-{i}", f"New document {i} about coral reefs and their fish.")
+        raise OSError("source went away mid-run")
+
+    with pytest.raises(OSError, match="source went away"):
+        run_ingest(settings("dataset:broken", db, strategies="paragraph", batch_docs=1), documents=documents())
+    after = sorted((r["chunk_id"], r["text"]) for r in table_rows(db, embedder))
+    assert after == before
+    failed = Ledger(str(db)).runs("ingest")[-1]
+    assert failed["status"] == "failed" and failed["version_before"] == good.version_after
+    assert "source went away" in failed["error"] and f"restored to version {good.version_after}" in failed["error"]
