@@ -34,13 +34,7 @@ STRATEGIES = ("sentence", "paragraph", "article")
 
 def parse_strategies(value: str | Iterable[str]) -> list[str]:
     """'sentence,paragraph' -> ['sentence', 'paragraph'], each checked against the registry."""
-    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
-    items = [s for s in items if s]
-    if not items:
-        raise ValueError(f"no strategy given; known: {', '.join(CHUNKERS.names())}")
-    for s in items:
-        CHUNKERS.get(s)
-    return list(dict.fromkeys(items))
+    return CHUNKERS.parse_names(value)
 
 
 class IngestSettings(BaseModel):

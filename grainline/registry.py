@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 T = TypeVar("T")
 
@@ -31,6 +31,16 @@ class Registry(Generic[T]):
             raise ValueError(
                 f"unknown {self.kind} {name!r}; known: {', '.join(sorted(self._items))}"
             ) from None
+
+    def parse_names(self, value: str | Iterable[str]) -> list[str]:
+        """'a,b' (or a list) -> ['a', 'b']: stripped, deduplicated, each one known."""
+        items = [s.strip() for s in value.split(",")] if isinstance(value, str) else [str(s).strip() for s in value]
+        items = [s for s in items if s]
+        if not items:
+            raise ValueError(f"no {self.kind} given; known: {', '.join(self.names())}")
+        for name in items:
+            self.get(name)
+        return list(dict.fromkeys(items))
 
     def names(self) -> list[str]:
         return sorted(self._items)

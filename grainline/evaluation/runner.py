@@ -41,13 +41,8 @@ HEADLINE_METRICS = ("ndcg@10", "recall@5", "mrr@10", "answer@5", "answer@100tok"
 
 
 def parse_methods(value: str | list[str]) -> list[str]:
-    items = [s.strip() for s in value.split(",")] if isinstance(value, str) else list(value)
-    items = [s for s in items if s]
-    if not items:
-        raise ValueError(f"no retrieval method given; known: {', '.join(RETRIEVERS.names())}")
-    for m in items:
-        RETRIEVERS.get(m)
-    return list(dict.fromkeys(items))
+    """'dense,bm25' -> ['dense', 'bm25'], each checked against the registry."""
+    return RETRIEVERS.parse_names(value)
 
 
 class EvalSettings(BaseModel):
