@@ -78,6 +78,7 @@ def evaluate_flow(
     db: str = DEFAULT_DB,
     model: str = DEFAULT_MODEL,
     device: str = "auto",
+    precision: str = "auto",
     long_article: str = "pool",
     sample: int | None = None,
     seed: int = 0,
@@ -89,7 +90,7 @@ def evaluate_flow(
     settings = runner.EvalSettings(
         dataset=dataset, split=split, strategies=strategies, methods=methods, db=db,
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
-        embedder=EmbedderSettings(model=model, device=device),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision),
     )
     run_id = load_task(settings)
     try:

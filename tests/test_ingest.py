@@ -253,3 +253,24 @@ def test_a_failed_run_restores_the_table_and_says_so(tmp_path, embedder):
     failed = Ledger(str(db)).runs("ingest")[-1]
     assert failed["status"] == "failed" and failed["version_before"] == good.version_after
     assert "source went away" in failed["error"] and f"restored to version {good.version_after}" in failed["error"]
+
+
+def test_int8_fast_path_stays_close_to_fp32_and_gets_its_own_table(embedder):
+    from grainline.documents import Document
+    from grainline.ingest import get_embedder
+    from grainline.readers import iter_documents
+
+    int8 = get_embedder(EmbedderSettings(device="cpu", precision="int8"))
+    assert int8.identity.table_name == embedder.identity.table_name + "_int8"
+    assert int8.identity.model_id.endswith("+int8")
+    docs = [d for d in iter_documents(str(DEMO_CORPUS)) if isinstance(d, Document)]
+    texts = [p for d in docs for p in d.text.split("\n\n") if len(p) > 80]
+    owners = [d.doc_id for d in docs for p in d.text.split("\n\n") if len(p) > 80]
+    a, b = embedder.encode(texts), int8.encode(texts)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.95 and cos.mean() > 0.98, (cos.min(), cos.mean())
+    # the retrieval result is what matters: the same document comes first
+    qa, qb = embedder.embed_queries(list(DEMO_QUERIES)), int8.embed_queries(list(DEMO_QUERIES))
+    for i, doc_id in enumerate(DEMO_QUERIES.values()):
+        assert owners[int(np.argmax(a @ qa[i]))] == doc_id
+        assert owners[int(np.argmax(b @ qb[i]))] == doc_id

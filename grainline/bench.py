@@ -1,0 +1,243 @@
+"""``grainline bench``: grainline's ingestion against a plain sentence-transformers
+encode loop on the same chunk texts.
+
+Stages, each in a fresh child process so its peak RSS is its own (``os.wait4``):
+
+1. baseline: ``SentenceTransformer(model).encode(texts, batch_size=32)`` in fp32;
+2. grainline's embedding stage alone on the same chunks;
+3. grainline's whole ingestion (read, chunk, embed, write LanceDB and Parquet) through
+   the Prefect flow, against a Prefect server that is already running;
+4. the same ingestion again with nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+from grainline.documents import Document
+
+WORDS = (
+    "river mountain engine protein orbit harvest ledger signal glacier membrane violin "
+    "harbor circuit pollen thunder archive lattice canyon enzyme turbine meadow quartz "
+    "compass falcon ribbon vessel granite lantern mosaic voltage nectar spindle tundra "
+    "beacon cipher delta ember fjord garnet helix iris jasper kelp lumen magnet nimbus"
+).split()
+
+
+def generated_documents(n_docs: int, seed: int = 0) -> Iterator[Document]:
+    """A synthetic corpus of any size, produced lazily: each document has 3 to 6
+    paragraphs of 3 to 6 sentences of 8 to 18 words."""
+    rng = random.Random(seed)
+    for i in range(n_docs):
+        paras = []
+        for _ in range(rng.randint(3, 6)):
+            sents = []
+            for _ in range(rng.randint(3, 6)):
+                words = [rng.choice(WORDS) for _ in range(rng.randint(8, 18))]
+                sents.append(" ".join(words).capitalize() + ".")
+            paras.append(" ".join(sents))
+        yield Document(doc_id=f"gen-{i:07d}", text="\n\n".join(paras), title=f"Generated {i}")
+
+
+def corpus_documents(spec: str) -> Iterator[Document]:
+    """``squad:PATH`` (the dev contexts, one document per article), ``beir:PATH``, or
+    ``generated:N`` (N synthetic documents)."""
+    kind, _, arg = spec.partition(":")
+    if kind == "generated":
+        try:
+            n = int(arg)
+        except ValueError:
+            raise ValueError(f"generated corpus size must be an integer, got {arg!r}") from None
+        yield from generated_documents(n)
+        return
+    from grainline.evaluation.datasets import load_dataset
+
+    yield from load_dataset(spec).documents
+
+
+def write_corpus(spec: str, folder: Path) -> int:
+    """The corpus as JSONL files under ``folder`` (so ingestion reads it like any
+    source), written in a streaming way; returns the number of documents."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n = 0
+    part = None
+    for doc in corpus_documents(spec):
+        if n % 10_000 == 0:
+            if part:
+                part.close()
+            part = open(folder / f"part-{n // 10_000:05d}.jsonl", "w", encoding="utf-8")
+        part.write(json.dumps({"id": doc.doc_id, "title": doc.title, "text": doc.text}) + "\n")
+        n += 1
+    if part:
+        part.close()
+    return n
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _chunks(corpus: str, strategy: str, model: str, device: str) -> tuple[list[Any], Any]:
+    from grainline.chunkers import ChunkContext, settings_for
+    from grainline.chunkers.base import CHUNKERS
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import get_embedder
+    from grainline.readers import iter_documents
+
+    embedder = get_embedder(EmbedderSettings(model=model, device=device))
+    ctx = ChunkContext.default(embedder.window)
+    fn, cs = CHUNKERS.get(strategy), settings_for(strategy)
+    chunks = [c for d in iter_documents(corpus) if isinstance(d, Document) for c in fn(d, cs, ctx)]
+    return chunks, embedder
+
+
+def _model_tokens(chunks: list[Any], limit: int) -> int:
+    # What the model actually processes: each text capped at its window (plus the
+    # two special tokens); pooled articles count every window.
+    return sum(min(c.n_model_tokens, limit) + 2 if c.handling != "pool" else c.n_model_tokens + 2 for c in chunks)
+
+
+def stage_baseline(corpus: str, strategy: str, model: str, device: str, **_: Any) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    from grainline.embedding import resolve_model_path
+
+    chunks, embedder = _chunks(corpus, strategy, model, device)
+    texts = [c.text for c in chunks]
+    t0 = time.perf_counter()
+    st = SentenceTransformer(resolve_model_path(model), device=embedder.device)
+    load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    st.encode(texts, batch_size=32)
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "model_load_seconds": load, "chunks": len(texts),
+            "model_tokens": _model_tokens(chunks, embedder.window.max_tokens)}
+
+
+def stage_embed(corpus: str, strategy: str, model: str, device: str, batch_size: int = 64, precision: str = "auto", **_: Any) -> dict[str, Any]:
+    from grainline.embedding import Embedder, EmbedderSettings
+
+    chunks, _e = _chunks(corpus, strategy, model, device)
+    embedder = Embedder(EmbedderSettings(model=model, device=device, batch_size=batch_size, precision=precision))
+    t0 = time.perf_counter()
+    embedder.model  # noqa: B018 - load outside the timed part, as for the baseline
+    load = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    embedder.embed_chunks(chunks)
+    secs = time.perf_counter() - t0
+    return {"seconds": secs, "model_load_seconds": load, "chunks": len(chunks),
+            "model_tokens": _model_tokens(chunks, embedder.window.max_tokens)}
+
+
+def stage_ingest(corpus: str, strategy: str, model: str, device: str, db: str, batch_size: int = 64, precision: str = "auto", **_: Any) -> dict[str, Any]:
+    from grainline.flows.ingest import ingest_flow
+
+    t0 = time.perf_counter()
+    result = ingest_flow(source=corpus, strategies=strategy, model=model, device=device, db=db, batch_size=batch_size,
+                         batch_docs=256, precision=precision)
+    secs = time.perf_counter() - t0
+    c = result["counts"]
+    return {"seconds": secs, "chunks_written": c["chunks_written"], "chunks_embedded": c["chunks_embedded"],
+            "stage_seconds": c["stage_seconds"], "docs": c["docs_seen"]}
+
+
+STAGES = {"baseline": stage_baseline, "embed": stage_embed, "ingest": stage_ingest}
+
+
+def run_stage(stage: str, args: dict[str, Any], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one stage in a child process; adds its wall time and peak RSS (MiB)."""
+    with tempfile.NamedTemporaryFile("w+", suffix=".json", delete=False) as out:
+        out_path = out.name
+    log = tempfile.NamedTemporaryFile("w+b", suffix=".log", delete=False)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "grainline.bench", stage, json.dumps(args), out_path],
+                            env=env, stdout=log, stderr=subprocess.STDOUT)
+    _pid, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - t0
+    log.close()
+    if proc.returncode != 0:
+        raise RuntimeError(f"bench stage {stage} failed ({proc.returncode}); log {log.name}:\n{Path(log.name).read_text()[-3000:]}")
+    result = json.loads(Path(out_path).read_text())
+    result["process_seconds"] = wall
+    result["peak_rss_mib"] = usage.ru_maxrss / 1024  # Linux reports KiB
+    return result
+
+
+def bench(dataset: str, strategy: str, output: str | None, model: str, device: str, batch_size: int = 64,
+          precision: str = "auto") -> dict[str, Any]:
+    """All four stages on one corpus; returns (and writes, with ``output``) the figures."""
+    from grainline.embedding import pick_device
+    from grainline.server import start_local_server
+
+    work = Path(tempfile.mkdtemp(prefix="grainline-bench-"))
+    corpus = work / "corpus"
+    n_docs = write_corpus(dataset, corpus)
+    t0 = time.perf_counter()
+    server = start_local_server(work / "prefect-home")
+    server_start = time.perf_counter() - t0
+    env = dict(os.environ, PREFECT_API_URL=server.url, PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1")
+    args = {"corpus": str(corpus), "strategy": strategy, "model": model, "device": device,
+            "db": str(work / "db"), "batch_size": batch_size, "precision": precision}
+    try:
+        stages = {
+            "baseline": run_stage("baseline", args, env),
+            "embed": run_stage("embed", args, env),
+            "ingest": run_stage("ingest", args, env),
+            "rerun": run_stage("ingest", args, env),
+        }
+    finally:
+        server.stop()
+    b, e, i, r = (stages[k] for k in ("baseline", "embed", "ingest", "rerun"))
+    for s in stages.values():
+        # every stage handles the same chunk texts (the re-run finds them all stored)
+        s["chunks_per_s"] = b["chunks"] / s["seconds"] if s["seconds"] else None
+        s["model_tokens_per_s"] = b["model_tokens"] / s["seconds"] if s["seconds"] else None
+    import torch
+
+    dev = pick_device(device)
+    report = {
+        "dataset": dataset, "strategy": strategy, "model": model, "device": dev, "precision": precision,
+        "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
+        "documents": n_docs, "chunks": b["chunks"], "model_tokens": b["model_tokens"],
+        "prefect_server_start_seconds": server_start,
+        "stages": stages,
+        "embed_vs_baseline": e["seconds"] / b["seconds"],
+        "ingest_vs_baseline": i["seconds"] / b["seconds"],
+        "rerun_vs_ingest": r["seconds"] / i["seconds"],
+    }
+    if output:
+        Path(output).write_text(json.dumps(report, indent=2, default=str))
+    return report
+
+
+def format_report(rep: dict[str, Any]) -> str:
+    lines = [
+        f"grainline bench: {rep['dataset']} / {rep['strategy']}: {rep['documents']} documents, {rep['chunks']} chunks, "
+        f"{rep['model_tokens']} model tokens; model {rep['model']} on {rep['device']} ({rep['device_name']})",
+        f"Prefect server start-up (not counted below): {rep['prefect_server_start_seconds']:.1f} s",
+        "",
+        f"{'stage':<10} {'seconds':>9} {'chunks/s':>10} {'tokens/s':>11} {'peak RSS MiB':>13}",
+    ]
+    for name, s in rep["stages"].items():
+        lines.append(f"{name:<10} {s['seconds']:>9.2f} {s['chunks_per_s'] or 0:>10.1f} {s['model_tokens_per_s'] or 0:>11.0f} {s['peak_rss_mib']:>13.0f}")
+    lines += [
+        "",
+        f"embed/baseline  (2/1) = {rep['embed_vs_baseline']:.3f}",
+        f"ingest/baseline (3/1) = {rep['ingest_vs_baseline']:.3f}",
+        f"rerun/ingest    (4/3) = {rep['rerun_vs_ingest']:.3f}",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":  # child process entry: STAGE JSON_ARGS OUT_PATH
+    stage, raw, out_path = sys.argv[1], sys.argv[2], sys.argv[3]
+    res = STAGES[stage](**json.loads(raw))
+    Path(out_path).write_text(json.dumps(res))

@@ -1,0 +1,36 @@
+"""The benchmark command runs end to end (figures are reported, never asserted as
+speed targets)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from grainline.bench import generated_documents
+from grainline.cli import app
+
+pytestmark = pytest.mark.slow
+
+
+def test_generated_corpus_is_deterministic_and_lazy():
+    a = [d.text for d in generated_documents(3, seed=1)]
+    b = [d.text for d in generated_documents(3, seed=1)]
+    assert a == b and len(set(a)) == 3
+    assert all(t.count("\n\n") >= 2 for t in a)
+
+
+def test_bench_command_writes_all_figures(tmp_path):
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "--dataset", "generated:12", "--strategy", "paragraph", "--device", "cpu", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert set(rep["stages"]) == {"baseline", "embed", "ingest", "rerun"}
+    assert rep["chunks"] > 12 and rep["model_tokens"] > rep["chunks"]
+    for key in ("ingest_vs_baseline", "rerun_vs_ingest", "embed_vs_baseline", "prefect_server_start_seconds"):
+        assert rep[key] > 0
+    assert rep["stages"]["ingest"]["chunks_written"] == rep["chunks"]
+    assert rep["stages"]["rerun"]["chunks_embedded"] == 0 and rep["stages"]["rerun"]["chunks_written"] == 0
+    assert all(s["peak_rss_mib"] > 50 for s in rep["stages"].values())
+    assert "ingest/baseline (3/1)" in res.output
