@@ -73,12 +73,19 @@ def ingest(
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while embedding."),
     runner: str = typer.Option("local", "--runner", help="local, dask (a local cluster) or dask://HOST:PORT."),
     dask_workers: int = typer.Option(2, "--dask-workers", help="Workers of a local Dask cluster."),
+    chunk: list[str] = typer.Option([], "--chunk", help="Chunker setting, repeatable: paragraph.max_tokens=200, sentence.min_tokens=3, ..."),
+    id_field: str = typer.Option("id", "--id-field", help="Record id field of .jsonl/.parquet sources."),
+    text_field: str = typer.Option("text", "--text-field", help="Record text field of .jsonl/.parquet sources."),
+    title_field: str = typer.Option("title", "--title-field", help="Record title field of .jsonl/.parquet sources."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     from pydantic import ValidationError
 
     try:
+        overrides = parse_chunk_options(chunk)
         result = _run_ingest_flow(
+            reader={"id_field": id_field, "text_field": text_field, "title_field": title_field},
+            chunker_overrides=overrides,
             source=source, strategies=strategy, model=model, device=device, precision=precision, batch_size=batch_size,
             db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
             export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers,
@@ -112,6 +119,21 @@ def search(
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _print_hits(query, strategy, hits, as_json)
+
+
+def parse_chunk_options(items: list[str]) -> dict[str, dict[str, Any]]:
+    """['paragraph.max_tokens=200'] -> {'paragraph': {'max_tokens': 200}}."""
+    from grainline.chunkers import CHUNKERS
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        strategy, dot, name = key.partition(".")
+        if not eq or not dot or not name:
+            raise ValueError(f"--chunk expects STRATEGY.SETTING=VALUE (e.g. paragraph.max_tokens=200), got {item!r}")
+        CHUNKERS.get(strategy)
+        out.setdefault(strategy, {})[name] = None if value.lower() == "none" else (int(value) if value.lstrip("-").isdigit() else value)
+    return out
 
 
 def _print_hits(query: str, strategy: str, hits: list, as_json: bool = False) -> None:

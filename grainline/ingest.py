@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
 import pyarrow as pa
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_key, chunker_params, settings_for
 from grainline.documents import Chunk, Document, Failure, canonical_json
@@ -63,6 +63,14 @@ class IngestSettings(BaseModel):
     @classmethod
     def _strategies(cls, v: Any) -> list[str]:
         return parse_strategies(v)
+
+    @model_validator(mode="after")
+    def _chunker_overrides(self) -> "IngestSettings":
+        unknown = set(self.chunker_overrides) - set(CHUNKERS.names())
+        if unknown:
+            raise ValueError(f"chunker_overrides for unknown strategies {sorted(unknown)}; known: {', '.join(CHUNKERS.names())}")
+        self.chunker_settings()  # bad values fail here, naming the setting
+        return self
 
     def chunker_settings(self) -> dict[str, ChunkerSettings]:
         out = {}

@@ -93,3 +93,25 @@ def test_cli_restore_rolls_back(tmp_path, embedder):
     assert {r for b in store.scan(["doc_id"]) for r in b.column("doc_id").to_pylist()} == {"a.md"}
     res = runner.invoke(app, ["restore", "999", "--db", db])
     assert res.exit_code == 2 and "no version 999" in res.output
+
+
+def test_cli_chunk_settings_and_record_fields(tmp_path, embedder):
+    src = write_files(tmp_path / "src", {"r.jsonl": json.dumps({"key": "k1", "body": "Lava flows downhill. " * 40, "name": "Lava"}) + "\n"})
+    db = str(tmp_path / "db")
+    res = CliRunner().invoke(app, [
+        "ingest", str(src), "--strategy", "paragraph", "--db", db, "--device", "cpu", "--no-progress",
+        "--chunk", "paragraph.max_tokens=32", "--chunk", "paragraph.overlap=0",
+        "--id-field", "key", "--text-field", "body", "--title-field", "name",
+    ])
+    assert res.exit_code == 0, res.output
+    from grainline.storage.chunks import ChunkStore
+
+    store = ChunkStore(db, embedder.identity.table_name, embedder.identity.dim)
+    rows = [r for b in store.scan(["doc_id", "title", "n_tokens", "params"]) for r in b.to_pylist()]
+    assert {r["doc_id"] for r in rows} == {"k1"} and {r["title"] for r in rows} == {"Lava"}
+    assert len(rows) > 3 and all(r["n_tokens"] <= 32 for r in rows)
+    assert json.loads(rows[0]["params"])["max_tokens"] == 32
+    bad = CliRunner().invoke(app, ["ingest", str(src), "--db", db, "--chunk", "paragraph.max_tokens"])
+    assert bad.exit_code == 2 and "STRATEGY.SETTING=VALUE" in bad.output
+    bad = CliRunner().invoke(app, ["ingest", str(src), "--db", db, "--chunk", "paragraph.maxtokens=3"])
+    assert bad.exit_code == 2 and "maxtokens" in bad.output

@@ -268,7 +268,7 @@ def test_int8_fast_path_stays_close_to_fp32_and_gets_its_own_table(embedder):
     owners = [d.doc_id for d in docs for p in d.text.split("\n\n") if len(p) > 80]
     a, b = embedder.encode(texts), int8.encode(texts)
     cos = (a * b).sum(axis=1)
-    assert cos.min() > 0.95 and cos.mean() > 0.98, (cos.min(), cos.mean())
+    assert cos.min() > 0.95 and cos.mean() > 0.97, (cos.min(), cos.mean())
     # the retrieval result is what matters: the same document comes first
     qa, qb = embedder.embed_queries(list(DEMO_QUERIES)), int8.embed_queries(list(DEMO_QUERIES))
     for i, doc_id in enumerate(DEMO_QUERIES.values()):
