@@ -274,3 +274,13 @@ def test_int8_fast_path_stays_close_to_fp32_and_gets_its_own_table(embedder):
     for i, doc_id in enumerate(DEMO_QUERIES.values()):
         assert owners[int(np.argmax(a @ qa[i]))] == doc_id
         assert owners[int(np.argmax(b @ qb[i]))] == doc_id
+
+
+def test_budgeted_batches_match_a_plain_encode(embedder):
+    """grainline's batching (length-sorted, token budget) gives sentence-transformers'
+    own vectors, in input order."""
+    texts = ["short one", "a much longer text " * 40, "medium length sentence about tides and the moon", "x"] * 5
+    ref = embedder.model.encode(texts, batch_size=32, normalize_embeddings=True)
+    got = embedder.encode(texts)
+    assert got.shape == (20, 384) and got.dtype == np.float32
+    assert float((ref * got).sum(axis=1).min()) > 0.9999
