@@ -96,6 +96,24 @@ def _p(run: EvalRun, metric: str, a: str, b: str | None) -> float | None:
     return sig.get((a, b), sig.get((b, a)))
 
 
+def _errorbar(ax, points: list[tuple[float, dict[str, Any] | None]], label: str) -> None:
+    """One line of means with their 95% intervals; points without a result are skipped."""
+    pts = [(x, r) for x, r in points if r]
+    if pts:
+        ax.errorbar(
+            [x for x, _ in pts], [r["value"] for _, r in pts],
+            yerr=[[r["value"] - r["ci_low"] for _, r in pts], [r["ci_high"] - r["value"] for _, r in pts]],
+            marker="o", capsize=3, label=label,
+        )
+
+
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plots(run: EvalRun, out_dir: Path) -> list[Path]:
     """PNG plots; returns their paths."""
     import matplotlib
@@ -112,38 +130,19 @@ def plots(run: EvalRun, out_dir: Path) -> list[Path]:
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
         for ax, m in zip(axes[0], metrics):
             for meth in methods:
-                xs, ys, lo, hi = [], [], [], []
-                for i, s in enumerate(strategies):
-                    r = by.get((s, meth, m))
-                    if r:
-                        xs.append(i)
-                        ys.append(r["value"])
-                        lo.append(r["value"] - r["ci_low"])
-                        hi.append(r["ci_high"] - r["value"])
-                ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=4, label=meth)
+                _errorbar(ax, [(i, by.get((s, meth, m))) for i, s in enumerate(strategies)], meth)
             ax.set_xticks(range(len(strategies)), strategies)
             ax.set_title(m)
             ax.grid(alpha=0.3)
         axes[0][0].legend()
         fig.suptitle(f"{run.dataset.name}: metric by granularity (95% CI)")
-        fig.tight_layout()
-        p = out_dir / "metric_by_granularity.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(plt, fig, out_dir / "metric_by_granularity.png"))
     budgets = sorted({int(k[2][len("answer@"):-3]) for k in by if k[2].startswith("answer@") and k[2].endswith("tok")})
     if budgets:
         fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False)
         for ax, meth in zip(axes[0], methods):
             for s in strategies:
-                rows = [by.get((s, meth, f"answer@{b}tok")) for b in budgets]
-                pts = [(b, r) for b, r in zip(budgets, rows) if r]
-                if pts:
-                    ax.errorbar(
-                        [b for b, _ in pts], [r["value"] for _, r in pts],
-                        yerr=[[r["value"] - r["ci_low"] for _, r in pts], [r["ci_high"] - r["value"] for _, r in pts]],
-                        marker="o", capsize=3, label=s,
-                    )
+                _errorbar(ax, [(b, by.get((s, meth, f"answer@{b}tok"))) for b in budgets], s)
             ax.set_xscale("log")
             ax.set_xlabel("retrieved tokens (cl100k)")
             ax.set_ylabel("answer found")
@@ -151,11 +150,7 @@ def plots(run: EvalRun, out_dir: Path) -> list[Path]:
             ax.grid(alpha=0.3)
         axes[0][0].legend()
         fig.suptitle(f"{run.dataset.name}: answer recall by retrieved-token budget")
-        fig.tight_layout()
-        p = out_dir / "answer_by_token_budget.png"
-        fig.savefig(p, dpi=110)
-        plt.close(fig)
-        paths.append(p)
+        paths.append(_save(plt, fig, out_dir / "answer_by_token_budget.png"))
     return paths
 
 
