@@ -227,12 +227,15 @@ class Embedder:
             name=self.identity.name,
         )
 
-    def encode(self, texts: Sequence[str], desc: str = "embedding") -> np.ndarray:
+    def encode(
+        self, texts: Sequence[str], desc: str = "embedding", n_tokens: Sequence[int | None] | None = None
+    ) -> np.ndarray:
         """L2-normalised float32 vectors for ``texts``, in input order.
 
         Texts are sorted by token length and cut into batches by a token budget (at most
         ``batch_size`` texts), so padding is small and batch size follows length; the
-        forward passes run under ``torch.inference_mode``."""
+        forward passes run under ``torch.inference_mode``. ``n_tokens`` gives the model
+        token counts already known (chunks carry them); None entries are counted here."""
         import torch
 
         dim = self.identity.dim
@@ -240,7 +243,11 @@ class Embedder:
             return np.zeros((0, dim), dtype=np.float32)
         model = self.model
         cap = int(model.max_seq_length)
-        lengths = [min(n + 2, cap) for n in self.window.counter.count_many(list(texts))]
+        known = list(n_tokens) if n_tokens is not None else [None] * len(texts)
+        missing = [i for i, n in enumerate(known) if n is None or n < 0]
+        for i, n in zip(missing, self.window.counter.count_many([texts[i] for i in missing])):
+            known[i] = n
+        lengths = [min(n + 2, cap) for n in known]
         order = np.argsort(lengths, kind="stable")[::-1]
         budget = self.settings.token_budget or (65536 if self.device.startswith("cuda") else 4096)
         preprocess = getattr(model, "preprocess", None) or model.tokenize
@@ -274,6 +281,7 @@ class Embedder:
         embed the first window only; everything else is embedded as is."""
         texts: list[str] = []
         owners: list[int] = []
+        counts: list[int | None] = []
         n_windows: list[int] = []
         win = self.window
         for i, c in enumerate(chunks):
@@ -284,12 +292,14 @@ class Embedder:
                 for s, e in spans:
                     texts.append(c.text[s:e])
                     owners.append(i)
+                    counts.append(None)
                 n_windows.append(len(spans))
             else:
                 texts.append(c.text)
                 owners.append(i)
+                counts.append(c.n_model_tokens)
                 n_windows.append(1)
-        vecs = self.encode(texts)
+        vecs = self.encode(texts, n_tokens=counts)
         if len(texts) == len(chunks):
             return vecs, n_windows
         pooled = np.zeros((len(chunks), vecs.shape[1]), dtype=np.float64)
