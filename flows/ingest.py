@@ -91,7 +91,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         pending: deque = deque()
         try:
             t_read = time.perf_counter()
-            for items in core.read_batches(settings):
+            for items in core.read_batches(ctx.documents, settings.batch_docs):
                 counts.add_time("read", time.perf_counter() - t_read)
                 todo, batch_counts = core.triage(ctx, items)
                 counts.merge(batch_counts)

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_key, chunker_params, settings_for
 from grainline.documents import Chunk, Document, Failure, canonical_json
 from grainline.embedding import Embedder, EmbedderSettings
-from grainline.readers import ReaderSettings, discover, iter_documents
+from grainline.readers import ReaderSettings, open_source
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
 from grainline.storage.parquet import default_export_dir, export_table
@@ -116,6 +116,8 @@ class RunContext:
     root: str
     states: dict[str, DocState]
     record: RunRecord
+    # The source's documents, read lazily; None when they are passed in directly.
+    documents: Iterator[Document | Failure] | None = None
     seen: set[str] = field(default_factory=set)
     failed_ids: set[str] = field(default_factory=set)
 
@@ -160,23 +162,30 @@ def table_name_for(settings: IngestSettings) -> str:
     return settings.table or get_embedder(settings.embedder).identity.table_name
 
 
-def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None) -> RunContext:
-    """Load the model, open the table, take stock of what it holds, record the start.
-
-    ``root`` names where the documents come from when they are passed in directly
-    (an evaluation dataset); otherwise the source is discovered on disk."""
-    if root is None:
-        found, _files = discover(settings.source)  # fails fast on a source that does not exist
-        root = str(Path(found).resolve())
-    embedder = get_embedder(settings.embedder)
-    ident = embedder.identity
-    store = ChunkStore(settings.db, table_name_for(settings), ident.dim)
-    store.table  # created now, so a failed first run can return to a named, empty version
+def make_plans(settings: IngestSettings, embedder: Embedder) -> tuple[Plan, ...]:
+    """Each requested strategy with its settings, parameters and chunker key."""
     chunk_ctx = ChunkContext.default(embedder.window)
     plans = []
     for strategy, cs in settings.chunker_settings().items():
         params = chunker_params(strategy, cs, chunk_ctx)
         plans.append(Plan(strategy, cs, params, chunker_key(strategy, params)))
+    return tuple(plans)
+
+
+def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None) -> RunContext:
+    """Load the model, open the table, take stock of what it holds, record the start.
+
+    ``root`` names where the documents come from when they are passed in directly
+    (an evaluation dataset); otherwise the source is discovered on disk."""
+    documents = None
+    if root is None:
+        found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
+        root = str(Path(found).resolve())
+    embedder = get_embedder(settings.embedder)
+    ident = embedder.identity
+    store = ChunkStore(settings.db, table_name_for(settings), ident.dim)
+    store.table  # created now, so a failed first run can return to a named, empty version
+    plans = make_plans(settings, embedder)
     run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     record = RunRecord(
         run_id=run_id,
@@ -192,17 +201,15 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     ledger.write(record)
     return RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
-        spec=WorkSpec(settings, store.table_name, tuple(plans)), root=root, states=store.doc_states(), record=record,
+        spec=WorkSpec(settings, store.table_name, plans), root=root, states=store.doc_states(), record=record,
+        documents=documents,
     )
 
 
-def read_batches(
-    settings: IngestSettings, documents: Iterable[Document | Failure] | None = None
-) -> Iterator[list[Document | Failure]]:
-    """Documents (and failures) in batches of ``batch_docs``, read lazily from the
-    source, or taken from ``documents`` when given."""
-    it = iter(documents) if documents is not None else iter_documents(settings.source, settings.reader)
-    while batch := list(islice(it, settings.batch_docs)):
+def read_batches(documents: Iterable[Document | Failure], batch_docs: int) -> Iterator[list[Document | Failure]]:
+    """Documents (and failures) in batches of ``batch_docs``, consumed lazily."""
+    it = iter(documents)
+    while batch := list(islice(it, batch_docs)):
         yield batch
 
 
@@ -398,7 +405,7 @@ def run_ingest(
     counts = RunCounts()
     t_read = time.perf_counter()
     try:
-        for items in read_batches(settings, documents):
+        for items in read_batches(documents if documents is not None else ctx.documents, settings.batch_docs):
             counts.add_time("read", time.perf_counter() - t_read)
             counts.merge(write_batch(ctx, embed_batch(ctx, chunk_batch(ctx, items))))
             t_read = time.perf_counter()

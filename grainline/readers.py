@@ -539,9 +539,17 @@ def iter_documents(
     time; reading then happens one file at a time as the iterator is consumed. A
     doc_id seen a second time yields a Failure instead of a second Document.
     """
+    return open_source(source, settings)[1]
+
+
+def open_source(
+    source: str | os.PathLike[str], settings: ReaderSettings | None = None
+) -> tuple[Path, Iterator[Document | Failure]]:
+    """Discover once: the source's root and its documents as a lazy iterator, so a
+    caller that needs the root does not walk the tree a second time to read it."""
     settings = settings or ReaderSettings()
     root, entries = _scan(source, settings)
-    return _iter_entries(root, entries, settings)
+    return root, _iter_entries(root, entries, settings)
 
 
 def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings) -> Iterator[Document | Failure]:

@@ -20,9 +20,8 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from grainline.chunkers import ChunkContext, chunker_key, chunker_params
 from grainline.embedding import EmbedderSettings
-from grainline.ingest import IngestSettings, get_embedder, parse_strategies, run_ingest
+from grainline.ingest import IngestSettings, get_embedder, make_plans, parse_strategies, run_ingest
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
 
 from .datasets import EvalDataset, Query, load_dataset
@@ -136,20 +135,19 @@ def ingest_dataset(run: EvalRun) -> None:
     run.configs = []
     totals: dict[str, Any] = {}
     for strategy in s.strategies:
-        probe = IngestSettings(source=f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
-                               chunker_overrides=s.chunker_overrides, embedder=s.embedder)
-        cs = probe.chunker_settings()[strategy]
-        params = chunker_params(strategy, cs, ChunkContext.default(embedder.window))
-        key = chunker_key(strategy, params)
-        table = f"{base}__{key.replace('-', '_')}"
-        ingest = probe.model_copy(update={"db": s.db, "batch_docs": s.batch_docs, "table": table, "export_parquet": False})
+        ingest = IngestSettings(source=f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
+                                chunker_overrides=s.chunker_overrides, embedder=s.embedder, db=s.db,
+                                batch_docs=s.batch_docs, export_parquet=False)
+        (plan,) = make_plans(ingest, embedder)
+        table = f"{base}__{plan.key.replace('-', '_')}"
+        ingest = ingest.model_copy(update={"table": table})
         rec = run_ingest(ingest, documents=run.dataset.documents)
         for k, v in rec.counts.as_dict().items():
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
         run.model_id = rec.model_id
         run.configs += [
-            Config(strategy, key, json.dumps(json.loads(params), sort_keys=True), m, table, rec.version_after)
+            Config(strategy, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, rec.version_after)
             for m in s.methods
         ]
     run.seconds["ingest"] = time.perf_counter() - t0
