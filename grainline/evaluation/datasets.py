@@ -134,6 +134,17 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+def _squad_file(path: Path) -> Path:
+    """A SQuAD path may name the JSON file or a folder holding exactly one ``*.json``."""
+    if not path.is_dir():
+        return path
+    found = sorted(path.glob("*.json"))
+    if len(found) != 1:
+        names = ", ".join(p.name for p in found) or "none"
+        raise DatasetError(path, f"a SQuAD folder must hold exactly one .json file (found: {names}); give the file's path")
+    return found[0]
+
+
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields (line number, object) for each non-blank line; anything that is not a
     JSON object is an error naming the line, so a truncated file cannot pass silently."""
@@ -184,7 +195,7 @@ def load_squad(path: str | Path) -> EvalDataset:
     into article offsets and checked against the answer text. Spans that do not match
     are dropped and counted in ``stats["span_mismatches"]`` rather than failing the load.
     """
-    path = _require(Path(path), "SQuAD file")
+    path = _squad_file(_require(Path(path), "SQuAD file"))
     try:
         with path.open(encoding="utf-8") as fh:
             raw = json.load(fh)
