@@ -4,6 +4,7 @@ length-sorted batches, L2-normalised vectors, and long-article pooling."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 from dataclasses import dataclass
@@ -149,7 +150,16 @@ class Embedder:
     def __init__(self, settings: EmbedderSettings | None = None) -> None:
         self.settings = settings or EmbedderSettings()
         self.path = resolve_model_path(self.settings.model)
-        self.device = pick_device(self.settings.device)
+
+    @cached_property
+    def device(self) -> str:
+        # Lazy: choosing a device imports torch, which a run with nothing to embed skips.
+        return pick_device(self.settings.device)
+
+    @property
+    def loaded(self) -> bool:
+        """Whether the model weights are in memory (a run with nothing to embed never loads them)."""
+        return "model" in self.__dict__
 
     @cached_property
     def model(self) -> Any:
@@ -197,6 +207,22 @@ class Embedder:
 
     @cached_property
     def identity(self) -> ModelIdentity:
+        """Which model this is. Read from the identity cache when the model is a local
+        folder whose weight files are unchanged since it was last loaded, so a run with
+        nothing to embed never imports torch or loads the weights."""
+        cached = read_cached_identity(self.path, self._variant)
+        if cached is not None:
+            ident, self._max_tokens = cached
+            return ident
+        ident = self._load_identity()
+        write_cached_identity(self.path, self._variant, ident, self._window_max_tokens())
+        return ident
+
+    @property
+    def _variant(self) -> str:
+        return "int8" if self.settings.precision == "int8" else ""
+
+    def _load_identity(self) -> ModelIdentity:
         model = self.model
         if is_bundled(self.settings.model):
             name = "sentence-transformers/all-MiniLM-L6-v2"
@@ -213,18 +239,27 @@ class Embedder:
             dim=int(dim),
             max_seq_length=int(model.max_seq_length),
             weights_sha256=weights_hash(folder),
-            variant="int8" if self.settings.precision == "int8" else "",
+            variant=self._variant,
         )
+
+    _max_tokens: int | None = None
+
+    def _window_max_tokens(self) -> int:
+        if self._max_tokens is None:
+            tok = self.model.tokenizer
+            specials = len(tok("", add_special_tokens=True)["input_ids"])
+            self._max_tokens = int(self.model.max_seq_length) - specials
+        return self._max_tokens
 
     @cached_property
     def window(self) -> ModelWindow:
-        """The model's tokenizer and usable window (special tokens excluded)."""
-        tok = self.model.tokenizer
-        specials = len(tok("", add_special_tokens=True)["input_ids"])
+        """The model's tokenizer and usable window (special tokens excluded). The
+        tokenizer is loaded on first count: chunker keys need only the window size."""
+        ident = self.identity
         return ModelWindow(
-            counter=HFTokenCounter(tok, name=f"{self.identity.name}"),
-            max_tokens=int(self.model.max_seq_length) - specials,
-            name=self.identity.name,
+            counter=LazyTokenCounter(lambda: HFTokenCounter(self.model.tokenizer, name=ident.name)),
+            max_tokens=self._window_max_tokens(),
+            name=ident.name,
         )
 
     def encode(
@@ -311,6 +346,85 @@ class Embedder:
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
         """Query vectors (same model, same normalisation)."""
         return self.encode(list(queries), desc="queries")
+
+
+class LazyTokenCounter:
+    """A token counter built on first use (loading a tokenizer means loading the model)."""
+
+    def __init__(self, factory: Any) -> None:
+        self._factory = factory
+        self._counter: Any = None
+
+    def _get(self) -> Any:
+        if self._counter is None:
+            self._counter = self._factory()
+        return self._counter
+
+    @property
+    def name(self) -> str:
+        return self._get().name
+
+    def count(self, text: str) -> int:
+        return self._get().count(text)
+
+    def count_many(self, texts: list[str]) -> list[int]:
+        return self._get().count_many(texts)
+
+    def windows(self, text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+        return self._get().windows(text, size, overlap)
+
+
+# Bump when what is cached, or how it is computed, changes.
+_IDENTITY_CACHE_FORMAT = 1
+
+
+def identity_cache_dir() -> Path:
+    """Where model identities are cached: ``$GRAINLINE_CACHE_DIR`` or ~/.cache/grainline."""
+    root = os.environ.get("GRAINLINE_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "grainline"
+    )
+    return Path(root) / "identities"
+
+
+def _identity_cache_file(path: str, variant: str) -> Path | None:
+    """The cache entry for a local model folder, keyed by its configuration and weight
+    files' names, sizes and modification times: any change to them is a new key."""
+    folder = Path(path)
+    if not folder.is_dir():
+        return None
+    h = hashlib.sha256(f"{_IDENTITY_CACHE_FORMAT}|{folder.resolve()}|{variant}".encode())
+    for p in sorted(folder.rglob("*")):
+        if p.is_file() and (p.suffix in (".json", ".safetensors", ".bin", ".onnx", ".txt", ".model")):
+            st = p.stat()
+            h.update(f"|{p.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return identity_cache_dir() / f"{h.hexdigest()[:32]}.json"
+
+
+def read_cached_identity(path: str, variant: str) -> tuple[ModelIdentity, int] | None:
+    """(identity, window size) from the cache, or None when absent or unreadable."""
+    f = _identity_cache_file(path, variant)
+    if f is None or not f.is_file():
+        return None
+    try:
+        raw = json.loads(f.read_text(encoding="utf-8"))
+        ident = ModelIdentity(**{k: raw["identity"][k] for k in ModelIdentity.__dataclass_fields__})
+        return ident, int(raw["max_tokens"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # a damaged entry only costs a model load
+
+
+def write_cached_identity(path: str, variant: str, ident: ModelIdentity, max_tokens: int) -> None:
+    f = _identity_cache_file(path, variant)
+    if f is None:
+        return
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(f".{os.getpid()}.tmp")
+        payload = {"identity": {k: getattr(ident, k) for k in ModelIdentity.__dataclass_fields__}, "max_tokens": max_tokens}
+        tmp.write_text(json.dumps(payload), encoding="utf-8")
+        os.replace(tmp, f)
+    except OSError:  # a read-only home directory only costs a model load next time
+        pass
 
 
 def _loaded_from(model: Any) -> str | None:

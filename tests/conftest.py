@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# Model identities are cached per user; the tests keep their own cache (child processes inherit it).
+os.environ.setdefault("GRAINLINE_CACHE_DIR", tempfile.mkdtemp(prefix="grainline-test-cache-"))
 
 # The evaluation datasets sit beside the repo (../shared/data); GRAINLINE_DATA overrides.
 SHARED_DATA = Path(os.environ.get("GRAINLINE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))

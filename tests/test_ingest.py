@@ -284,3 +284,48 @@ def test_budgeted_batches_match_a_plain_encode(embedder):
     got = embedder.encode(texts)
     assert got.shape == (20, 384) and got.dtype == np.float32
     assert float((ref * got).sum(axis=1).min()) > 0.9999
+
+
+def test_model_identity_is_cached_and_keyed_by_the_weight_files(tmp_path, embedder):
+    import shutil
+
+    from grainline.embedding import Embedder, read_cached_identity
+
+    ident = embedder.identity
+    assert read_cached_identity(embedder.path, "") == (ident, embedder.window.max_tokens)
+    # A copy of the model is its own folder: no entry until it is loaded; editing a
+    # weight file afterwards makes the entry stale (a new key), never wrong.
+    copy = tmp_path / "model"
+    shutil.copytree(embedder.path, copy)
+    assert read_cached_identity(str(copy), "") is None
+    other = Embedder(EmbedderSettings(model=str(copy), device="cpu"))
+    assert other.identity.weights_sha256 == ident.weights_sha256 and other.loaded
+    assert read_cached_identity(str(copy), "")[0] == other.identity
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    assert read_cached_identity(str(copy), "") is None
+
+
+def test_unchanged_rerun_never_loads_the_model(tmp_path, embedder):
+    """A re-run with nothing to embed reads the model identity from the cache: no torch,
+    no sentence-transformers, no weights (the bulk of a no-op run's time otherwise)."""
+    import subprocess
+    import sys
+
+    src = write_files(tmp_path / "src", CORPUS)
+    db = tmp_path / "db"
+    run_ingest(settings(src, db, strategies=["paragraph"]))
+    code = (
+        "import sys, json\n"
+        "from grainline.embedding import EmbedderSettings\n"
+        "from grainline.ingest import IngestSettings, run_ingest\n"
+        f"rec = run_ingest(IngestSettings(source={str(src)!r}, db={str(db)!r}, strategies=['paragraph'], embedder=EmbedderSettings(device='cpu')))\n"
+        "print(json.dumps([rec.counts.docs_unchanged, rec.counts.chunks_embedded, 'torch' in sys.modules, 'sentence_transformers' in sys.modules]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [4, 0, False, False]
+    # ... and once a document changes, the model loads and embeds it.
+    (src / "tides.txt").write_text("Tides\n\nThe Moon pulls the oceans.\n", encoding="utf-8")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    unchanged, embedded, torch_loaded, _ = json.loads(out.stdout.strip().splitlines()[-1])
+    assert (unchanged, torch_loaded) == (3, True) and embedded >= 1
