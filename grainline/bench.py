@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 from grainline.documents import Document
 
@@ -32,31 +32,43 @@ WORDS = (
 ).split()
 
 
-def generated_documents(n_docs: int, seed: int = 0) -> Iterator[Document]:
+def _paragraph(rng: random.Random) -> str:
+    sents = []
+    for _ in range(rng.randint(3, 6)):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(8, 18))]
+        sents.append(" ".join(words).capitalize() + ".")
+    return " ".join(sents)
+
+
+def generated_documents(n_docs: int, seed: int = 0, reuse_pool: int | None = None) -> Iterator[Document]:
     """A synthetic corpus of any size, produced lazily: each document has 3 to 6
-    paragraphs of 3 to 6 sentences of 8 to 18 words."""
+    paragraphs of 3 to 6 sentences of 8 to 18 words. With ``reuse_pool``, paragraphs are
+    drawn from a fixed pool of that many, so most chunk texts repeat and their vectors
+    are reused: the pipeline's reading, chunking, writing and export run at full scale
+    while embedding stays small (for measuring memory at scale on a CPU)."""
     rng = random.Random(seed)
+    pool = [_paragraph(random.Random(f"{seed}-pool-{i}")) for i in range(reuse_pool)] if reuse_pool else None
     for i in range(n_docs):
-        paras = []
-        for _ in range(rng.randint(3, 6)):
-            sents = []
-            for _ in range(rng.randint(3, 6)):
-                words = [rng.choice(WORDS) for _ in range(rng.randint(8, 18))]
-                sents.append(" ".join(words).capitalize() + ".")
-            paras.append(" ".join(sents))
+        k = rng.randint(3, 6)
+        paras = [rng.choice(pool) for _ in range(k)] if pool else [_paragraph(rng) for _ in range(k)]
         yield Document(doc_id=f"gen-{i:07d}", text="\n\n".join(paras), title=f"Generated {i}")
 
 
+# Paragraph pool of ``generated-reuse:N`` corpora.
+REUSE_POOL = 2000
+
+
 def corpus_documents(spec: str) -> Iterator[Document]:
-    """``squad:PATH`` (the dev contexts, one document per article), ``beir:PATH``, or
-    ``generated:N`` (N synthetic documents)."""
+    """``squad:PATH`` (the dev contexts, one document per article), ``beir:PATH``,
+    ``generated:N`` (N synthetic documents) or ``generated-reuse:N`` (N synthetic
+    documents whose paragraphs come from a pool of 2,000)."""
     kind, _, arg = spec.partition(":")
-    if kind == "generated":
+    if kind in ("generated", "generated-reuse"):
         try:
             n = int(arg)
         except ValueError:
             raise ValueError(f"generated corpus size must be an integer, got {arg!r}") from None
-        yield from generated_documents(n)
+        yield from generated_documents(n, reuse_pool=REUSE_POOL if kind == "generated-reuse" else None)
         return
     from grainline.evaluation.datasets import load_dataset
 
@@ -171,69 +183,90 @@ def run_stage(stage: str, args: dict[str, Any], env: dict[str, str] | None = Non
     return result
 
 
+BENCH_STAGES = ("baseline", "embed", "ingest", "rerun")
+
+
+def parse_stages(value: str | Sequence[str]) -> list[str]:
+    """'ingest,rerun' -> ['ingest', 'rerun'], in run order; rerun needs ingest."""
+    names = [v.strip() for v in (value.split(",") if isinstance(value, str) else value) if v.strip()]
+    unknown = [n for n in names if n not in BENCH_STAGES]
+    if unknown or not names:
+        raise ValueError(f"unknown bench stages {unknown or names!r}; choose from {', '.join(BENCH_STAGES)}")
+    if "rerun" in names and "ingest" not in names:
+        raise ValueError("the rerun stage re-runs the ingest stage; add ingest")
+    return [n for n in BENCH_STAGES if n in names]
+
+
 def bench(dataset: str, strategy: str, output: str | None, model: str, device: str, batch_size: int = 64,
-          precision: str = "auto") -> dict[str, Any]:
-    """All four stages on one corpus; returns (and writes, with ``output``) the figures."""
+          precision: str = "auto", stages: str | Sequence[str] = BENCH_STAGES) -> dict[str, Any]:
+    """The chosen stages (default all four) on one corpus; returns (and writes, with
+    ``output``) the figures. Ratios are given for the stages that ran."""
     from grainline.embedding import pick_device
     from grainline.server import start_local_server
 
+    wanted = parse_stages(stages)
     work = Path(tempfile.mkdtemp(prefix="grainline-bench-"))
     corpus = work / "corpus"
     n_docs = write_corpus(dataset, corpus)
-    t0 = time.perf_counter()
-    server = start_local_server(work / "prefect-home")
-    server_start = time.perf_counter() - t0
-    env = dict(os.environ, PREFECT_API_URL=server.url, PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1")
+    server_start = None
+    server = None
+    env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1")
+    if "ingest" in wanted:
+        t0 = time.perf_counter()
+        server = start_local_server(work / "prefect-home")
+        server_start = time.perf_counter() - t0
+        env["PREFECT_API_URL"] = server.url
     args = {"corpus": str(corpus), "strategy": strategy, "model": model, "device": device,
             "db": str(work / "db"), "batch_size": batch_size, "precision": precision}
+    results: dict[str, dict[str, Any]] = {}
     try:
-        stages = {
-            "baseline": run_stage("baseline", args, env),
-            "embed": run_stage("embed", args, env),
-            "ingest": run_stage("ingest", args, env),
-            "rerun": run_stage("ingest", args, env),
-        }
+        for name in wanted:
+            results[name] = run_stage("ingest" if name == "rerun" else name, args, env)
     finally:
-        server.stop()
-    b, e, i, r = (stages[k] for k in ("baseline", "embed", "ingest", "rerun"))
-    for s in stages.values():
+        if server is not None:
+            server.stop()
+    b = results.get("baseline")
+    n_chunks = b["chunks"] if b else results["ingest"]["chunks_written"]
+    n_tokens = b["model_tokens"] if b else None
+    for st in results.values():
         # every stage handles the same chunk texts (the re-run finds them all stored)
-        s["chunks_per_s"] = b["chunks"] / s["seconds"] if s["seconds"] else None
-        s["model_tokens_per_s"] = b["model_tokens"] / s["seconds"] if s["seconds"] else None
+        st["chunks_per_s"] = n_chunks / st["seconds"] if st["seconds"] else None
+        st["model_tokens_per_s"] = n_tokens / st["seconds"] if st["seconds"] and n_tokens else None
     import torch
 
     dev = pick_device(device)
     report = {
         "dataset": dataset, "strategy": strategy, "model": model, "device": dev, "precision": precision,
         "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
-        "documents": n_docs, "chunks": b["chunks"], "model_tokens": b["model_tokens"],
+        "documents": n_docs, "chunks": n_chunks, "model_tokens": n_tokens,
         "prefect_server_start_seconds": server_start,
-        "stages": stages,
-        "embed_vs_baseline": e["seconds"] / b["seconds"],
-        "ingest_vs_baseline": i["seconds"] / b["seconds"],
-        "rerun_vs_ingest": r["seconds"] / i["seconds"],
+        "stages": results,
     }
+    for key, (num, den) in {"embed_vs_baseline": ("embed", "baseline"), "ingest_vs_baseline": ("ingest", "baseline"),
+                            "rerun_vs_ingest": ("rerun", "ingest")}.items():
+        if num in results and den in results:
+            report[key] = results[num]["seconds"] / results[den]["seconds"]
     if output:
         Path(output).write_text(json.dumps(report, indent=2, default=str))
     return report
 
 
 def format_report(rep: dict[str, Any]) -> str:
+    tokens = f"{rep['model_tokens']} model tokens; " if rep.get("model_tokens") else ""
     lines = [
         f"grainline bench: {rep['dataset']} / {rep['strategy']}: {rep['documents']} documents, {rep['chunks']} chunks, "
-        f"{rep['model_tokens']} model tokens; model {rep['model']} on {rep['device']} ({rep['device_name']})",
-        f"Prefect server start-up (not counted below): {rep['prefect_server_start_seconds']:.1f} s",
-        "",
-        f"{'stage':<10} {'seconds':>9} {'chunks/s':>10} {'tokens/s':>11} {'peak RSS MiB':>13}",
+        f"{tokens}model {rep['model']} on {rep['device']} ({rep['device_name']}, precision {rep['precision']})",
     ]
+    if rep.get("prefect_server_start_seconds") is not None:
+        lines.append(f"Prefect server start-up (not counted below): {rep['prefect_server_start_seconds']:.1f} s")
+    lines += ["", f"{'stage':<10} {'seconds':>9} {'chunks/s':>10} {'tokens/s':>11} {'peak RSS MiB':>13}"]
     for name, s in rep["stages"].items():
         lines.append(f"{name:<10} {s['seconds']:>9.2f} {s['chunks_per_s'] or 0:>10.1f} {s['model_tokens_per_s'] or 0:>11.0f} {s['peak_rss_mib']:>13.0f}")
-    lines += [
-        "",
-        f"embed/baseline  (2/1) = {rep['embed_vs_baseline']:.3f}",
-        f"ingest/baseline (3/1) = {rep['ingest_vs_baseline']:.3f}",
-        f"rerun/ingest    (4/3) = {rep['rerun_vs_ingest']:.3f}",
-    ]
+    lines.append("")
+    for key, label in (("embed_vs_baseline", "embed/baseline  (2/1)"), ("ingest_vs_baseline", "ingest/baseline (3/1)"),
+                       ("rerun_vs_ingest", "rerun/ingest    (4/3)")):
+        if key in rep:
+            lines.append(f"{label} = {rep[key]:.3f}")
     return "\n".join(lines)
 
 

@@ -309,13 +309,15 @@ def serve(
 
 @app.command()
 def bench(
-    dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH or generated:N (N synthetic documents)."),
+    dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH, generated:N (N synthetic documents) or "
+                                "generated-reuse:N (paragraphs from a pool of 2,000: full-scale pipeline, little embedding)."),
     strategy: str = typer.Option("paragraph", "--strategy", "-s"),
     output: str = typer.Option(None, "--output", "-o", help="Write the figures as JSON here."),
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="grainline's precision (the baseline is always fp32)."),
     batch_size: int = typer.Option(64, "--batch-size"),
+    stages: str = typer.Option("baseline,embed,ingest,rerun", "--stages", help="Which stages to run (e.g. ingest,rerun for memory at scale)."),
 ) -> None:
     """Time a plain encode loop, grainline's embedding, its whole ingestion, and a re-run."""
     from grainline.bench import bench as run_bench
@@ -324,7 +326,7 @@ def bench(
 
     try:
         CHUNKERS.get(strategy)
-        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision)
+        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision, stages)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(format_report(rep))

@@ -34,3 +34,29 @@ def test_bench_command_writes_all_figures(tmp_path):
     assert rep["stages"]["rerun"]["chunks_embedded"] == 0 and rep["stages"]["rerun"]["chunks_written"] == 0
     assert all(s["peak_rss_mib"] > 50 for s in rep["stages"].values())
     assert "ingest/baseline (3/1)" in res.output
+
+
+def test_reuse_corpus_repeats_paragraphs_and_stages_are_validated():
+    from grainline.bench import corpus_documents, parse_stages
+
+    from grainline.bench import REUSE_POOL
+
+    docs = list(corpus_documents("generated-reuse:3000"))
+    paras = [p for d in docs for p in d.text.split("\n\n")]
+    assert len(docs) == 3000 and len(set(paras)) <= REUSE_POOL < len(paras) / 5
+    assert parse_stages("rerun,ingest") == ["ingest", "rerun"]
+    with pytest.raises(ValueError, match="choose from"):
+        parse_stages("ingest,warmup")
+    with pytest.raises(ValueError, match="add ingest"):
+        parse_stages("rerun")
+
+
+def test_bench_ingest_stages_only(tmp_path):
+    out = tmp_path / "bench.json"
+    res = CliRunner().invoke(app, ["bench", "--dataset", "generated-reuse:40", "--stages", "ingest,rerun", "--device", "cpu", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(out.read_text())
+    assert set(rep["stages"]) == {"ingest", "rerun"} and "ingest_vs_baseline" not in rep
+    assert rep["chunks"] == rep["stages"]["ingest"]["chunks_written"] > 40
+    assert rep["stages"]["ingest"]["chunks_embedded"] < rep["chunks"]  # repeated paragraphs reuse vectors
+    assert rep["rerun_vs_ingest"] > 0 and "rerun/ingest" in res.output
