@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -198,9 +199,10 @@ def parse_stages(value: str | Sequence[str]) -> list[str]:
 
 
 def bench(dataset: str, strategy: str, output: str | None, model: str, device: str, batch_size: int = 64,
-          precision: str = "auto", stages: str | Sequence[str] = BENCH_STAGES) -> dict[str, Any]:
+          precision: str = "auto", stages: str | Sequence[str] = BENCH_STAGES, keep: bool = False) -> dict[str, Any]:
     """The chosen stages (default all four) on one corpus; returns (and writes, with
-    ``output``) the figures. Ratios are given for the stages that ran."""
+    ``output``) the figures. Ratios are given for the stages that ran. The corpus,
+    database and Prefect home live in a temporary folder, removed unless ``keep``."""
     from grainline.embedding import pick_device
     from grainline.server import start_local_server
 
@@ -225,6 +227,8 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     finally:
         if server is not None:
             server.stop()
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
     b = results.get("baseline")
     n_chunks = b["chunks"] if b else results["ingest"]["chunks_written"]
     n_tokens = b["model_tokens"] if b else None
@@ -240,6 +244,7 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
         "documents": n_docs, "chunks": n_chunks, "model_tokens": n_tokens,
         "prefect_server_start_seconds": server_start,
+        "work_dir": str(work) if keep else None,
         "stages": results,
     }
     for key, (num, den) in {"embed_vs_baseline": ("embed", "baseline"), "ingest_vs_baseline": ("ingest", "baseline"),

@@ -318,6 +318,7 @@ def bench(
     precision: str = typer.Option("auto", "--precision", help="grainline's precision (the baseline is always fp32)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     stages: str = typer.Option("baseline,embed,ingest,rerun", "--stages", help="Which stages to run (e.g. ingest,rerun for memory at scale)."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the temporary corpus, database and Prefect home (the path is printed)."),
 ) -> None:
     """Time a plain encode loop, grainline's embedding, its whole ingestion, and a re-run."""
     from grainline.bench import bench as run_bench
@@ -326,10 +327,12 @@ def bench(
 
     try:
         CHUNKERS.get(strategy)
-        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision, stages)
+        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision, stages, keep)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(format_report(rep))
+    if rep.get("work_dir"):
+        typer.echo(f"\nkept: {rep['work_dir']}")
     if output:
         typer.echo(f"\nwritten: {output}")
 
