@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Iterator
 
 import numpy as np
@@ -14,12 +16,29 @@ from .sql import in_list, quote
 DEFAULT_DB = "./grainline-data"
 
 
+# Cache bounds of the one LanceDB session per process, in MiB. LanceDB's defaults (1 GiB
+# of metadata and 6 GiB of index data, per connection) let a long ingestion's memory grow
+# with every version it commits; bounded and shared, memory stays flat as the table grows.
+METADATA_CACHE_MB = int(os.environ.get("GRAINLINE_LANCE_METADATA_CACHE_MB", "64"))
+INDEX_CACHE_MB = int(os.environ.get("GRAINLINE_LANCE_INDEX_CACHE_MB", "512"))
+
+
+@lru_cache(maxsize=1)
+def lance_session() -> Any:
+    """The LanceDB session every connection of this process shares (bounded caches)."""
+    import lancedb
+
+    return lancedb.Session(
+        index_cache_size_bytes=INDEX_CACHE_MB << 20, metadata_cache_size_bytes=METADATA_CACHE_MB << 20
+    )
+
+
 def connect(db_uri: str, storage_options: dict[str, str] | None = None) -> Any:
     """Open a LanceDB database: a local folder or any LanceDB URI (s3://, gs://, ...).
     Object-store credentials come from the environment, never from arguments."""
     import lancedb
 
-    return lancedb.connect(db_uri, storage_options=storage_options or None)
+    return lancedb.connect(db_uri, storage_options=storage_options or None, session=lance_session())
 
 
 def open_table_if_exists(db: Any, name: str) -> Any | None:

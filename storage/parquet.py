@@ -42,7 +42,7 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
         tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
         ds.write_dataset(
             batches(), tmp, schema=schema, format="parquet", partitioning=partitioning,
-            basename_template="part-{i}.parquet", max_rows_per_file=1_000_000, max_rows_per_group=65_536,
+            basename_template="part-{i}.parquet", max_rows_per_file=1_000_000, max_rows_per_group=16_384,
         )
         old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
         if final.exists():
