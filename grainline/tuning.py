@@ -287,7 +287,7 @@ def base_identity_of(head: Head) -> Any:
 def reembed_table(db: str, head_path: str | Path, source_table: str | None = None, target_table: str | None = None,
                   batch_rows: int = 4096) -> dict[str, Any]:
     """Apply a head to the stored vectors of a base-model table, writing every row into
-    the tuned model's table (one commit, replacing what it held). The base model is not
+    the tuned model's table, replacing what it held. The base model is not
     run: the head acts on final vectors, so this equals embedding the text with the head.
 
     The source defaults to the base model's table and the target to the tuned model's
@@ -319,18 +319,19 @@ def reembed_table(db: str, head_path: str | Path, source_table: str | None = Non
     t0 = time.perf_counter()
     n = 0
 
-    def batches() -> Any:
-        nonlocal n
-        for batch in src.search().limit(None).to_batches(batch_rows):
-            tbl = pa.Table.from_batches([batch]).select(schema.names)
-            vecs = tbl.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, head.dim)
-            out = head.apply(vecs)
-            tbl = tbl.set_column(tbl.schema.get_field_index("vector"), "vector",
-                                 pa.FixedSizeListArray.from_arrays(pa.array(out.ravel(), pa.float32()), head.dim))
-            tbl = tbl.set_column(tbl.schema.get_field_index("model_id"), "model_id", pa.array([tuned.model_id] * tbl.num_rows, pa.string()))
-            n += tbl.num_rows
-            yield from tbl.cast(schema).to_batches()
-
-    target = conn.create_table(target_table, data=batches(), schema=schema, mode="overwrite")
+    target = None
+    # Batches are read here and written one by one: LanceDB consumes a generator given
+    # to create_table on its own event loop, where reading the source again deadlocks.
+    for batch in src.search().limit(None).to_batches(batch_rows):
+        tbl = pa.Table.from_batches([batch]).select(schema.names)
+        vecs = tbl.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, head.dim)
+        tbl = tbl.set_column(tbl.schema.get_field_index("vector"), "vector",
+                             pa.FixedSizeListArray.from_arrays(pa.array(head.apply(vecs).ravel(), pa.float32()), head.dim))
+        tbl = tbl.set_column(tbl.schema.get_field_index("model_id"), "model_id", pa.array([tuned.model_id] * tbl.num_rows, pa.string()))
+        if target is None:  # the first batch replaces what the target held (a new version)
+            target = conn.create_table(target_table, data=tbl.cast(schema), schema=schema, mode="overwrite")
+        else:
+            target.add(tbl.cast(schema))
+        n += tbl.num_rows
     return {"source": source_table, "target": target_table, "rows": n, "model_id": tuned.model_id,
             "version": target.version, "seconds": round(time.perf_counter() - t0, 3)}

@@ -141,6 +141,7 @@ def squad_experiment(
     embedder = base_embedder(es)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     recs = squad_paragraphs(squad_path)
+    source = recs.source
     t0 = time.perf_counter()
     recs = ingest_labelled(recs, str(cache / "lancedb"), f"{embedder.base_identity.table_name}__squad_paragraphs", es)
     embed_seconds = time.perf_counter() - t0
@@ -164,7 +165,7 @@ def squad_experiment(
         head.meta["metrics"]["held_out"] = {"raw": raw, "tuned": tuned}
         head.save(out / f"head-{n}")
         heads[n] = (head, test_idx)
-    result = {"dataset": recs.source, "n_paragraphs": len(recs), "n_classes": len(set(recs.labels)),
+    result = {"dataset": source, "cache_table": recs.source, "n_paragraphs": len(recs), "n_classes": len(set(recs.labels)),
               "model_id": embedder.base_identity.model_id, "settings": settings.model_dump(), "seed": settings.seed,
               "embed_or_cache_seconds": round(embed_seconds, 2), "rows": rows}
     result["plots"] = [str(plot_rates(rows, out / "same_class_rate.png")),
