@@ -83,6 +83,7 @@ def evaluate_flow(
     sample: int | None = None,
     seed: int = 0,
     reports_dir: str = "reports",
+    head: str | None = None,
 ) -> Any:
     """Evaluate and report; the final state's message names the best configuration and
     any metric that fell below the previous run's interval."""
@@ -90,7 +91,7 @@ def evaluate_flow(
     settings = runner.EvalSettings(
         dataset=dataset, split=split, strategies=strategies, methods=methods, db=db,
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
-        embedder=EmbedderSettings(model=model, device=device, precision=precision),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision, head=head),
     )
     run_id = load_task(settings)
     try:

@@ -155,6 +155,7 @@ def ingest_flow(
     dask_workers: int = 2,
     reader: dict[str, Any] | None = None,
     chunker_overrides: dict[str, dict[str, Any]] | None = None,
+    head: str | None = None,
 ) -> dict[str, Any]:
     """Ingest ``source`` (folder, file or glob) with the given strategies; returns the
     run's ledger record as a dict and publishes its counts as a Markdown artifact.
@@ -170,7 +171,7 @@ def ingest_flow(
         batch_docs=batch_docs,
         export_parquet=export_parquet,
         chunker_overrides=chunker_overrides or {},
-        embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress, head=head),
         reader=ReaderSettings(**(reader or {})),
     )
     if runner == "local":

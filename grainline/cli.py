@@ -77,6 +77,7 @@ def ingest(
     id_field: str = typer.Option("id", "--id-field", help="Record id field of .jsonl/.parquet sources."),
     text_field: str = typer.Option("text", "--text-field", help="Record text field of .jsonl/.parquet sources."),
     title_field: str = typer.Option("title", "--title-field", help="Record title field of .jsonl/.parquet sources."),
+    head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     from pydantic import ValidationError
@@ -88,7 +89,7 @@ def ingest(
             chunker_overrides=overrides,
             source=source, strategies=strategy, model=model, device=device, precision=precision, batch_size=batch_size,
             db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
-            export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers,
+            export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers, head=head,
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
@@ -107,6 +108,7 @@ def search(
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="Must match the ingestion's (int8 has its own table)."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
+    head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
 ) -> None:
     """Dense search over one strategy's chunks."""
     from grainline.chunkers import CHUNKERS
@@ -115,7 +117,7 @@ def search(
 
     try:
         CHUNKERS.get(strategy)
-        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision))
+        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision, head=head))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _print_hits(query, strategy, hits, as_json)
@@ -231,6 +233,7 @@ def eval_cmd(
     sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
     seed: int = typer.Option(0, "--seed"),
     reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
+    head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
 ) -> None:
     """Compare chunk granularities and retrieval methods on a labelled dataset."""
     from pydantic import ValidationError
@@ -242,7 +245,7 @@ def eval_cmd(
         state = evaluate_flow(
             dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
             device=device, precision=precision, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
-            return_state=True,
+            head=head, return_state=True,
         )
         result = state.result()
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
@@ -335,6 +338,106 @@ def bench(
         typer.echo(f"\nkept: {rep['work_dir']}")
     if output:
         typer.echo(f"\nwritten: {output}")
+
+
+tune_app = typer.Typer(no_args_is_help=True, help="Label-tuned embeddings: train a head on frozen vectors, apply it, measure it.")
+app.add_typer(tune_app, name="tune")
+
+
+@tune_app.command("train")
+def tune_train(
+    out: str = typer.Option(..., "--out", "-o", help="Folder to write the head to (head.safetensors + head.json)."),
+    labels: str = typer.Option(None, "--labels", help="Labelled .jsonl/.csv/.tsv file (text and label columns)."),
+    table: str = typer.Option(None, "--table", help="Or: an ingested table whose document metadata has the label."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI of --table."),
+    label_field: str = typer.Option("label", "--label-field", help="Label column / metadata field."),
+    text_field: str = typer.Option("text", "--text-field", help="Text column of --labels."),
+    strategy: str = typer.Option("article", "--strategy", "-s", help="Chunks of --table used as records."),
+    holdout: float = typer.Option(0.2, "--holdout", help="Share of each class held out to measure the head (0: none)."),
+    epochs: int = typer.Option(30, "--epochs"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    temperature: float = typer.Option(0.1, "--temperature"),
+    classes_per_batch: int = typer.Option(16, "--classes-per-batch", help="P classes per batch."),
+    per_class: int = typer.Option(4, "--per-class", help="K records of each class per batch."),
+    seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model (the one that wrote --table)."),
+) -> None:
+    """Train a head so that records of one class sit together; save it with its metadata."""
+    from pydantic import ValidationError
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.tuning import HeadSettings
+    from grainline.tuning_report import train_from_source
+
+    try:
+        hs = HeadSettings(epochs=epochs, lr=lr, temperature=temperature, classes_per_batch=classes_per_batch,
+                          per_class=per_class, seed=seed)
+        meta = train_from_source(out, labels_file=labels, table=table, db=db, label_field=label_field, text_field=text_field,
+                                 strategy=strategy, holdout=holdout, settings=hs,
+                                 embedder_settings=EmbedderSettings(model=model, device="cpu"))
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    m = meta["metrics"]
+    typer.echo(f"head {meta['weights_sha256'][:8]} -> {out}: {meta['n_records']} records, {len(meta['labels'])} classes, "
+               f"{meta['steps']} steps in {meta['train_seconds']:.1f} s (loss {m['loss_first_epoch']:.3f} -> {m['loss_last_epoch']:.3f})")
+    if "holdout" in m:
+        h = m["holdout"]
+        for k in h["raw"]:
+            typer.echo(f"  held out ({h['n']}): top-{k} same-class rate raw {h['raw'][k]:.3f} -> tuned {h['tuned'][k]:.3f} "
+                       f"(ceiling {h['ceiling'][k]:.3f})")
+    typer.echo(f"use it with: --head {out}")
+
+
+@tune_app.command("apply")
+def tune_apply(
+    head: str = typer.Argument(..., help="Head folder written by `grainline tune train`."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    source_table: str = typer.Option(None, "--from", help="Base-model table (default: the base model's chunks table)."),
+    target_table: str = typer.Option(None, "--to", help="Tuned table (default: the tuned model's chunks table)."),
+) -> None:
+    """Re-embed a table's stored vectors with a head into the tuned model's table (no model run)."""
+    from grainline.tuning import reembed_table
+
+    try:
+        res = reembed_table(db, head, source_table, target_table)
+    except (ValueError, FileNotFoundError) as exc:
+        _fail(str(exc))
+    typer.echo(f"{res['rows']} rows {res['source']} -> {res['target']} (model {res['model_id']}, "
+               f"version {res['version']}) in {res['seconds']:.2f} s")
+
+
+@tune_app.command("report")
+def tune_report(
+    dataset: str = typer.Option(..., "--dataset", help="squad:PATH (SQuAD v1.1 file or its folder): paragraphs labelled by article."),
+    sizes: str = typer.Option("25,100,1000", "--sizes", help="Numbers of labelled paragraphs, comma-separated."),
+    out: str = typer.Option("reports/tuning", "--out", "-o", help="Folder for the table, heads and plots."),
+    cache: str = typer.Option(None, "--cache", help="Where the embedded paragraphs are kept (default ~/.cache/grainline/tuning)."),
+    epochs: int = typer.Option(30, "--epochs"),
+    lr: float = typer.Option(1e-3, "--lr"),
+    temperature: float = typer.Option(0.1, "--temperature"),
+    seed: int = typer.Option(0, "--seed"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+) -> None:
+    """Top-k same-class rate, raw versus tuned, as the number of labels grows (SQuAD)."""
+    from pydantic import ValidationError
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.tuning import HeadSettings
+    from grainline.tuning_report import markdown_table, squad_experiment
+
+    kind, _, path = dataset.partition(":")
+    try:
+        if kind != "squad" or not path:
+            raise ValueError(f"--dataset must be squad:PATH, got {dataset!r}")
+        n = [int(x) for x in sizes.split(",") if x.strip()]
+        res = squad_experiment(path, n, out, cache, HeadSettings(epochs=epochs, lr=lr, temperature=temperature, seed=seed),
+                               EmbedderSettings(model=model, device="cpu"))
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    typer.echo(markdown_table(res))
+    for p in res["plots"]:
+        typer.echo(f"plot: {p}")
+    typer.echo(f"heads and tuning.json under {out}")
 
 
 def main() -> None:

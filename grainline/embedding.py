@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, Sequence
@@ -44,6 +44,18 @@ class EmbedderSettings(BaseModel):
     # Overlap between the windows of a pooled long article, in model tokens.
     pool_overlap: int = Field(default=32, ge=0)
     show_progress: bool = False
+    # A head folder written by `grainline tune train`: applied to every final vector,
+    # so the tuned model gets its own identity and table.
+    head: str | None = None
+
+    @field_validator("head")
+    @classmethod
+    def _head(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        from grainline.tuning import check_head_folder
+
+        return str(check_head_folder(v).resolve())
 
     @field_validator("device")
     @classmethod
@@ -122,15 +134,19 @@ class ModelIdentity:
     weights_sha256: str
     # A numeric variant whose vectors differ measurably from the weights' own (int8).
     variant: str = ""
+    # The first 8 hex digits of a tuned head's weights hash; "" for the base model.
+    head: str = ""
 
     @property
     def model_id(self) -> str:
-        return f"{self.name}@{self.weights_sha256[:12]}" + (f"+{self.variant}" if self.variant else "")
+        return (f"{self.name}@{self.weights_sha256[:12]}" + (f"+{self.variant}" if self.variant else "")
+                + (f"+head-{self.head}" if self.head else ""))
 
     @property
     def table_name(self) -> str:
         """One chunks table per model: the name and a piece of the weights hash."""
-        return f"chunks_{_slug(self.name)}_{self.weights_sha256[:8]}" + (f"_{self.variant}" if self.variant else "")
+        return (f"chunks_{_slug(self.name)}_{self.weights_sha256[:8]}" + (f"_{self.variant}" if self.variant else "")
+                + (f"_head_{self.head}" if self.head else ""))
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -141,6 +157,7 @@ class ModelIdentity:
             "max_seq_length": self.max_seq_length,
             "weights_sha256": self.weights_sha256,
             "variant": self.variant,
+            "head": self.head,
         }
 
 
@@ -206,10 +223,37 @@ class Embedder:
         return model
 
     @cached_property
+    def head(self) -> Any:
+        """The tuned head (``grainline.tuning.Head``) or None; it must have been
+        trained on this base model's vectors."""
+        if self.settings.head is None:
+            return None
+        from grainline.tuning import Head
+
+        head = Head.load(self.settings.head)
+        base = self.base_identity
+        trained_on = head.meta.get("base_model", {})
+        if head.dim != base.dim or trained_on.get("weights_sha256") != base.weights_sha256:
+            raise ValueError(
+                f"head {self.settings.head} was trained on {trained_on.get('model_id', 'an unknown model')} "
+                f"({head.dim}-d), not on {base.model_id} ({base.dim}-d)"
+            )
+        return head
+
+    @cached_property
     def identity(self) -> ModelIdentity:
-        """Which model this is. Read from the identity cache when the model is a local
-        folder whose weight files are unchanged since it was last loaded, so a run with
-        nothing to embed never imports torch or loads the weights."""
+        """The base model's identity, with the head's hash when a head is set."""
+        return self.base_identity if self.head is None else replace(self.base_identity, head=self.head.hash8)
+
+    def apply_head(self, vectors: np.ndarray) -> np.ndarray:
+        """Final base vectors -> this model's vectors (unchanged without a head)."""
+        return vectors if self.head is None else self.head.apply(vectors)
+
+    @cached_property
+    def base_identity(self) -> ModelIdentity:
+        """Which base model this is. Read from the identity cache when the model is a
+        local folder whose weight files are unchanged since it was last loaded, so a run
+        with nothing to embed never imports torch or loads the weights."""
         cached = read_cached_identity(self.path, self._variant)
         if cached is not None:
             ident, self._max_tokens = cached
@@ -335,17 +379,19 @@ class Embedder:
                 counts.append(c.n_model_tokens)
                 n_windows.append(1)
         vecs = self.encode(texts, n_tokens=counts)
+        # The head acts on the final vector (after pooling): it was trained on such
+        # vectors, and a stored base vector is then all a re-embedding pass needs.
         if len(texts) == len(chunks):
-            return vecs, n_windows
+            return self.apply_head(vecs), n_windows
         pooled = np.zeros((len(chunks), vecs.shape[1]), dtype=np.float64)
         np.add.at(pooled, np.asarray(owners), vecs)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)
         pooled /= np.where(norms == 0, 1.0, norms)
-        return pooled.astype(np.float32), n_windows
+        return self.apply_head(pooled.astype(np.float32)), n_windows
 
     def embed_queries(self, queries: Sequence[str]) -> np.ndarray:
-        """Query vectors (same model, same normalisation)."""
-        return self.encode(list(queries), desc="queries")
+        """Query vectors (same model, same normalisation, same head)."""
+        return self.apply_head(self.encode(list(queries), desc="queries"))
 
 
 class LazyTokenCounter:
@@ -375,7 +421,7 @@ class LazyTokenCounter:
 
 
 # Bump when what is cached, or how it is computed, changes.
-_IDENTITY_CACHE_FORMAT = 1
+_IDENTITY_CACHE_FORMAT = 2
 
 
 def identity_cache_dir() -> Path:
