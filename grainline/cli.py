@@ -231,6 +231,8 @@ def eval_cmd(
     sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
     seed: int = typer.Option(0, "--seed"),
     reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
+    svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
+    svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
 ) -> None:
     """Compare chunk granularities and retrieval methods on a labelled dataset."""
     from pydantic import ValidationError
@@ -242,7 +244,7 @@ def eval_cmd(
         state = evaluate_flow(
             dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
             device=device, precision=precision, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
-            return_state=True,
+            svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
         )
         result = state.result()
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
