@@ -258,6 +258,45 @@ def eval_cmd(
 
 
 @app.command()
+def related(
+    doc_id: str = typer.Argument(None, help="Document id (as stored in the doc_id column)."),
+    k: int = typer.Option(10, "-k", "--k", help="How many related documents."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Whose chunk vectors make the document vector."),
+    precompute: bool = typer.Option(False, "--all", help="Store the top k of every document in related_docs (a flow run)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
+) -> None:
+    """The documents most similar to DOC_ID (token-weighted mean of chunk vectors), or
+    with --all the related_docs table for the whole collection."""
+    from pydantic import ValidationError
+
+    from grainline.related import RelatedSettings
+    from grainline.related import related as find_related
+
+    if precompute == (doc_id is not None):
+        _fail("give a DOC_ID, or --all to precompute every document")
+    try:
+        settings = RelatedSettings(db=db, table=table, model=model, strategy=strategy, k=k)
+        if precompute:
+            from grainline.flows.related import related_flow
+
+            state = related_flow(db=db, table=table, model=model, strategy=strategy, k=k, return_state=True)
+            state.result()
+            typer.secho(state.message or "", bold=True)
+            return
+        hits = find_related(doc_id, settings)
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    for h in hits:
+        if as_json:
+            typer.echo(json.dumps({"rank": h.rank, "doc_id": h.doc_id, "title": h.title, "score": round(h.score, 4)}))
+        else:
+            typer.echo(f"  {h.rank:>3}. {h.score:.3f}  {h.doc_id}" + (f"  {h.title}" if h.title and h.title != h.doc_id else ""))
+
+
+@app.command()
 def serve(
     source: str = typer.Option(..., "--source", help="Folder, file or glob to ingest on schedule."),
     db: str = typer.Option(DEFAULT_DB, "--db"),
