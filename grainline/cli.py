@@ -297,6 +297,75 @@ def related(
 
 
 @app.command()
+def classify(
+    train: str = typer.Option(None, "--train", help="Labelled records (.jsonl or .csv with text and label); default: the table's labelled documents."),
+    input_path: str = typer.Option(None, "--input", help="Records to classify (.jsonl/.csv); default: the table's unlabelled documents."),
+    label_field: str = typer.Option("label", "--label-field", help="Label field of the files, or metadata key of the table's documents."),
+    text_field: str = typer.Option("text", "--text-field"),
+    id_field: str = typer.Option("id", "--id-field"),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
+    strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Table records: whose chunk vectors make the document vector."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    device: str = typer.Option("auto", "--device"),
+    fmt: str = typer.Option("table", "--format", help="table or jsonl."),
+    output: str = typer.Option(None, "--output", "-o", help="Write the predictions here instead of stdout."),
+    evaluate: str = typer.Option(None, "--evaluate", help="squad:PATH: accuracy on SQuAD paragraphs labelled by article, instead."),
+    per_class: str = typer.Option("1,5,10", "--per-class", help="--evaluate: labelled records per class to fit on."),
+    seeds: int = typer.Option(3, "--seeds", help="--evaluate: seeded splits per label count."),
+) -> None:
+    """Nearest-centroid classification: fit class centroids on labelled records and give
+    each new record its nearest class, the cosine and the margin to the runner-up."""
+    from pydantic import ValidationError
+
+    from grainline import classify as cl
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.datasets import DatasetError
+    from grainline.ingest import get_embedder
+    from grainline.related import RelatedSettings
+
+    if fmt not in ("table", "jsonl"):
+        _fail(f"--format must be table or jsonl, got {fmt!r}")
+    def embedder() -> Any:
+        return get_embedder(EmbedderSettings(model=model, device=device))
+
+    try:
+        if evaluate is not None:
+            kind, _, path = evaluate.partition(":")
+            if kind != "squad" or not path:
+                raise ValueError(f"--evaluate expects squad:PATH, got {evaluate!r}")
+            counts = [int(x) for x in per_class.split(",") if x.strip()]
+            rows = cl.squad_centroid_study(path, embedder(), counts, list(range(seeds)))
+            typer.echo(cl.format_study(rows))
+            return
+        if train is not None and input_path is None:
+            raise ValueError("--train needs --input: the records to classify")
+        from_table = None
+        if train is None or input_path is None:
+            from_table = cl.table_records(RelatedSettings(db=db, table=table, model=model, strategy=strategy), label_field)
+        fit = (cl.embed_records(cl.read_records(train, text_field, label_field, id_field), embedder())
+               if train is not None else from_table.labelled())
+        new = (cl.embed_records(cl.read_records(input_path, text_field, label_field, id_field, require_labels=False), embedder())
+               if input_path is not None else from_table.unlabelled())
+        cents = cl.Centroids.fit(fit.vectors, fit.labels)
+        preds = cents.predict(new.vectors) if len(new.ids) else []
+    except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
+        _fail(str(exc))
+    lines = cl.format_predictions(new, preds, fmt)
+    if output:
+        Path(output).write_text("\n".join(lines) + "\n", encoding="utf-8")
+        typer.echo(f"{len(preds)} predictions written to {output}")
+    else:
+        for line in lines:
+            typer.echo(line)
+    known = [(p.label, lab) for p, lab in zip(preds, new.labels) if lab is not None]
+    summary = f"{len(cents.classes)} classes from {len(fit.ids)} labelled records; {len(preds)} classified"
+    if known:
+        summary += f"; accuracy on the {len(known)} with a label: {sum(a == b for a, b in known) / len(known):.3f}"
+    typer.secho(summary, bold=True, err=True)
+
+
+@app.command()
 def serve(
     source: str = typer.Option(..., "--source", help="Folder, file or glob to ingest on schedule."),
     db: str = typer.Option(DEFAULT_DB, "--db"),
