@@ -147,7 +147,7 @@ def top_related(dv: DocVectors, rows: np.ndarray, k: int) -> tuple[np.ndarray, n
         return np.zeros((len(rows), 0), dtype=np.int64), np.zeros((len(rows), 0), dtype=np.float32)
     scores = dv.vectors[rows] @ dv.vectors.T
     scores[np.arange(len(rows)), rows] = -np.inf
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.argsort(-scores, axis=1)[:, :k]
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # k < n: the document itself is never picked
     top_scores = np.take_along_axis(scores, top, axis=1)
     order = np.argsort(-top_scores, axis=1, kind="stable")
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(top_scores, order, axis=1)

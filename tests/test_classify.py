@@ -107,3 +107,21 @@ def test_unlabelled_documents_of_a_table_get_the_nearest_class(tmp_path, embedde
     assert res.output.splitlines()[1].split()[:2] == ["n1", "cooking"]
     with pytest.raises(ValueError, match="has metadata field 'colour'"):
         table_records(RelatedSettings(db=db, table=rec.table_name), "colour")
+
+
+def test_squad_article_label_study_on_a_small_file(tmp_path, embedder):
+    squad = {"data": [{"title": title, "paragraphs": [{"context": t, "qas": []} for t in texts]}
+                      for title, texts in {
+                          "Cooking": [t for lab, t in TRAIN if lab == "cooking"],
+                          "Astronomy": [t for lab, t in TRAIN if lab == "astronomy"],
+                          "Football": [t for lab, t in TRAIN if lab == "football"]}.items()]}
+    path = tmp_path / "dev.json"
+    path.write_text(json.dumps(squad))
+    res = CliRunner().invoke(app, ["classify", "--evaluate", f"squad:{path}", "--per-class", "1,2", "--seeds", "2",
+                                   "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    rows = {line.split("|")[1].strip(): line for line in res.output.splitlines() if line.startswith("| ") and line[2].isdigit()}
+    assert set(rows) == {"1", "2"}
+    assert rows["2"].split("|")[2:4] == [" 6 ", " 3 "] and "| 1.000 (1.000-1.000) |" in rows["2"]
+    res = CliRunner().invoke(app, ["classify", "--evaluate", f"beir:{path}"])
+    assert res.exit_code == 2 and "--evaluate expects squad:PATH, got 'beir:" in res.output
