@@ -84,6 +84,8 @@ def evaluate_flow(
     seed: int = 0,
     reports_dir: str = "reports",
     head: str | None = None,
+    svm_c: float = 0.1,
+    svm_candidates: int = 1000,
 ) -> Any:
     """Evaluate and report; the final state's message names the best configuration and
     any metric that fell below the previous run's interval."""
@@ -92,6 +94,7 @@ def evaluate_flow(
         dataset=dataset, split=split, strategies=strategies, methods=methods, db=db,
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
         embedder=EmbedderSettings(model=model, device=device, precision=precision, head=head),
+        svm={"c": svm_c, "candidates": svm_candidates},
     )
     run_id = load_task(settings)
     try:

@@ -159,34 +159,12 @@ def load_labelled_table(db: str, table: str, label_field: str = "label", strateg
 
 
 def squad_paragraphs(path: str | Path) -> LabelledRecords:
-    """SQuAD v1.1 paragraphs labelled by their article title (ids ``title#i``). A
-    folder holding one ``.json`` file is accepted too."""
-    p = Path(path)
-    if p.is_dir():
-        found = sorted(p.glob("*.json"))
-        if len(found) != 1:
-            raise LabelError(str(p), f"expected one SQuAD .json file in the folder, found {len(found)}")
-        p = found[0]
-    if not p.is_file():
-        raise LabelError(str(p), "SQuAD file does not exist")
-    try:
-        raw = json.loads(p.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as exc:
-        raise LabelError(str(p), f"malformed JSON ({exc.msg})", exc.lineno) from None
-    ids, texts, labels = [], [], []
-    for a_i, art in enumerate(raw.get("data", []) if isinstance(raw, dict) else []):
-        try:
-            title = str(art["title"])
-            paras = [para["context"] for para in art["paragraphs"]]
-        except (KeyError, TypeError):
-            raise LabelError(str(p), f"data[{a_i}] needs 'title' and 'paragraphs' with 'context'") from None
-        for i, ctx in enumerate(paras):
-            ids.append(f"{title}#{i}")
-            texts.append(ctx)
-            labels.append(title)
-    if not ids:
-        raise LabelError(str(p), "not a SQuAD file: no paragraphs under 'data'")
-    return LabelledRecords(ids=ids, texts=texts, labels=labels, source=str(p))
+    """SQuAD v1.1 paragraphs labelled by their article title (ids ``title#i``); see
+    :func:`grainline.evaluation.labels.squad_paragraph_labels`."""
+    from grainline.evaluation.labels import squad_paragraph_labels
+
+    d = squad_paragraph_labels(path)
+    return LabelledRecords(ids=d.ids, texts=d.texts, labels=d.labels, source=str(path))
 
 
 def labelled_subset(labels: list[str], n: int, seed: int = 0) -> np.ndarray:

@@ -120,7 +120,7 @@ def test_regression_is_a_metric_below_the_previous_interval():
 
 
 def test_bad_arguments_are_named(tmp_path):
-    with pytest.raises(ValueError, match="unknown retrieval method 'svd'; known: bm25, dense, hybrid"):
+    with pytest.raises(ValueError, match="unknown retrieval method 'svd'; known: bm25, dense, hybrid, svm"):
         EvalSettings(dataset="spans:x", methods="dense,svd")
     with pytest.raises(DatasetError, match="does not exist"):
         run_eval(EvalSettings(dataset=f"squad:{tmp_path}/nope.json", db=str(tmp_path / "db")))

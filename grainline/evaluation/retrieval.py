@@ -1,5 +1,6 @@
 """Retrieval methods for evaluation, in a registry: ``dense`` (exact cosine kNN),
-``bm25`` (LanceDB's native full-text index) and ``hybrid`` (reciprocal-rank fusion).
+``bm25`` (LanceDB's native full-text index), ``hybrid`` (reciprocal-rank fusion) and
+``svm`` (a linear SVM per query, re-ranking the top dense candidates).
 
 A method takes a :class:`RetrievalContext` (one strategy's chunks in one table) and
 the queries, and returns ranked :class:`Hit` lists per query id."""
@@ -7,10 +8,13 @@ the queries, and returns ranked :class:`Hit` lists per query id."""
 from __future__ import annotations
 
 import logging
+import math
+import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from grainline.registry import Registry
 from grainline.storage.sql import quote
@@ -75,15 +79,12 @@ class RetrievalContext:
         return self._position[chunk_id]
 
 
-@RETRIEVERS.register("dense")
-def dense(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> dict[str, list[Hit]]:
-    """Exact cosine kNN: one matrix product per block of queries (vectors are
-    normalised, so the dot product is the cosine)."""
-    out: dict[str, list[Hit]] = {}
+def dense_top(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> Iterator[tuple[Query, np.ndarray, np.ndarray]]:
+    """Exact cosine kNN, one matrix product per block of queries (vectors are
+    normalised, so the dot product is the cosine): yields ``(query, chunk positions,
+    their scores)``, best first, ``min(k, n)`` of each."""
     mat = ctx.index.vectors
     n = mat.shape[0]
-    if n == 0:
-        return {q.query_id: [] for q in queries}
     k = min(k, n)
     for i in range(0, len(queries), 256):
         block = queries[i : i + 256]
@@ -92,8 +93,15 @@ def dense(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> dict[str, 
         top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(block), 1))
         for row, q in enumerate(block):
             idx = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
-            out[q.query_id] = [ctx.index.hit(j, scores[row, j]) for j in idx]
-    return out
+            yield q, idx, scores[row, idx]
+
+
+@RETRIEVERS.register("dense")
+def dense(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> dict[str, list[Hit]]:
+    """Exact cosine kNN over the strategy's chunks."""
+    if ctx.index.vectors.shape[0] == 0:
+        return {q.query_id: [] for q in queries}
+    return {q.query_id: [ctx.index.hit(j, s) for j, s in zip(idx, sc)] for q, idx, sc in dense_top(ctx, queries, k)}
 
 
 def ensure_fts_index(table: Any) -> None:
@@ -147,3 +155,65 @@ def hybrid(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> dict[str,
     d = cache.get("dense") or dense(ctx, queries, k)
     b = cache.get("bm25") or bm25(ctx, queries, k)
     return {q.query_id: rrf([d.get(q.query_id, []), b.get(q.query_id, [])], k) for q in queries}
+
+
+class SvmSettings(BaseModel):
+    """The ``svm`` method: ``c`` is the SVM's regularisation (smaller: a softer margin),
+    ``candidates`` how many dense hits it re-ranks (capped at the index size)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    c: float = 0.1
+    candidates: int = 1000
+
+    @field_validator("c")
+    @classmethod
+    def _c(cls, v: float) -> float:
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"svm C must be a positive finite number, got {v!r}")
+        return v
+
+    @field_validator("candidates")
+    @classmethod
+    def _candidates(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError(f"svm candidates must be at least 1, got {v!r}")
+        return v
+
+
+def svm_scores(query_vector: np.ndarray, candidates: np.ndarray, c: float) -> np.ndarray:
+    """Decision values of a linear SVM trained with the query as the only positive and
+    the candidates as negatives (classes weighted to balance), one per candidate.
+
+    The margin is shaped by the whole candidate set rather than the query alone, so
+    features that every candidate shares count for less than in a plain cosine."""
+    from sklearn.svm import LinearSVC
+
+    x = np.vstack([query_vector[None, :], candidates]).astype(np.float64)
+    y = np.zeros(len(x), dtype=np.int8)
+    y[0] = 1
+    # The primal solver: more samples than dimensions, where it is the faster one.
+    clf = LinearSVC(C=c, class_weight="balanced", dual=False, tol=1e-4, max_iter=10000)
+    with warnings.catch_warnings():
+        # An unconverged fit still ranks; the warning per query would flood the log.
+        warnings.simplefilter("ignore")
+        clf.fit(x, y)
+    return clf.decision_function(x[1:])
+
+
+@RETRIEVERS.register("svm")
+def svm(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> dict[str, list[Hit]]:
+    """Per query, a linear SVM (query positive, top-N dense candidates negative) ranks
+    the candidates by decision value. Settings: ``ctx.options["svm"]`` (SvmSettings)."""
+    opts = ctx.options.get("svm") or SvmSettings()
+    if not isinstance(opts, SvmSettings):
+        opts = SvmSettings.model_validate(opts)
+    if ctx.index.vectors.shape[0] == 0:
+        return {q.query_id: [] for q in queries}
+    out: dict[str, list[Hit]] = {}
+    mat = ctx.index.vectors
+    for q, idx, _ in dense_top(ctx, queries, opts.candidates):
+        scores = svm_scores(np.asarray(ctx.query_vectors[q.query_id]), mat[idx], opts.c)
+        order = np.argsort(-scores, kind="stable")[:k]
+        out[q.query_id] = [ctx.index.hit(int(idx[j]), scores[j]) for j in order]
+    return out

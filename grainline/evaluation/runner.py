@@ -26,7 +26,7 @@ from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
 
 from .datasets import EvalDataset, Query, load_dataset
 from .metrics import Hit, answer_metrics, document_metrics, span_metrics
-from .retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
+from .retrieval import RETRIEVERS, ChunkIndex, RetrievalContext, SvmSettings
 from .stats import bootstrap_ci, paired_permutation_test
 
 log = logging.getLogger("grainline.evaluation")
@@ -64,6 +64,7 @@ class EvalSettings(BaseModel):
     batch_docs: int = Field(default=128, ge=1)
     chunker_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
+    svm: SvmSettings = Field(default_factory=SvmSettings)  # options of the ``svm`` method
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -176,7 +177,8 @@ def score_strategy(run: EvalRun, strategy: str, query_vectors: dict[str, np.ndar
         raise ValueError(f"evaluation table {configs[0].table_name!r} is missing from {s.db!r}")
     dim = get_embedder(s.embedder).identity.dim
     index = ChunkIndex.load(table, configs[0].chunker_key, dim)
-    ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key, index=index, query_vectors=query_vectors)
+    ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key, index=index, query_vectors=query_vectors,
+                           options={"svm": s.svm})
     texts = run.dataset.texts_by_id()
     queries = {q.query_id: q for q in run.queries}
     cache = ctx.options.setdefault("_runs", {})

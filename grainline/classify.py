@@ -1,0 +1,256 @@
+"""Nearest-centroid classification on stored or freshly embedded vectors.
+
+Each class's centroid is the re-normalised mean of its records' unit vectors; a record
+gets the class of the most similar centroid (cosine), with that cosine as its score and
+the gap to the runner-up class as its margin (a small margin: an uncertain call).
+
+Labelled records come from a JSONL or CSV file of text + label (embedded here, each
+text truncated at the model window as a query is), or from an ingested table: a key of
+the documents' metadata names the class, and each document's vector is the one
+:mod:`grainline.related` builds from its chunks.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
+
+import numpy as np
+
+from grainline.evaluation.datasets import DatasetError
+from grainline.evaluation.labels import LabelledTexts, split_per_class
+from grainline.storage.sql import quote
+
+if TYPE_CHECKING:
+    from grainline.related import RelatedSettings
+
+
+@dataclass
+class Centroids:
+    """Unit class centroids, row ``i`` for ``classes[i]``, and how many records made each."""
+
+    classes: list[str]
+    vectors: np.ndarray
+    counts: list[int]
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, labels: Sequence[str]) -> "Centroids":
+        """Centroids of unit ``vectors`` grouped by ``labels``."""
+        if len(vectors) != len(labels):
+            raise ValueError(f"{len(vectors)} vectors but {len(labels)} labels")
+        if len(labels) == 0:
+            raise ValueError("no labelled records to fit centroids on")
+        classes, inverse, counts = np.unique(np.asarray(labels, dtype=object), return_inverse=True, return_counts=True)
+        sums = np.zeros((len(classes), vectors.shape[1]))
+        np.add.at(sums, inverse, np.asarray(vectors, dtype=np.float64))
+        sums /= np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
+        return cls([str(c) for c in classes], sums.astype(np.float32), [int(c) for c in counts])
+
+    def predict(self, vectors: np.ndarray) -> list["Prediction"]:
+        """The nearest centroid of each vector, with its cosine and the margin to the
+        runner-up (0 when there is only one class)."""
+        sims = np.asarray(vectors, dtype=np.float32) @ self.vectors.T
+        order = np.argsort(-sims, axis=1, kind="stable")
+        out = []
+        for row, o in zip(sims, order):
+            second = o[1] if len(o) > 1 else None
+            out.append(Prediction(
+                label=self.classes[o[0]], score=float(row[o[0]]),
+                margin=float(row[o[0]] - row[second]) if second is not None else 0.0,
+                runner_up=self.classes[second] if second is not None else None,
+            ))
+        return out
+
+
+@dataclass
+class Prediction:
+    label: str
+    score: float
+    margin: float
+    runner_up: str | None
+
+
+@dataclass
+class Records:
+    """Records to fit on or classify: ids, optional texts, optional labels (None where a
+    record has none) and, once embedded, their unit vectors."""
+
+    ids: list[str]
+    labels: list[str | None]
+    texts: list[str] | None = None
+    vectors: np.ndarray | None = None
+
+    def labelled(self) -> "Records":
+        """Only the records that have a label."""
+        keep = [i for i, lab in enumerate(self.labels) if lab is not None]
+        return self._take(keep)
+
+    def unlabelled(self) -> "Records":
+        keep = [i for i, lab in enumerate(self.labels) if lab is None]
+        return self._take(keep)
+
+    def _take(self, keep: list[int]) -> "Records":
+        return Records(
+            [self.ids[i] for i in keep], [self.labels[i] for i in keep],
+            [self.texts[i] for i in keep] if self.texts is not None else None,
+            self.vectors[keep] if self.vectors is not None else None,
+        )
+
+
+def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, record) from a .jsonl or .csv file; malformed lines name themselves."""
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        with path.open(encoding="utf-8") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    obj = json.loads(raw)
+                except json.JSONDecodeError as exc:
+                    raise DatasetError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
+                if not isinstance(obj, dict):
+                    raise DatasetError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
+                yield lineno, obj
+    elif suffix in (".csv", ".tsv"):
+        with path.open(encoding="utf-8", newline="") as fh:
+            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
+            for row in reader:
+                # DictReader counts physical lines; a quoted newline spans two.
+                if None in row:
+                    raise DatasetError(path, f"more fields than the header's {len(reader.fieldnames or [])}", reader.line_num)
+                yield reader.line_num, row
+    else:
+        raise DatasetError(path, f"unsupported file type {suffix or '(none)'!r}; use .jsonl or .csv")
+
+
+def read_records(
+    path: str | Path, text_field: str = "text", label_field: str = "label", id_field: str = "id",
+    require_labels: bool = True,
+) -> Records:
+    """Records of a JSONL or CSV file: text (required, non-empty), label (required
+    unless ``require_labels`` is false; empty counts as missing) and an optional id
+    (default: the line number). Every problem names the file and line."""
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(path, "file does not exist")
+    ids: list[str] = []
+    texts: list[str] = []
+    labels: list[str | None] = []
+    for lineno, row in _rows(path):
+        text = row.get(text_field)
+        if not isinstance(text, str) or not text.strip():
+            raise DatasetError(path, f"field {text_field!r} is missing or empty", lineno)
+        label = row.get(label_field)
+        if isinstance(label, (int, float)) and not isinstance(label, bool):
+            label = str(label)
+        if label is not None and not isinstance(label, str):
+            raise DatasetError(path, f"field {label_field!r} must be a string, got {type(label).__name__}", lineno)
+        if label is None or not label.strip():
+            if require_labels:
+                raise DatasetError(path, f"field {label_field!r} is missing or empty", lineno)
+            label = None
+        ids.append(str(row.get(id_field) or lineno))
+        texts.append(text)
+        labels.append(label.strip() if label else None)
+    if not texts:
+        raise DatasetError(path, "no records")
+    return Records(ids, labels, texts)
+
+
+def embed_records(records: Records, embedder: Any) -> Records:
+    """The same records with their vectors (texts past the model window are truncated)."""
+    assert records.texts is not None
+    records.vectors = embedder.encode(records.texts, desc="records")
+    return records
+
+
+def table_records(settings: "RelatedSettings", label_field: str) -> Records:
+    """Documents of an ingested table as records: vectors as :mod:`grainline.related`
+    builds them (``settings.strategy``), labels from ``metadata[label_field]`` (None
+    where a document has none)."""
+    from grainline.related import document_vectors, resolve_table
+
+    t = resolve_table(settings)
+    dv = document_vectors(t, settings.strategy)
+    meta: dict[str, str | None] = {}
+    where = f"strategy = {quote(settings.strategy)}"
+    for batch in t.search().select(["doc_id", "metadata"]).where(where).limit(None).to_batches(8192):
+        for d, m in zip(batch.column("doc_id").to_pylist(), batch.column("metadata").to_pylist()):
+            if d in meta:
+                continue
+            try:
+                value = (json.loads(m) if m else {}).get(label_field)
+            except (json.JSONDecodeError, AttributeError):
+                value = None
+            meta[d] = str(value) if value not in (None, "") else None
+    labels = [meta.get(d) for d in dv.doc_ids]
+    if not any(lab is not None for lab in labels):
+        raise ValueError(f"no document in table {dv.table_name!r} has metadata field {label_field!r}")
+    return Records(list(dv.doc_ids), labels, None, dv.vectors)
+
+
+@dataclass
+class AccuracyRow:
+    per_class: int
+    seed: int
+    n_train: int
+    n_test: int
+    accuracy: float
+    knn1_accuracy: float
+
+
+def centroid_accuracy(labelled: LabelledTexts, vectors: np.ndarray, per_class: Sequence[int], seeds: Sequence[int]) -> list[AccuracyRow]:
+    """For each label count and seed: fit centroids on ``per_class`` records of every
+    class, classify the rest; also the 1-nearest-neighbour accuracy on the same split,
+    as a baseline that uses the same labelled records."""
+    labels = np.asarray(labelled.labels, dtype=object)
+    out = []
+    for n in per_class:
+        for seed in seeds:
+            train, test = split_per_class(labelled.labels, n, seed)
+            cents = Centroids.fit(vectors[train], labels[train])
+            pred = np.array([p.label for p in cents.predict(vectors[test])], dtype=object)
+            nn = np.argmax(vectors[test] @ vectors[train].T, axis=1)
+            out.append(AccuracyRow(n, seed, len(train), len(test), float(np.mean(pred == labels[test])),
+                                   float(np.mean(labels[train][nn] == labels[test]))))
+    return out
+
+
+def format_predictions(records: Records, preds: Sequence[Prediction], fmt: str = "table") -> list[str]:
+    """Predictions as aligned text lines (``table``) or JSON lines (``jsonl``)."""
+    if fmt == "jsonl":
+        return [json.dumps({"id": i, "label": p.label, "score": round(p.score, 4), "margin": round(p.margin, 4),
+                            "runner_up": p.runner_up, **({"true_label": t} if t is not None else {})}, ensure_ascii=False)
+                for i, p, t in zip(records.ids, preds, records.labels)]
+    width = max([len(i) for i in records.ids] + [2])
+    lines = [f"{'id':<{width}}  {'label':<24} {'score':>6} {'margin':>7}  runner-up"]
+    for i, p, t in zip(records.ids, preds, records.labels):
+        mark = "" if t is None else ("  ok" if t == p.label else f"  WRONG (labelled {t})")
+        lines.append(f"{i:<{width}}  {p.label:<24} {p.score:6.3f} {p.margin:7.3f}  {p.runner_up or '-'}{mark}")
+    return lines
+
+
+def squad_centroid_study(path: str | Path, embedder: Any, per_class: Sequence[int], seeds: Sequence[int]) -> list[AccuracyRow]:
+    """The SQuAD article-label task: every dev paragraph embedded once, then
+    :func:`centroid_accuracy` at each label count and seed."""
+    from grainline.evaluation.labels import squad_paragraph_labels
+
+    labelled = squad_paragraph_labels(path)
+    return centroid_accuracy(labelled, embedder.encode(labelled.texts, desc="paragraphs"), per_class, seeds)
+
+
+def format_study(rows: Sequence[AccuracyRow]) -> str:
+    """Mean (min-max over seeds) accuracy per label count, as a Markdown table."""
+    lines = ["| labelled per class | train | test | centroid accuracy | 1-NN accuracy | seeds |",
+             "|---|---|---|---|---|---|"]
+    for n in sorted({r.per_class for r in rows}):
+        rs = [r for r in rows if r.per_class == n]
+        acc = [r.accuracy for r in rs]
+        nn = [r.knn1_accuracy for r in rs]
+        lines.append(f"| {n} | {rs[0].n_train} | {rs[0].n_test} | {np.mean(acc):.3f} ({min(acc):.3f}-{max(acc):.3f}) "
+                     f"| {np.mean(nn):.3f} ({min(nn):.3f}-{max(nn):.3f}) | {len(rs)} |")
+    return "\n".join(lines)
