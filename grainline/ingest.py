@@ -356,7 +356,9 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
     if error is None:
         if ctx.settings.sync == "full":
             t0 = time.perf_counter()
-            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen and d not in ctx.failed_ids]
+            # A big text file failing as a whole keeps its stored parts (big.txt#part-0003).
+            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen
+                    and d not in ctx.failed_ids and d.partition("#part-")[0] not in ctx.failed_ids]
             if gone:
                 counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root)
                 counts.docs_deleted += len(gone)
