@@ -15,6 +15,7 @@ Entry points:
 from __future__ import annotations
 
 import codecs
+import errno
 import fnmatch
 import io
 import json
@@ -63,6 +64,9 @@ class ReaderSettings(pydantic.BaseModel):
     max_file_bytes: int = pydantic.Field(default=200 * 1024 * 1024, gt=0)
     """Whole-file readers (txt, md, html, pdf) refuse larger files; streaming readers
     (jsonl, parquet) apply it per record line instead."""
+    max_html_depth: int = pydantic.Field(default=10_000, gt=0)
+    """HTML nested deeper than this fails instead of being parsed: the parser's time
+    grows with the square of the depth (40,000 nested divs take seconds, 200,000 minutes)."""
     part_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)
     """A .txt/.md file whose text is larger than this (UTF-8 bytes) is read streaming
     and becomes several Documents (``big.txt#part-0003``) of at most this many bytes,
@@ -262,11 +266,15 @@ def _walk(
                     # content they may have expected was not ingested, and why.
                     yield _Skip(p, "symlink points outside the ingested root")
                     continue
-                if not settings.follow_symlinks:
-                    continue
+                # Loops and dangling links are reported even when following is off:
+                # the content the link was meant to bring in is missing either way.
                 if not os.path.exists(real):
-                    if not is_dir:
-                        yield _Skip(p, "broken symlink (missing target or symlink loop)")
+                    yield _Skip(p, _broken_link_reason(p))
+                    continue
+                if is_dir and _inside(os.path.realpath(folder), real):
+                    yield _Skip(p, "symlink loop (points to a folder that contains it), not followed")
+                    continue
+                if not settings.follow_symlinks:
                     continue
                 if is_dir:
                     deferred.append((p, parts))
@@ -288,6 +296,15 @@ def _walk(
                     yield p
 
 
+def _broken_link_reason(path: Path) -> str:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (the link resolves to itself)"
+    return "broken symlink (target missing)"
+
+
 def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Skip]]:
     """Expand a glob with our own walker: ``glob.glob`` follows symlink loops under
     ``**`` and would also escape the root through symlinks."""
@@ -299,6 +316,9 @@ def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Sk
             break
         base_parts.append(part)
     segs = list(parts[len(base_parts):])
+    if ".." in segs:
+        # The walk never yields '..', so it could match nothing; say why instead.
+        raise ValueError(f"'..' after a wildcard is not allowed in a glob (got {pattern!r}); put it before the first wildcard")
     root = Path(*base_parts) if base_parts else Path(".")
     if not root.is_dir():
         raise FileNotFoundError(f"glob base folder does not exist: {root} (from pattern {pattern!r})")
@@ -904,16 +924,49 @@ def _html_text(node: Any) -> str:
     return out.result()
 
 
+_HTML_TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)[^>]*>")
+# Elements that never nest: void ones, and those whose end tag may be left out (a new
+# <p> or <li> closes the open one), so sloppy pages are not taken for deep ones.
+_HTML_FLAT = frozenset(
+    {
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track",
+        "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "thead", "tbody", "tfoot", "colgroup",
+        "rb", "rt", "rp", "caption",
+    }
+)  # fmt: skip
+
+
+def _html_depth_over(html: str, limit: int) -> bool:
+    """Whether tags in ``html`` nest deeper than ``limit``: a linear scan of the tags,
+    checked before the parser (which is quadratic in depth) sees the text."""
+    depth = 0
+    for m in _HTML_TAG.finditer(html):
+        if m.group(2).lower() in _HTML_FLAT or m.group(0).endswith("/>"):
+            continue
+        if m.group(1):
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            if depth > limit:
+                return True
+    return False
+
+
 @register_reader(".html", ".htm")
 def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
     """An HTML file is one Document of its visible text: blocks become paragraphs
     separated by a blank line, ``<br>`` a line break, inline tags keep sentences
     whole; scripts, styles, head and the like are dropped. Title from ``<title>``,
-    else the first ``<h1>``."""
+    else the first ``<h1>``. The HTML is parsed, never rendered: no script runs and
+    nothing it points to (iframes, objects, images, styles) is fetched. Nesting deeper
+    than ``max_html_depth`` fails before parsing."""
     from selectolax.lexbor import LexborHTMLParser
 
     rel = _rel(path, root)
     html = _read_text(path, settings)
+    if _html_depth_over(html, settings.max_html_depth):
+        yield Failure(rel, f"HTML nested deeper than {settings.max_html_depth} levels (max_html_depth), not parsed")
+        return
     tree = LexborHTMLParser(html)
     title = ""
     for selector in ("title", "h1"):

@@ -448,6 +448,16 @@ def test_html_without_visible_text(tmp_path):
     assert f == Failure("a.html", "empty document")
 
 
+def test_html_nested_too_deep_fails_before_parsing(tmp_path):
+    s = ReaderSettings(max_html_depth=100)
+    f = read_one(tmp_path, "deep.html", "<div>" * 101 + "x" + "</div>" * 101, s)
+    assert f == Failure("deep.html", "HTML nested deeper than 100 levels (max_html_depth), not parsed")
+    # unclosed <p>, <li> and void tags do not nest, so sloppy pages still parse
+    flat = "<ul>" + "<li><p>item<br><img src=x>" * 500 + "</ul>"
+    assert isinstance(read_one(tmp_path, "flat.html", flat, s), Document)
+    assert isinstance(read_one(tmp_path, "ok.html", "<div>" * 100 + "x" + "</div>" * 100, s), Document)
+
+
 def test_html_deep_nesting(tmp_path):
     depth = 5000
     html = "<div>" * depth + "deep <b>text</b>" + "</div>" * depth
@@ -725,6 +735,14 @@ def test_symlink_outside_root_is_reported(tmp_path):
     assert only(read_file(root / "link.txt", root)) == Failure("link.txt", "symlink points outside the ingested root")
 
 
+def test_dangling_symlink_is_reported(tmp_path):
+    write(tmp_path / "ok.txt", "fine")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "never-there.txt")
+    for follow in (False, True):
+        items = list(iter_documents(tmp_path, ReaderSettings(follow_symlinks=follow)))
+        assert fails(items) == [Failure("gone.txt", "broken symlink (target missing)")]
+
+
 def test_symlink_inside_root_followed_only_when_asked(tmp_path):
     write(tmp_path / "real/a.txt", "alpha")
     (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
@@ -764,11 +782,14 @@ def test_symlink_loop_does_not_hang(tmp_path):
     for follow in (False, True):
         assert [f.relative_to(tmp_path).as_posix() for f in results[f"files{follow}"]] == ["a/b/doc.txt"]
         assert [d.doc_id for d in docs(results[f"items{follow}"])] == ["a/b/doc.txt"]
-    # With following on, the file symlink loop is reported rather than silently dropped.
-    assert fails(results["itemsTrue"]) == [
-        Failure("x.txt", "broken symlink (missing target or symlink loop)"),
-        Failure("y.txt", "broken symlink (missing target or symlink loop)"),
-    ]
+        # Loops are reported rather than silently dropped, whether following or not.
+        loop = "symlink loop (points to a folder that contains it), not followed"
+        assert fails(results[f"items{follow}"]) == [
+            Failure("a/b/up", loop),
+            Failure("a/self", loop),
+            Failure("x.txt", "symlink loop (the link resolves to itself)"),
+            Failure("y.txt", "symlink loop (the link resolves to itself)"),
+        ]
     assert [f.relative_to(tmp_path).as_posix() for f in results["glob"]] == ["a/b/doc.txt"]
 
 
