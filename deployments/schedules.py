@@ -49,6 +49,14 @@ class ScheduleSettings(BaseModel):
     retry_delay_seconds: int = 300
     timeout_seconds: int = 6 * 3600
 
+    @field_validator("db")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        # Deployment parameters are stored by Prefect: credentials stay in the environment.
+        from grainline.redact import check_uri
+
+        return check_uri(v)
+
     @field_validator("ingest_cron", "eval_cron")
     @classmethod
     def _cron(cls, v: str) -> str:

@@ -26,7 +26,10 @@ DEMO_QUERIES = [
 
 
 def _fail(message: str, code: int = 2) -> None:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    from grainline.redact import redact_text
+
+    # Errors often quote the value received, and a --db URI may carry credentials.
+    typer.secho(f"error: {redact_text(message)}", fg=typer.colors.RED, err=True)
     raise typer.Exit(code)
 
 
@@ -82,7 +85,11 @@ def ingest(
     """Ingest documents with the Prefect ingestion flow."""
     from pydantic import ValidationError
 
+    from grainline.redact import check_uri
+
     try:
+        # Before the flow run exists: Prefect stores a flow run's parameters.
+        check_uri(db)
         overrides = parse_chunk_options(chunk)
         result = _run_ingest_flow(
             reader={"id_field": id_field, "text_field": text_field, "title_field": title_field},
@@ -210,13 +217,19 @@ def demo(
 
     if not Path(source).exists():
         _fail(f"demo corpus not found at {source}; pass --source")
-    typer.secho(f"Ingesting {source} into {db} (sentence, paragraph, article) ...", bold=True)
+    from grainline.redact import check_uri, redact_uri
+
+    try:
+        check_uri(db)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.secho(f"Ingesting {source} into {redact_uri(db)} (sentence, paragraph, article) ...", bold=True)
     result = _run_ingest_flow(source=source, strategies="sentence,paragraph,article", db=db, show_progress=True)
     _print_ingest(result)
     for query in DEMO_QUERIES:
         for strategy in ("sentence", "paragraph", "article"):
             _print_hits(query, strategy, do_search(query, db, strategy, 3, EmbedderSettings()))
-    typer.echo(f"\nTry: grainline search \"your question\" --strategy paragraph -k 5 --db {db}")
+    typer.echo(f"\nTry: grainline search \"your question\" --strategy paragraph -k 5 --db {redact_uri(db)}")
 
 
 @app.command("eval")
@@ -243,7 +256,10 @@ def eval_cmd(
     from grainline.evaluation.datasets import DatasetError
     from grainline.flows.evaluate import evaluate_flow
 
+    from grainline.redact import check_uri
+
     try:
+        check_uri(db)
         state = evaluate_flow(
             dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
             device=device, precision=precision, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,

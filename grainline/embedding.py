@@ -365,9 +365,11 @@ class Embedder:
         win = self.window
         for i, c in enumerate(chunks):
             if c.handling in ("pool", "truncate"):
-                spans = win.counter.windows(c.text, win.max_tokens, min(self.settings.pool_overlap, win.max_tokens // 4))
+                overlap = min(self.settings.pool_overlap, win.max_tokens // 4)
                 if c.handling == "truncate":
-                    spans = spans[:1]
+                    spans = _first_window(win.counter, c.text, win.max_tokens, overlap)
+                else:
+                    spans = win.counter.windows(c.text, win.max_tokens, overlap)
                 for s, e in spans:
                     texts.append(c.text[s:e])
                     owners.append(i)
@@ -471,6 +473,20 @@ def write_cached_identity(path: str, variant: str, ident: ModelIdentity, max_tok
         os.replace(tmp, f)
     except OSError:  # a read-only home directory only costs a model load next time
         pass
+
+
+def _first_window(counter: Any, text: str, size: int, overlap: int) -> list[tuple[int, int]]:
+    """The first window of ``text`` only, tokenizing a growing prefix: truncating a
+    megabyte-long article should not tokenize all of it. When a prefix still holds
+    three windows, the cut is far past the first one, so that window is the full
+    text's first window too."""
+    n = size * 16
+    while n < len(text):
+        spans = counter.windows(text[:n], size, overlap)
+        if len(spans) >= 3:
+            return spans[:1]
+        n *= 4
+    return counter.windows(text, size, overlap)[:1]
 
 
 def _loaded_from(model: Any) -> str | None:

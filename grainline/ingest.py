@@ -23,6 +23,7 @@ from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_
 from grainline.documents import Chunk, Document, Failure, canonical_json
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.readers import ReaderSettings, open_source
+from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
 from grainline.storage.parquet import default_export_dir, export_table
@@ -63,6 +64,12 @@ class IngestSettings(BaseModel):
     @classmethod
     def _strategies(cls, v: Any) -> list[str]:
         return parse_strategies(v)
+
+    @field_validator("db", "parquet_dir")
+    @classmethod
+    def _no_credentials(cls, v: str | None) -> str | None:
+        # Credentials come from the environment; in a URI they would be recorded.
+        return v if v is None else check_uri(v)
 
     @model_validator(mode="after")
     def _chunker_overrides(self) -> "IngestSettings":
@@ -190,11 +197,11 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     record = RunRecord(
         run_id=run_id,
         flow="ingest",
-        source=str(settings.source),
+        source=redact_text(str(settings.source)),
         table_name=store.table_name,
         model_id=ident.model_id,
-        parameters={**settings.model_dump(mode="json"), "model": ident.as_dict(), "chunker_keys": [p.key for p in plans],
-                    "chunker_params": {p.key: json.loads(p.params) for p in plans}},
+        parameters=redact_value({**settings.model_dump(mode="json"), "model": ident.as_dict(), "chunker_keys": [p.key for p in plans],
+                                 "chunker_params": {p.key: json.loads(p.params) for p in plans}}),
         version_before=store.version(),
     )
     ledger = Ledger(settings.db)
@@ -356,7 +363,9 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
     if error is None:
         if ctx.settings.sync == "full":
             t0 = time.perf_counter()
-            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen and d not in ctx.failed_ids]
+            # A big text file failing as a whole keeps its stored parts (big.txt#part-0003).
+            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen
+                    and d not in ctx.failed_ids and d.partition("#part-")[0] not in ctx.failed_ids]
             if gone:
                 counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root)
                 counts.docs_deleted += len(gone)
@@ -371,7 +380,7 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
     rec.counts = counts
     rec.finished = utcnow()
     rec.status = "failed" if error is not None else "completed"
-    rec.error = None if error is None else f"{type(error).__name__}: {error}"
+    rec.error = None if error is None else redact_text(f"{type(error).__name__}: {error}")
     if error is not None and rec.version_before is not None and ctx.store.version() != rec.version_before:
         # A failed run leaves the table as it was: the version before it becomes the
         # latest again (a new version; the failed run's versions stay in history).
@@ -436,4 +445,4 @@ def summary_markdown(rec: RunRecord) -> str:
     if c.failures:
         lines += ["", "## Failures", "", "| where | stage | reason |", "|---|---|---|"]
         lines += [f"| `{f['where']}` | {f['stage']} | {f['reason']} |" for f in c.failures]
-    return "\n".join(lines) + "\n"
+    return redact_text("\n".join(lines) + "\n")

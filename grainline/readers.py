@@ -15,6 +15,7 @@ Entry points:
 from __future__ import annotations
 
 import codecs
+import errno
 import fnmatch
 import io
 import json
@@ -63,6 +64,13 @@ class ReaderSettings(pydantic.BaseModel):
     max_file_bytes: int = pydantic.Field(default=200 * 1024 * 1024, gt=0)
     """Whole-file readers (txt, md, html, pdf) refuse larger files; streaming readers
     (jsonl, parquet) apply it per record line instead."""
+    max_html_depth: int = pydantic.Field(default=10_000, gt=0)
+    """HTML nested deeper than this fails instead of being parsed: the parser's time
+    grows with the square of the depth (40,000 nested divs take seconds, 200,000 minutes)."""
+    part_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)
+    """A .txt/.md file whose text is larger than this (UTF-8 bytes) is read streaming
+    and becomes several Documents (``big.txt#part-0003``) of at most this many bytes,
+    cut at paragraph breaks, so memory follows the part size, not the file size."""
 
 
 # ----------------------------------------------------------------------------
@@ -258,11 +266,15 @@ def _walk(
                     # content they may have expected was not ingested, and why.
                     yield _Skip(p, "symlink points outside the ingested root")
                     continue
-                if not settings.follow_symlinks:
-                    continue
+                # Loops and dangling links are reported even when following is off:
+                # the content the link was meant to bring in is missing either way.
                 if not os.path.exists(real):
-                    if not is_dir:
-                        yield _Skip(p, "broken symlink (missing target or symlink loop)")
+                    yield _Skip(p, _broken_link_reason(p))
+                    continue
+                if is_dir and _inside(os.path.realpath(folder), real):
+                    yield _Skip(p, "symlink loop (points to a folder that contains it), not followed")
+                    continue
+                if not settings.follow_symlinks:
                     continue
                 if is_dir:
                     deferred.append((p, parts))
@@ -284,6 +296,15 @@ def _walk(
                     yield p
 
 
+def _broken_link_reason(path: Path) -> str:
+    try:
+        os.stat(path)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            return "symlink loop (the link resolves to itself)"
+    return "broken symlink (target missing)"
+
+
 def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Skip]]:
     """Expand a glob with our own walker: ``glob.glob`` follows symlink loops under
     ``**`` and would also escape the root through symlinks."""
@@ -295,6 +316,9 @@ def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Sk
             break
         base_parts.append(part)
     segs = list(parts[len(base_parts):])
+    if ".." in segs:
+        # The walk never yields '..', so it could match nothing; say why instead.
+        raise ValueError(f"'..' after a wildcard is not allowed in a glob (got {pattern!r}); put it before the first wildcard")
     root = Path(*base_parts) if base_parts else Path(".")
     if not root.is_dir():
         raise FileNotFoundError(f"glob base folder does not exist: {root} (from pattern {pattern!r})")
@@ -460,6 +484,131 @@ def _read_text(path: Path, settings: ReaderSettings) -> str:
     return _normalise(_decode(_read_bytes(path, settings.max_file_bytes)))
 
 
+# ----------------------------------------------------------------------------
+# Big text files: streamed and cut into parts
+
+_BLOCK_BYTES = 1 << 20
+
+
+def _stream_text(path: Path, settings: ReaderSettings, block_bytes: int = _BLOCK_BYTES) -> Iterator[str]:
+    """The decoded, line-end-normalised text of a file in blocks, never all of it at
+    once. Same rules as ``_decode``/``_normalise``: a BOM picks the codec and is
+    dropped, else strict UTF-8; NUL bytes near the start mean binary."""
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > settings.max_file_bytes:
+            raise _ReadError(f"file too large ({size} bytes > {settings.max_file_bytes})")
+        head = f.read(8192)
+        encoding, bom = next(((enc, b) for b, enc in _BOMS if head.startswith(b)), ("utf-8", b""))
+        if not bom and b"\x00" in head:
+            raise _ReadError("binary content (NUL bytes), not text")
+        f.seek(len(bom))
+        decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+        consumed = len(bom)
+        carry = ""  # a trailing "\r" waits: the next block may start with "\n"
+        while True:
+            block = f.read(block_bytes)
+            pending = len(decoder.getstate()[0])
+            try:
+                text = decoder.decode(block, final=not block)
+            except UnicodeDecodeError as exc:
+                raise _ReadError(f"invalid {encoding.upper()} at byte {consumed - pending + exc.start}") from None
+            consumed += len(block)
+            if consumed > settings.max_file_bytes:  # grew since the size check
+                raise _ReadError(f"file too large ({consumed}+ bytes > {settings.max_file_bytes})")
+            text = carry + text
+            carry = ""
+            if block and text.endswith("\r"):
+                text, carry = text[:-1], "\r"
+            if "\r" in text:
+                text = text.replace("\r\n", "\n").replace("\r", "\n")
+            if text:
+                yield text
+            if not block:
+                return
+
+
+def _cut(text: str, limit: int) -> int:
+    """Where to end a part of ``text`` holding at most ``limit`` UTF-8 bytes: after the
+    last paragraph break that fits, else after the last line end, else at the last
+    whole character that fits."""
+    fit = len(text[:limit].encode("utf-8")[:limit].decode("utf-8", "ignore"))
+    window = text[:fit]
+    last = None
+    for last in _PARAGRAPH_BREAK.finditer(window):
+        pass
+    if last is not None:
+        return last.end()
+    line_end = window.rfind("\n")
+    return line_end + 1 if line_end >= 0 else fit
+
+
+def _text_parts(path: Path, settings: ReaderSettings, block_bytes: int = _BLOCK_BYTES) -> Iterator[tuple[int, str, bool]]:
+    """``(char offset in the file's text, part text, last)`` for consecutive parts of
+    at most ``settings.part_bytes`` UTF-8 bytes each; the parts joined are the text
+    ``_read_text`` would return. Holds at most one part and one block in memory."""
+    limit = settings.part_bytes
+    buf = ""
+    buf_bytes = 0
+    offset = 0
+    for block in _stream_text(path, settings, block_bytes):
+        buf += block
+        buf_bytes += len(block.encode("utf-8"))
+        # Cut only while more text follows the part, so the last part is known as such.
+        while buf_bytes > limit:
+            n = _cut(buf, limit)
+            part, buf = buf[:n], buf[n:]
+            buf_bytes -= len(part.encode("utf-8"))
+            yield offset, part, False
+            offset += n
+    yield offset, buf, True
+
+
+_Head = Callable[[str], "tuple[str, int, str, dict[str, Any]] | Failure"]
+
+
+def _split_text_file(path: Path, root: Path, settings: ReaderSettings, head: _Head) -> Iterator[Document | Failure]:
+    """A text file larger than ``part_bytes`` as Documents ``<rel>#part-NNNN`` (index
+    from 0, four digits or more), each with ``metadata["file_part"]`` = its index and
+    ``char_start``/``char_end`` in the file's text. ``head(first part)`` gives the body
+    of the first part, where that body starts, the title and the metadata every part
+    shares (front matter). Whitespace-only parts yield nothing; their index is still
+    used, so the ids of the parts after them do not move. A file that turns out to
+    hold a single part is an ordinary Document with the plain relative path as id."""
+    rel = _rel(path, root)
+    uri = _uri(path)
+    # Decode it all once first (streaming, nothing kept): a bad byte deep in the file
+    # fails the whole file rather than leaving its first parts stored.
+    for _ in _stream_text(path, settings):
+        pass
+    title = ""
+    shared: dict[str, Any] = {}
+    stored = 0
+    for index, (offset, text, last) in enumerate(_text_parts(path, settings)):
+        if index == 0:
+            got = head(text)
+            if isinstance(got, Failure):
+                yield got
+                return
+            text, skip, title, shared = got
+            offset += skip
+            if last:  # it fitted after all (e.g. UTF-16 on disk, half the size in UTF-8)
+                reason = _empty_reason(text)
+                yield Failure(rel, reason) if reason else Document(rel, text, uri, title, shared)
+                return
+        if not text.strip():
+            continue
+        stored += 1
+        part = {"index": index, "char_start": offset, "char_end": offset + len(text)}
+        yield Document(f"{rel}#part-{index:04d}", text, f"{uri}#part-{index:04d}", title, {**shared, "file_part": part})
+    if not stored:
+        yield Failure(rel, "whitespace-only document")
+
+
+def _is_big(path: Path, settings: ReaderSettings) -> bool:
+    return os.stat(path).st_size > settings.part_bytes
+
+
 def _os_reason(exc: OSError) -> str:
     if isinstance(exc, PermissionError):
         return "permission denied"
@@ -581,20 +730,27 @@ _MAX_TITLE_CHARS = 120
 def read_txt(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
     """A .txt file is one Document. Its title is the first non-empty line when that
     line is short and more paragraphs follow (a lone line or paragraph is body, not a
-    heading). The title line stays in the text so offsets match the file."""
+    heading). The title line stays in the text so offsets match the file. A file over
+    ``part_bytes`` becomes parts (see ``_split_text_file``) sharing the first's title."""
+    if _is_big(path, settings):
+        yield from _split_text_file(path, root, settings, lambda text: (text, 0, _txt_title(text), {}))
+        return
     rel = _rel(path, root)
     text = _read_text(path, settings)
     reason = _empty_reason(text)
     if reason:
         yield Failure(rel, reason)
         return
-    title = ""
+    yield Document(doc_id=rel, text=text, source=_uri(path), title=_txt_title(text))
+
+
+def _txt_title(text: str) -> str:
     paragraphs = [p for p in _PARAGRAPH_BREAK.split(text) if p.strip()]
     if len(paragraphs) > 1:
         first_line = next(line.strip() for line in text.split("\n") if line.strip())
         if len(first_line) <= _MAX_TITLE_CHARS:
-            title = first_line
-    yield Document(doc_id=rel, text=text, source=_uri(path), title=title)
+            return first_line
+    return ""
 
 
 # ----------------------------------------------------------------------------
@@ -628,12 +784,30 @@ def _first_h1(text: str) -> str:
 def read_md(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
     """A Markdown file is one Document: YAML front matter becomes metadata, the title
     comes from front matter ``title`` or the first ``# `` heading, and the text is the
-    body after the front matter."""
+    body after the front matter. A file over ``part_bytes`` becomes parts (see
+    ``_split_text_file``), front matter and title taken from the first."""
+    rel = _rel(path, root)
+    if _is_big(path, settings):
+        yield from _split_text_file(path, root, settings, lambda text: _md_head(text, rel))
+        return
+    got = _md_head(_read_text(path, settings), rel)
+    if isinstance(got, Failure):
+        yield got
+        return
+    body, _, title, metadata = got
+    reason = _empty_reason(body)
+    if reason:
+        yield Failure(rel, reason)
+        return
+    yield Document(doc_id=rel, text=body, source=_uri(path), title=title, metadata=metadata)
+
+
+def _md_head(text: str, rel: str) -> tuple[str, int, str, dict[str, Any]] | Failure:
+    """Markdown text -> (body, where the body starts, title, front matter as metadata),
+    or the Failure of malformed front matter."""
     import yaml
     from frontmatter.default_handlers import YAMLHandler
 
-    rel = _rel(path, root)
-    text = _read_text(path, settings)
     metadata: dict[str, Any] = {}
     body = text
     handler = YAMLHandler()
@@ -648,23 +822,18 @@ def read_md(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Docume
             try:
                 data = handler.load(fm)
             except yaml.YAMLError as exc:
-                yield Failure(rel, f"malformed YAML front matter in {rel}: {exc}")
-                return
+                return Failure(rel, f"malformed YAML front matter in {rel}: {exc}")
             if data is None:
                 data = {}
             if not isinstance(data, dict):
-                yield Failure(rel, f"front matter in {rel} is not a mapping (got {type(data).__name__})")
-                return
+                return Failure(rel, f"front matter in {rel} is not a mapping (got {type(data).__name__})")
             metadata = _json_safe(data)
             # Blank lines between the closing '---' and the body carry nothing.
             body = re.sub(r"\A(?:[ \t]*\n)+", "", content)
-    reason = _empty_reason(body)
-    if reason:
-        yield Failure(rel, reason)
-        return
     fm_title = metadata.get("title")
     title = str(fm_title).strip() if fm_title not in (None, "") else _first_h1(body)
-    yield Document(doc_id=rel, text=body, source=_uri(path), title=title, metadata=metadata)
+    # The body is the end of the text: its offset is what precedes it.
+    return body, len(text) - len(body), title, metadata
 
 
 # ----------------------------------------------------------------------------
@@ -755,16 +924,49 @@ def _html_text(node: Any) -> str:
     return out.result()
 
 
+_HTML_TAG = re.compile(r"<(/?)([A-Za-z][^\s/>]*)[^>]*>")
+# Elements that never nest: void ones, and those whose end tag may be left out (a new
+# <p> or <li> closes the open one), so sloppy pages are not taken for deep ones.
+_HTML_FLAT = frozenset(
+    {
+        "area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "param", "source", "track",
+        "wbr", "p", "li", "dt", "dd", "tr", "td", "th", "option", "optgroup", "thead", "tbody", "tfoot", "colgroup",
+        "rb", "rt", "rp", "caption",
+    }
+)  # fmt: skip
+
+
+def _html_depth_over(html: str, limit: int) -> bool:
+    """Whether tags in ``html`` nest deeper than ``limit``: a linear scan of the tags,
+    checked before the parser (which is quadratic in depth) sees the text."""
+    depth = 0
+    for m in _HTML_TAG.finditer(html):
+        if m.group(2).lower() in _HTML_FLAT or m.group(0).endswith("/>"):
+            continue
+        if m.group(1):
+            depth = max(0, depth - 1)
+        else:
+            depth += 1
+            if depth > limit:
+                return True
+    return False
+
+
 @register_reader(".html", ".htm")
 def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
     """An HTML file is one Document of its visible text: blocks become paragraphs
     separated by a blank line, ``<br>`` a line break, inline tags keep sentences
     whole; scripts, styles, head and the like are dropped. Title from ``<title>``,
-    else the first ``<h1>``."""
+    else the first ``<h1>``. The HTML is parsed, never rendered: no script runs and
+    nothing it points to (iframes, objects, images, styles) is fetched. Nesting deeper
+    than ``max_html_depth`` fails before parsing."""
     from selectolax.lexbor import LexborHTMLParser
 
     rel = _rel(path, root)
     html = _read_text(path, settings)
+    if _html_depth_over(html, settings.max_html_depth):
+        yield Failure(rel, f"HTML nested deeper than {settings.max_html_depth} levels (max_html_depth), not parsed")
+        return
     tree = LexborHTMLParser(html)
     title = ""
     for selector in ("title", "h1"):

@@ -247,6 +247,100 @@ def test_txt_roundtrip_property(tmp_path, text):
 
 
 # ----------------------------------------------------------------------------
+# big text files: streamed in parts
+
+
+@hsettings(max_examples=150, deadline=None)
+@given(
+    pieces=st.lists(
+        st.one_of(
+            st.sampled_from(["\n", "\n\n", "\r\n", "\r", " \t\n", "\n \n", "é", "日本", "🙂"]),
+            st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=400),
+        ),
+        max_size=40,
+    ),
+    utf16=st.booleans(),
+    block=st.sampled_from([1, 3, 7, 64, 1 << 20]),
+)
+def test_text_parts_property(tmp_path_factory, pieces, utf16, block):
+    from grainline.readers import _PARAGRAPH_BREAK, _read_text, _text_parts
+
+    text = "".join(pieces)
+    path = tmp_path_factory.mktemp("parts") / "p.txt"
+    path.write_bytes(text.encode("utf-16") if utf16 else text.encode("utf-8"))
+    limit = 1024
+    parts = list(_text_parts(path, ReaderSettings(part_bytes=limit), block_bytes=block))
+    # the parts tile the text that reading the whole file gives, in bounded pieces
+    assert "".join(p for _, p, _ in parts) == _read_text(path, ReaderSettings())
+    assert [last for *_, last in parts] == [False] * (len(parts) - 1) + [True]
+    offset = 0
+    for start, part, last in parts:
+        assert start == offset
+        offset += len(part)
+        assert len(part.encode("utf-8")) <= limit
+        if not last:
+            # cut at a paragraph break when the part holds one, else at a line end,
+            # else only when the part is full
+            breaks = list(_PARAGRAPH_BREAK.finditer(part))
+            if breaks:
+                assert breaks[-1].end() == len(part)
+            elif "\n" in part:
+                assert part.endswith("\n")
+            else:
+                assert len(part.encode("utf-8")) > limit - 4
+
+
+def test_big_txt_becomes_parts_with_stable_ids(tmp_path):
+    paragraph = "The river carries silt to the delta, where it settles. " * 5
+    text = "River Notes\n\n" + "\n\n".join(f"{i} {paragraph}" for i in range(60))
+    path = write(tmp_path / "big.txt", text)
+    items = list(read_file(path, tmp_path, ReaderSettings(part_bytes=4096)))
+    assert not fails(items) and len(items) > 3
+    assert [d.doc_id for d in items] == [f"big.txt#part-{i:04d}" for i in range(len(items))]
+    assert {d.title for d in items} == {"River Notes"}
+    assert "".join(d.text for d in items) == text
+    for d in items:
+        part = d.metadata["file_part"]
+        assert text[part["char_start"]:part["char_end"]] == d.text
+        assert len(d.text.encode()) <= 4096
+        assert d.text.endswith("\n\n") or d is items[-1]  # cut at paragraph breaks
+        assert d.source.endswith("#" + d.doc_id.split("#")[1])
+    # under the threshold it stays one ordinary document
+    assert only(read_file(path, tmp_path, ReaderSettings(part_bytes=len(text)))).doc_id == "big.txt"
+
+
+def test_big_md_front_matter_from_first_part(tmp_path):
+    body = "# Heading\n\n" + "\n\n".join("Markdown paragraph number %d about tides." % i for i in range(200))
+    text = "---\ntitle: Tides\ntags: [sea]\n---\n\n" + body
+    items = list(read_file(write(tmp_path / "big.md", text), tmp_path, ReaderSettings(part_bytes=2048)))
+    assert len(items) > 2 and all(isinstance(d, Document) for d in items)
+    assert {d.title for d in items} == {"Tides"}
+    assert all(d.metadata["tags"] == ["sea"] for d in items)
+    assert "".join(d.text for d in items) == body
+    first = items[0].metadata["file_part"]
+    assert text[first["char_start"]:first["char_end"]] == items[0].text and items[0].text.startswith("# Heading")
+    bad = "---\ntitle: [unclosed\n---\n" + body
+    assert "malformed YAML" in only(read_file(write(tmp_path / "bad.md", bad), tmp_path, ReaderSettings(part_bytes=2048))).reason
+
+
+def test_big_txt_failures_are_whole_file(tmp_path):
+    s = ReaderSettings(part_bytes=1024)
+    good = "Some text about the moon.\n\n" * 200
+    # a bad byte far into the file fails the file, before any part is given out
+    f = only(read_file(write(tmp_path / "late.txt", good.encode() + b"\xff" + good.encode()), tmp_path, s))
+    assert f == Failure("late.txt", f"invalid UTF-8 at byte {len(good.encode())}")
+    assert only(read_file(write(tmp_path / "blank.txt", " \n" * 2000), tmp_path, s)) == Failure("blank.txt", "whitespace-only document")
+    assert only(read_file(write(tmp_path / "bin.txt", b"\x00\x01" * 2000), tmp_path, s)).reason == "binary content (NUL bytes), not text"
+    # whitespace-only parts in the middle yield nothing; the ids after them do not move
+    items = list(read_file(write(tmp_path / "gap.txt", "a" * 1000 + "\n" + " \n" * 1500 + "b" * 1000), tmp_path, s))
+    assert len(items) == 2 and items[0].doc_id == "gap.txt#part-0000" and items[1].doc_id > "gap.txt#part-0001"
+    assert items[0].text.startswith("a" * 1000) and items[1].text.endswith("b" * 1000)
+    # UTF-16 on disk over the threshold but under it in UTF-8: one ordinary document
+    d = only(read_file(write(tmp_path / "u16.txt", ("Wide text.\n" * 80).encode("utf-16")), tmp_path, s))
+    assert d.doc_id == "u16.txt" and d.text == "Wide text.\n" * 80
+
+
+# ----------------------------------------------------------------------------
 # .md
 
 
@@ -352,6 +446,16 @@ def test_html_title_falls_back_to_h1(tmp_path):
 def test_html_without_visible_text(tmp_path):
     f = read_one(tmp_path, "a.html", "<html><head><title>T</title></head><body><script>x</script></body></html>")
     assert f == Failure("a.html", "empty document")
+
+
+def test_html_nested_too_deep_fails_before_parsing(tmp_path):
+    s = ReaderSettings(max_html_depth=100)
+    f = read_one(tmp_path, "deep.html", "<div>" * 101 + "x" + "</div>" * 101, s)
+    assert f == Failure("deep.html", "HTML nested deeper than 100 levels (max_html_depth), not parsed")
+    # unclosed <p>, <li> and void tags do not nest, so sloppy pages still parse
+    flat = "<ul>" + "<li><p>item<br><img src=x>" * 500 + "</ul>"
+    assert isinstance(read_one(tmp_path, "flat.html", flat, s), Document)
+    assert isinstance(read_one(tmp_path, "ok.html", "<div>" * 100 + "x" + "</div>" * 100, s), Document)
 
 
 def test_html_deep_nesting(tmp_path):
@@ -631,6 +735,14 @@ def test_symlink_outside_root_is_reported(tmp_path):
     assert only(read_file(root / "link.txt", root)) == Failure("link.txt", "symlink points outside the ingested root")
 
 
+def test_dangling_symlink_is_reported(tmp_path):
+    write(tmp_path / "ok.txt", "fine")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "never-there.txt")
+    for follow in (False, True):
+        items = list(iter_documents(tmp_path, ReaderSettings(follow_symlinks=follow)))
+        assert fails(items) == [Failure("gone.txt", "broken symlink (target missing)")]
+
+
 def test_symlink_inside_root_followed_only_when_asked(tmp_path):
     write(tmp_path / "real/a.txt", "alpha")
     (tmp_path / "alias").symlink_to(tmp_path / "real", target_is_directory=True)
@@ -670,11 +782,14 @@ def test_symlink_loop_does_not_hang(tmp_path):
     for follow in (False, True):
         assert [f.relative_to(tmp_path).as_posix() for f in results[f"files{follow}"]] == ["a/b/doc.txt"]
         assert [d.doc_id for d in docs(results[f"items{follow}"])] == ["a/b/doc.txt"]
-    # With following on, the file symlink loop is reported rather than silently dropped.
-    assert fails(results["itemsTrue"]) == [
-        Failure("x.txt", "broken symlink (missing target or symlink loop)"),
-        Failure("y.txt", "broken symlink (missing target or symlink loop)"),
-    ]
+        # Loops are reported rather than silently dropped, whether following or not.
+        loop = "symlink loop (points to a folder that contains it), not followed"
+        assert fails(results[f"items{follow}"]) == [
+            Failure("a/b/up", loop),
+            Failure("a/self", loop),
+            Failure("x.txt", "symlink loop (the link resolves to itself)"),
+            Failure("y.txt", "symlink loop (the link resolves to itself)"),
+        ]
     assert [f.relative_to(tmp_path).as_posix() for f in results["glob"]] == ["a/b/doc.txt"]
 
 

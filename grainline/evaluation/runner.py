@@ -71,6 +71,13 @@ class EvalSettings(BaseModel):
     def _strategies(cls, v: Any) -> list[str]:
         return parse_strategies(v)
 
+    @field_validator("db")
+    @classmethod
+    def _no_credentials(cls, v: str) -> str:
+        from grainline.redact import check_uri
+
+        return check_uri(v)
+
     @field_validator("methods", mode="before")
     @classmethod
     def _methods(cls, v: Any) -> list[str]:
