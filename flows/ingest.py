@@ -3,7 +3,8 @@
 Thin wiring over :mod:`grainline.ingest`. Chunking and embedding are tasks submitted
 to the flow's task runner (threads by default, Dask for scale-out); the flow process
 is the single writer, holding a Prefect concurrency slot keyed by the table so two
-runs that write the same table queue instead of racing."""
+runs that write the same table queue instead of racing. (Local databases also get a
+file lock per table in ``grainline.ingest.prepare``, which covers runs outside Prefect.)"""
 
 from __future__ import annotations
 
@@ -85,7 +86,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     table = core.table_name_for(settings)
     with table_lock(settings.db, table) as lock:
         logger.info("holding write lock %s for table %s", lock, table)
-        ctx = core.prepare(settings)
+        ctx = core.prepare(settings, held_lock=lock)
         counts = RunCounts()
         error: BaseException | None = None
         pending: deque = deque()
@@ -104,7 +105,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
                 t_read = time.perf_counter()
             while pending:
                 counts.merge(write_task(ctx, pending.popleft().result()))
-        except BaseException as exc:  # recorded in the ledger (and the table restored), then re-raised
+        except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
             error = exc
             for fut in pending:
                 fut.cancel()
@@ -156,12 +157,14 @@ def ingest_flow(
     reader: dict[str, Any] | None = None,
     chunker_overrides: dict[str, dict[str, Any]] | None = None,
     head: str | None = None,
+    on_error: str = "keep",
 ) -> dict[str, Any]:
     """Ingest ``source`` (folder, file or glob) with the given strategies; returns the
     run's ledger record as a dict and publishes its counts as a Markdown artifact.
 
     ``runner``: ``local`` (default), ``dask`` (a local cluster of ``dask_workers``
-    processes) or ``dask://HOST:PORT`` (an existing scheduler)."""
+    processes) or ``dask://HOST:PORT`` (an existing scheduler). ``on_error``: ``keep``
+    (default; a re-run resumes) or ``restore`` (roll the table back on failure)."""
     settings = core.IngestSettings(
         source=source,
         strategies=strategies,
@@ -171,6 +174,7 @@ def ingest_flow(
         batch_docs=batch_docs,
         export_parquet=export_parquet,
         chunker_overrides=chunker_overrides or {},
+        on_error=on_error,
         embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress, head=head),
         reader=ReaderSettings(**(reader or {})),
     )

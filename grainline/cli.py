@@ -81,6 +81,7 @@ def ingest(
     text_field: str = typer.Option("text", "--text-field", help="Record text field of .jsonl/.parquet sources."),
     title_field: str = typer.Option("title", "--title-field", help="Record title field of .jsonl/.parquet sources."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
+    on_error: str = typer.Option("keep", "--on-error", help="keep (a re-run resumes) or restore (roll the table back) when a run fails."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     from pydantic import ValidationError
@@ -97,6 +98,7 @@ def ingest(
             source=source, strategies=strategy, model=model, device=device, precision=precision, batch_size=batch_size,
             db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
             export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers, head=head,
+            on_error=on_error,
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
@@ -199,9 +201,12 @@ def restore(
     store = ChunkStore(db, table, dim)
     if not store.exists:
         _fail(f"no table {table!r} in {db!r}")
+    from grainline.storage.locks import TableLock, TableLockTimeout
+
     try:
-        now = store.restore(version)
-    except ValueError as exc:
+        with TableLock(db, table, timeout_s=600):  # not while an ingestion writes the table
+            now = store.restore(version)
+    except (ValueError, TableLockTimeout) as exc:
         _fail(str(exc))
     typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)")
 

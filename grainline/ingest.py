@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,7 +27,8 @@ from grainline.readers import ReaderSettings, open_source
 from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
-from grainline.storage.parquet import default_export_dir, export_table
+from grainline.storage.locks import TableLock
+from grainline.storage.parquet import default_export_dir, exported_version, export_table
 
 log = logging.getLogger("grainline.ingest")
 
@@ -59,6 +61,11 @@ class IngestSettings(BaseModel):
     table: str | None = None
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     reader: ReaderSettings = Field(default_factory=ReaderSettings)
+    # When a run fails: keep the batches it committed (each one whole documents), so a
+    # re-run resumes where it stopped; or restore the table to its version before the run.
+    on_error: Literal["keep", "restore"] = "keep"
+    # How long a run waits for another process writing the same (local) table.
+    lock_timeout_s: float = Field(default=6 * 3600, ge=0)
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -125,6 +132,10 @@ class RunContext:
     record: RunRecord
     # The source's documents, read lazily; None when they are passed in directly.
     documents: Iterator[Document | Failure] | None = None
+    # The table's write lock, held from prepare() until finish().
+    lock: TableLock | None = None
+    # Earlier runs on this table found still 'running' (they died without a word).
+    interrupted: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     failed_ids: set[str] = field(default_factory=set)
 
@@ -179,18 +190,33 @@ def make_plans(settings: IngestSettings, embedder: Embedder) -> tuple[Plan, ...]
     return tuple(plans)
 
 
-def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None) -> RunContext:
-    """Load the model, open the table, take stock of what it holds, record the start.
+def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None,
+            held_lock: str | None = None) -> RunContext:
+    """Load the model, take the table's write lock, open the table, take stock of what
+    it holds, record the start. :func:`finish` releases the lock.
 
     ``root`` names where the documents come from when they are passed in directly
-    (an evaluation dataset); otherwise the source is discovered on disk."""
+    (an evaluation dataset); otherwise the source is discovered on disk. ``held_lock``
+    names a lock the caller holds for this table (the flow's Prefect limit): on an
+    object store, where no file lock exists, only then are stale runs marked."""
     documents = None
     if root is None:
         found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
         root = str(Path(found).resolve())
     embedder = get_embedder(settings.embedder)
+    table_name = table_name_for(settings)
+    lock = TableLock(settings.db, table_name, settings.lock_timeout_s).acquire()
+    try:
+        return _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held or held_lock is not None)
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _prepare_locked(settings: IngestSettings, run_id: str | None, root: str, documents: Iterator[Document | Failure] | None,
+                    embedder: Embedder, lock: TableLock, exclusive: bool) -> RunContext:
     ident = embedder.identity
-    store = ChunkStore(settings.db, table_name_for(settings), ident.dim)
+    store = ChunkStore(settings.db, lock.table, ident.dim)
     store.table  # created now, so a failed first run can return to a named, empty version
     plans = make_plans(settings, embedder)
     run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
@@ -205,11 +231,15 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         version_before=store.version(),
     )
     ledger = Ledger(settings.db)
+    # With the table to ourselves, any other run of it still 'running' is dead.
+    interrupted = ledger.mark_interrupted(store.table_name, run_id) if exclusive else []
+    if interrupted:
+        log.warning("runs on table %s that died without finishing, marked interrupted: %s", store.table_name, ", ".join(interrupted))
     ledger.write(record)
     return RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
         spec=WorkSpec(settings, store.table_name, plans), root=root, states=store.doc_states(), record=record,
-        documents=documents,
+        documents=documents, lock=lock, interrupted=interrupted,
     )
 
 
@@ -358,7 +388,16 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
 
 
 def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = None) -> RunRecord:
-    """Full-sync deletions, the Parquet export, and the ledger row."""
+    """Full-sync deletions, the Parquet export, and the ledger row; then the table's
+    write lock is released."""
+    try:
+        return _finish(ctx, counts, error)
+    finally:
+        if ctx.lock is not None:
+            ctx.lock.release()
+
+
+def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> RunRecord:
     rec = ctx.record
     if error is None:
         if ctx.settings.sync == "full":
@@ -372,8 +411,9 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
                 for d in gone:
                     ctx.states.pop(d, None)
             counts.add_time("delete", time.perf_counter() - t0)
-        changed = counts.chunks_written or counts.chunks_deleted
-        if ctx.settings.export_parquet and ctx.store.exists and (changed or not _export_exists(ctx)):
+        # Exported when the export does not hold the table's current version: this run
+        # changed it, or an earlier run died before (or while) exporting.
+        if ctx.settings.export_parquet and ctx.store.exists and exported_version(export_dir(ctx)) != ctx.store.version():
             t0 = time.perf_counter()
             export_table(ctx.store.table, export_dir(ctx))
             counts.add_time("export", time.perf_counter() - t0)
@@ -381,9 +421,18 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
     rec.finished = utcnow()
     rec.status = "failed" if error is not None else "completed"
     rec.error = None if error is None else redact_text(f"{type(error).__name__}: {error}")
-    if error is not None and rec.version_before is not None and ctx.store.version() != rec.version_before:
-        # A failed run leaves the table as it was: the version before it becomes the
-        # latest again (a new version; the failed run's versions stay in history).
+    wrote = error is not None and rec.version_before is not None and ctx.store.version() != rec.version_before
+    if wrote and ctx.settings.on_error == "keep":
+        # Every commit holds whole documents, so what was written is consistent and a
+        # re-run skips it; the ledger says how to undo it instead.
+        rec.error += (
+            f"; kept the batches committed before the error (table version {rec.version_before} -> "
+            f"{ctx.store.version()}); a re-run resumes from there; to undo them: grainline restore "
+            f"{rec.version_before} --db {shlex.quote(ctx.settings.db)} --table {ctx.store.table_name}"
+        )
+    elif wrote:
+        # on_error=restore: the version before the run becomes the latest again (a new
+        # version; the failed run's versions stay in history).
         try:
             restored = ctx.store.restore(rec.version_before)
             rec.error += f"; table restored to version {rec.version_before} (now version {restored})"
@@ -396,11 +445,6 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
 
 def export_dir(ctx: RunContext) -> str:
     return ctx.settings.parquet_dir or default_export_dir(ctx.settings.db, ctx.store.table_name)
-
-
-def _export_exists(ctx: RunContext) -> bool:
-    d = export_dir(ctx)
-    return "://" in d or Path(d).exists()
 
 
 def run_ingest(

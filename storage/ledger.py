@@ -11,7 +11,9 @@ from typing import Any
 import pyarrow as pa
 
 from .chunks import connect, open_table_if_exists
+from .locks import retry_commit
 from .schema import RUNS_SCHEMA
+from .sql import quote
 
 RUNS_TABLE = "runs"
 
@@ -100,13 +102,32 @@ class Ledger:
     def _table(self):
         t = open_table_if_exists(self.db, RUNS_TABLE)
         if t is None:
-            t = self.db.create_table(RUNS_TABLE, schema=RUNS_SCHEMA, exist_ok=True)
+            t = retry_commit(lambda: self.db.create_table(RUNS_TABLE, schema=RUNS_SCHEMA, exist_ok=True), "creating the runs table")
         return t
 
     def write(self, record: RunRecord) -> None:
-        """Insert or update the run's row (upsert on run_id)."""
+        """Insert or update the run's row (upsert on run_id). Runs on other tables write
+        this table at the same time, so a lost commit race is retried."""
         data = pa.Table.from_pylist([record.to_row()], schema=RUNS_SCHEMA)
-        self._table().merge_insert("run_id").when_matched_update_all().when_not_matched_insert_all().execute(data)
+        retry_commit(
+            lambda: self._table().merge_insert("run_id").when_matched_update_all().when_not_matched_insert_all().execute(data),
+            f"ledger row {record.run_id}",
+        )
+
+    def mark_interrupted(self, table_name: str, current_run_id: str) -> list[str]:
+        """Rows of ``table_name`` still 'running' that are not ``current_run_id`` become
+        'interrupted'. Only call this while holding the table's write lock: then no
+        other run on the table is alive, so those runs died without a word (SIGKILL,
+        power loss). Returns their run ids."""
+        t = open_table_if_exists(self.db, RUNS_TABLE)
+        if t is None:
+            return []
+        where = f"table_name = {quote(table_name)} AND status = 'running' AND run_id != {quote(current_run_id)}"
+        stale = [r["run_id"] for r in t.search().where(where).select(["run_id"]).limit(None).to_list()]
+        if stale:
+            msg = f"interrupted: the process ended without finishing (killed or crashed); run {current_run_id} found it still running"
+            retry_commit(lambda: t.update(where=where, values={"status": "interrupted", "error": msg}), "marking interrupted runs")
+        return stale
 
     def runs(self, flow: str | None = None) -> list[dict[str, Any]]:
         """All runs, oldest first, with JSON columns decoded."""

@@ -3,12 +3,19 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
+
+# Written inside an export, last: which table version the export holds. Readers skip
+# it (pyarrow ignores names starting with '_'; DuckDB and Polars glob *.parquet).
+MARKER = "_grainline_export.json"
 
 
 def default_export_dir(db_uri: str, table_name: str) -> str:
@@ -20,13 +27,48 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def _marker_text(table: Any, version: int | None, rows: int) -> str:
+    return json.dumps({"table": getattr(table, "name", None), "version": version, "rows": rows,
+                       "exported_at": datetime.now(timezone.utc).isoformat()})
+
+
+def exported_version(out_dir: str) -> int | None:
+    """The table version an export was made from, or None when there is no complete
+    export (never made, interrupted, or made before versions were recorded)."""
+    try:
+        if _is_local(out_dir):
+            text = (Path(out_dir.removeprefix("file://")) / MARKER).read_text()
+        else:
+            import pyarrow.fs as pafs
+
+            fs, path = pafs.FileSystem.from_uri(out_dir)
+            with fs.open_input_stream(f"{path}/{MARKER}") as f:
+                text = f.read().decode()
+        return json.loads(text).get("version")
+    except (OSError, ValueError):
+        return None
+
+
+def _clear_leftovers(final: Path) -> None:
+    """Remove the temporary and replaced exports of writers that died mid-export. Only
+    called while holding the export lock, so no live writer owns them."""
+    for p in final.parent.glob(f".{final.name}.tmp-*"):
+        shutil.rmtree(p, ignore_errors=True)
+    for p in final.parent.glob(f".{final.name}.old-*"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
 def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
     """Write every row of a LanceDB table to Parquet under ``out_dir``, streaming in
-    batches. A local export is written beside the old one and swapped in, so readers
-    never see half an export. Returns the number of rows written."""
+    batches, with a marker naming the table version it holds (:func:`exported_version`).
+
+    A local export is written beside the old one and swapped in under a file lock, so
+    readers never see half an export and a writer killed mid-way leaves the previous
+    export (or none) in place. Returns the number of rows written."""
     import pyarrow.dataset as ds
 
     schema: pa.Schema = table.schema
+    version = getattr(table, "version", None)
     count = 0
 
     def batches():
@@ -38,22 +80,43 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
 
     partitioning = ds.partitioning(pa.schema([schema.field("strategy")]), flavor="hive")
     if _is_local(out_dir):
+        from filelock import FileLock
+
         final = Path(out_dir.removeprefix("file://"))
-        tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-        ds.write_dataset(
-            batches(), tmp, schema=schema, format="parquet", partitioning=partitioning,
-            basename_template="part-{i}.parquet", max_rows_per_file=1_000_000, max_rows_per_group=16_384,
-        )
-        old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(final.with_name(f".{final.name}.lock")), thread_local=False):
+            _clear_leftovers(final)
+            tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
+            ds.write_dataset(
+                batches(), tmp, schema=schema, format="parquet", partitioning=partitioning,
+                basename_template="part-{i}.parquet", max_rows_per_file=1_000_000, max_rows_per_group=16_384,
+            )
+            marker = tmp / MARKER
+            marker.write_text(_marker_text(table, version, count))
+            with open(marker, "rb+") as f:
+                os.fsync(f.fileno())
+            old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+            # Two renames: in between there is no export at all (never half of one).
+            if final.exists():
+                final.rename(old)
+            tmp.rename(final)
+            shutil.rmtree(old, ignore_errors=True)
     else:
+        # Object stores cannot swap a folder: drop the marker first and write it last,
+        # so an export interrupted mid-way is known to be incomplete and redone.
+        import pyarrow.fs as pafs
+
+        fs, path = pafs.FileSystem.from_uri(out_dir)
+        try:
+            fs.delete_file(f"{path}/{MARKER}")
+        except (OSError, FileNotFoundError):
+            pass
         ds.write_dataset(
             batches(), out_dir, schema=schema, format="parquet", partitioning=partitioning,
             basename_template="part-{i}.parquet", existing_data_behavior="delete_matching",
         )
+        with fs.open_output_stream(f"{path}/{MARKER}") as f:
+            f.write(_marker_text(table, version, count).encode())
     return count
 
 

@@ -232,27 +232,55 @@ def test_any_model_path_works_and_gets_its_own_table(tmp_path, embedder):
     assert hits[0].row["doc_id"] == "tides.txt"
 
 
-def test_a_failed_run_restores_the_table_and_says_so(tmp_path, embedder):
+@pytest.mark.parametrize("on_error", ["keep", "restore"])
+def test_a_failed_run_restores_the_table_and_says_so(tmp_path, embedder, on_error):
+    """on_error=keep leaves the whole documents committed before the failure (a re-run
+    resumes and embeds only the rest); on_error=restore rolls the table back. Either
+    way the ledger says failed, with the version before the run."""
     from grainline.documents import Document
 
     src = write_files(tmp_path / "src", CORPUS)
     db = tmp_path / "db"
     good = run_ingest(settings(src, db, strategies="paragraph"))
     before = sorted((r["chunk_id"], r["text"]) for r in table_rows(db, embedder))
+    new_docs = [Document(f"new-{i}", f"New document {i} about coral reefs and their fish.") for i in range(6)]
 
-    def documents():
+    def documents(fail: bool):
         # new documents are written batch by batch, then the source breaks mid-run
-        for i in range(4):
-            yield Document(f"new-{i}", f"New document {i} about coral reefs and their fish.")
-        raise OSError("source went away mid-run")
+        yield from new_docs[:4]
+        if fail:
+            raise OSError("source went away mid-run")
+        yield from new_docs[4:]
 
+    broken = settings("dataset:broken", db, strategies="paragraph", batch_docs=1, on_error=on_error)
     with pytest.raises(OSError, match="source went away"):
-        run_ingest(settings("dataset:broken", db, strategies="paragraph", batch_docs=1), documents=documents())
+        run_ingest(broken, documents=documents(fail=True))
     after = sorted((r["chunk_id"], r["text"]) for r in table_rows(db, embedder))
-    assert after == before
     failed = Ledger(str(db)).runs("ingest")[-1]
     assert failed["status"] == "failed" and failed["version_before"] == good.version_after
-    assert "source went away" in failed["error"] and f"restored to version {good.version_after}" in failed["error"]
+    assert "source went away" in failed["error"]
+    if on_error == "restore":
+        assert after == before
+        assert f"restored to version {good.version_after}" in failed["error"]
+        return
+    # keep: the four documents written before the error stay, whole
+    new_rows = [r for r in table_rows(db, embedder) if r["doc_id"].startswith("new-")]
+    assert {r["doc_id"] for r in new_rows} == {f"new-{i}" for i in range(4)}
+    assert sorted(after) == sorted(before + [(r["chunk_id"], r["text"]) for r in new_rows])
+    assert failed["version_after"] == good.version_after + 4
+    restore_cmd = f"grainline restore {good.version_after} --db {db} --table {embedder.identity.table_name}"
+    assert restore_cmd in failed["error"], failed["error"]
+    # the re-run embeds only the two documents the failed run never reached
+    rerun = run_ingest(broken, documents=documents(fail=False))
+    assert (rerun.counts.docs_unchanged, rerun.counts.docs_added, rerun.counts.chunks_embedded) == (4, 2, 2)
+    # and the documented command rolls the table back to the version before the failed run
+    from typer.testing import CliRunner
+
+    from grainline.cli import app
+
+    res = CliRunner().invoke(app, restore_cmd.split()[1:])
+    assert res.exit_code == 0, res.output
+    assert sorted((r["chunk_id"], r["text"]) for r in table_rows(db, embedder)) == before
 
 
 def test_int8_fast_path_stays_close_to_fp32_and_gets_its_own_table(embedder):

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from grainline.storage.chunks import ChunkStore
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord
-from grainline.storage.parquet import export_table, read_export
+from grainline.storage.parquet import MARKER, export_table, exported_version, read_export
 from grainline.storage.schema import chunks_schema
 
 DIM = 4
@@ -104,15 +104,24 @@ def test_parquet_export_round_trip_partitioned_by_strategy(tmp_path):
     store.upsert_documents(t, ["a", "b"], ["paragraph-1", "sentence-1"])
     out = tmp_path / "export"
     assert export_table(store.table, str(out)) == 3
-    assert sorted(p.name for p in out.iterdir()) == ["strategy=paragraph", "strategy=sentence"]
+    # the partitions, and the marker naming the table version the export holds (readers skip it)
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "strategy=paragraph", "strategy=sentence"]
+    assert exported_version(str(out)) == store.version()
     back = read_export(str(out)).sort_by("chunk_id")
     assert back.column("chunk_id").to_pylist() == ["a1", "a2", "b1"]
     assert back.column("strategy").to_pylist() == ["paragraph", "sentence", "sentence"]
     assert back.column("vector").to_pylist() == t.sort_by("chunk_id").column("vector").to_pylist()
-    # a second export replaces the first rather than adding to it
+    # a second export replaces the first rather than adding to it, and clears what an
+    # export killed mid-way left beside it (it never replaced the complete one)
+    dead = tmp_path / ".export.tmp-deadbeef" / "strategy=sentence"
+    dead.mkdir(parents=True)
+    (dead / "part-0.parquet").write_bytes(b"half a file")
     store.delete("doc_id = 'b'")
     export_table(store.table, str(out))
     assert read_export(str(out)).num_rows == 2
+    assert exported_version(str(out)) == store.version()
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".export")) == [".export.lock"]
+    assert exported_version(str(tmp_path / "never-exported")) is None
 
 
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

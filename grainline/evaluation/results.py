@@ -8,6 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from grainline.storage.chunks import connect, open_table_if_exists
+from grainline.storage.locks import retry_commit
 from grainline.storage.parquet import default_export_dir, export_table
 from grainline.storage.sql import quote
 
@@ -82,9 +83,10 @@ def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) 
     table = open_table_if_exists(conn, EVAL_TABLE)
     data = pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
     if table is None:
-        table = conn.create_table(EVAL_TABLE, data=data, exist_ok=True)
-    else:
-        table.add(data)
+        # Created empty, then appended to: create_table(data=..., exist_ok=True) drops
+        # the data when another evaluation created the table a moment before.
+        table = retry_commit(lambda: conn.create_table(EVAL_TABLE, schema=EVAL_SCHEMA, exist_ok=True), "creating eval_results")
+    retry_commit(lambda: table.add(data), f"eval_results rows of {rows[0]['run_id'] if rows else 'a run'}")
     if export:
         out = default_export_dir(db_uri, EVAL_TABLE)
         export_table(table, out)

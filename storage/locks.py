@@ -1,0 +1,110 @@
+"""Writers of one table take turns: an inter-process file lock per (database, table)
+for local databases, and a retry with backoff for commits that lose a race.
+
+Object stores (s3://, gs://, az://, ...) have no file to lock; there the Prefect flow's
+global concurrency limit keeps writers of one table apart (see ``flows/ingest.py``)."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Callable, TypeVar
+
+log = logging.getLogger("grainline.storage")
+
+T = TypeVar("T")
+
+LOCK_DIR = "_locks"
+
+
+class TableLockTimeout(TimeoutError):
+    """Another process kept writing the table for longer than we were willing to wait."""
+
+
+def is_local(db_uri: str) -> bool:
+    """A database on this machine's file system (a plain path or file://)."""
+    return "://" not in db_uri or db_uri.startswith("file://")
+
+
+def lock_path(db_uri: str, table: str) -> Path:
+    """``<db>/_locks/<table>.lock``: beside the tables, so every process that opens the
+    same database folder finds the same lock."""
+    return Path(db_uri.removeprefix("file://")) / LOCK_DIR / f"{table}.lock"
+
+
+class TableLock:
+    """Exclusive write access to one table of a local database, across processes.
+
+    Backed by an OS lock (``flock``), so a writer that is killed releases it at once.
+    For an object-store database this is a no-op (``held`` stays False)."""
+
+    def __init__(self, db_uri: str, table: str, timeout_s: float) -> None:
+        self.db_uri, self.table, self.timeout_s = db_uri, table, timeout_s
+        self.path = lock_path(db_uri, table) if is_local(db_uri) else None
+        self._lock = None
+        self.waited_s = 0.0
+
+    @property
+    def held(self) -> bool:
+        return self._lock is not None and self._lock.is_locked
+
+    def acquire(self) -> "TableLock":
+        """Wait (up to ``timeout_s``) for the table; raise :class:`TableLockTimeout` naming it."""
+        if self.path is None:
+            return self
+        from filelock import FileLock, Timeout
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # thread_local=False: the flow may finish a run in another thread than the one
+        # that started it.
+        lock = FileLock(str(self.path), timeout=self.timeout_s, thread_local=False)
+        t0 = time.monotonic()
+        try:
+            lock.acquire()
+        except Timeout:
+            raise TableLockTimeout(
+                f"table {self.table!r} in {self.db_uri!r} is being written by another run: "
+                f"waited {self.timeout_s:g}s for the lock {self.path}"
+            ) from None
+        self.waited_s = time.monotonic() - t0
+        if self.waited_s > 1:
+            log.info("waited %.1fs for the write lock of table %s", self.waited_s, self.table)
+        self._lock = lock
+        return self
+
+    def release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self) -> "TableLock":
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """LanceDB reports a lost commit race as an error whose message says 'commit
+    conflict' (retryable or not after its own retries) or 'write contention'; the
+    Python type differs between releases (OSError, RuntimeError), the wording does not."""
+    msg = str(exc).lower()
+    return "commit conflict" in msg or "write contention" in msg
+
+
+def retry_commit(fn: Callable[[], T], what: str, attempts: int = 8, base_s: float = 0.05, max_s: float = 5.0) -> T:
+    """Run a write, retrying it with jittered exponential backoff while it loses commit
+    races. Only for writes that are safe to repeat (upserts on a key, appends of rows
+    that failed as a whole)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:  # noqa: BLE001 - filtered by message just below
+            if attempt == attempts or not is_commit_conflict(exc):
+                raise
+            delay = min(max_s, base_s * 2 ** (attempt - 1)) * (0.5 + random.random())
+            log.warning("%s lost a commit race (attempt %d of %d), retrying in %.2fs: %s", what, attempt, attempts, delay, exc)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
