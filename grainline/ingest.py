@@ -25,6 +25,7 @@ from grainline.embedding import Embedder, EmbedderSettings
 from grainline.readers import ReaderSettings, open_source
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
+from grainline.storage.maintenance import MaintenanceSettings, maintain_after_run
 from grainline.storage.parquet import default_export_dir, export_table
 
 log = logging.getLogger("grainline.ingest")
@@ -58,6 +59,8 @@ class IngestSettings(BaseModel):
     table: str | None = None
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     reader: ReaderSettings = Field(default_factory=ReaderSettings)
+    # Compaction, pruning and indexes after every successful run (storage/maintenance.py).
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -381,6 +384,8 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
         except Exception as exc:  # noqa: BLE001 - the ledger must still say what happened
             rec.error += f"; restoring version {rec.version_before} failed: {exc!r}"
     rec.version_after = ctx.store.version()
+    if error is None and ctx.store.exists:
+        maintain_after_run(ctx.store.table, ctx.settings.maintenance, rec)
     ctx.ledger.write(rec)
     return rec
 
