@@ -198,3 +198,36 @@ def test_ingestion_runs_maintenance_and_records_it(tmp_path, embedder):
     assert stored["fragments"] == rec.fragments and stored["maintenance"]["table"] == rec.table_name
     off = run_ingest(settings.model_copy(update={"maintenance": MaintenanceSettings(enabled=False)}))
     assert off.maintenance is None and Ledger(db).runs()[-1]["fragments"] is None
+
+
+def test_evaluation_tags_the_versions_it_read_and_pruning_keeps_them(tmp_path, embedder):
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.runner import EvalSettings, run_eval
+    from grainline.storage.chunks import connect
+
+    from .test_evaluate import write_spans_fixture
+
+    db = str(tmp_path / "db")
+    run = run_eval(EvalSettings(
+        dataset=f"spans:{write_spans_fixture(tmp_path / 'spans')}", strategies=["sentence"], methods=["dense", "bm25"],
+        db=db, reports_dir=str(tmp_path / "reports"), n_bootstrap=100, n_permutations=100,
+        embedder=EmbedderSettings(device="cpu"),
+    ))
+    (cfg,) = {(c.table_name, c.table_version, c.table_tag) for c in run.configs}
+    name, version, tag = cfg
+    assert tag == run.run_id and tag.startswith("eval-")
+    stored = connect(db).open_table("eval_results").to_arrow().to_pylist()
+    assert {(r["table_name"], r["table_version"], r["table_tag"]) for r in stored} == {cfg}
+    table = connect(db).open_table(name)
+    assert table.tags.list()[tag]["version"] == version
+    table.checkout(tag)
+    read_then = table.to_arrow().sort_by("chunk_id")
+    table.checkout_latest()
+
+    table.delete("doc_id = 'bees'")  # the table moves on after the evaluation
+    time.sleep(1.2)
+    maintain(table, AGGRESSIVE)
+    assert table.count_rows() < read_then.num_rows
+    assert version in [v["version"] for v in table.list_versions()]
+    table.checkout(tag)
+    assert table.to_arrow().sort_by("chunk_id").equals(read_then)

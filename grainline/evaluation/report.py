@@ -35,7 +35,8 @@ def markdown(run: EvalRun) -> str:
         + f", {len(ds.skipped_queries)} skipped for lack of gold labels; {len(ds.documents)} documents.",
         f"Model `{run.model_id}`, long articles: `{run.settings.long_article}`. Tables (one per strategy, so BM25's "
         "statistics come from one granularity): "
-        + ", ".join(f"`{t}` v{v}" for t, v in dict.fromkeys((c.table_name, c.table_version) for c in run.configs)) + ".",
+        + ", ".join(f"`{t}` v{v}" + (f" (tag `{g}`)" if g else "")
+                    for t, v, g in dict.fromkeys((c.table_name, c.table_version, c.table_tag) for c in run.configs)) + ".",
         "",
         "Each cell: mean over queries [95% bootstrap interval]. **▲** best in its column; "
         f"**≈** not significantly different from the best (paired permutation test, p ≥ {ALPHA}); "

@@ -9,6 +9,7 @@ import pyarrow as pa
 
 from grainline.storage.chunks import connect, open_table_if_exists
 from grainline.storage.parquet import default_export_dir, export_table
+from grainline.storage.schema import add_missing_columns
 from grainline.storage.sql import quote
 
 EVAL_TABLE = "eval_results"
@@ -34,6 +35,7 @@ EVAL_SCHEMA = pa.schema(
         pa.field("table_name", pa.string()),
         pa.field("table_version", pa.int64()),
         pa.field("sample", pa.int64()),
+        pa.field("table_tag", pa.string()),  # tag on (table_name, table_version); pruning keeps it
     ]
 )
 
@@ -84,6 +86,7 @@ def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) 
     if table is None:
         table = conn.create_table(EVAL_TABLE, data=data, exist_ok=True)
     else:
+        add_missing_columns(table, EVAL_SCHEMA)  # an eval_results table from an older grainline
         table.add(data)
     if export:
         out = default_export_dir(db_uri, EVAL_TABLE)
