@@ -22,6 +22,7 @@ from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
 from grainline.readers import ReaderSettings
 from grainline.storage.chunks import DEFAULT_DB
 from grainline.storage.ledger import RunCounts
+from grainline.storage.maintenance import MaintenanceSettings
 
 from .retry import retry_transient
 
@@ -155,12 +156,14 @@ def ingest_flow(
     dask_workers: int = 2,
     reader: dict[str, Any] | None = None,
     chunker_overrides: dict[str, dict[str, Any]] | None = None,
+    maintain: bool = True,
 ) -> dict[str, Any]:
     """Ingest ``source`` (folder, file or glob) with the given strategies; returns the
     run's ledger record as a dict and publishes its counts as a Markdown artifact.
 
     ``runner``: ``local`` (default), ``dask`` (a local cluster of ``dask_workers``
-    processes) or ``dask://HOST:PORT`` (an existing scheduler)."""
+    processes) or ``dask://HOST:PORT`` (an existing scheduler). ``maintain``: compact,
+    prune and index the table after a successful run."""
     settings = core.IngestSettings(
         source=source,
         strategies=strategies,
@@ -172,6 +175,7 @@ def ingest_flow(
         chunker_overrides=chunker_overrides or {},
         embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress),
         reader=ReaderSettings(**(reader or {})),
+        maintenance=MaintenanceSettings(enabled=maintain),
     )
     if runner == "local":
         return _ingest(settings, in_flight=1)

@@ -253,3 +253,26 @@ def maintain_after_run(table: Any, settings: MaintenanceSettings, record: Any) -
     record.maintenance = report.as_dict()
     record.counts.add_time("maintain", report.seconds)
     return report
+
+
+def maintain_table(db_uri: str, table_name: str, settings: MaintenanceSettings | None = None) -> MaintenanceReport:
+    """Maintain one table of a database by hand, and record it in the ledger as a
+    ``maintain`` run."""
+    from .chunks import connect, open_table_if_exists
+    from .ledger import Ledger, RunRecord, utcnow
+
+    settings = settings or MaintenanceSettings()
+    table = open_table_if_exists(connect(db_uri), table_name)
+    if table is None:
+        raise ValueError(f"no table {table_name!r} in {db_uri!r}")
+    rec = RunRecord(
+        run_id=f"maintain-{utcnow():%Y%m%dT%H%M%S}-{table.version}", flow="maintain", source="", table_name=table_name,
+        model_id="", parameters=settings.model_dump(), version_before=table.version,
+    )
+    report = maintain(table, settings)
+    rec.fragments, rec.versions, rec.unindexed_rows = report.after.fragments, report.after.versions, report.after.unindexed_rows
+    rec.maintenance = report.as_dict()
+    rec.counts.add_time("maintain", report.seconds)
+    rec.status, rec.finished, rec.version_after = "completed", utcnow(), report.version_after
+    Ledger(db_uri).write(rec)
+    return report

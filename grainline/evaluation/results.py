@@ -93,3 +93,19 @@ def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) 
         export_table(table, out)
         return out
     return None
+
+
+def latest_by_model(db_uri: str, dataset: str, split: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """model_id -> the rows of that model's latest run on ``dataset`` (and ``split``):
+    what a comparison of models reads. Each model has its own tables, so the runs are
+    independent; run the evaluation once per model first."""
+    table = open_table_if_exists(connect(db_uri), EVAL_TABLE)
+    if table is None:
+        return {}
+    where = f"dataset = {quote(dataset)}" + (f" AND split = {quote(split)}" if split else "")
+    rows = table.search().where(where).limit(None).to_arrow().to_pylist()
+    latest: dict[str, tuple[Any, str]] = {}
+    for r in rows:
+        if r["model_id"] not in latest or r["time"] > latest[r["model_id"]][0]:
+            latest[r["model_id"]] = (r["time"], r["run_id"])
+    return {m: [r for r in rows if r["run_id"] == run_id] for m, (_, run_id) in sorted(latest.items())}
