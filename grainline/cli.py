@@ -208,6 +208,7 @@ def maintain(
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     prune_days: float = typer.Option(7.0, "--prune-days", help="Prune versions older than this (tagged ones and the newest --keep-versions stay)."),
     keep_versions: int = typer.Option(10, "--keep-versions"),
+    drop_eval_tags_days: float = typer.Option(None, "--drop-eval-tags-days", help="Delete evaluation tags older than this first (default: keep them)."),
     prune: bool = typer.Option(True, "--prune/--no-prune"),
     index: bool = typer.Option(True, "--index/--no-index", help="Build or retrain the IVF_PQ vector index (from 256 rows)."),
 ) -> None:
@@ -217,7 +218,8 @@ def maintain(
     from grainline.storage.maintenance import MaintenanceSettings, maintain_table
 
     try:
-        settings = MaintenanceSettings(prune=prune, prune_older_than_days=prune_days, keep_versions=keep_versions, vector_index=index)
+        settings = MaintenanceSettings(prune=prune, prune_older_than_days=prune_days, keep_versions=keep_versions, vector_index=index,
+                                       drop_eval_tags_older_than_days=drop_eval_tags_days)
         if table is None:
             from grainline.embedding import EmbedderSettings
             from grainline.ingest import get_embedder

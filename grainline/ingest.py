@@ -383,9 +383,9 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
             rec.error += f"; table restored to version {rec.version_before} (now version {restored})"
         except Exception as exc:  # noqa: BLE001 - the ledger must still say what happened
             rec.error += f"; restoring version {rec.version_before} failed: {exc!r}"
-    rec.version_after = ctx.store.version()
     if error is None and ctx.store.exists:
         maintain_after_run(ctx.store.table, ctx.settings.maintenance, rec)
+    rec.version_after = ctx.store.version()
     ctx.ledger.write(rec)
     return rec
 

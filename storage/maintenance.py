@@ -50,6 +50,9 @@ class MaintenanceSettings(BaseModel):
     # Train the index again once the table holds this many times the rows it was trained on.
     retrain_growth: float = Field(default=2.0, gt=1.0)
     fts_index: bool = True
+    # Evaluation tags (``eval-...``) older than this are deleted, so pruning can pass
+    # them; None keeps them (and the versions from the oldest one on) for ever.
+    drop_eval_tags_older_than_days: float | None = Field(default=None, ge=0)
 
 
 @dataclass
@@ -151,6 +154,17 @@ def prune_window(table: Any, settings: MaintenanceSettings, now: datetime | None
     return max(now - cutoff, timedelta(0)) + _CLOCK_MARGIN, why
 
 
+def drop_old_eval_tags(table: Any, days: float, now: datetime | None = None) -> list[str]:
+    """Delete the ``eval-`` tags on versions older than ``days``; returns their names."""
+    now = now or datetime.now()
+    when = {v["version"]: v["timestamp"] for v in table.list_versions()}
+    old = [name for name, t in table.tags.list().items()
+           if name.startswith("eval-") and t["version"] in when and now - when[t["version"]] > timedelta(days=days)]
+    for name in sorted(old):
+        table.tags.delete(name)
+    return sorted(old)
+
+
 def _optimize(table: Any, older_than: timedelta) -> None:
     with warnings.catch_warnings():
         # A zero window warns about concurrent readers; the window here is never zero.
@@ -198,6 +212,11 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
     t0 = time.perf_counter()
     before = figures(table)
     report = MaintenanceReport(table=table.name, before=before, after=before)
+    if settings.drop_eval_tags_older_than_days is not None:
+        dropped = drop_old_eval_tags(table, settings.drop_eval_tags_older_than_days, now)
+        if dropped:
+            report.actions.append(f"deleted {len(dropped)} evaluation tags older than "
+                                  f"{settings.drop_eval_tags_older_than_days:g} days: {', '.join(dropped)}")
     if settings.compact:
         # Compact and fold new rows into the indexes first, then prune with a window
         # computed just before: the two clocks then differ by milliseconds.

@@ -159,6 +159,11 @@ def test_tagged_versions_survive_aggressive_pruning(tmp_path):
     assert table.to_arrow().sort_by("chunk_id").equals(rows_then)
     table.checkout_latest()
 
+    # once evaluation tags may go (after N days), pruning passes them too
+    rep = maintain(table, AGGRESSIVE.model_copy(update={"drop_eval_tags_older_than_days": 0}))
+    assert table.tags.list() == {} and tagged not in [v["version"] for v in table.list_versions()]
+    assert any("deleted 1 evaluation tags" in a for a in rep.actions)
+
 
 def test_ledger_migrates_a_runs_table_from_the_old_schema(tmp_path):
     import lancedb
