@@ -129,10 +129,11 @@ def reembed(
         rec.counts, rec.finished, rec.version_after = counts, utcnow(), target.version()
         ledger.write(rec)
         raise
-    rec.counts, rec.finished, rec.status, rec.version_after = counts, utcnow(), "completed", target.version()
+    rec.counts, rec.status = counts, "completed"
     rec.parameters["chunks_checked"] = n_checked
     if target.exists:
         maintain_after_run(target.table, maintenance or MaintenanceSettings(), rec)
+    rec.finished, rec.version_after = utcnow(), target.version()
     ledger.write(rec)
     return rec
 

@@ -221,7 +221,8 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
         # Compact and fold new rows into the indexes first, then prune with a window
         # computed just before: the two clocks then differ by milliseconds.
         _optimize(table, _NEVER)
-        report.actions.append("compacted fragments, folded new rows into the indexes")
+        report.actions.append(f"optimize: fragments {before.fragments} -> {figures(table).fragments}, "
+                              f"{before.unindexed_rows if before.vector_index else 0} new rows folded into the vector index")
         older_than, why = prune_window(table, settings, now)
         if older_than < _NEVER:
             n = len(table.list_versions())
