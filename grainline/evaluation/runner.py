@@ -170,7 +170,10 @@ def tag_version(db: str, table_name: str, run_id: str) -> tuple[int, str]:
     ensure_fts_index(table)
     tag = re.sub(r"[^A-Za-z0-9._-]", "_", run_id if run_id.startswith("eval") else f"eval-{run_id}")
     version = table.version
-    table.tags.create(tag, version)
+    if tag in table.tags.list():  # a retried ingestion step of the same run
+        table.tags.update(tag, version)
+    else:
+        table.tags.create(tag, version)
     return version, tag
 
 
