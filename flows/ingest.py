@@ -23,6 +23,7 @@ from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
 from grainline.readers import ReaderSettings
 from grainline.storage.chunks import DEFAULT_DB
 from grainline.storage.ledger import RunCounts
+from grainline.storage.maintenance import MaintenanceSettings
 
 from .retry import retry_transient
 
@@ -158,13 +159,15 @@ def ingest_flow(
     chunker_overrides: dict[str, dict[str, Any]] | None = None,
     head: str | None = None,
     on_error: str = "keep",
+    maintain: bool = True,
 ) -> dict[str, Any]:
     """Ingest ``source`` (folder, file or glob) with the given strategies; returns the
     run's ledger record as a dict and publishes its counts as a Markdown artifact.
 
     ``runner``: ``local`` (default), ``dask`` (a local cluster of ``dask_workers``
     processes) or ``dask://HOST:PORT`` (an existing scheduler). ``on_error``: ``keep``
-    (default; a re-run resumes) or ``restore`` (roll the table back on failure)."""
+    (default; a re-run resumes) or ``restore`` (roll the table back on failure).
+    ``maintain``: compact, prune and index the table after a successful run."""
     settings = core.IngestSettings(
         source=source,
         strategies=strategies,
@@ -177,6 +180,7 @@ def ingest_flow(
         on_error=on_error,
         embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress, head=head),
         reader=ReaderSettings(**(reader or {})),
+        maintenance=MaintenanceSettings(enabled=maintain),
     )
     if runner == "local":
         return _ingest(settings, in_flight=1)

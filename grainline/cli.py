@@ -74,6 +74,7 @@ def ingest(
     parquet: bool = typer.Option(True, "--parquet/--no-parquet", help="Export the table to Parquet after the run."),
     strict: bool = typer.Option(False, "--strict", help="Exit non-zero when any document failed."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar while embedding."),
+    maintain_after: bool = typer.Option(True, "--maintain/--no-maintain", help="Compact, prune and index the table after the run."),
     runner: str = typer.Option("local", "--runner", help="local, dask (a local cluster) or dask://HOST:PORT."),
     dask_workers: int = typer.Option(2, "--dask-workers", help="Workers of a local Dask cluster."),
     chunk: list[str] = typer.Option([], "--chunk", help="Chunker setting, repeatable: paragraph.max_tokens=200, sentence.min_tokens=3, ..."),
@@ -98,7 +99,7 @@ def ingest(
             source=source, strategies=strategy, model=model, device=device, precision=precision, batch_size=batch_size,
             db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
             export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers, head=head,
-            on_error=on_error,
+            on_error=on_error, maintain=maintain_after,
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
@@ -174,7 +175,9 @@ def runs(
             f"{r['run_id']}  {r['flow']}  {r['status']}  {r['started']:%Y-%m-%d %H:%M:%S}  seen {r['docs_seen']} "
             f"added {r['docs_added']} updated {r['docs_updated']} unchanged {r['docs_unchanged']} "
             f"deleted {r['docs_deleted']} failed {r['docs_failed']}  chunks {r['chunks_written']}  "
-            f"v{r['version_before']}->v{r['version_after']}" + (f"  error: {r['error']}" if r["error"] else "")
+            f"v{r['version_before']}->v{r['version_after']}"
+            + (f"  fragments {r['fragments']} versions {r['versions']} unindexed {r['unindexed_rows']}" if r.get("fragments") is not None else "")
+            + (f"  error: {r['error']}" if r["error"] else "")
         )
 
 
@@ -209,6 +212,71 @@ def restore(
     except (ValueError, TableLockTimeout) as exc:
         _fail(str(exc))
     typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)")
+
+
+@app.command()
+def maintain(
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    table: str = typer.Option(None, "--table", help="Table name (default: the chunks table of --model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    prune_days: float = typer.Option(7.0, "--prune-days", help="Prune versions older than this (tagged ones and the newest --keep-versions stay)."),
+    keep_versions: int = typer.Option(10, "--keep-versions"),
+    drop_eval_tags_days: float = typer.Option(None, "--drop-eval-tags-days", help="Delete evaluation tags older than this first (default: keep them)."),
+    prune: bool = typer.Option(True, "--prune/--no-prune"),
+    index: bool = typer.Option(True, "--index/--no-index", help="Build or retrain the IVF_PQ vector index (from 256 rows)."),
+) -> None:
+    """Compact, prune and index a table now: what runs after every ingestion."""
+    from pydantic import ValidationError
+
+    from grainline.storage.maintenance import MaintenanceSettings, maintain_table
+
+    try:
+        settings = MaintenanceSettings(prune=prune, prune_older_than_days=prune_days, keep_versions=keep_versions, vector_index=index,
+                                       drop_eval_tags_older_than_days=drop_eval_tags_days)
+        if table is None:
+            from grainline.embedding import EmbedderSettings
+            from grainline.ingest import get_embedder
+
+            table = get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
+        rep = maintain_table(db, table, settings)
+    except (ValueError, ValidationError) as exc:
+        _fail(str(exc))
+    b, a = rep.before, rep.after
+    typer.echo(f"table {rep.table}: {a.rows} rows, {rep.seconds:.2f} s")
+    typer.echo(f"  fragments {b.fragments} -> {a.fragments}, versions {b.versions} -> {a.versions}, "
+               f"unindexed rows {b.unindexed_rows} -> {a.unindexed_rows}, vector index {a.vector_index or 'none (exact search)'}")
+    for action in rep.actions:
+        typer.echo(f"  - {action}")
+
+
+@app.command()
+def reembed(
+    from_table: str = typer.Option(..., "--from-table", help="Chunks table whose chunks are reused (see `grainline runs`)."),
+    model: str = typer.Option(..., "--model", help="The new model: sentence-transformers name or local path."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    device: str = typer.Option("auto", "--device"),
+    precision: str = typer.Option("auto", "--precision"),
+    batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
+    batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
+) -> None:
+    """Embed an existing table's chunks with another model, into that model's table:
+    no source is read and nothing is chunked."""
+    from pydantic import ValidationError
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.reembed import reembed as do_reembed
+
+    try:
+        rec = do_reembed(db, from_table, EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size),
+                         batch_docs=batch_docs)
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    c = rec.counts
+    typer.echo(f"run {rec.run_id} {rec.status}: {from_table} -> {rec.table_name} (model {rec.model_id}) "
+               f"v{rec.version_before} -> v{rec.version_after}")
+    typer.echo(f"  documents: {c.docs_seen} seen, {c.docs_added} added, {c.docs_updated} updated, {c.docs_unchanged} unchanged")
+    typer.echo(f"  chunks: {c.chunks_written} written, {c.chunks_embedded} embedded, {c.chunks_reused} reused; nothing chunked")
+    typer.echo("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in c.stage_seconds.items()))
 
 
 @app.command()
@@ -279,6 +347,23 @@ def eval_cmd(
     for p in result["plots"]:
         typer.echo(f"plot:   {p}")
     typer.secho(state.message or "", bold=True)
+
+
+@app.command("eval-compare")
+def eval_compare(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name as in the report (e.g. scifact, squad-dev-v1.1)."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    split: str = typer.Option(None, "--split"),
+    metric: str = typer.Option("ndcg@10,recall@5,answer@100tok", "--metric", help="Comma-separated metrics."),
+) -> None:
+    """Compare models: the latest evaluation run of each model on one dataset, side by side."""
+    from grainline.evaluation.report import compare_models_markdown
+    from grainline.evaluation.results import latest_by_model
+
+    by_model = latest_by_model(db, dataset, split)
+    if not by_model:
+        _fail(f"no evaluation results for dataset {dataset!r} in {db!r}; run `grainline eval --model ...` once per model")
+    typer.echo(compare_models_markdown(by_model, [m.strip() for m in metric.split(",") if m.strip()]))
 
 
 @app.command()

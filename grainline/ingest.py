@@ -28,6 +28,7 @@ from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
 from grainline.storage.locks import TableLock
+from grainline.storage.maintenance import MaintenanceSettings, maintain_after_run
 from grainline.storage.parquet import default_export_dir, exported_version, export_table
 
 log = logging.getLogger("grainline.ingest")
@@ -66,6 +67,8 @@ class IngestSettings(BaseModel):
     on_error: Literal["keep", "restore"] = "keep"
     # How long a run waits for another process writing the same (local) table.
     lock_timeout_s: float = Field(default=6 * 3600, ge=0)
+    # Compaction, pruning and indexes after every successful run (storage/maintenance.py).
+    maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -399,6 +402,7 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
 
 def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> RunRecord:
     rec = ctx.record
+    rec.counts = counts  # maintenance adds its time to the record's counts
     if error is None:
         if ctx.settings.sync == "full":
             t0 = time.perf_counter()
@@ -411,6 +415,10 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
                 for d in gone:
                     ctx.states.pop(d, None)
             counts.add_time("delete", time.perf_counter() - t0)
+        if ctx.store.exists:
+            # Before the export: maintenance commits versions, and the export records the
+            # version it holds (exporting first would make every next run export again).
+            maintain_after_run(ctx.store.table, ctx.settings.maintenance, rec)
         # Exported when the export does not hold the table's current version: this run
         # changed it, or an earlier run died before (or while) exporting.
         if ctx.settings.export_parquet and ctx.store.exists and exported_version(export_dir(ctx)) != ctx.store.version():

@@ -1,4 +1,8 @@
-"""Querying a chunks table: dense (cosine) search within one strategy."""
+"""Querying a chunks table: dense (cosine) search within one strategy.
+
+With a vector index (built by maintenance once a table has enough rows) the search is
+approximate: IVF_PQ candidates from at least ``NPROBES`` partitions, re-ranked by their
+exact cosine (``REFINE_FACTOR`` times ``k`` of them). Without one it is exact."""
 
 from __future__ import annotations
 
@@ -8,7 +12,13 @@ from typing import Any
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.ingest import get_embedder
 from grainline.storage.chunks import connect, open_table_if_exists
+from grainline.storage.maintenance import vector_index
 from grainline.storage.sql import quote
+
+# Partitions probed at least (more when a filter leaves fewer than k rows in them), and
+# how many candidates per hit are re-ranked with the stored full vectors.
+NPROBES = 32
+REFINE_FACTOR = 10
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "strategy", "chunker_key", "ordinal", "start", "end", "text", "title", "source", "handling"]
 
@@ -57,13 +67,23 @@ def search(
     embedder = get_embedder(embedder_settings or EmbedderSettings())
     table = open_chunks_table(db, embedder)
     vec = embedder.embed_queries([query])[0]
+    return dense_search(table, vec, strategy, k, where)
+
+
+def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> Any:
+    """The LanceDB query for the ``k`` rows of ``strategy`` nearest to ``vector``
+    (cosine): through the vector index when the table has one, exact otherwise."""
     filt = f"strategy = {quote(strategy)}" + (f" AND ({where})" if where else "")
-    rows = (
-        table.search(vec, vector_column_name="vector")
-        .distance_type("cosine")
-        .where(filt, prefilter=True)
-        .select(RESULT_COLUMNS + ["_distance"])
-        .limit(k)
-        .to_list()
-    )
+    q = table.search(vector, vector_column_name="vector").distance_type("cosine")
+    if vector_index(table) is not None:
+        # 0: no upper limit, so a narrow filter can still fill k from further partitions.
+        q = q.minimum_nprobes(NPROBES).maximum_nprobes(0).refine_factor(REFINE_FACTOR)
+    else:
+        q = q.bypass_vector_index()
+    return q.where(filt, prefilter=True).select(RESULT_COLUMNS + ["_distance"]).limit(k)
+
+
+def dense_search(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> list[SearchHit]:
+    """Run :func:`dense_query`; scores are cosine similarities."""
+    rows = dense_query(table, vector, strategy, k, where).to_list()
     return [SearchHit(rank=i + 1, score=1.0 - float(r.pop("_distance")), row=r) for i, r in enumerate(rows)]

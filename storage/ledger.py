@@ -12,7 +12,7 @@ import pyarrow as pa
 
 from .chunks import connect, open_table_if_exists
 from .locks import retry_commit
-from .schema import RUNS_SCHEMA
+from .schema import RUNS_SCHEMA, add_missing_columns
 from .sql import quote
 
 RUNS_TABLE = "runs"
@@ -71,6 +71,11 @@ class RunRecord:
     version_before: int | None = None
     version_after: int | None = None
     error: str | None = None
+    # Table figures after maintenance (storage/maintenance.py), when it ran.
+    fragments: int | None = None
+    versions: int | None = None
+    unindexed_rows: int | None = None
+    maintenance: dict[str, Any] | None = None
 
     def to_row(self) -> dict[str, Any]:
         c = self.counts
@@ -90,6 +95,10 @@ class RunRecord:
             "version_before": self.version_before,
             "version_after": self.version_after,
             "error": self.error,
+            "fragments": self.fragments,
+            "versions": self.versions,
+            "unindexed_rows": self.unindexed_rows,
+            "maintenance": json.dumps(self.maintenance, sort_keys=True, default=str) if self.maintenance is not None else None,
         }
 
 
@@ -98,11 +107,17 @@ class Ledger:
 
     def __init__(self, db_uri: str, storage_options: dict[str, str] | None = None) -> None:
         self.db = connect(db_uri, storage_options)
+        self._migrated = False
 
     def _table(self):
         t = open_table_if_exists(self.db, RUNS_TABLE)
         if t is None:
             t = retry_commit(lambda: self.db.create_table(RUNS_TABLE, schema=RUNS_SCHEMA, exist_ok=True), "creating the runs table")
+        if not self._migrated:
+            # A runs table from an older grainline lacks the newer columns: add them
+            # (null for old rows) before writing a row in the current schema.
+            add_missing_columns(t, RUNS_SCHEMA)
+            self._migrated = True
         return t
 
     def write(self, record: RunRecord) -> None:
@@ -140,5 +155,6 @@ class Ledger:
         for r in rows:
             for k in ("parameters", "stage_seconds", "failures"):
                 r[k] = json.loads(r[k]) if r.get(k) else ({} if k != "failures" else [])
+            r["maintenance"] = json.loads(r["maintenance"]) if r.get("maintenance") else None
         rows.sort(key=lambda r: r["started"])
         return rows

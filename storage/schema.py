@@ -69,5 +69,21 @@ RUNS_SCHEMA = pa.schema(
         pa.field("version_before", pa.int64()),
         pa.field("version_after", pa.int64()),
         pa.field("error", pa.string()),
+        # Table maintenance after the run (storage/maintenance.py); null in rows
+        # written before these columns existed.
+        pa.field("fragments", pa.int64()),
+        pa.field("versions", pa.int64()),
+        pa.field("unindexed_rows", pa.int64()),
+        pa.field("maintenance", pa.string()),  # JSON: what was done, figures before/after, seconds
     ]
 )
+
+
+def add_missing_columns(table, schema: pa.Schema) -> list[str]:
+    """Give an existing table the nullable columns of ``schema`` it lacks (a table
+    created by an older grainline); returns their names. Existing rows read null."""
+    have = set(table.schema.names)
+    missing = [f for f in schema if f.name not in have]
+    if missing:
+        table.add_columns([f.with_nullable(True) for f in missing])
+    return [f.name for f in missing]

@@ -35,7 +35,8 @@ def markdown(run: EvalRun) -> str:
         + f", {len(ds.skipped_queries)} skipped for lack of gold labels; {len(ds.documents)} documents.",
         f"Model `{run.model_id}`, long articles: `{run.settings.long_article}`. Tables (one per strategy, so BM25's "
         "statistics come from one granularity): "
-        + ", ".join(f"`{t}` v{v}" for t, v in dict.fromkeys((c.table_name, c.table_version) for c in run.configs)) + ".",
+        + ", ".join(f"`{t}` v{v}" + (f" (tag `{g}`)" if g else "")
+                    for t, v, g in dict.fromkeys((c.table_name, c.table_version, c.table_tag) for c in run.configs)) + ".",
         "",
         "Each cell: mean over queries [95% bootstrap interval]. **▲** best in its column; "
         f"**≈** not significantly different from the best (paired permutation test, p ≥ {ALPHA}); "
@@ -165,3 +166,26 @@ def write_report(run: EvalRun) -> tuple[Path, list[Path], str]:
     path = out / "report.md"
     path.write_text(md, encoding="utf-8")
     return path, pngs, md
+
+
+def compare_models_markdown(by_model: dict[str, list[dict[str, Any]]], metrics: list[str] | None = None) -> str:
+    """One table per metric: strategy/method rows, one column per model (its latest
+    run), each cell the mean [95% interval]."""
+    metrics = metrics or ["ndcg@10", "recall@5", "answer@100tok"]
+    models = list(by_model)
+    idx = {(m, r["strategy"], r["method"], r["metric"]): r for m, rows in by_model.items() for r in rows}
+    pairs = {(r["strategy"], r["method"]) for rows in by_model.values() for r in rows}
+    order = _order(sorted({s for s, _ in pairs}))
+    configs = sorted(pairs, key=lambda c: (order.index(c[0]), c[1]))
+    first = next((rows[0] for rows in by_model.values() if rows), None)
+    lines = [f"# Models compared on {first['dataset'] if first else '?'}", ""]
+    lines += [f"- `{m}`: run `{rows[0]['run_id']}`, {rows[0]['n_queries']} queries" for m, rows in by_model.items() if rows]
+    for metric in metrics:
+        if not any(k[3] == metric for k in idx):
+            continue
+        lines += ["", f"## {metric}", "", "| strategy | method | " + " | ".join(f"`{m}`" for m in models) + " |",
+                  "|---|---|" + "---|" * len(models)]
+        for s, meth in configs:
+            cells = [(_cell(idx[(m, s, meth, metric)]) if (m, s, meth, metric) in idx else "-") for m in models]
+            lines.append(f"| {s} | {meth} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -10,6 +10,7 @@ import pyarrow as pa
 from grainline.storage.chunks import connect, open_table_if_exists
 from grainline.storage.locks import retry_commit
 from grainline.storage.parquet import default_export_dir, export_table
+from grainline.storage.schema import add_missing_columns
 from grainline.storage.sql import quote
 
 EVAL_TABLE = "eval_results"
@@ -35,6 +36,7 @@ EVAL_SCHEMA = pa.schema(
         pa.field("table_name", pa.string()),
         pa.field("table_version", pa.int64()),
         pa.field("sample", pa.int64()),
+        pa.field("table_tag", pa.string()),  # tag on (table_name, table_version); pruning keeps it
     ]
 )
 
@@ -86,9 +88,27 @@ def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) 
         # Created empty, then appended to: create_table(data=..., exist_ok=True) drops
         # the data when another evaluation created the table a moment before.
         table = retry_commit(lambda: conn.create_table(EVAL_TABLE, schema=EVAL_SCHEMA, exist_ok=True), "creating eval_results")
+    else:
+        add_missing_columns(table, EVAL_SCHEMA)  # an eval_results table from an older grainline
     retry_commit(lambda: table.add(data), f"eval_results rows of {rows[0]['run_id'] if rows else 'a run'}")
     if export:
         out = default_export_dir(db_uri, EVAL_TABLE)
         export_table(table, out)
         return out
     return None
+
+
+def latest_by_model(db_uri: str, dataset: str, split: str | None = None) -> dict[str, list[dict[str, Any]]]:
+    """model_id -> the rows of that model's latest run on ``dataset`` (and ``split``):
+    what a comparison of models reads. Each model has its own tables, so the runs are
+    independent; run the evaluation once per model first."""
+    table = open_table_if_exists(connect(db_uri), EVAL_TABLE)
+    if table is None:
+        return {}
+    where = f"dataset = {quote(dataset)}" + (f" AND split = {quote(split)}" if split else "")
+    rows = table.search().where(where).limit(None).to_arrow().to_pylist()
+    latest: dict[str, tuple[Any, str]] = {}
+    for r in rows:
+        if r["model_id"] not in latest or r["time"] > latest[r["model_id"]][0]:
+            latest[r["model_id"]] = (r["time"], r["run_id"])
+    return {m: [r for r in rows if r["run_id"] == run_id] for m, (_, run_id) in sorted(latest.items())}

@@ -17,6 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from grainline.registry import Registry
+from grainline.storage.maintenance import ensure_fts_index
 from grainline.storage.sql import quote
 
 from .datasets import Query
@@ -102,19 +103,6 @@ def dense(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> dict[str, 
     if ctx.index.vectors.shape[0] == 0:
         return {q.query_id: [] for q in queries}
     return {q.query_id: [ctx.index.hit(j, s) for j, s in zip(idx, sc)] for q, idx, sc in dense_top(ctx, queries, k)}
-
-
-def ensure_fts_index(table: Any) -> None:
-    """Build (or rebuild, when the table changed since) the native BM25 index on text.
-
-    English stemming and stop words, as the reference BM25 figures use."""
-    indices = {getattr(ix, "name", None): ix for ix in table.list_indices()}
-    name = "text_idx"
-    if name in indices:
-        stats = table.index_stats(name)
-        if stats is not None and getattr(stats, "num_unindexed_rows", 0) == 0:
-            return
-    table.create_fts_index("text", replace=True, stem=True, remove_stop_words=True, ascii_folding=True, lower_case=True)
 
 
 @RETRIEVERS.register("bm25")

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, get_embedder, make_plans, parse_strategies, run_ingest
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
+from grainline.storage.maintenance import MaintenanceSettings, ensure_fts_index
 
 from .datasets import EvalDataset, Query, load_dataset
 from .metrics import Hit, answer_metrics, document_metrics, span_metrics
@@ -94,6 +95,8 @@ class Config:
     method: str
     table_name: str = ""
     table_version: int | None = None
+    # The tag on that version: pruning never removes it, so the run can be reproduced.
+    table_tag: str | None = None
 
     @property
     def name(self) -> str:
@@ -143,9 +146,11 @@ def ingest_dataset(run: EvalRun) -> None:
     run.configs = []
     totals: dict[str, Any] = {}
     for strategy in s.strategies:
+        # Evaluation searches exactly (numpy), so its tables need no vector index.
         ingest = IngestSettings(source=f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
                                 chunker_overrides=s.chunker_overrides, embedder=s.embedder, db=s.db,
-                                batch_docs=s.batch_docs, export_parquet=False)
+                                batch_docs=s.batch_docs, export_parquet=False,
+                                maintenance=MaintenanceSettings(vector_index=False))
         (plan,) = make_plans(ingest, embedder)
         table = f"{base}__{plan.key.replace('-', '_')}"
         ingest = ingest.model_copy(update={"table": table})
@@ -154,12 +159,30 @@ def ingest_dataset(run: EvalRun) -> None:
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
         run.model_id = rec.model_id
+        version, tag = tag_version(s.db, table, run.run_id)
         run.configs += [
-            Config(strategy, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, rec.version_after)
+            Config(strategy, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, version, tag)
             for m in s.methods
         ]
     run.seconds["ingest"] = time.perf_counter() - t0
     run.ingest_counts = totals
+
+
+def tag_version(db: str, table_name: str, run_id: str) -> tuple[int, str]:
+    """Tag the table's current version for this run (``eval-...`` run ids; LanceDB
+    allows letters, digits, '.', '-' and '_'), after making sure its BM25 index covers
+    every row, so the tagged version is complete and read-only use suffices."""
+    table = open_table_if_exists(connect(db), table_name)
+    if table is None:
+        raise ValueError(f"evaluation table {table_name!r} is missing from {db!r}")
+    ensure_fts_index(table)
+    tag = re.sub(r"[^A-Za-z0-9._-]", "_", run_id if run_id.startswith("eval") else f"eval-{run_id}")
+    version = table.version
+    if tag in table.tags.list():  # a retried ingestion step of the same run
+        table.tags.update(tag, version)
+    else:
+        table.tags.create(tag, version)
+    return version, tag
 
 
 def table_base(run: EvalRun) -> str:
@@ -182,6 +205,9 @@ def score_strategy(run: EvalRun, strategy: str, query_vectors: dict[str, np.ndar
     table = open_table_if_exists(connect(s.db), configs[0].table_name)
     if table is None:
         raise ValueError(f"evaluation table {configs[0].table_name!r} is missing from {s.db!r}")
+    if configs[0].table_tag:
+        # Read exactly the tagged version, even if another run writes the table meanwhile.
+        table.checkout(configs[0].table_tag)
     dim = get_embedder(s.embedder).identity.dim
     index = ChunkIndex.load(table, configs[0].chunker_key, dim)
     ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key, index=index, query_vectors=query_vectors,
@@ -230,7 +256,7 @@ def aggregate(run: EvalRun) -> None:
                 "params": cfg.params, "method": cfg.method, "model_id": run.model_id, "metric": m,
                 "value": float(mean), "ci_low": float(lo), "ci_high": float(hi), "n_queries": int(len(vals)),
                 "n_skipped": len(run.dataset.skipped_queries), "table_name": cfg.table_name,
-                "table_version": cfg.table_version, "sample": s.sample or 0,
+                "table_version": cfg.table_version, "sample": s.sample or 0, "table_tag": cfg.table_tag,
             })
     run.seconds["bootstrap"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -1,0 +1,199 @@
+"""Re-embedding with another model: the chunks of an existing table (ids, offsets,
+texts, chunker keys) go into the new model's table with new vectors. No source is
+read and nothing is chunked.
+
+Chunk boundaries depend on the model only through its tokenizer and window (the
+chunkers split what does not fit; ``chunker_params`` records both), so reuse is valid
+only when the new model's window is the same and its tokenizer counts every stored
+chunk exactly as the old one did. Otherwise :class:`ReembedError` says why, and the
+documents must be ingested again. The rows get the chunker keys and chunk ids that an
+ingestion with the new model computes, so that ingestion afterwards finds every
+document unchanged."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+
+from grainline.chunkers import ChunkContext, chunker_key, chunker_params, settings_for
+from grainline.documents import Chunk, sha256_hex
+from grainline.embedding import Embedder, EmbedderSettings
+from grainline.ingest import get_embedder
+from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
+from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
+from grainline.storage.maintenance import MaintenanceSettings, maintain_after_run
+from grainline.storage.sql import in_list
+
+# Parameters that describe the model, not the chunker's own settings.
+_CONTEXT_KEYS = ("strategy", "tokens", "model_window", "model_tokenizer")
+_CHUNK_FIELDS = ("chunk_id", "doc_id", "strategy", "chunker_key", "params", "ordinal", "start", "end", "text",
+                 "n_tokens", "n_model_tokens", "exceeds_model_limit", "handling")
+
+
+class ReembedError(ValueError):
+    """The stored chunks cannot be reused for the new model; the message says why."""
+
+
+def translate_params(params: str, embedder: Embedder) -> str:
+    """The parameters an ingestion with ``embedder`` computes for the chunker that
+    produced ``params``; ReembedError when that chunker would cut differently."""
+    old = json.loads(params)
+    strategy = old.get("strategy")
+    if "model_window" not in old:
+        raise ReembedError(f"chunker {strategy!r} ran without a model window ({params}); its chunks never fitted a model")
+    cs = settings_for(strategy, **{k: v for k, v in old.items() if k not in _CONTEXT_KEYS})
+    new = chunker_params(strategy, cs, ChunkContext.default(embedder.window))
+    mine = json.loads(new)
+    if mine["model_window"] != old["model_window"]:
+        raise ReembedError(
+            f"model window differs: the chunks of {strategy!r} were cut for {old['model_window']} tokens, "
+            f"{embedder.identity.model_id!r} takes {mine['model_window']}"
+        )
+    if {k: v for k, v in mine.items() if k != "model_tokenizer"} != {k: v for k, v in old.items() if k != "model_tokenizer"}:
+        raise ReembedError(f"chunker parameters differ: stored {params}, now {new}")
+    return new
+
+
+def _scan(table: Any, columns: list[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
+    q = table.search().select(columns).limit(None)
+    if where:
+        q = q.where(where)
+    return iter(q.to_batches(4096))
+
+
+def check_tokenizer(table: Any, embedder: Embedder) -> int:
+    """Count every stored chunk with the new model's tokenizer; ReembedError naming the
+    first chunk whose count differs. Returns the number of chunks checked."""
+    counter = embedder.window.counter
+    n = 0
+    for batch in _scan(table, ["chunk_id", "text", "n_model_tokens"]):
+        cols = batch.to_pydict()
+        for cid, text, stored, now in zip(cols["chunk_id"], cols["text"], cols["n_model_tokens"], counter.count_many(cols["text"])):
+            if stored != now:
+                raise ReembedError(
+                    f"tokenizer differs: chunk {cid} has {stored} model tokens stored, {now} with "
+                    f"{embedder.identity.model_id!r}'s tokenizer ({text[:60]!r})"
+                )
+        n += len(cols["chunk_id"])
+    return n
+
+
+def reembed(
+    db: str,
+    from_table: str,
+    embedder_settings: EmbedderSettings,
+    to_table: str | None = None,
+    batch_docs: int = 64,
+    maintenance: MaintenanceSettings | None = None,
+) -> RunRecord:
+    """Embed the chunks of ``from_table`` with another model into that model's table
+    (or ``to_table``), one commit per ``batch_docs`` documents. Documents the target
+    already holds with the same content and keys are skipped, so a re-run (or a run
+    after a crash) embeds only what is missing."""
+    source = open_table_if_exists(connect(db), from_table)
+    if source is None:
+        raise ValueError(f"no table {from_table!r} in {db!r}")
+    embedder = get_embedder(embedder_settings)
+    ident = embedder.identity
+    target = ChunkStore(db, to_table or ident.table_name, ident.dim)
+    if target.table_name == from_table:
+        raise ReembedError(f"{from_table!r} already is the table of {ident.model_id!r}; nothing to re-embed")
+    t0 = time.perf_counter()
+    keys: dict[str, str] = {}  # old chunker key -> new params
+    for batch in _scan(source, ["chunker_key", "params"]):
+        for key, params in zip(batch.column("chunker_key").to_pylist(), batch.column("params").to_pylist()):
+            if key not in keys:
+                keys[key] = translate_params(params, embedder)
+    n_checked = check_tokenizer(source, embedder)
+    new_keys = {k: chunker_key(json.loads(p)["strategy"], p) for k, p in keys.items()}
+    run_id = f"reembed-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    rec = RunRecord(
+        run_id=run_id, flow="reembed", source=f"table:{from_table}", table_name=target.table_name, model_id=ident.model_id,
+        parameters={"from_table": from_table, "model": ident.as_dict(), "chunker_keys": new_keys, "batch_docs": batch_docs},
+        version_before=target.version(),
+    )
+    ledger = Ledger(db)
+    ledger.write(rec)
+    counts = RunCounts()
+    counts.add_time("check", time.perf_counter() - t0)
+    try:
+        _copy(source, target, embedder, keys, new_keys, run_id, batch_docs, counts)
+    except BaseException as exc:
+        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"
+        rec.counts, rec.finished, rec.version_after = counts, utcnow(), target.version()
+        ledger.write(rec)
+        raise
+    rec.counts, rec.status = counts, "completed"
+    rec.parameters["chunks_checked"] = n_checked
+    if target.exists:
+        maintain_after_run(target.table, maintenance or MaintenanceSettings(), rec)
+    rec.finished, rec.version_after = utcnow(), target.version()
+    ledger.write(rec)
+    return rec
+
+
+def _copy(source: Any, target: ChunkStore, embedder: Embedder, keys: dict[str, str], new_keys: dict[str, str],
+          run_id: str, batch_docs: int, counts: RunCounts) -> None:
+    """Documents of ``source`` into ``target`` in batches: rows rewritten, vectors new."""
+    states = target.doc_states()
+    doc_hashes: dict[str, dict[str, str]] = {}
+    for batch in _scan(source, ["doc_id", "chunker_key", "doc_hash"]):
+        for d, k, h in zip(*(batch.column(c).to_pylist() for c in ("doc_id", "chunker_key", "doc_hash"))):
+            doc_hashes.setdefault(d, {})[new_keys[k]] = h
+    todo = []
+    for d, hashes in sorted(doc_hashes.items()):
+        counts.docs_seen += 1
+        st = states.get(d)
+        if st is not None and all(st.hashes.get(k) == h for k, h in hashes.items()):
+            counts.docs_unchanged += 1
+        else:
+            todo.append((d, "added" if st is None else "updated"))
+    ident = embedder.identity
+    for i in range(0, len(todo), batch_docs):
+        group = todo[i : i + batch_docs]
+        t0 = time.perf_counter()
+        rows = source.search().where(in_list("doc_id", [d for d, _ in group])).limit(None).to_arrow()
+        rows = rows.select([f.name for f in target.schema if f.name != "vector"])
+        cols = rows.to_pydict()
+        chunks = [Chunk(**{f: cols[f][j] for f in _CHUNK_FIELDS}) for j in range(rows.num_rows)]
+        counts.add_time("read", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        wanted: dict[str, Chunk] = {}
+        for c in chunks:
+            wanted.setdefault(c.content_hash, c)
+        known = target.vectors_by_hash(set(wanted)) if target.exists else {}
+        vectors = {h: v for h, (v, _) in known.items()}
+        n_windows = {h: nw for h, (_, nw) in known.items()}
+        fresh = [c for h, c in wanted.items() if h not in vectors]
+        if fresh:
+            vecs, nws = embedder.embed_chunks(fresh)
+            for c, v, nw in zip(fresh, vecs, nws):
+                vectors[c.content_hash], n_windows[c.content_hash] = v, nw
+        counts.chunks_embedded += len(fresh)
+        counts.chunks_reused += len(chunks) - len(fresh)
+        counts.add_time("embed", time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        params = [keys[c.chunker_key] for c in chunks]
+        now = utcnow()
+        cols.update(
+            chunk_id=[sha256_hex(c.doc_id, c.strategy, p, str(c.start), str(c.end)) for c, p in zip(chunks, params)],
+            chunker_key=[new_keys[c.chunker_key] for c in chunks], params=params,
+            n_windows=[n_windows[c.content_hash] for c in chunks], model_id=[ident.model_id] * len(chunks),
+            model_max_seq_length=[ident.max_seq_length] * len(chunks), run_id=[run_id] * len(chunks),
+            ingested_at=[now] * len(chunks),
+        )
+        arr = np.asarray([vectors[c.content_hash] for c in chunks], dtype=np.float32).reshape(-1, ident.dim)
+        cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel(), pa.float32()), ident.dim)
+        res = target.upsert_documents(pa.Table.from_pydict(cols, schema=target.schema), [d for d, _ in group],
+                                      sorted(set(new_keys.values())))
+        counts.chunks_written += res["inserted"] + res["updated"]
+        counts.chunks_deleted += res["deleted"]
+        counts.docs_added += sum(1 for _, s in group if s == "added")
+        counts.docs_updated += sum(1 for _, s in group if s == "updated")
+        counts.add_time("write", time.perf_counter() - t0)

@@ -1,0 +1,298 @@
+"""Table maintenance after a run: compact small fragments, prune old versions (never
+tagged ones, never the newest few), build or refresh the vector index (IVF_PQ, only
+on tables large enough to train it) and the full-text (BM25) index, and report the
+figures the ledger keeps: fragments, versions, rows the vector index does not cover.
+
+LanceDB 0.40's ``optimize()`` does compaction, pruning and folding new rows into
+existing indexes in one call; the parts here decide its arguments and the indexes."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger("grainline.maintenance")
+
+# Vector indexes grainline builds are named with the row count they were trained on,
+# so maintenance can tell when the table has outgrown the index's partitions.
+VECTOR_INDEX_PREFIX = "vector_ivfpq_rows"
+FTS_INDEX = "text_idx"
+# Product quantisation trains 256 centroids per sub-vector (8 bits), and IVF training
+# wants about that many rows per partition: fewer rows cannot train an index.
+PQ_MIN_ROWS = 256
+# Lance measures the prune window from its own clock, a moment after ours; a cut-off
+# this much earlier keeps a tagged (or kept) version from falling inside the window.
+_CLOCK_MARGIN = timedelta(seconds=1)
+# "Prune nothing": a window longer than any table has lived.
+_NEVER = timedelta(days=365 * 100)
+
+
+class MaintenanceSettings(BaseModel):
+    """What maintenance does after a run (and with ``grainline maintain``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True  # run after every successful ingestion
+    # LanceDB optimize: merge small fragments, prune, fold new rows into the indexes.
+    compact: bool = True
+    prune: bool = True
+    prune_older_than_days: float = Field(default=7.0, ge=0)
+    keep_versions: int = Field(default=10, ge=1)  # the newest N versions always stay
+    vector_index: bool = True
+    min_rows_for_index: int = Field(default=PQ_MIN_ROWS, ge=PQ_MIN_ROWS)
+    # Train the index again once the table holds this many times the rows it was trained on.
+    retrain_growth: float = Field(default=2.0, gt=1.0)
+    fts_index: bool = True
+    # Evaluation tags (``eval-...``) older than this are deleted, so pruning can pass
+    # them; None keeps them (and the versions from the oldest one on) for ever.
+    drop_eval_tags_older_than_days: float | None = Field(default=None, ge=0)
+
+
+@dataclass
+class TableFigures:
+    """What a table looks like on disk."""
+
+    rows: int
+    fragments: int
+    small_fragments: int
+    versions: int
+    unindexed_rows: int  # rows the vector index does not cover (all of them without one)
+    vector_index: str | None
+
+
+@dataclass
+class MaintenanceReport:
+    """What one maintenance pass found and did."""
+
+    table: str
+    before: TableFigures
+    after: TableFigures
+    actions: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    version_after: int | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def vector_index(table: Any) -> Any | None:
+    """The IVF_PQ index grainline built on ``vector``, or None."""
+    for ix in table.list_indices():
+        if "vector" in ix.columns and str(ix.index_type).lower().replace("_", "") == "ivfpq":
+            return ix
+    return None
+
+
+def figures(table: Any) -> TableFigures:
+    """Rows, fragments, versions and unindexed rows of the table's current version."""
+    st = table.stats()
+    frag = st["fragment_stats"] if isinstance(st, dict) else st.fragment_stats
+    frag = frag if isinstance(frag, dict) else asdict(frag)
+    rows = int(st["num_rows"] if isinstance(st, dict) else st.num_rows)
+    ix = vector_index(table)
+    unindexed = rows
+    if ix is not None:
+        stats = table.index_stats(ix.name)
+        unindexed = int(stats.num_unindexed_rows) if stats is not None else rows
+    return TableFigures(
+        rows=rows, fragments=int(frag["num_fragments"]), small_fragments=int(frag["num_small_fragments"]),
+        versions=len(table.list_versions()), unindexed_rows=unindexed, vector_index=ix.name if ix is not None else None,
+    )
+
+
+def index_params(rows: int, dim: int) -> tuple[int, int]:
+    """(num_partitions, num_sub_vectors) for an IVF_PQ index over ``rows`` vectors of ``dim``.
+
+    Partitions: the usual sqrt(rows), but never fewer than 256 rows per partition, which
+    k-means needs to train each one. Sub-vectors of 8 dimensions (SIMD-friendly, and
+    finer than LanceDB's default of 16, for recall); one sub-vector when dim is odd-sized."""
+    partitions = max(1, min(round(math.sqrt(rows)), rows // PQ_MIN_ROWS))
+    sub_vectors = dim // 8 if dim % 8 == 0 else (dim // 4 if dim % 4 == 0 else 1)
+    return partitions, max(1, sub_vectors)
+
+
+def trained_rows(index_name: str) -> int | None:
+    """The row count a grainline vector index was trained on, read from its name."""
+    prefix = VECTOR_INDEX_PREFIX + "_"
+    if index_name.startswith(prefix) and index_name[len(prefix):].isdigit():
+        return int(index_name[len(prefix):])
+    return None
+
+
+def prune_window(table: Any, settings: MaintenanceSettings, now: datetime | None = None) -> tuple[timedelta, str]:
+    """How old a version must be to be pruned, and why it is that old.
+
+    The cut-off is the earliest of: ``prune_older_than_days`` ago, the newest
+    ``keep_versions``-th version, and the oldest tagged version. LanceDB 0.40 refuses
+    to prune at all when a tagged version falls in the window (its Python API cannot
+    ask it to skip them), so nothing at or after the oldest tag is pruned."""
+    if not settings.prune:
+        return _NEVER, "pruning off"
+    now = now or datetime.now()  # version timestamps are naive local time
+    versions = table.list_versions()
+    cutoff, why = now - timedelta(days=settings.prune_older_than_days), f"older than {settings.prune_older_than_days:g} days"
+    if len(versions) >= settings.keep_versions:
+        kept_from = versions[-settings.keep_versions]["timestamp"]
+        if kept_from < cutoff:
+            cutoff, why = kept_from, f"keeping the newest {settings.keep_versions} versions"
+    else:
+        return _NEVER, f"fewer than {settings.keep_versions} versions"
+    by_version = {v["version"]: v["timestamp"] for v in versions}
+    tagged = [(by_version[t["version"]], name) for name, t in table.tags.list().items() if t["version"] in by_version]
+    if tagged:
+        oldest, name = min(tagged)
+        if oldest <= cutoff:
+            cutoff, why = oldest, f"kept from tagged version {name!r} on"
+    return max(now - cutoff, timedelta(0)) + _CLOCK_MARGIN, why
+
+
+def drop_old_eval_tags(table: Any, days: float, now: datetime | None = None) -> list[str]:
+    """Delete the ``eval-`` tags on versions older than ``days``; returns their names."""
+    now = now or datetime.now()
+    when = {v["version"]: v["timestamp"] for v in table.list_versions()}
+    old = [name for name, t in table.tags.list().items()
+           if name.startswith("eval-") and t["version"] in when and now - when[t["version"]] > timedelta(days=days)]
+    for name in sorted(old):
+        table.tags.delete(name)
+    return sorted(old)
+
+
+def _optimize(table: Any, older_than: timedelta) -> None:
+    with warnings.catch_warnings():
+        # A zero window warns about concurrent readers; the window here is never zero.
+        warnings.simplefilter("ignore", UserWarning)
+        table.optimize(cleanup_older_than=older_than)
+
+
+def ensure_fts_index(table: Any) -> bool:
+    """Build (or rebuild, when rows were added since) the native BM25 index on
+    ``text``, with English stemming and stop words; True when it built one."""
+    indices = {getattr(ix, "name", None): ix for ix in table.list_indices()}
+    if FTS_INDEX in indices:
+        stats = table.index_stats(FTS_INDEX)
+        if stats is not None and getattr(stats, "num_unindexed_rows", 0) == 0:
+            return False
+    from lancedb.index import FTS
+
+    table.create_index(
+        "text", config=FTS(stem=True, remove_stop_words=True, ascii_folding=True, lower_case=True), replace=True, name=FTS_INDEX
+    )
+    return True
+
+
+def build_vector_index(table: Any, rows: int) -> str:
+    """Train an IVF_PQ (cosine) index on ``vector`` over the table's ``rows`` rows,
+    replacing any older one; returns its name."""
+    from lancedb.index import IvfPq
+
+    dim = table.schema.field("vector").type.list_size
+    partitions, sub_vectors = index_params(rows, dim)
+    old = vector_index(table)
+    name = f"{VECTOR_INDEX_PREFIX}_{rows}"
+    table.create_index(
+        "vector", config=IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors),
+        replace=True, name=name,
+    )
+    if old is not None and old.name != name and any(ix.name == old.name for ix in table.list_indices()):
+        table.drop_index(old.name)
+    return name
+
+
+def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datetime | None = None) -> MaintenanceReport:
+    """One maintenance pass over ``table`` (a LanceDB table at its latest version)."""
+    settings = settings or MaintenanceSettings()
+    t0 = time.perf_counter()
+    before = figures(table)
+    report = MaintenanceReport(table=table.name, before=before, after=before)
+    if settings.drop_eval_tags_older_than_days is not None:
+        dropped = drop_old_eval_tags(table, settings.drop_eval_tags_older_than_days, now)
+        if dropped:
+            report.actions.append(f"deleted {len(dropped)} evaluation tags older than "
+                                  f"{settings.drop_eval_tags_older_than_days:g} days: {', '.join(dropped)}")
+    if settings.compact:
+        # Compact and fold new rows into the indexes first, then prune with a window
+        # computed just before: the two clocks then differ by milliseconds.
+        _optimize(table, _NEVER)
+        report.actions.append(f"optimize: fragments {before.fragments} -> {figures(table).fragments}, "
+                              f"{before.unindexed_rows if before.vector_index else 0} new rows folded into the vector index")
+        older_than, why = prune_window(table, settings, now)
+        if older_than < _NEVER:
+            n = len(table.list_versions())
+            try:
+                _optimize(table, older_than)
+                report.actions.append(f"pruned {n - len(table.list_versions())} versions ({why})")
+            except RuntimeError as exc:
+                if "tagged version" not in str(exc):
+                    raise
+                # A tag created since we looked: prune nothing this time.
+                report.actions.append(f"not pruned: {exc}")
+        else:
+            report.actions.append(f"not pruned ({why})")
+    rows = figures(table).rows
+    if settings.vector_index:
+        ix = vector_index(table)
+        if rows < settings.min_rows_for_index:
+            report.actions.append(f"no vector index: {rows} rows < {settings.min_rows_for_index} (search is exact)")
+        elif ix is None:
+            report.actions.append(f"built vector index {build_vector_index(table, rows)}")
+        else:
+            trained = trained_rows(ix.name)
+            if trained is None or rows >= settings.retrain_growth * trained:
+                report.actions.append(f"retrained vector index {build_vector_index(table, rows)} (was {ix.name})")
+    if settings.fts_index and rows and ensure_fts_index(table):
+        report.actions.append(f"built full-text index {FTS_INDEX}")
+    report.after = figures(table)
+    report.version_after = table.version
+    report.seconds = round(time.perf_counter() - t0, 4)
+    return report
+
+
+def maintain_after_run(table: Any, settings: MaintenanceSettings, record: Any) -> MaintenanceReport | None:
+    """Maintenance at the end of a successful run, its figures put on the run's ledger
+    record. A maintenance failure is recorded there and logged, never raised: the
+    run's data is committed by then."""
+    if not settings.enabled:
+        return None
+    try:
+        report = maintain(table, settings)
+    except Exception as exc:  # noqa: BLE001 - the run succeeded; say what failed
+        log.warning("maintenance of %s failed: %r", getattr(table, "name", table), exc)
+        record.maintenance = {"error": f"{type(exc).__name__}: {exc}"}
+        return None
+    record.fragments = report.after.fragments
+    record.versions = report.after.versions
+    record.unindexed_rows = report.after.unindexed_rows
+    record.maintenance = report.as_dict()
+    record.counts.add_time("maintain", report.seconds)
+    return report
+
+
+def maintain_table(db_uri: str, table_name: str, settings: MaintenanceSettings | None = None) -> MaintenanceReport:
+    """Maintain one table of a database by hand, and record it in the ledger as a
+    ``maintain`` run."""
+    from .chunks import connect, open_table_if_exists
+    from .ledger import Ledger, RunRecord, utcnow
+
+    settings = settings or MaintenanceSettings()
+    table = open_table_if_exists(connect(db_uri), table_name)
+    if table is None:
+        raise ValueError(f"no table {table_name!r} in {db_uri!r}")
+    rec = RunRecord(
+        run_id=f"maintain-{utcnow():%Y%m%dT%H%M%S}-{table.version}", flow="maintain", source="", table_name=table_name,
+        model_id="", parameters=settings.model_dump(), version_before=table.version,
+    )
+    report = maintain(table, settings)
+    rec.fragments, rec.versions, rec.unindexed_rows = report.after.fragments, report.after.versions, report.after.unindexed_rows
+    rec.maintenance = report.as_dict()
+    rec.counts.add_time("maintain", report.seconds)
+    rec.status, rec.finished, rec.version_after = "completed", utcnow(), report.version_after
+    Ledger(db_uri).write(rec)
+    return report
