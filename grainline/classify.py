@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
-from grainline.evaluation.datasets import DatasetError
+from grainline.evaluation.datasets import DatasetError, _iter_jsonl
 from grainline.evaluation.labels import LabelledTexts, split_per_class
 from grainline.storage.sql import quote
 
@@ -104,17 +104,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, record) from a .jsonl or .csv file; malformed lines name themselves."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise DatasetError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
-                if not isinstance(obj, dict):
-                    raise DatasetError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
-                yield lineno, obj
+        yield from _iter_jsonl(path)
     elif suffix in (".csv", ".tsv"):
         with path.open(encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")

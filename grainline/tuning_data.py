@@ -81,17 +81,13 @@ def load_labelled_file(path: str | Path, text_field: str = "text", label_field: 
 
     suffix = p.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with p.open(encoding="utf-8") as fh:
-            for line, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    rec = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise LabelError(where, f"malformed JSON ({exc.msg} at character {exc.colno})", line) from None
-                if not isinstance(rec, dict):
-                    raise LabelError(where, f"expected a JSON object, got {type(rec).__name__}", line)
+        from grainline.evaluation.datasets import DatasetError, _iter_jsonl
+
+        try:
+            for line, rec in _iter_jsonl(p):
                 add(line, rec)
+        except DatasetError as exc:
+            raise LabelError(where, exc.reason, exc.line) from None
     elif suffix in (".csv", ".tsv"):
         with p.open(encoding="utf-8", newline="") as fh:
             reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
