@@ -11,13 +11,12 @@ from typing import Any
 
 import typer
 
+from grainline import DEMO_CORPUS
 from grainline.embedding import DEFAULT_MODEL
 from grainline.storage.chunks import DEFAULT_DB
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="grainline: batch document embedding with Prefect.")
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-DEMO_CORPUS = REPO_ROOT / "demo" / "corpus"
 DEMO_QUERIES = [
     "how do insects tell each other where flowers are located",
     "keeping a wild yeast culture alive to leaven bread",
