@@ -79,6 +79,7 @@ def evaluate_flow(
     model: str = DEFAULT_MODEL,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "torch",
     long_article: str = "pool",
     sample: int | None = None,
     seed: int = 0,
@@ -93,7 +94,7 @@ def evaluate_flow(
     settings = runner.EvalSettings(
         dataset=dataset, split=split, strategies=strategies, methods=methods, db=db,
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
-        embedder=EmbedderSettings(model=model, device=device, precision=precision, head=head),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head),
         svm={"c": svm_c, "candidates": svm_candidates},
     )
     run_id = load_task(settings)

@@ -146,6 +146,7 @@ def ingest_flow(
     model: str = DEFAULT_MODEL,
     device: str = "auto",
     precision: str = "auto",
+    backend: str = "torch",
     batch_size: int = 64,
     db: str = DEFAULT_DB,
     sync: str = "incremental",
@@ -178,7 +179,8 @@ def ingest_flow(
         export_parquet=export_parquet,
         chunker_overrides=chunker_overrides or {},
         on_error=on_error,
-        embedder=EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size, show_progress=show_progress, head=head),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, batch_size=batch_size,
+                                  show_progress=show_progress, head=head),
         reader=ReaderSettings(**(reader or {})),
         maintenance=MaintenanceSettings(enabled=maintain),
     )

@@ -66,6 +66,7 @@ def ingest(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16, bf16, int8 (CPU)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
     sync: str = typer.Option("incremental", "--sync", help="incremental, or full (also delete documents gone from the source)."),
@@ -95,8 +96,8 @@ def ingest(
         result = _run_ingest_flow(
             reader={"id_field": id_field, "text_field": text_field, "title_field": title_field},
             chunker_overrides=overrides,
-            source=source, strategies=strategy, model=model, device=device, precision=precision, batch_size=batch_size,
-            db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
+            source=source, strategies=strategy, model=model, device=device, precision=precision, backend=backend,
+            batch_size=batch_size, db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
             export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers, head=head,
             on_error=on_error, maintain=maintain_after,
         )
@@ -116,6 +117,7 @@ def search(
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="Must match the ingestion's (int8 has its own table)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
 ) -> None:
@@ -126,7 +128,8 @@ def search(
 
     try:
         CHUNKERS.get(strategy)
-        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision, head=head))
+        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision,
+                                                                     backend=backend, head=head))
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _print_hits(query, strategy, hits, as_json)
@@ -255,6 +258,7 @@ def reembed(
     db: str = typer.Option(DEFAULT_DB, "--db"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision"),
+    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
 ) -> None:
@@ -266,7 +270,8 @@ def reembed(
     from grainline.reembed import reembed as do_reembed
 
     try:
-        rec = do_reembed(db, from_table, EmbedderSettings(model=model, device=device, precision=precision, batch_size=batch_size),
+        rec = do_reembed(db, from_table, EmbedderSettings(model=model, device=device, precision=precision, backend=backend,
+                                                       batch_size=batch_size),
                          batch_docs=batch_docs)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
@@ -314,6 +319,7 @@ def eval_cmd(
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision"),
+    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
     sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
     seed: int = typer.Option(0, "--seed"),
@@ -334,7 +340,7 @@ def eval_cmd(
         check_uri(db)
         state = evaluate_flow(
             dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
-            device=device, precision=precision, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
+            device=device, precision=precision, backend=backend, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             head=head, svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
         )
         result = state.result()
@@ -534,6 +540,7 @@ def bench(
     model: str = typer.Option(DEFAULT_MODEL, "--model"),
     device: str = typer.Option("auto", "--device"),
     precision: str = typer.Option("auto", "--precision", help="grainline's precision (the baseline is always fp32)."),
+    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     batch_size: int = typer.Option(64, "--batch-size"),
     stages: str = typer.Option("baseline,embed,ingest,rerun", "--stages", help="Which stages to run (e.g. ingest,rerun for memory at scale)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary corpus, database and Prefect home (the path is printed)."),
@@ -545,7 +552,7 @@ def bench(
 
     try:
         CHUNKERS.get(strategy)
-        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision, stages, keep)
+        rep = run_bench(dataset, strategy, output, model, device, batch_size, precision, stages, keep, backend)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     typer.echo(format_report(rep))

@@ -7,13 +7,14 @@ import hashlib
 import json
 import os
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grainline.chunkers import ModelWindow
 from grainline.documents import Chunk
@@ -37,6 +38,13 @@ class EmbedderSettings(BaseModel):
     # auto: fp16 on CUDA, fp32 elsewhere. int8: dynamic int8 quantisation of the linear
     # layers, a CPU fast path whose vectors get a table of their own.
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
+    # torch: sentence-transformers as is. openvino (CPU; pip install "grainline[openvino]"):
+    # the model converted once to OpenVINO IR and cached; with int8, quantised by NNCF
+    # on calibration texts, and its vectors get a table of their own.
+    backend: Literal["torch", "openvino"] = "torch"
+    # int8 calibration texts for the openvino backend (anything grainline reads);
+    # None: the bundled demo corpus.
+    calibration: str | None = None
     batch_size: int = Field(default=64, ge=1, le=4096)  # most sequences in one forward pass
     # Most (padded) tokens in one forward pass; None: 4096 on CPU (small batches stay in
     # cache: about 20% faster than sentence-transformers' encode), 65536 on GPUs.
@@ -63,6 +71,17 @@ class EmbedderSettings(BaseModel):
         if v.split(":")[0] not in DEVICES:
             raise ValueError(f"device must be one of {', '.join(DEVICES)} (or cuda:N), got {v!r}")
         return v
+
+    @model_validator(mode="after")
+    def _backend(self) -> "EmbedderSettings":
+        if self.backend == "openvino":
+            if self.device not in ("auto", "cpu"):
+                raise ValueError(f"backend 'openvino' runs on the CPU, got device {self.device!r}; use backend 'torch'")
+            if self.precision == "fp16":
+                raise ValueError("backend 'openvino' takes precision auto, fp32, bf16 or int8, got 'fp16'")
+        if self.calibration is not None and (self.backend, self.precision) != ("openvino", "int8"):
+            raise ValueError("calibration texts are for backend 'openvino' with precision int8")
+        return self
 
 
 def is_bundled(name: str) -> bool:
@@ -171,7 +190,7 @@ class Embedder:
     @cached_property
     def device(self) -> str:
         # Lazy: choosing a device imports torch, which a run with nothing to embed skips.
-        return pick_device(self.settings.device)
+        return "cpu" if self.settings.backend == "openvino" else pick_device(self.settings.device)
 
     @property
     def loaded(self) -> bool:
@@ -183,6 +202,11 @@ class Embedder:
         if Path(self.path).exists():
             # A local model never needs the hub; make sure nothing tries to reach it.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        if self.settings.backend == "openvino":
+            from grainline import openvino_backend
+
+            return openvino_backend.load(self.path, self._weights_sha256, self.settings.precision,
+                                         self.settings.calibration)
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover - a dependency
@@ -264,7 +288,25 @@ class Embedder:
 
     @property
     def _variant(self) -> str:
-        return "int8" if self.settings.precision == "int8" else ""
+        if self.settings.precision != "int8":
+            return ""
+        return "ov_int8" if self.settings.backend == "openvino" else "int8"
+
+    @cached_property
+    def _weights_sha256(self) -> str:
+        """The weights hash of the model folder (for a hub name, its local snapshot),
+        from the identity cache when it is there."""
+        cached = read_cached_identity(self.path, self._variant)
+        if cached is not None:
+            return cached[0].weights_sha256
+        if Path(self.path).is_dir():
+            return weights_hash(self.path)
+        from huggingface_hub import snapshot_download
+
+        try:
+            return weights_hash(snapshot_download(self.path, local_files_only=True))
+        except Exception as exc:  # noqa: BLE001 - the hub raises several kinds
+            raise ValueError(f"backend 'openvino' needs model {self.settings.model!r} on disk: {exc}") from exc
 
     def _load_identity(self) -> ModelIdentity:
         model = self.model
@@ -282,7 +324,8 @@ class Embedder:
             path=str(folder or self.path),
             dim=int(dim),
             max_seq_length=int(model.max_seq_length),
-            weights_sha256=weights_hash(folder),
+            # The converted model's hash is its source's: IR files are derived data.
+            weights_sha256=self._weights_sha256 if self.settings.backend == "openvino" else weights_hash(folder),
             variant=self._variant,
         )
 
@@ -290,8 +333,9 @@ class Embedder:
 
     def _window_max_tokens(self) -> int:
         if self._max_tokens is None:
-            tok = self.model.tokenizer
-            specials = len(tok("", add_special_tokens=True)["input_ids"])
+            # Same call on a transformers and on a Rust tokenizer (padding settings left
+            # on a tokenizer's backend by earlier calls do not change it).
+            specials = int(self.model.tokenizer.num_special_tokens_to_add(False))
             self._max_tokens = int(self.model.max_seq_length) - specials
         return self._max_tokens
 
@@ -313,10 +357,9 @@ class Embedder:
 
         Texts are sorted by token length and cut into batches by a token budget (at most
         ``batch_size`` texts), so padding is small and batch size follows length; the
-        forward passes run under ``torch.inference_mode``. ``n_tokens`` gives the model
-        token counts already known (chunks carry them); None entries are counted here."""
-        import torch
-
+        forward passes run under ``torch.inference_mode`` (or in OpenVINO). ``n_tokens``
+        gives the model token counts already known (chunks carry them); None entries are
+        counted here."""
         dim = self.identity.dim
         if not texts:
             return np.zeros((0, dim), dtype=np.float32)
@@ -329,7 +372,6 @@ class Embedder:
         lengths = [min(n + 2, cap) for n in known]
         order = np.argsort(lengths, kind="stable")[::-1]
         budget = self.settings.token_budget or (65536 if self.device.startswith("cuda") else 4096)
-        preprocess = getattr(model, "preprocess", None) or model.tokenize
         out = np.empty((len(texts), dim), dtype=np.float32)
         bar = None
         if self.settings.show_progress:
@@ -337,15 +379,14 @@ class Embedder:
 
             bar = tqdm(total=len(texts), desc=desc, unit="chunk", smoothing=0.1)
         try:
-            with torch.inference_mode():
+            with self._forward() as forward:
                 i = 0
                 while i < len(order):
                     n = max(1, min(self.settings.batch_size, budget // lengths[order[i]]))
                     idx = order[i : i + n]
-                    features = preprocess([texts[j] for j in idx])
-                    features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in features.items()}
-                    emb = model(features)["sentence_embedding"].float()
-                    out[idx] = torch.nn.functional.normalize(emb, dim=1).cpu().numpy()
+                    emb = forward([texts[j] for j in idx])
+                    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+                    out[idx] = emb / np.maximum(norms, 1e-12)
                     i += n
                     if bar is not None:
                         bar.update(len(idx))
@@ -353,6 +394,25 @@ class Embedder:
             if bar is not None:
                 bar.close()
         return out
+
+    @contextmanager
+    def _forward(self) -> Iterator[Callable[[list[str]], np.ndarray]]:
+        """A function from a batch of texts to their (unnormalised) float32 embeddings."""
+        model = self.model
+        if self.settings.backend == "openvino":
+            yield model.embed
+            return
+        import torch
+
+        preprocess = getattr(model, "preprocess", None) or model.tokenize
+
+        def forward(batch: list[str]) -> np.ndarray:
+            features = preprocess(batch)
+            features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in features.items()}
+            return model(features)["sentence_embedding"].float().cpu().numpy()
+
+        with torch.inference_mode():
+            yield forward
 
     def embed_chunks(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[int]]:
         """Vectors for chunks, and how many model windows each used. ``pool`` chunks are

@@ -1,5 +1,5 @@
 # Sourced by the other scripts: create .venv/ at the repo root and install grainline
-# into it (editable, with test extras) when pyproject.toml or the constraints changed.
+# into it (editable, with the test and openvino extras) when pyproject.toml or the constraints changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -22,7 +22,7 @@ want="$(cat pyproject.toml constraints/cpu.txt | sha256sum | cut -d' ' -f1) ${CO
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing grainline and its dependencies into .venv/ (first time takes a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test]"
+  .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test,openvino]"
   echo "$want" > "$stamp"
 fi
 # Everything grainline needs is installed locally: nothing downloads at run time.

@@ -51,11 +51,14 @@ def test_reuse_corpus_repeats_paragraphs_and_stages_are_validated():
         parse_stages("rerun")
 
 
-def test_bench_ingest_stages_only(tmp_path):
+def test_bench_ingest_stages_only_with_the_openvino_backend(tmp_path):
     out = tmp_path / "bench.json"
-    res = CliRunner().invoke(app, ["bench", "--dataset", "generated-reuse:40", "--stages", "ingest,rerun", "--device", "cpu", "--output", str(out)])
+    res = CliRunner().invoke(app, ["bench", "--dataset", "generated-reuse:40", "--stages", "ingest,rerun", "--device", "cpu",
+                                   "--backend", "openvino", "--output", str(out)])
     assert res.exit_code == 0, res.output
     rep = json.loads(out.read_text())
+    assert rep["backend"] == "openvino" and rep["model_prepare_seconds"] > 0
+    assert "backend openvino" in res.output and "Model conversion" in res.output
     assert set(rep["stages"]) == {"ingest", "rerun"} and "ingest_vs_baseline" not in rep
     assert rep["chunks"] == rep["stages"]["ingest"]["chunks_written"] > 40
     assert rep["stages"]["ingest"]["chunks_embedded"] < rep["chunks"]  # repeated paragraphs reuse vectors

@@ -129,17 +129,37 @@ def test_bad_arguments_are_named(tmp_path):
 SCIFACT = SHARED_DATA / "scifact"
 
 
+def _scifact_dense_and_bm25(tmp_path, embedder_settings, methods="dense,bm25"):
+    run = run_eval(EvalSettings(
+        dataset=f"beir:{SCIFACT}", split="test", strategies="article", methods=methods,
+        long_article="truncate", db=str(tmp_path / "db"), reports_dir=str(tmp_path / "reports"),
+        embedder=embedder_settings, n_permutations=200, n_bootstrap=200,
+    ))
+    assert len(run.queries) == 300
+    return {(r["method"], r["metric"]): r["value"] for r in run.results}
+
+
+@pytest.fixture(scope="module")
+def scifact_fp32(tmp_path_factory):
+    """SciFact test queries over whole abstracts, fp32 on CPU (one run for the module)."""
+    if not SCIFACT.exists():
+        pytest.skip(f"SciFact not found at {SCIFACT}")
+    return _scifact_dense_and_bm25(tmp_path_factory.mktemp("scifact-fp32"), EmbedderSettings(device="cpu"))
+
+
 @pytest.mark.dataset
-@pytest.mark.skipif(not SCIFACT.exists(), reason=f"SciFact not found at {SCIFACT}")
-def test_scifact_trust_anchors(tmp_path, embedder):
+def test_scifact_trust_anchors(scifact_fp32):
     """Whole abstracts, all-MiniLM-L6-v2 truncated at 256 tokens: nDCG@10 within 0.01 of
     the published 0.645; BM25 within 0.02 of the published 0.665-0.687."""
-    run = run_eval(EvalSettings(
-        dataset=f"beir:{SCIFACT}", split="test", strategies="article", methods="dense,bm25",
-        long_article="truncate", db=str(tmp_path / "db"), reports_dir=str(tmp_path / "reports"),
-        embedder=EmbedderSettings(device="cpu"), n_permutations=200, n_bootstrap=200,
-    ))
-    by = {(r["method"], r["metric"]): r["value"] for r in run.results}
-    assert len(run.queries) == 300
+    by = scifact_fp32
     assert abs(by[("dense", "ndcg@10")] - 0.645) <= 0.01, by[("dense", "ndcg@10")]
     assert 0.665 - 0.02 <= by[("bm25", "ndcg@10")] <= 0.687 + 0.02, by[("bm25", "ndcg@10")]
+
+
+@pytest.mark.dataset
+def test_scifact_openvino_int8_within_001_of_fp32(tmp_path, scifact_fp32):
+    """The int8 CPU fast path (OpenVINO, NNCF-quantised) keeps SciFact nDCG@10 within
+    0.01 of the fp32 run on the same queries."""
+    by = _scifact_dense_and_bm25(tmp_path, EmbedderSettings(backend="openvino", precision="int8"), methods="dense")
+    fp32, int8 = scifact_fp32[("dense", "ndcg@10")], by[("dense", "ndcg@10")]
+    assert abs(int8 - fp32) <= 0.01, (int8, fp32)

@@ -1,0 +1,119 @@
+"""The openvino backend: the bundled model converted to OpenVINO IR (fp32, and int8 by
+NNCF), checked against the torch model's own vectors, cached, and ingested with."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from grainline.documents import Document
+from grainline.embedding import Embedder, EmbedderSettings
+from grainline.ingest import IngestSettings, get_embedder, run_ingest
+from grainline.readers import iter_documents
+from grainline.storage.chunks import ChunkStore
+
+from .conftest import DEMO_CORPUS, write_files
+from .test_ingest import DEMO_QUERIES
+
+
+def demo_paragraphs() -> tuple[list[str], list[str]]:
+    docs = [d for d in iter_documents(str(DEMO_CORPUS)) if isinstance(d, Document)]
+    pairs = [(p, d.doc_id) for d in docs for p in d.text.split("\n\n") if len(p) > 80]
+    return [p for p, _ in pairs], [o for _, o in pairs]
+
+
+@pytest.fixture(scope="module")
+def ov_int8():
+    return get_embedder(EmbedderSettings(backend="openvino", precision="int8"))
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_openvino_vectors_match_torch_per_chunk(embedder, precision):
+    """fp32 IR: the torch model's vectors to float rounding; bf16: within cosine 0.999.
+    Both share the fp32 table (the vectors are interchangeable)."""
+    ov = Embedder(EmbedderSettings(backend="openvino", precision=precision))
+    assert ov.identity.table_name == embedder.identity.table_name
+    texts, _ = demo_paragraphs()
+    texts = texts[:48] + ["x", "word " * 400]  # a one-token text and one past the window
+    a, b = embedder.encode(texts), ov.encode(texts)
+    assert b.shape == a.shape and b.dtype == np.float32
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > (0.99999 if precision == "fp32" else 0.999), cos.min()
+
+
+def test_openvino_int8_gets_its_own_table_and_keeps_retrieval(embedder, ov_int8):
+    assert ov_int8.identity.table_name == embedder.identity.table_name + "_ov_int8"
+    assert ov_int8.identity.model_id.endswith("+ov_int8")
+    texts, owners = demo_paragraphs()
+    a, b = embedder.encode(texts), ov_int8.encode(texts)
+    cos = (a * b).sum(axis=1)
+    assert cos.min() > 0.98 and cos.mean() > 0.99, (cos.min(), cos.mean())
+    qa, qb = embedder.embed_queries(list(DEMO_QUERIES)), ov_int8.embed_queries(list(DEMO_QUERIES))
+    for i, doc_id in enumerate(DEMO_QUERIES.values()):
+        assert owners[int(np.argmax(a @ qa[i]))] == doc_id
+        assert owners[int(np.argmax(b @ qb[i]))] == doc_id
+
+
+def test_converted_models_are_cached_and_reused(ov_int8):
+    """A second process finds the int8 model in the cache: same vectors, no torch import."""
+    ov_int8.model  # noqa: B018 - built (and cached) by now
+    texts = ["Bees dance to show where flowers are.", "Sourdough needs a living starter."]
+    code = (
+        "import json, sys\n"
+        "from grainline.embedding import Embedder, EmbedderSettings\n"
+        "e = Embedder(EmbedderSettings(backend='openvino', precision='int8'))\n"
+        f"v = e.encode({texts!r})\n"
+        "print(json.dumps({'torch': 'torch' in sys.modules, 'v': v.tolist()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["torch"] is False
+    assert np.allclose(np.asarray(got["v"], dtype=np.float32), ov_int8.encode(texts), atol=1e-5)
+
+
+def test_ingest_with_openvino_int8_writes_its_table_and_reruns_embed_nothing(tmp_path, ov_int8):
+    src = write_files(tmp_path / "src", {
+        "a.md": "# Bees\n\nBees dance to show the hive where flowers are.\n\nThe waggle run gives the distance.",
+        "b.txt": "Tides follow the Moon.\n\nSpring tides come at new and full moon.",
+    })
+    settings = IngestSettings(source=str(src), db=str(tmp_path / "db"), strategies="paragraph",
+                              embedder=EmbedderSettings(backend="openvino", precision="int8"))
+    first = run_ingest(settings)
+    assert first.status == "completed" and first.counts.chunks_embedded == first.counts.chunks_written >= 2
+    assert first.table_name == ov_int8.identity.table_name
+    store = ChunkStore(str(tmp_path / "db"), first.table_name, 384)
+    rows = store.table.to_arrow().to_pylist()
+    assert {r["model_id"] for r in rows} == {ov_int8.identity.model_id}
+    for r in rows:
+        assert np.allclose(np.asarray(r["vector"], dtype=np.float32), ov_int8.encode([r["text"]])[0], atol=1e-3)
+    again = run_ingest(settings)
+    assert again.counts.chunks_embedded == 0 and again.counts.chunks_written == 0
+
+
+def test_bad_openvino_settings_name_the_value():
+    with pytest.raises(ValueError, match="backend 'openvino' runs on the CPU, got device 'cuda'"):
+        EmbedderSettings(backend="openvino", device="cuda")
+    with pytest.raises(ValueError, match="precision auto, fp32, bf16 or int8, got 'fp16'"):
+        EmbedderSettings(backend="openvino", precision="fp16")
+    with pytest.raises(ValueError, match="backend"):
+        EmbedderSettings(backend="onnx")
+    with pytest.raises(ValueError, match="calibration texts are for backend 'openvino'"):
+        EmbedderSettings(calibration=str(DEMO_CORPUS))
+    with pytest.raises(FileNotFoundError, match="int8 calibration texts not found at /nope"):
+        Embedder(EmbedderSettings(backend="openvino", precision="int8", calibration="/nope")).model  # noqa: B018
+
+
+def test_missing_openvino_says_how_to_install(tmp_path):
+    """Without the extra, the backend fails with the exact install command."""
+    code = (
+        "import sys; sys.modules['openvino'] = None\n"  # what an absent package looks like to import
+        "from grainline.embedding import Embedder, EmbedderSettings\n"
+        "Embedder(EmbedderSettings(backend='openvino')).model\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode != 0
+    assert 'backend \'openvino\' needs OpenVINO and NNCF: pip install "grainline[openvino]"' in out.stderr
