@@ -15,10 +15,11 @@ import os
 import shutil
 import tempfile
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 
@@ -43,7 +44,8 @@ _PROBES = (
 def require() -> Any:
     """Import openvino, or say how to install it."""
     try:
-        import openvino
+        with _telemetry_declined():  # importing it sends an event
+            import openvino
     except ImportError as exc:
         raise RuntimeError(f"backend 'openvino' needs OpenVINO and NNCF: {INSTALL}") from exc
     return openvino
@@ -186,9 +188,33 @@ def _forward_module(st: Any) -> Any:
     return Forward().eval()
 
 
+@contextmanager
+def _telemetry_declined() -> Iterator[None]:
+    """OpenVINO's converter and NNCF send usage telemetry (from a forked process) unless
+    the user opted out with ``opt_in_out --opt_out``. grainline converts a model as one
+    step of a batch job, which must not reach the network or fork beside LanceDB's
+    runtime: inside this block their consent check answers no."""
+    try:
+        from openvino_telemetry.utils.opt_in_checker import ConsentCheckResult, OptInChecker
+    except ImportError:  # no telemetry package, nothing to decline
+        yield
+        return
+    original = OptInChecker.check
+    OptInChecker.check = lambda self, *args, **kwargs: ConsentCheckResult.DECLINED  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        OptInChecker.check = original  # type: ignore[method-assign]
+
+
 def build(st_path: str, folder: Path, calibration: Sequence[str]) -> None:
     """Convert (and with ``calibration`` texts, quantise) the model into ``folder``.
     Written to a temporary folder and renamed, so concurrent builders never see half a model."""
+    with _telemetry_declined():
+        _build(st_path, folder, calibration)
+
+
+def _build(st_path: str, folder: Path, calibration: Sequence[str]) -> None:
     ov = require()
     import torch
     from sentence_transformers import SentenceTransformer

@@ -4,6 +4,7 @@ NNCF), checked against the torch model's own vectors, cached, and ingested with.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -117,3 +118,23 @@ def test_missing_openvino_says_how_to_install(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode != 0
     assert 'backend \'openvino\' needs OpenVINO and NNCF: pip install "grainline[openvino]"' in out.stderr
+
+
+def test_conversion_sends_no_telemetry(tmp_path):
+    """OpenVINO's converter reports usage (from a forked process) unless declined: a
+    conversion by grainline forks nothing and leaves no consent or id files in $HOME."""
+    code = (
+        "import os\n"
+        "forks = []\n"
+        "real_fork = os.fork\n"
+        "os.fork = lambda: forks.append(1) or real_fork()\n"
+        "from grainline.embedding import Embedder, EmbedderSettings\n"
+        "Embedder(EmbedderSettings(backend='openvino', precision='fp32')).encode(['a b c'])\n"
+        "print('forks', len(forks))\n"
+    )
+    env = dict(os.environ, HOME=str(tmp_path / "home"), GRAINLINE_CACHE_DIR=str(tmp_path / "cache"))
+    (tmp_path / "home").mkdir()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "forks 0"
+    assert list((tmp_path / "home").iterdir()) == []
+    assert (tmp_path / "cache" / "openvino").is_dir()
