@@ -262,10 +262,12 @@ def _build(st_path: str, folder: Path, calibration: Sequence[str]) -> None:
                 subset_size=len(calibration),
             )
             ov.save_model(calibrated, str(tmp / "model.xml"), compress_to_fp16=False)
-        if folder.exists():  # another process finished first; theirs is as good
-            shutil.rmtree(tmp, ignore_errors=True)
-            return
-        os.replace(tmp, folder)
+        try:
+            os.replace(tmp, folder)
+        except OSError:
+            if not (folder / "meta.json").is_file():
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)  # another process finished first; theirs is as good
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

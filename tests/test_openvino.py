@@ -138,3 +138,19 @@ def test_conversion_sends_no_telemetry(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == "forks 0"
     assert list((tmp_path / "home").iterdir()) == []
     assert (tmp_path / "cache" / "openvino").is_dir()
+
+
+def test_two_processes_converting_at_once_both_succeed(tmp_path):
+    """Each builds in a temporary folder and renames it; the loser keeps the winner's."""
+    code = (
+        "from grainline.embedding import Embedder, EmbedderSettings\n"
+        "print(Embedder(EmbedderSettings(backend='openvino', precision='fp32')).encode(['tide and moon'])[0][:4].tolist())\n"
+    )
+    env = dict(os.environ, GRAINLINE_CACHE_DIR=str(tmp_path / "cache"))
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [err[-2000:] for _, err in outs]
+    a, b = (json.loads(out.strip().splitlines()[-1]) for out, _ in outs)
+    assert np.allclose(a, b, atol=1e-6)
+    assert len(list((tmp_path / "cache" / "openvino").iterdir())) == 1  # one model, no half-written folders
