@@ -375,7 +375,8 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
     if batch.docs:
         rows = rows_for(ctx, batch)
         keys = [p.key for p in ctx.plans]
-        res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys)
+        res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys,
+                                         all_new=all(cd.status == "added" for cd in batch.docs))
         counts.chunks_written += res["inserted"] + res["updated"]
         counts.chunks_deleted += res["deleted"]
         for cd in batch.docs:
