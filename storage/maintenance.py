@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grainline.memory import release_memory
+
 log = logging.getLogger("grainline.maintenance")
 
 # Vector indexes grainline builds are named with the row count they were trained on,
@@ -278,6 +280,9 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
                 report.actions.append(f"not pruned: {exc}")
         else:
             report.actions.append(f"not pruned ({why})")
+    # Each step below allocates in proportion to the table and frees it all at the end:
+    # handing that back in between keeps the peak that of the largest step, not a sum.
+    release_memory()
     rows = figures(table).rows
     if settings.vector_index:
         ix = vector_index(table)
@@ -289,6 +294,7 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
             trained = trained_rows(ix.name)
             if trained is None or rows >= settings.retrain_growth * trained:
                 report.actions.append(f"retrained vector index {build_vector_index(table, rows)} (was {ix.name})")
+    release_memory()
     if settings.fts_index and rows and ensure_fts_index(table):
         report.actions.append(f"built full-text index {FTS_INDEX}")
     report.after = figures(table)
