@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_key, chunker_params, settings_for
 from grainline.documents import Chunk, Document, Failure, canonical_json
 from grainline.embedding import Embedder, EmbedderSettings
+from grainline.memory import release_memory
 from grainline.readers import ReaderSettings, open_source
 from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
@@ -375,7 +376,8 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
     if batch.docs:
         rows = rows_for(ctx, batch)
         keys = [p.key for p in ctx.plans]
-        res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys)
+        res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys,
+                                         all_new=all(cd.status == "added" for cd in batch.docs))
         counts.chunks_written += res["inserted"] + res["updated"]
         counts.chunks_deleted += res["deleted"]
         for cd in batch.docs:
@@ -415,6 +417,9 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
                 for d in gone:
                     ctx.states.pop(d, None)
             counts.add_time("delete", time.perf_counter() - t0)
+        # The batches' freed buffers go back to the system before maintenance and the
+        # export allocate in proportion to the table (grainline/memory.py).
+        release_memory()
         if ctx.store.exists:
             # Before the export: maintenance commits versions, and the export records the
             # version it holds (exporting first would make every next run export again).
@@ -423,6 +428,7 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
         # changed it, or an earlier run died before (or while) exporting.
         if ctx.settings.export_parquet and ctx.store.exists and exported_version(export_dir(ctx)) != ctx.store.version():
             t0 = time.perf_counter()
+            release_memory()
             export_table(ctx.store.table, export_dir(ctx))
             counts.add_time("export", time.perf_counter() - t0)
     rec.counts = counts

@@ -9,6 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from .schema import chunks_schema
 from .sql import in_list, quote
@@ -129,12 +130,21 @@ class ChunkStore:
                     found.setdefault(h, (v.copy(), nw))
         return found
 
-    def upsert_documents(self, rows: pa.Table, doc_ids: list[str], chunker_keys: list[str]) -> dict[str, int]:
+    def upsert_documents(self, rows: pa.Table, doc_ids: list[str], chunker_keys: list[str], all_new: bool = False) -> dict[str, int]:
         """Write the new chunks of these documents and delete their chunks (for these
-        chunker keys) that no longer exist, in one commit. Returns row counts."""
+        chunker keys) that no longer exist, in one commit. Returns row counts.
+
+        ``all_new``: the caller knows the table holds no row of these documents (a
+        first ingestion), so the rows are appended: a merge on ``chunk_id`` joins the
+        whole table (LanceDB 0.40 uses no scalar index when it also deletes by source),
+        and its memory and time grow with the table."""
         if not doc_ids:
             return {"inserted": 0, "updated": 0, "deleted": 0}
         rows = rows.cast(self.schema) if rows.schema != self.schema else rows
+        if all_new and pc.count_distinct(rows.column("chunk_id")).as_py() == rows.num_rows:
+            if rows.num_rows:
+                self.table.add(rows)
+            return {"inserted": rows.num_rows, "updated": 0, "deleted": 0}
         scope = f"{in_list('doc_id', doc_ids)} AND {in_list('chunker_key', chunker_keys)}"
         if rows.num_rows == 0:
             deleted = self.delete(scope)

@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grainline.memory import release_memory
+
 log = logging.getLogger("grainline.maintenance")
 
 # Vector indexes grainline builds are named with the row count they were trained on,
@@ -206,8 +208,44 @@ def build_vector_index(table: Any, rows: int) -> str:
     return name
 
 
-def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datetime | None = None) -> MaintenanceReport:
-    """One maintenance pass over ``table`` (a LanceDB table at its latest version)."""
+def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, now: datetime | None = None) -> list[str]:
+    """What the table needs from maintenance (empty: nothing). LanceDB's ``optimize()``
+    can commit a new version even on a table that needs nothing (it re-commits an
+    IVF_PQ index of two or more partitions), which would make an unchanged re-run
+    look like a change, so maintenance only optimizes when something here is due."""
+    due = []
+    if settings.compact:
+        if fig.small_fragments > 1:
+            due.append(f"{fig.small_fragments} small fragments")
+        if fig.vector_index is not None and fig.unindexed_rows:
+            due.append(f"{fig.unindexed_rows} rows outside the vector index")
+        if settings.prune:
+            now = now or datetime.now()
+            older_than, why = prune_window(table, settings, now)
+            if older_than < _NEVER and table.list_versions()[0]["timestamp"] < now - older_than:
+                due.append(f"old versions to prune ({why})")
+    if settings.vector_index and fig.rows >= settings.min_rows_for_index:
+        trained = trained_rows(fig.vector_index) if fig.vector_index else None
+        if fig.vector_index is None:
+            due.append("no vector index")
+        elif trained is None or fig.rows >= settings.retrain_growth * trained:
+            due.append(f"vector index {fig.vector_index} outgrown")
+    if settings.fts_index and fig.rows:
+        if FTS_INDEX not in {getattr(ix, "name", None) for ix in table.list_indices()}:
+            due.append("no full-text index")
+        else:
+            stats = table.index_stats(FTS_INDEX)
+            if stats is None or getattr(stats, "num_unindexed_rows", 0):
+                due.append("rows outside the full-text index")
+    return due
+
+
+def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datetime | None = None,
+             wrote: bool = False) -> MaintenanceReport:
+    """One maintenance pass over ``table`` (a LanceDB table at its latest version).
+    ``wrote``: the caller changed the table since the last pass, so it gets the full
+    pass; otherwise a table that needs nothing (:func:`pending_work`) is left as it is,
+    with no new version."""
     settings = settings or MaintenanceSettings()
     t0 = time.perf_counter()
     before = figures(table)
@@ -217,6 +255,12 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
         if dropped:
             report.actions.append(f"deleted {len(dropped)} evaluation tags older than "
                                   f"{settings.drop_eval_tags_older_than_days:g} days: {', '.join(dropped)}")
+    if not wrote and not pending_work(table, settings, before, now):
+        report.actions.append("nothing to compact, index or prune: the table needs nothing")
+        report.after = figures(table)
+        report.version_after = table.version
+        report.seconds = round(time.perf_counter() - t0, 4)
+        return report
     if settings.compact:
         # Compact and fold new rows into the indexes first, then prune with a window
         # computed just before: the two clocks then differ by milliseconds.
@@ -236,6 +280,9 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
                 report.actions.append(f"not pruned: {exc}")
         else:
             report.actions.append(f"not pruned ({why})")
+    # Each step below allocates in proportion to the table and frees it all at the end:
+    # handing that back in between keeps the peak that of the largest step, not a sum.
+    release_memory()
     rows = figures(table).rows
     if settings.vector_index:
         ix = vector_index(table)
@@ -247,6 +294,7 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
             trained = trained_rows(ix.name)
             if trained is None or rows >= settings.retrain_growth * trained:
                 report.actions.append(f"retrained vector index {build_vector_index(table, rows)} (was {ix.name})")
+    release_memory()
     if settings.fts_index and rows and ensure_fts_index(table):
         report.actions.append(f"built full-text index {FTS_INDEX}")
     report.after = figures(table)
@@ -262,7 +310,7 @@ def maintain_after_run(table: Any, settings: MaintenanceSettings, record: Any) -
     if not settings.enabled:
         return None
     try:
-        report = maintain(table, settings)
+        report = maintain(table, settings, wrote=table.version != record.version_before)
     except Exception as exc:  # noqa: BLE001 - the run succeeded; say what failed
         log.warning("maintenance of %s failed: %r", getattr(table, "name", table), exc)
         record.maintenance = {"error": f"{type(exc).__name__}: {exc}"}

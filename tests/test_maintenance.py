@@ -139,6 +139,22 @@ def test_search_through_the_index_finds_what_exact_search_finds(tmp_path):
     assert np.mean(recall) >= 0.95, recall
 
 
+def test_a_table_that_needs_nothing_gets_no_new_version(tmp_path):
+    store = ChunkStore(str(tmp_path / "db"), "chunks_t", DIM)
+    fill(store, clustered(520), 3)
+    table = store.table
+    assert index_params(520, DIM)[0] == 2  # LanceDB's optimize() re-commits an index of 2+ partitions
+    maintain(table)
+    v = table.version
+    again = maintain(table)
+    assert table.version == again.version_after == v
+    assert any("needs nothing" in a for a in again.actions), again.actions
+    # rows written since are folded in as before
+    put(store, 5000, clustered(40, seed=3))
+    rep = maintain(table)
+    assert rep.after.unindexed_rows == 0 and rep.after.rows == 560 and table.version > v + 1
+
+
 def test_tagged_versions_survive_aggressive_pruning(tmp_path):
     store = ChunkStore(str(tmp_path / "db"), "chunks_t", DIM)
     fill(store, clustered(60), 3)
@@ -203,6 +219,27 @@ def test_ingestion_runs_maintenance_and_records_it(tmp_path, embedder):
     assert stored["fragments"] == rec.fragments and stored["maintenance"]["table"] == rec.table_name
     off = run_ingest(settings.model_copy(update={"maintenance": MaintenanceSettings(enabled=False)}))
     assert off.maintenance is None and Ledger(db).runs()[-1]["fragments"] is None
+
+
+def test_unchanged_rerun_of_an_indexed_table_commits_nothing_and_keeps_the_export(tmp_path, embedder):
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.storage.parquet import MARKER
+
+    # 130 documents of 4 sentences drawn from 40: 520 sentence rows (an index of two
+    # partitions) while only 40 texts are embedded
+    pool = [f"Sentence {i} tells of the {w} near the old mill." for i, w in enumerate(["river", "falcon", "cedar", "lantern"] * 10)]
+    src = write_files(tmp_path / "src", {f"d{i:03d}.txt": " ".join(pool[(i * 7 + k) % 40] for k in range(4)) for i in range(130)})
+    db = tmp_path / "db"
+    settings = IngestSettings(source=str(src), strategies=["sentence"], db=str(db), embedder=EmbedderSettings(device="cpu"))
+    first = run_ingest(settings)
+    assert first.counts.chunks_written >= 512 and first.maintenance["after"]["vector_index"]
+    marker = db / "parquet" / first.table_name / MARKER
+    exported = marker.read_text()
+    second = run_ingest(settings)
+    assert second.counts.docs_unchanged == 130 and second.version_before == second.version_after == first.version_after
+    assert marker.read_text() == exported and "export" not in second.counts.stage_seconds
+    assert any("needs nothing" in a for a in second.maintenance["actions"])
 
 
 def test_evaluation_tags_the_versions_it_read_and_pruning_keeps_them(tmp_path, embedder):

@@ -55,6 +55,31 @@ def test_upsert_replaces_and_deletes_stale_chunks_in_one_commit(tmp_path):
     assert ids(store) == ["a1", "a9", "b1"]
 
 
+def test_new_documents_are_appended_in_one_commit_like_a_merge(tmp_path):
+    """all_new appends (no join against the table); the table ends as a merge leaves it."""
+    appended = ChunkStore(str(tmp_path / "a"), "chunks_t", DIM)
+    merged = ChunkStore(str(tmp_path / "m"), "chunks_t", DIM)
+    first = rows([("a1", "a", "p-1", "x"), ("a2", "a", "p-1", "y")])
+    batch = rows([("b1", "b", "p-1", "z"), ("b2", "b", "p-1", "x"), ("c1", "c", "p-1", "w")], seed=1)
+    for store, all_new in ((appended, True), (merged, False)):
+        store.upsert_documents(first, ["a"], ["p-1"], all_new=all_new)
+        v = store.version()
+        res = store.upsert_documents(batch, ["b", "c"], ["p-1"], all_new=all_new)
+        assert res == {"inserted": 3, "updated": 0, "deleted": 0} and store.version() == v + 1
+    cols = [f.name for f in appended.schema]
+    got, want = (pa.Table.from_batches(list(s.scan(cols))).sort_by("chunk_id") for s in (appended, merged))
+    assert got.equals(want) and got.num_rows == 5
+    # documents that give no chunks: nothing to write, no commit
+    v = appended.version()
+    assert appended.upsert_documents(batch.slice(0, 0), ["d"], ["p-1"], all_new=True)["inserted"] == 0
+    assert appended.version() == v
+    # a batch naming one chunk twice is merged, as before, instead of appended blindly
+    twice = rows([("e1", "e", "p-1", "q"), ("e1", "e", "p-1", "q")])
+    for store, all_new in ((appended, True), (merged, False)):
+        store.upsert_documents(twice, ["e"], ["p-1"], all_new=all_new)
+    assert ids(appended) == ids(merged)
+
+
 def test_doc_states_and_vector_lookup(tmp_path):
     store = ChunkStore(str(tmp_path / "db"), "chunks_t", DIM)
     t = rows([("a1", "a", "p-1", "x"), ("b1", "b", "s-1", "y")])
