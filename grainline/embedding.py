@@ -246,6 +246,10 @@ class Embedder:
             )
         return model
 
+    def unload(self) -> None:
+        """Free the model weights; the next use loads them again."""
+        self.__dict__.pop("model", None)
+
     @cached_property
     def head(self) -> Any:
         """The tuned head (``grainline.tuning.Head``) or None; it must have been

@@ -29,7 +29,7 @@ from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
 from grainline.storage.locks import TableLock
-from grainline.storage.maintenance import MaintenanceSettings, maintain_after_run
+from grainline.storage.maintenance import MaintenanceSettings, figures, maintain_after_run, vector_index_due
 from grainline.storage.parquet import default_export_dir, exported_version, export_table
 
 log = logging.getLogger("grainline.ingest")
@@ -417,6 +417,11 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
                 for d in gone:
                     ctx.states.pop(d, None)
             counts.add_time("delete", time.perf_counter() - t0)
+        if (ctx.store.exists and ctx.settings.maintenance.enabled
+                and vector_index_due(ctx.settings.maintenance, figures(ctx.store.table))):
+            # Training the index reads every vector of the table: the model is not needed
+            # for it, and a big one would sit under that peak (it reloads when next used).
+            ctx.embedder.unload()
         # The batches' freed buffers go back to the system before maintenance and the
         # export allocate in proportion to the table (grainline/memory.py).
         release_memory()

@@ -208,6 +208,19 @@ def build_vector_index(table: Any, rows: int) -> str:
     return name
 
 
+def vector_index_due(settings: MaintenanceSettings, fig: TableFigures) -> str | None:
+    """Why the vector index must be (re)trained at the next pass, or None. Training
+    reads every vector, so its memory grows with the table."""
+    if not settings.vector_index or fig.rows < settings.min_rows_for_index:
+        return None
+    if fig.vector_index is None:
+        return "no vector index"
+    trained = trained_rows(fig.vector_index)
+    if trained is None or fig.rows >= settings.retrain_growth * trained:
+        return f"vector index {fig.vector_index} outgrown"
+    return None
+
+
 def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, now: datetime | None = None) -> list[str]:
     """What the table needs from maintenance (empty: nothing). LanceDB's ``optimize()``
     can commit a new version even on a table that needs nothing (it re-commits an
@@ -224,12 +237,9 @@ def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, n
             older_than, why = prune_window(table, settings, now)
             if older_than < _NEVER and table.list_versions()[0]["timestamp"] < now - older_than:
                 due.append(f"old versions to prune ({why})")
-    if settings.vector_index and fig.rows >= settings.min_rows_for_index:
-        trained = trained_rows(fig.vector_index) if fig.vector_index else None
-        if fig.vector_index is None:
-            due.append("no vector index")
-        elif trained is None or fig.rows >= settings.retrain_growth * trained:
-            due.append(f"vector index {fig.vector_index} outgrown")
+    why = vector_index_due(settings, fig)
+    if why:
+        due.append(why)
     if settings.fts_index and fig.rows:
         if FTS_INDEX not in {getattr(ix, "name", None) for ix in table.list_indices()}:
             due.append("no full-text index")

@@ -223,7 +223,7 @@ def test_ingestion_runs_maintenance_and_records_it(tmp_path, embedder):
 
 def test_unchanged_rerun_of_an_indexed_table_commits_nothing_and_keeps_the_export(tmp_path, embedder):
     from grainline.embedding import EmbedderSettings
-    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.ingest import IngestSettings, get_embedder, run_ingest
     from grainline.storage.parquet import MARKER
 
     # 130 documents of 4 sentences drawn from 40: 520 sentence rows (an index of two
@@ -234,12 +234,18 @@ def test_unchanged_rerun_of_an_indexed_table_commits_nothing_and_keeps_the_expor
     settings = IngestSettings(source=str(src), strategies=["sentence"], db=str(db), embedder=EmbedderSettings(device="cpu"))
     first = run_ingest(settings)
     assert first.counts.chunks_written >= 512 and first.maintenance["after"]["vector_index"]
+    # the model was freed before the index was trained (nothing needs it there) ...
+    assert not get_embedder(settings.embedder).loaded
     marker = db / "parquet" / first.table_name / MARKER
     exported = marker.read_text()
     second = run_ingest(settings)
     assert second.counts.docs_unchanged == 130 and second.version_before == second.version_after == first.version_after
     assert marker.read_text() == exported and "export" not in second.counts.stage_seconds
     assert any("needs nothing" in a for a in second.maintenance["actions"])
+    # ... and comes back when a run has text to embed again
+    write_files(src, {"new.txt": "A heron waited by the weir at dawn."})
+    third = run_ingest(settings)
+    assert third.counts.chunks_embedded == 1 and get_embedder(settings.embedder).loaded
 
 
 def test_evaluation_tags_the_versions_it_read_and_pruning_keeps_them(tmp_path, embedder):
