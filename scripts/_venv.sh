@@ -1,5 +1,6 @@
 # Sourced by the other scripts: create .venv/ at the repo root and install grainline
-# into it (editable, with the test and openvino extras) when pyproject.toml or the constraints changed.
+# into it (editable, with the test, openvino and s3 extras) at the versions of
+# constraints/lock.txt, whenever pyproject.toml or the constraints changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON="${PYTHON:-python3}"
@@ -11,19 +12,25 @@ if [ ! -x .venv/bin/python ]; then
   echo ">> creating .venv/ with $("$PYTHON" --version)"
   "$PYTHON" -m venv .venv
 fi
-# Without an NVIDIA GPU, pin PyTorch's CPU build (small, installs quickly); with one,
-# let pip choose the CUDA build.
+# The lock pins every package (transitive ones too). Without an NVIDIA GPU, also pin
+# PyTorch's CPU build (small, installs quickly); with one, pip takes the CUDA build of
+# the same release. GRAINLINE_LOCK=none resolves anew (scripts/lock.sh uses it).
 CONSTRAINTS=()
+if [ "${GRAINLINE_LOCK:-}" != "none" ]; then
+  CONSTRAINTS=(-c constraints/lock.txt)
+fi
 if ! command -v nvidia-smi >/dev/null 2>&1 || [ "${GRAINLINE_CPU:-}" = "1" ]; then
-  CONSTRAINTS=(-c constraints/cpu.txt)
+  CONSTRAINTS+=(-c constraints/cpu.txt)
 fi
 stamp=.venv/.grainline-install-stamp
-want="$(cat pyproject.toml constraints/cpu.txt | sha256sum | cut -d' ' -f1) ${CONSTRAINTS[*]:-gpu}"
+want="$(cat pyproject.toml constraints/cpu.txt constraints/lock.txt | sha256sum | cut -d' ' -f1) ${CONSTRAINTS[*]:-gpu}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing grainline and its dependencies into .venv/ (first time takes a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test,openvino]"
+  .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test,openvino,s3]"
   echo "$want" > "$stamp"
 fi
 # Everything grainline needs is installed locally: nothing downloads at run time.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# No usage telemetry from Prefect's client or the servers grainline and the tests start.
+export PREFECT_SERVER_ANALYTICS_ENABLED=false DO_NOT_TRACK=1
