@@ -42,6 +42,9 @@ class ScheduleSettings(BaseModel):
     eval_methods: str = "dense,bm25,hybrid"
     eval_sample: int | None = None
     eval_cron: str = "0 4 * * 0"  # Sundays at 04:00
+    # Also evaluate whenever a run of the ingestion deployment completes (a Prefect
+    # deployment trigger on its flow-run Completed event), beside eval_cron.
+    eval_after_ingest: bool = False
     reports_dir: str = "reports"
     timezone: str = "UTC"
     # A run retries once after a failure (which has already restored the table).
@@ -64,8 +67,9 @@ class ScheduleSettings(BaseModel):
 
         try:
             CronSchedule(cron=v)
-        except ValueError as exc:
-            raise ValueError(f"invalid cron expression {v!r}: {exc}") from None
+        except ValueError:
+            raise ValueError(f"invalid cron expression {v!r}: give five fields, minute (0-59) hour (0-23) "
+                             "day-of-month (1-31) month (1-12) day-of-week (0-6), e.g. '0 2 * * *' or '*/15 * * * *'") from None
         return v
 
 
@@ -111,13 +115,50 @@ def build_deployments(cfg: ScheduleSettings) -> list[Any]:
                 },
                 tags=["grainline", "evaluation"],
                 description=f"Compare {cfg.eval_strategies} x {cfg.eval_methods} on {cfg.eval_dataset}.",
+                triggers=[after_ingestion_trigger()] if cfg.eval_after_ingest else None,
             )
         )
     return deployments
 
 
-def serve(cfg: ScheduleSettings) -> None:
-    """Register the deployments and execute their runs until interrupted."""
-    from prefect import serve as prefect_serve
+def after_ingestion_trigger() -> Any:
+    """Fire when a flow run of the scheduled ingestion deployment completes."""
+    from prefect.events import DeploymentEventTrigger
 
-    prefect_serve(*build_deployments(cfg))
+    return DeploymentEventTrigger(
+        name="evaluate-after-ingestion",
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        expect={"prefect.flow-run.Completed"},
+        match_related={"prefect.resource.role": "deployment", "prefect.resource.name": INGEST_DEPLOYMENT},
+    )
+
+
+def serve(cfg: ScheduleSettings, api_url: str) -> None:
+    """Register the deployments on the Prefect server at ``api_url`` and execute their
+    runs until interrupted (SIGINT or SIGTERM).
+
+    The API URL is given to Prefect's settings, not only to the environment: settings
+    are read once, when prefect is first imported, so a changed ``PREFECT_API_URL``
+    would otherwise go unseen and the deployments would land on a temporary server."""
+    import asyncio
+    import os
+
+    from prefect.runner import Runner
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    class _Runner(Runner):
+        # Prefect's own SIGTERM handler exits from inside the event loop without
+        # awaiting its shutdown (tracebacks in the log); a KeyboardInterrupt takes the
+        # same clean path as Ctrl-C: runs stopped, schedules paused, server stopped.
+        def handle_sigterm(self, *args: Any, **kwargs: Any) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+    os.environ["PREFECT_API_URL"] = api_url  # the runs the runner starts inherit it
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        runner = _Runner(pause_on_shutdown=True)
+        for deployment in build_deployments(cfg):
+            runner.add_deployment(deployment)
+        try:
+            asyncio.run(runner.start())
+        except KeyboardInterrupt:
+            pass

@@ -30,11 +30,12 @@ def load_task(settings: runner.EvalSettings) -> str:
 
 @task(name="ingest-dataset", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def ingest_task(run_id: str) -> dict[str, Any]:
-    from .ingest import table_lock
+    from grainline.storage.locks import TableLock
 
     run = _RUNS[run_id]
-    # Two evaluations of one dataset queue rather than write its tables together.
-    with table_lock(run.settings.db, runner.table_base(run)):
+    # Two evaluations of one dataset queue rather than write its tables together (each
+    # strategy's table also has its own lock, taken by the ingestion itself).
+    with TableLock(run.settings.db, runner.table_base(run), timeout_s=6 * 3600, run_id=run_id):
         runner.ingest_dataset(run)
     return run.ingest_counts
 

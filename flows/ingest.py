@@ -2,23 +2,21 @@
 
 Thin wiring over :mod:`grainline.ingest`. Chunking and embedding are tasks submitted
 to the flow's task runner (threads by default, Dask for scale-out); the flow process
-is the single writer, holding a Prefect concurrency slot keyed by the table so two
-runs that write the same table queue instead of racing. (Local databases also get a
-file lock per table in ``grainline.ingest.prepare``, which covers runs outside Prefect.)"""
+is the single writer, and two runs that write the same table queue on the table's write
+lock, taken in ``grainline.ingest.prepare`` (storage/locks.py) inside and outside Prefect."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
-from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 from grainline import ingest as core
-from grainline.documents import Document, sha256_hex
+from grainline.documents import Document
 from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
 from grainline.readers import ReaderSettings
 from grainline.storage.chunks import DEFAULT_DB
@@ -26,10 +24,6 @@ from grainline.storage.ledger import RunCounts
 from grainline.storage.maintenance import MaintenanceSettings
 
 from .retry import retry_transient
-
-# How long a run waits for another run on the same table before giving up.
-LOCK_TIMEOUT_S = 6 * 3600
-
 
 @task(name="chunk-and-embed", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def chunk_embed_task(spec: core.WorkSpec, docs: list[tuple[Document, str]]) -> core.EmbeddedBatch:
@@ -39,29 +33,6 @@ def chunk_embed_task(spec: core.WorkSpec, docs: list[tuple[Document, str]]) -> c
 @task(name="write", retries=3, retry_delay_seconds=[1, 4, 15], retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def write_task(ctx: core.RunContext, batch: core.EmbeddedBatch) -> RunCounts:
     return core.write_batch(ctx, batch)
-
-
-def table_lock_name(db: str, table: str) -> str:
-    """The concurrency-limit name for writes to one table of one database."""
-    return f"grainline-table-{sha256_hex(db.rstrip('/'), table, length=16)}"
-
-
-@contextmanager
-def table_lock(db: str, table: str) -> Iterator[str]:
-    """Hold the table's one write slot (a Prefect global concurrency limit of 1,
-    created on first use) for the duration of the block."""
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency.sync import concurrency
-    from prefect.exceptions import ObjectAlreadyExists
-
-    name = table_lock_name(db, table)
-    with get_client(sync_client=True) as client:
-        try:
-            client.upsert_global_concurrency_limit_by_name(name, 1)
-        except ObjectAlreadyExists:  # another run created it a moment ago
-            pass
-    with concurrency(name, occupy=1, timeout_seconds=LOCK_TIMEOUT_S, strict=True):
-        yield name
 
 
 def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
@@ -84,33 +55,35 @@ def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
 
 def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     logger = get_run_logger()
-    table = core.table_name_for(settings)
-    with table_lock(settings.db, table) as lock:
-        logger.info("holding write lock %s for table %s", lock, table)
-        ctx = core.prepare(settings, held_lock=lock)
-        counts = RunCounts()
-        error: BaseException | None = None
-        pending: deque = deque()
-        try:
-            t_read = time.perf_counter()
-            for items in core.read_batches(ctx.documents, settings.batch_docs):
-                counts.add_time("read", time.perf_counter() - t_read)
-                todo, batch_counts = core.triage(ctx, items)
-                counts.merge(batch_counts)
-                if todo:
-                    pending.append(chunk_embed_task.submit(ctx.spec, todo))
-                # Keep a few batches in flight so workers chunk and embed while this
-                # process writes; write in submission order.
-                while len(pending) > in_flight:
-                    counts.merge(write_task(ctx, pending.popleft().result()))
-                t_read = time.perf_counter()
-            while pending:
+    # prepare() takes the table's write lock (storage/locks.py: an OS file lock for a
+    # local database, a lease for an object store), so a run that dies, however it
+    # dies, never leaves the table locked for later runs.
+    ctx = core.prepare(settings)
+    logger.info("holding the write lock of table %s (%s)", ctx.store.table_name,
+                ctx.lock.path if ctx.lock is not None and ctx.lock.path else settings.db)
+    counts = RunCounts()
+    error: BaseException | None = None
+    pending: deque = deque()
+    try:
+        t_read = time.perf_counter()
+        for items in core.read_batches(ctx.documents, settings.batch_docs):
+            counts.add_time("read", time.perf_counter() - t_read)
+            todo, batch_counts = core.triage(ctx, items)
+            counts.merge(batch_counts)
+            if todo:
+                pending.append(chunk_embed_task.submit(ctx.spec, todo))
+            # Keep a few batches in flight so workers chunk and embed while this
+            # process writes; write in submission order.
+            while len(pending) > in_flight:
                 counts.merge(write_task(ctx, pending.popleft().result()))
-        except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
-            error = exc
-            for fut in pending:
-                fut.cancel()
-        rec = core.finish(ctx, counts, error)
+            t_read = time.perf_counter()
+        while pending:
+            counts.merge(write_task(ctx, pending.popleft().result()))
+    except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
+        error = exc
+        for fut in pending:
+            fut.cancel()
+    rec = core.finish(ctx, counts, error)
     if error is not None:
         raise error
     c = rec.counts

@@ -51,8 +51,19 @@ def _print_ingest(result: dict[str, Any]) -> None:
         typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
 
 
-def _run_ingest_flow(**kwargs: Any) -> dict[str, Any]:
+def _use_server() -> None:
+    """Before a flow runs: use PREFECT_API_URL's server, else grainline's kept local one
+    (started the first time), so no command pays for a temporary server."""
+    from grainline.server import use_prefect_server
 
+    try:
+        use_prefect_server(announce=lambda msg: typer.echo(msg, err=True))
+    except (RuntimeError, TimeoutError) as exc:
+        _fail(f"could not start the local Prefect server: {str(exc).splitlines()[0]}", code=1)
+
+
+def _run_ingest_flow(**kwargs: Any) -> dict[str, Any]:
+    _use_server()
     from grainline.flows.ingest import ingest_flow
 
     return ingest_flow(**kwargs)
@@ -181,6 +192,50 @@ def runs(
             + (f"  fragments {r['fragments']} versions {r['versions']} unindexed {r['unindexed_rows']}" if r.get("fragments") is not None else "")
             + (f"  error: {r['error']}" if r["error"] else "")
         )
+
+
+@app.command()
+def unlock(
+    db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
+    table: str = typer.Option(None, "--table", help="The table whose write lock to release (default: list every lock)."),
+    force: bool = typer.Option(False, "--force", help="Release it even while a live process holds it."),
+) -> None:
+    """Show or release a table's write lock. A local lock is an OS lock that its holder
+    drops the moment it exits or dies, so this is only needed for a run that is stuck;
+    an object-store lease expires by itself (see README, "Crashes, resume and concurrent
+    writers")."""
+    from grainline.storage import locks
+
+    if not locks.is_local(db):
+        try:
+            from grainline.storage.lease import break_lease
+        except ImportError:
+            _fail(f"--db {db!r}: releasing an object-store lease needs the s3 extra: pip install \"grainline[s3]\"")
+        if not table:
+            _fail("--table is required for an object-store database")
+        typer.echo(break_lease(db, table, force=force))
+        return
+    lock_dir = locks.lock_path(db, "x").parent
+    if not Path(db.removeprefix("file://")).exists():
+        _fail(f"--db {db!r} does not exist")
+    tables = [table] if table else sorted(p.name.removesuffix(".lock") for p in lock_dir.glob("*.lock"))
+    if not tables:
+        typer.echo(f"no write locks in {db}")
+    for name in tables:
+        held, holder = locks.lock_status(db, name)
+        if not held:
+            from grainline.storage.ledger import Ledger
+
+            # Free now, so any run of it still 'running' in the ledger is dead.
+            stale = Ledger(db).mark_interrupted(name, current_run_id="grainline-unlock")
+            note = f"; marked interrupted: {', '.join(stale)}" if stale else ""
+            typer.echo(f"table {name}: not locked{note}")
+        elif not force:
+            _fail(f"table {name} is being written by {locks.describe_holder(holder)}, which is alive; stop that "
+                  f"process (its lock goes with it), or pass --force to let the next run write beside it", code=1)
+        else:
+            locks.break_local_lock(db, name)
+            typer.echo(f"table {name}: lock of {locks.describe_holder(holder)} released (--force)")
 
 
 @app.command()
@@ -332,6 +387,7 @@ def eval_cmd(
     from pydantic import ValidationError
 
     from grainline.evaluation.datasets import DatasetError
+    _use_server()
     from grainline.flows.evaluate import evaluate_flow
 
     from grainline.redact import check_uri
@@ -394,6 +450,7 @@ def related(
     try:
         settings = RelatedSettings(db=db, table=table, model=model, strategy=strategy, k=k)
         if precompute:
+            _use_server()
             from grainline.flows.related import related_flow
 
             state = related_flow(db=db, table=table, model=model, strategy=strategy, k=k, return_state=True)
@@ -482,23 +539,25 @@ def classify(
 @app.command()
 def serve(
     source: str = typer.Option(..., "--source", help="Folder, file or glob to ingest on schedule."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
-    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
+    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
     sync: str = typer.Option("full", "--sync", help="full (default for schedules) or incremental."),
     runner: str = typer.Option("local", "--runner", help="local, dask, or dask://HOST:PORT."),
     ingest_cron: str = typer.Option("0 2 * * *", "--ingest-cron", help="When ingestion runs (cron, UTC by default)."),
-    eval_dataset: str = typer.Option(None, "--eval-dataset", help="Also evaluate on a schedule: squad:PATH, beir:PATH, ..."),
-    eval_cron: str = typer.Option("0 4 * * 0", "--eval-cron"),
-    eval_sample: int = typer.Option(None, "--eval-sample"),
-    reports: str = typer.Option("reports", "--reports"),
-    timezone: str = typer.Option("UTC", "--timezone"),
-    api_url: str = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="Use this Prefect server instead of starting one."),
+    eval_dataset: str = typer.Option(None, "--eval-dataset", help="Also evaluate on a schedule: squad:PATH, beir:PATH, spans:PATH."),
+    eval_cron: str = typer.Option("0 4 * * 0", "--eval-cron", help="When evaluation runs (cron)."),
+    eval_after_ingest: bool = typer.Option(False, "--eval-after-ingest", help="Also evaluate each time a scheduled ingestion completes (a deployment trigger)."),
+    eval_sample: int = typer.Option(None, "--eval-sample", help="Evaluate on a sample of this many queries."),
+    reports: str = typer.Option("reports", "--reports", help="Folder for evaluation reports."),
+    timezone: str = typer.Option("UTC", "--timezone", help="Time zone of the cron schedules."),
+    api_url: str = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="Use this Prefect server (its .../api URL) instead of starting one."),
     port: int = typer.Option(4200, "--port", help="Port of the local Prefect server grainline starts."),
     prefect_home: str = typer.Option(None, "--prefect-home", help="Where the local server keeps its SQLite database (default: Prefect's)."),
 ) -> None:
-    """Run everything a team needs on one machine: a local Prefect server (unless
-    --api-url names one) and the process that executes the scheduled runs."""
+    """Run everything a team needs on one machine: one Prefect server (a local one, or
+    the one --api-url names), the deployments registered on it, and the process that
+    executes their scheduled runs. Ctrl-C (or SIGTERM) stops both."""
     from pydantic import ValidationError
 
     from grainline.deployments.schedules import ScheduleSettings
@@ -507,28 +566,94 @@ def serve(
         cfg = ScheduleSettings(
             source=source, db=db, strategies=strategy, model=model, sync=sync, runner=runner,
             ingest_cron=ingest_cron, eval_dataset=eval_dataset, eval_cron=eval_cron, eval_sample=eval_sample,
-            reports_dir=reports, timezone=timezone,
+            eval_after_ingest=eval_after_ingest, reports_dir=reports, timezone=timezone,
         )
     except ValidationError as exc:
-        _fail(str(exc))
-    server = None
-    if not api_url:
-        from grainline.server import start_local_server
+        _fail("; ".join(_validation_message(e) for e in exc.errors()))
+    from grainline import server as srv
 
-        home = prefect_home or os.environ.get("PREFECT_HOME") or str(Path.home() / ".prefect")
-        typer.echo(f"starting a local Prefect server on port {port} (database under {home}) ...")
-        server = start_local_server(home, port=port)
-        api_url = server.url
-        typer.secho(f"Prefect UI: {server.ui_url}  (runs, schedules, artifacts)", bold=True)
-    os.environ["PREFECT_API_URL"] = api_url
-    from grainline.deployments.schedules import serve as serve_deployments
-
-    typer.echo(f"serving grainline deployments against {api_url}; Ctrl-C stops")
+    # Everything that can be wrong is checked before a server starts.
     try:
-        serve_deployments(cfg)
-    finally:
-        if server is not None:
-            server.stop()
+        srv.check_source(source)
+        if api_url:
+            srv.check_api_url(api_url)
+        else:
+            srv.check_port_free(port)
+    except srv.ServeError as exc:
+        _fail(str(exc))
+    local = None
+    with srv.stop_on_sigterm():
+        try:
+            if not api_url:
+                home = prefect_home or os.environ.get("PREFECT_HOME") or str(Path.home() / ".prefect")
+                typer.echo(f"starting a local Prefect server on port {port} (database under {home}) ...")
+                try:
+                    local = srv.start_local_server(home, port=port)
+                except (RuntimeError, TimeoutError) as exc:
+                    _fail(str(exc).splitlines()[0], code=1)
+                api_url = local.url
+                typer.secho(f"Prefect UI: {local.ui_url}  (runs, schedules, artifacts)", bold=True)
+            from grainline.deployments.schedules import serve as serve_deployments
+
+            typer.echo(f"serving grainline deployments against {api_url}; Ctrl-C stops")
+            serve_deployments(cfg, api_url)
+        except KeyboardInterrupt:
+            typer.echo("stopping")
+        finally:
+            if local is not None:
+                local.stop()
+
+
+# Settings fields whose command-line option has another name.
+_OPTION_OF = {"strategies": "--strategy", "reports_dir": "--reports", "eval_sample": "--eval-sample"}
+
+
+def _validation_message(err: dict) -> str:
+    """One readable line for one pydantic error: the option and the reason."""
+    loc = [str(x) for x in err.get("loc", ())]
+    where = _OPTION_OF.get(loc[0], "--" + loc[0].replace("_", "-")) if loc else ""
+    msg = " ".join(str(err.get("msg", "")).removeprefix("Value error, ").split())
+    return f"{where}: {msg}" if where else msg
+
+
+server_app = typer.Typer(no_args_is_help=True, help="The local Prefect server grainline keeps between commands.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Say whether the kept server runs, and where its UI is."""
+    from grainline.server import grainline_home, kept_server
+
+    state = kept_server()
+    if state is None:
+        typer.echo(f"no grainline Prefect server running (state under {grainline_home()})")
+        raise typer.Exit(1)
+    typer.echo(f"running: pid {state['pid']}, UI {state['url'].removesuffix('/api')}, API {state['url']}, "
+               f"database under {state['home']}")
+
+
+@server_app.command("start")
+def server_start(port: int = typer.Option(None, "--port", help="Port to listen on (default 4200 when free).")) -> None:
+    """Start the kept server now (commands that run flows start it when needed)."""
+    from grainline import server as srv
+
+    if port is not None:
+        try:
+            srv.check_port_free(port)
+        except srv.ServeError as exc:
+            _fail(str(exc))
+    state = srv.start_kept_server(port)
+    typer.echo(f"Prefect UI: {state['url'].removesuffix('/api')} (API {state['url']}, pid {state['pid']})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the kept server (its database and runs stay for the next start)."""
+    from grainline.server import stop_kept_server
+
+    state = stop_kept_server()
+    typer.echo("no grainline Prefect server was running" if state is None else f"stopped the server at {state['url']}")
 
 
 @app.command()

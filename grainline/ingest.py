@@ -194,36 +194,35 @@ def make_plans(settings: IngestSettings, embedder: Embedder) -> tuple[Plan, ...]
     return tuple(plans)
 
 
-def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None,
-            held_lock: str | None = None) -> RunContext:
+def prepare(settings: IngestSettings, run_id: str | None = None, root: str | None = None) -> RunContext:
     """Load the model, take the table's write lock, open the table, take stock of what
     it holds, record the start. :func:`finish` releases the lock.
 
     ``root`` names where the documents come from when they are passed in directly
-    (an evaluation dataset); otherwise the source is discovered on disk. ``held_lock``
-    names a lock the caller holds for this table (the flow's Prefect limit): on an
-    object store, where no file lock exists, only then are stale runs marked."""
+    (an evaluation dataset); otherwise the source is discovered on disk. Stale runs
+    are marked interrupted only while the lock is really held (not on an object store
+    without a lease)."""
     documents = None
     if root is None:
         found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
         root = str(Path(found).resolve())
     embedder = get_embedder(settings.embedder)
     table_name = table_name_for(settings)
-    lock = TableLock(settings.db, table_name, settings.lock_timeout_s).acquire()
+    run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    lock = TableLock(settings.db, table_name, settings.lock_timeout_s, run_id=run_id).acquire()
     try:
-        return _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held or held_lock is not None)
+        return _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held)
     except BaseException:
         lock.release()
         raise
 
 
-def _prepare_locked(settings: IngestSettings, run_id: str | None, root: str, documents: Iterator[Document | Failure] | None,
+def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents: Iterator[Document | Failure] | None,
                     embedder: Embedder, lock: TableLock, exclusive: bool) -> RunContext:
     ident = embedder.identity
     store = ChunkStore(settings.db, lock.table, ident.dim)
     store.table  # created now, so a failed first run can return to a named, empty version
     plans = make_plans(settings, embedder)
-    run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     record = RunRecord(
         run_id=run_id,
         flow="ingest",

@@ -14,10 +14,24 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 # Model identities are cached per user; the tests keep their own cache (child processes inherit it).
 os.environ.setdefault("GRAINLINE_CACHE_DIR", tempfile.mkdtemp(prefix="grainline-test-cache-"))
+# Prefect's home (its database, and global state such as concurrency slots) and the
+# local server grainline keeps between commands: the test session's own, never the user's.
+os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="grainline-test-prefect-"))
+os.environ.setdefault("GRAINLINE_HOME", tempfile.mkdtemp(prefix="grainline-test-home-"))
 
 # The evaluation datasets sit beside the repo (../shared/data); GRAINLINE_DATA overrides.
 SHARED_DATA = Path(os.environ.get("GRAINLINE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
 DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _stop_the_kept_server():
+    """CLI commands in child processes share one kept Prefect server (as a user's
+    terminal commands do); it stops with the session."""
+    yield
+    from grainline.server import stop_kept_server
+
+    stop_kept_server()
 
 
 @pytest.fixture(scope="session")
