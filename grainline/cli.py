@@ -791,8 +791,12 @@ def main() -> None:
     # Models and tokenizers are bundled; never let a library reach for the network.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    # The temporary Prefect server would try to send telemetry and log an error offline.
+    # The Prefect servers grainline starts would try to send telemetry (and log an error offline).
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    # With GRAINLINE_PREFECT_SERVER=temporary: Prefect gives its temporary server 20 s to
+    # start, which a busy 2-core machine misses.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     app()
 
 
