@@ -54,10 +54,12 @@ def _print_ingest(result: dict[str, Any]) -> None:
 def _use_server() -> None:
     """Before a flow runs: use PREFECT_API_URL's server, else grainline's kept local one
     (started the first time), so no command pays for a temporary server."""
-    from grainline.server import use_prefect_server
+    from grainline.server import ServeError, use_prefect_server
 
     try:
         use_prefect_server(announce=lambda msg: typer.echo(msg, err=True))
+    except ServeError as exc:
+        _fail(str(exc))
     except (RuntimeError, TimeoutError) as exc:
         _fail(f"could not start the local Prefect server: {str(exc).splitlines()[0]}", code=1)
 

@@ -261,6 +261,9 @@ def use_prefect_server(announce: "callable | None" = None) -> str | None:
     temporary server per command); then None is returned."""
     url = os.environ.get("PREFECT_API_URL")
     if url:
+        if not _healthy(url, timeout=5):
+            raise ServeError(f"PREFECT_API_URL={url}: no Prefect server answers there; start it, or unset "
+                             "PREFECT_API_URL to use grainline's local server")
         return url
     if os.environ.get("GRAINLINE_PREFECT_SERVER", "kept") == "temporary":
         return None

@@ -233,22 +233,32 @@ def _run(cmd: list[str], env: dict, log: Path, timeout: float = 300) -> subproce
         return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=timeout)
 
 
+@pytest.fixture(scope="module")
+def kill_corpus(tmp_path_factory):
+    """24 small documents and the table a clean `grainline ingest` makes of them (once
+    for every seed)."""
+    root = tmp_path_factory.mktemp("kill-corpus")
+    rng = random.Random(0)
+    files = {f"doc-{i:02d}.txt": f"Document {i}\n\n" + " ".join(
+        f"Sentence {j} of document {i} talks about {rng.choice(['rivers', 'engines', 'violins', 'comets'])}."
+        for j in range(3)) for i in range(24)}
+    src = write_files(root / "src", files)
+    log = root / "clean.log"
+    t0 = time.monotonic()
+    assert _run(_ingest_cmd(src, root / "clean"), user_env(root / "prefect-home"), log).returncode == 0, log.read_text()[-3000:]
+    return src, root / "clean", time.monotonic() - t0
+
+
 @pytest.mark.parametrize("seed", [0, 1])
-def test_cli_ingest_killed_then_rerun_gives_the_clean_table(tmp_path, seed):
+def test_cli_ingest_killed_then_rerun_gives_the_clean_table(tmp_path, seed, kill_corpus):
     """SIGKILL `grainline ingest` at a seeded moment: the flow process alone, on the
     kept local server (seed 0), or its whole process group with Prefect's temporary
     server (seed 1, GRAINLINE_PREFECT_SERVER=temporary). The same command again starts
     at once (nothing holds the table) and ends with the clean run's table."""
+    src, clean, clean_s = kill_corpus
     rng = random.Random(seed)
-    files = {f"doc-{i:02d}.txt": f"Document {i}\n\n" + " ".join(
-        f"Sentence {j} of document {i} talks about {rng.choice(['rivers', 'engines', 'violins', 'comets'])}."
-        for j in range(3)) for i in range(24)}
-    src = write_files(tmp_path / "src", files)
     env = user_env(tmp_path / "prefect-home", **({"GRAINLINE_PREFECT_SERVER": "temporary"} if seed % 2 else {}))
     log = tmp_path / "ingest.log"
-    t0 = time.monotonic()
-    assert _run(_ingest_cmd(src, tmp_path / "clean"), env, log).returncode == 0, log.read_text()[-3000:]
-    clean_s = time.monotonic() - t0
 
     db = tmp_path / "db"
     proc = subprocess.Popen(_ingest_cmd(src, db), env=env, stdout=open(log, "ab"), stderr=subprocess.STDOUT,
@@ -273,7 +283,7 @@ def test_cli_ingest_killed_then_rerun_gives_the_clean_table(tmp_path, seed):
     assert runs[-1]["status"] == "completed"
     assert all(r["status"] in ("completed", "interrupted") for r in runs), [r["status"] for r in runs]
     table = runs[-1]["table_name"]
-    want, got = table_rows(tmp_path / "clean", table), table_rows(db, table)
+    want, got = table_rows(clean, table), table_rows(db, table)
     assert got.keys() == want.keys()
     assert all(got[c]["text"] == want[c]["text"] for c in want)
     import numpy as np

@@ -52,3 +52,14 @@ def test_commands_share_one_kept_server_and_its_runs_stay(tmp_path):
     assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
     again, _ = grainline("server", "status")
     assert again.returncode == 1
+
+
+def test_an_unreachable_prefect_api_url_is_one_line(tmp_path):
+    from grainline.server import free_port
+
+    src = write_files(tmp_path / "src", {"a.txt": "A short note."})
+    env = dict(os.environ, PREFECT_API_URL=f"http://127.0.0.1:{free_port()}/api")
+    out = subprocess.run([sys.executable, "-m", "grainline.cli", "ingest", str(src), "--db", str(tmp_path / "db")],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no Prefect server answers there" in out.stderr, out
+    assert len(out.stderr.strip().splitlines()) == 1 and "Traceback" not in out.stderr
