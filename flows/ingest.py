@@ -88,9 +88,12 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     table = core.table_name_for(settings)
     # An object-store table has its own write lease (storage/lease.py), which a dead run
     # cannot strand; a Prefect limit's slot can stay occupied after one.
-    with (table_lock(settings.db, table) if is_local(settings.db) else nullcontext("the table's write lease")) as lock:
-        logger.info("holding write lock %s for table %s", lock, table)
+    with (table_lock(settings.db, table) if is_local(settings.db) else nullcontext(None)) as lock:
+        if lock is not None:
+            logger.info("holding write lock %s for table %s", lock, table)
         ctx = core.prepare(settings, held_lock=lock)
+        if lock is None and ctx.lock is not None:
+            logger.info("holding the write lease %s for table %s", ctx.lock.where, table)
         counts = RunCounts()
         error: BaseException | None = None
         pending: deque = deque()

@@ -217,6 +217,42 @@ def restore(
 
 
 @app.command()
+def unlock(
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    table: str = typer.Option(None, "--table", help="Table name (default: the chunks table of --model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+) -> None:
+    """Break a table's write lock for a run you know is dead (object stores: delete its
+    lease; a holder that is still alive stops committing at its next renewal)."""
+    from grainline.redact import check_uri, redact_uri
+    from grainline.storage.locks import is_local
+
+    try:
+        check_uri(db)
+        if table is None:
+            from grainline.embedding import EmbedderSettings
+            from grainline.ingest import get_embedder
+
+            table = get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
+        if is_local(db):
+            from grainline.storage.locks import lock_path
+
+            # An OS lock (flock) dies with its process: nothing can stay locked by a dead run.
+            typer.echo(f"table {table} in {db}: its lock {lock_path(db, table)} is an OS lock, released by the "
+                       "system the moment its holder exits; a run that still waits is waiting for a live process")
+            return
+        from grainline.storage.lease import break_lease
+
+        broken = break_lease(db, table)
+    except (ValueError, RuntimeError, OSError) as exc:
+        _fail(str(exc))
+    if broken is None:
+        typer.echo(f"table {table} in {redact_uri(db)}: no write lease is held")
+    else:
+        typer.echo(f"table {table} in {redact_uri(db)}: broke the write lease of {broken.describe()}")
+
+
+@app.command()
 def maintain(
     db: str = typer.Option(DEFAULT_DB, "--db"),
     table: str = typer.Option(None, "--table", help="Table name (default: the chunks table of --model)."),

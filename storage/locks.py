@@ -55,6 +55,11 @@ class TableLock:
             return self._lease.held
         return self._lock is not None and self._lock.is_locked
 
+    @property
+    def where(self) -> str:
+        """The lock file, or the lease object (its URI, credentials never shown)."""
+        return self._lease.where if self._lease is not None else str(self.path)
+
     def check(self) -> None:
         """Before a commit: raise :class:`grainline.storage.lease.LeaseLost` when an
         object-store lease was lost (an OS lock cannot be lost while we live)."""
