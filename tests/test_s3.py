@@ -314,3 +314,102 @@ def test_unlock_breaks_an_object_store_lease(stack, s3_env):
         assert "no write lease is held" in cli(env, "unlock", "--db", db, "--table", "notes").stdout
     finally:
         held.release()
+
+
+class DaskCluster:
+    """A ``dask scheduler`` and ``dask worker`` processes, each in its own process group
+    with its own working, temporary and cache folders: they share nothing on disk but
+    the store (and the sources, which only the flow process reads)."""
+
+    def __init__(self, root: Path, env: dict[str, str], n_workers: int = 2) -> None:
+        from grainline.server import free_port
+
+        self.root, self.port = root, free_port()
+        self.address = f"tcp://127.0.0.1:{self.port}"
+        exe = str(Path(sys.executable).with_name("dask"))
+        self.scheduler = self._start("scheduler", [exe, "scheduler", "--host", "127.0.0.1", "--port", str(self.port),
+                                                   "--no-dashboard"], env)
+        self.workers = [
+            self._start(f"worker-{i}", [exe, "worker", self.address, "--nthreads", "1", "--nworkers", "1", "--no-dashboard",
+                                        "--name", f"w{i}", "--memory-limit", "0"], env)
+            for i in range(n_workers)
+        ]
+
+    def _start(self, name: str, args: list[str], env: dict[str, str]) -> subprocess.Popen:
+        d = self.root / name
+        (d / "tmp").mkdir(parents=True)
+        (d / "cache").mkdir()
+        args += ["--pid-file", str(d / "pid")] + (["--local-directory", str(d / "dask")] if "worker" in args else [])
+        own = {**env, "TMPDIR": str(d / "tmp"), "GRAINLINE_CACHE_DIR": str(d / "cache"), "PREFECT_HOME": str(d / "prefect")}
+        log = open(d / "log", "wb")
+        return subprocess.Popen(args, env=own, cwd=d, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+
+    def wait_for_workers(self, n: int, timeout: float = 180) -> None:
+        from distributed import Client
+
+        with Client(self.address, timeout=timeout) as client:
+            client.wait_for_workers(n, timeout=timeout)
+
+    def busy_worker(self, deadline: float) -> int | None:
+        """The index of a worker that is running a task right now (its batch is lost
+        with it), waiting for one until ``deadline``."""
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            while time.monotonic() < deadline:
+                workers = client.scheduler_info()["workers"]
+                for addr, keys in client.processing().items():
+                    if keys and addr in workers:
+                        return int(workers[addr]["name"].removeprefix("w"))
+                time.sleep(0.05)
+        return None
+
+    def kill(self, proc: subprocess.Popen) -> None:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        proc.wait(10)
+
+    def stop(self) -> None:
+        for p in [*self.workers, self.scheduler]:
+            self.kill(p)
+
+
+@pytest.fixture
+def dask_cluster(stack, tmp_path):
+    from .s3 import processes_under
+
+    _, env, _ = stack
+    cluster = DaskCluster(tmp_path / "dask", env)
+    try:
+        cluster.wait_for_workers(2)
+        yield cluster
+    finally:
+        cluster.stop()
+        assert not processes_under(tmp_path / "dask"), "dask processes left behind"
+
+
+def test_dask_workers_share_the_store_and_survive_losing_one(stack, s3_env, clean, dask_cluster):
+    server, env, _ = stack
+    src, ref = clean
+    args = ["--strategy", "sentence,paragraph", "--no-progress", "--batch-docs", "2", "--runner",
+            dask_cluster.address.replace("tcp://", "dask://")]
+    db = server.uri("dask")
+    cli(env, "ingest", str(src), "--db", db, *args)
+    assert_same_rows(rows(db), ref)
+
+    # Again into a fresh prefix, losing one worker (SIGKILL, nanny and all) after the
+    # first commits: its batches run again on the other one.
+    db = server.uri("dask-kill")
+    run = Cli(["ingest", str(src), "--db", db, *args], env)
+    deadline = time.monotonic() + 300
+    while versions_on_store(db) < 3 and run.proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    busy = dask_cluster.busy_worker(deadline)
+    assert busy is not None and run.proc.poll() is None, f"the run ended before a worker could be killed:\n{run.stderr()[-3000:]}"
+    dask_cluster.kill(dask_cluster.workers[busy])
+    run.wait()
+    assert run.proc.returncode == 0, run.stderr()[-4000:]
+    assert_same_rows(rows(db), ref)
