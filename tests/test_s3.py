@@ -413,3 +413,20 @@ def test_dask_workers_share_the_store_and_survive_losing_one(stack, s3_env, clea
     run.wait()
     assert run.proc.returncode == 0, run.stderr()[-4000:]
     assert_same_rows(rows(db), ref)
+
+
+def test_eval_on_a_spans_dataset_writes_its_results_to_the_store(stack, s3_env, tmp_path):
+    from grainline.storage.chunks import connect
+
+    from .test_evaluate import write_spans_fixture
+
+    server, env, _ = stack
+    db = server.uri("eval")
+    spans = write_spans_fixture(tmp_path / "spans")
+    run = cli(env, "eval", "--dataset", f"spans:{spans}", "--db", db, "--strategy", "sentence,paragraph",
+              "--method", "dense,bm25", "--reports", str(tmp_path / "reports"))
+    assert "spans: 5 queries; best nDCG@10" in run.stdout, run.stdout[-2000:]
+    results = connect(db).open_table("eval_results").to_arrow()
+    assert set(results.column("strategy").to_pylist()) == {"sentence", "paragraph"}
+    assert set(results.column("method").to_pylist()) == {"dense", "bm25"}
+    assert_no_secret(server, run.stdout, run.stderr(), json.dumps(Ledger(db).runs(), default=str))
