@@ -60,7 +60,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     # dies, never leaves the table locked for later runs.
     ctx = core.prepare(settings)
     logger.info("holding the write lock of table %s (%s)", ctx.store.table_name,
-                ctx.lock.path if ctx.lock is not None and ctx.lock.path else settings.db)
+                ctx.lock.where if ctx.lock is not None else settings.db)
     counts = RunCounts()
     error: BaseException | None = None
     pending: deque = deque()

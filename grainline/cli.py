@@ -213,9 +213,19 @@ def unlock(
             from grainline.storage.lease import break_lease
         except ImportError:
             _fail(f"--db {db!r}: releasing an object-store lease needs the s3 extra: pip install \"grainline[s3]\"")
+        from grainline.redact import check_uri, redact_uri
+
         if not table:
             _fail("--table is required for an object-store database")
-        typer.echo(break_lease(db, table, force=force))
+        try:
+            check_uri(db)
+            broken = break_lease(db, table)
+        except (ValueError, RuntimeError, OSError) as exc:
+            _fail(str(exc))
+        # A holder that is still alive finds its lease gone at its next renewal and stops
+        # before committing again.
+        typer.echo(f"table {table} in {redact_uri(db)}: " + ("no write lease is held" if broken is None
+                   else f"broke the write lease of {broken.describe()}"))
         return
     lock_dir = locks.lock_path(db, "x").parent
     if not Path(db.removeprefix("file://")).exists():

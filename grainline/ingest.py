@@ -200,14 +200,14 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
 
     ``root`` names where the documents come from when they are passed in directly
     (an evaluation dataset); otherwise the source is discovered on disk. Stale runs
-    are marked interrupted only while the lock is really held (not on an object store
-    without a lease)."""
+    are marked interrupted only while the lock (or lease) is really held."""
     documents = None
     if root is None:
         found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
         root = str(Path(found).resolve())
     embedder = get_embedder(settings.embedder)
     table_name = table_name_for(settings)
+    # Named before the lock is taken: the lock's holder record names the run.
     run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     lock = TableLock(settings.db, table_name, settings.lock_timeout_s, run_id=run_id).acquire()
     try:
@@ -373,6 +373,8 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
     t0 = time.perf_counter()
     counts = batch.counts
     if batch.docs:
+        if ctx.lock is not None:
+            ctx.lock.check()  # an object-store lease that lapsed: another run may write now
         rows = rows_for(ctx, batch)
         keys = [p.key for p in ctx.plans]
         res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys,
@@ -411,6 +413,8 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
             gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen
                     and d not in ctx.failed_ids and d.partition("#part-")[0] not in ctx.failed_ids]
             if gone:
+                if ctx.lock is not None:
+                    ctx.lock.check()
                 counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root)
                 counts.docs_deleted += len(gone)
                 for d in gone:

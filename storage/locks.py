@@ -1,8 +1,9 @@
 """Writers of one table take turns: an inter-process file lock per (database, table)
 for local databases, and a retry with backoff for commits that lose a race.
 
-Object stores (s3://, gs://, az://, ...) have no file to lock; there a lease object with
-an expiry keeps writers of one table apart (``storage/lease.py``)."""
+Object stores (s3://, gs://, az://, ...) have no file to lock; there a lease object,
+renewed while its holder lives and lapsing within a TTL when it dies, keeps writers of
+one table apart (``storage/lease.py``)."""
 
 from __future__ import annotations
 
@@ -66,22 +67,41 @@ class TableLock:
     the moment its holder dies, however it dies, so a killed run can never strand the
     table. (Prefect's global concurrency limits were used before; a slot of a run that
     died stayed occupied, and later runs waited for hours.) A waiter says once which
-    table it waits for and who holds it. For an object-store database this is a no-op
-    (``held`` stays False)."""
+    table it waits for and who holds it. An object-store database: a lease object
+    (:class:`grainline.storage.lease.Lease`) that a killed writer leaves behind for at
+    most one TTL."""
 
     def __init__(self, db_uri: str, table: str, timeout_s: float, run_id: str | None = None) -> None:
         self.db_uri, self.table, self.timeout_s, self.run_id = db_uri, table, timeout_s, run_id
         self.path = lock_path(db_uri, table) if is_local(db_uri) else None
         self._lock = None
+        self._lease = None
         self.waited_s = 0.0
 
     @property
     def held(self) -> bool:
+        if self._lease is not None:
+            return self._lease.held
         return self._lock is not None and self._lock.is_locked
+
+    @property
+    def where(self) -> str:
+        """The lock file, or the lease object (its URI, credentials never shown)."""
+        return self._lease.where if self._lease is not None else str(self.path)
+
+    def check(self) -> None:
+        """Before a commit: raise :class:`grainline.storage.lease.LeaseLost` when an
+        object-store lease was lost (an OS lock cannot be lost while we live)."""
+        if self._lease is not None:
+            self._lease.check()
 
     def acquire(self) -> "TableLock":
         """Wait (up to ``timeout_s``) for the table; raise :class:`TableLockTimeout` naming it."""
         if self.path is None:
+            from .lease import Lease
+
+            self._lease = Lease(self.db_uri, self.table, self.timeout_s, run_id=self.run_id).acquire()
+            self.waited_s = self._lease.waited_s
             return self
         from filelock import FileLock, Timeout
 
@@ -121,6 +141,9 @@ class TableLock:
             pass
 
     def release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None

@@ -30,6 +30,21 @@ def _is_local(uri: str) -> bool:
     return "://" not in uri or uri.startswith("file://")
 
 
+def filesystem(uri: str) -> tuple[Any, str]:
+    """pyarrow's filesystem and path for an object-store URI, configured from the same
+    environment as LanceDB: pyarrow reads ``AWS_ENDPOINT_URL`` itself, but not the
+    ``AWS_ENDPOINT`` that LanceDB (object_store) also accepts."""
+    import pyarrow.fs as pafs
+
+    endpoint = os.environ.get("AWS_ENDPOINT")
+    if uri.startswith(("s3://", "s3a://")) and endpoint and not os.environ.get("AWS_ENDPOINT_URL"):
+        scheme, _, host = endpoint.rpartition("://")
+        region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+        fs = pafs.S3FileSystem(endpoint_override=host.rstrip("/"), scheme=scheme or "https", region=region)
+        return fs, uri.split("://", 1)[1].rstrip("/")
+    return pafs.FileSystem.from_uri(uri)
+
+
 def _marker_text(table: Any, version: int | None, rows: int) -> str:
     return json.dumps({"table": getattr(table, "name", None), "version": version, "rows": rows,
                        "exported_at": datetime.now(timezone.utc).isoformat()})
@@ -42,9 +57,7 @@ def exported_version(out_dir: str) -> int | None:
         if _is_local(out_dir):
             text = (Path(out_dir.removeprefix("file://")) / MARKER).read_text()
         else:
-            import pyarrow.fs as pafs
-
-            fs, path = pafs.FileSystem.from_uri(out_dir)
+            fs, path = filesystem(out_dir)
             with fs.open_input_stream(f"{path}/{MARKER}") as f:
                 text = f.read().decode()
         return json.loads(text).get("version")
@@ -111,15 +124,13 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
     else:
         # Object stores cannot swap a folder: drop the marker first and write it last,
         # so an export interrupted mid-way is known to be incomplete and redone.
-        import pyarrow.fs as pafs
-
-        fs, path = pafs.FileSystem.from_uri(out_dir)
+        fs, path = filesystem(out_dir)
         try:
             fs.delete_file(f"{path}/{MARKER}")
         except (OSError, FileNotFoundError):
             pass
         ds.write_dataset(
-            batches(), out_dir, schema=schema, format="parquet", partitioning=partitioning,
+            batches(), path, filesystem=fs, schema=schema, format="parquet", partitioning=partitioning,
             basename_template="part-{i}.parquet", existing_data_behavior="delete_matching",
         )
         with fs.open_output_stream(f"{path}/{MARKER}") as f:
@@ -157,4 +168,7 @@ def read_export(out_dir: str) -> pa.Table:
     """Read an export back with the strategy column restored from the paths."""
     import pyarrow.dataset as ds
 
-    return ds.dataset(out_dir, format="parquet", partitioning="hive").to_table()
+    if _is_local(out_dir):
+        return ds.dataset(out_dir.removeprefix("file://"), format="parquet", partitioning="hive").to_table()
+    fs, path = filesystem(out_dir)
+    return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table()
