@@ -260,6 +260,10 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
     counts = RunCounts()
     todo: list[tuple[Document, str]] = []
     for item in items:
+        if isinstance(item, Failure) and item.stage == "skip":
+            counts.docs_skipped += 1
+            counts.skipped.append({"where": item.where, "reason": item.reason})
+            continue
         if isinstance(item, Failure):
             counts.docs_failed += 1
             counts.failures.append(item.as_dict())
@@ -436,6 +440,8 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
             release_memory()
             export_table(ctx.store.table, export_dir(ctx))
             counts.add_time("export", time.perf_counter() - t0)
+    if error is None and not (counts.docs_seen or counts.docs_failed or counts.docs_skipped):
+        log.warning("the source %s holds no documents", redact_text(str(ctx.settings.source)))
     rec.counts = counts
     rec.finished = utcnow()
     rec.status = "failed" if error is not None else "completed"
@@ -508,4 +514,9 @@ def summary_markdown(rec: RunRecord) -> str:
     if c.failures:
         lines += ["", "## Failures", "", "| where | stage | reason |", "|---|---|---|"]
         lines += [f"| `{f['where']}` | {f['stage']} | {f['reason']} |" for f in c.failures]
+    if c.skipped:
+        lines += ["", f"## Skipped ({c.docs_skipped} files no reader reads)", "", "| file | reason |", "|---|---|"]
+        lines += [f"| `{f['where']}` | {f['reason']} |" for f in c.skipped]
+    if not (c.docs_seen or c.docs_failed or c.docs_skipped):
+        lines += ["", f"**Warning: the source `{rec.source}` holds no documents.**"]
     return redact_text("\n".join(lines) + "\n")

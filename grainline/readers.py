@@ -132,11 +132,14 @@ _MAGIC = re.compile(r"[*?\[]")
 class _Skip:
     """A path found during discovery that will not be read, and why (reported later)."""
 
-    __slots__ = ("path", "reason")
+    __slots__ = ("path", "reason", "stage")
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, stage: str = "read") -> None:
         self.path = path
         self.reason = reason
+        # "read": a failure (a link that cannot be followed, a folder not listed);
+        # "skip": a file no reader reads, counted and named apart from the failures.
+        self.stage = stage
 
 
 def discover(
@@ -252,12 +255,16 @@ def _walk(
                 if not is_link:
                     continue
                 is_dir = False
-            known = Path(name).suffix.lower() in READERS
             if is_dir:
                 if want_dir is not None and not want_dir(parts):
                     continue
             else:
-                if not known or (want_file is not None and not want_file(parts)):
+                if want_file is not None and not want_file(parts):
+                    continue
+                if Path(name).suffix.lower() not in READERS:
+                    # Named in the run's summary and ledger: a user who dropped a
+                    # report.docx in the folder learns it was not ingested.
+                    yield _Skip(p, unsupported_reason(name), stage="skip")
                     continue
             if is_link:
                 real = os.path.realpath(p)
@@ -294,6 +301,13 @@ def _walk(
                     continue
                 if regular:
                     yield p
+
+
+def unsupported_reason(name: str) -> str:
+    """Why a file is skipped: its suffix has no reader (and which suffixes do)."""
+    suffix = Path(name).suffix.lower()
+    what = f"{suffix!r} files" if suffix else "files without a suffix"
+    return f"unsupported file type: no reader for {what} (readers: {', '.join(sorted(READERS))})"
 
 
 def _broken_link_reason(path: Path) -> str:
@@ -705,7 +719,7 @@ def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSetti
     seen: dict[str, str] = {}
     for entry in entries:
         if isinstance(entry, _Skip):
-            yield Failure(_rel(entry.path, root), entry.reason)
+            yield Failure(_rel(entry.path, root), entry.reason, entry.stage)
             continue
         rel = _rel(entry, root)
         for item in read_file(entry, root, settings):
