@@ -24,7 +24,7 @@ from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_
 from grainline.documents import Chunk, Document, Failure, canonical_json
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.memory import release_memory
-from grainline.readers import ReaderSettings, open_source
+from grainline.readers import ReaderSettings, open_source, sync_scope
 from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
@@ -142,6 +142,11 @@ class RunContext:
     interrupted: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     failed_ids: set[str] = field(default_factory=set)
+    # Which stored doc ids this run's source covers (a full sync deletes those not
+    # seen); None: documents passed in directly, covered by their source_root label.
+    scope: Any = None
+    # Documents stored under relative ids by an older grainline, from this root.
+    legacy_ids: list[str] = field(default_factory=list)
 
     @property
     def plans(self) -> tuple[Plan, ...]:
@@ -204,17 +209,32 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     names a lock the caller holds for this table (the flow's Prefect limit): on an
     object store, where no file lock exists, only then are stale runs marked."""
     documents = None
+    scope = None
     if root is None:
         found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
         root = str(Path(found).resolve())
+        scope = sync_scope(settings.source, settings.reader)
     embedder = get_embedder(settings.embedder)
     table_name = table_name_for(settings)
     lock = TableLock(settings.db, table_name, settings.lock_timeout_s).acquire()
     try:
-        return _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held or held_lock is not None)
+        ctx = _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held or held_lock is not None)
     except BaseException:
         lock.release()
         raise
+    ctx.scope = scope
+    if scope is not None:
+        # Ids of files were paths relative to the ingested root before they became real
+        # paths. Nothing is rewritten behind the user's back: a full sync of this root
+        # replaces them (their vectors are reused), and until then both are stored.
+        ctx.legacy_ids = sorted(d for d, st in ctx.states.items() if st.source_root == root and not d.startswith("/"))
+        if ctx.legacy_ids:
+            log.warning(
+                "table %s holds %d documents of %s under ids of an older grainline (relative paths, e.g. %r); this run "
+                "stores files under their real paths; `grainline ingest %s --sync full` replaces the old rows "
+                "(reusing their vectors)", ctx.store.table_name, len(ctx.legacy_ids), root, ctx.legacy_ids[0],
+                shlex.quote(str(settings.source)))
+    return ctx
 
 
 def _prepare_locked(settings: IngestSettings, run_id: str | None, root: str, documents: Iterator[Document | Failure] | None,
@@ -267,7 +287,7 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
         if isinstance(item, Failure):
             counts.docs_failed += 1
             counts.failures.append(item.as_dict())
-            ctx.failed_ids.add(item.where)
+            ctx.failed_ids.add(item.doc_id or item.where)
             continue
         counts.docs_seen += 1
         ctx.seen.add(item.doc_id)
@@ -412,11 +432,10 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
     if error is None:
         if ctx.settings.sync == "full":
             t0 = time.perf_counter()
-            # A big text file failing as a whole keeps its stored parts (big.txt#part-0003).
-            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen
-                    and d not in ctx.failed_ids and d.partition("#part-")[0] not in ctx.failed_ids]
+            gone = sync_gone(ctx)
             if gone:
-                counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root)
+                # Path ids are unique across roots, so a file's rows go whichever root wrote them.
+                counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root if ctx.scope is None else None)
                 counts.docs_deleted += len(gone)
                 for d in gone:
                     ctx.states.pop(d, None)
@@ -466,6 +485,25 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
     rec.version_after = ctx.store.version()
     ctx.ledger.write(rec)
     return rec
+
+
+def sync_gone(ctx: RunContext) -> list[str]:
+    """The stored documents a full sync deletes: in the source's scope (or, for
+    documents passed in directly, of its source_root; or stored by an older grainline
+    under a relative id from this root), not seen by this run, and not part of a file
+    that failed as a whole (a big text file that fails keeps its stored parts)."""
+    legacy = set(ctx.legacy_ids)
+
+    def covered(d: str, st: DocState) -> bool:
+        if ctx.scope is None:
+            return st.source_root == ctx.root
+        return d in legacy or ctx.scope(d)
+
+    def failed(d: str) -> bool:
+        # The document itself, or the file it is a part or record of (the id up to a '#').
+        return d in ctx.failed_ids or any(d[:i] in ctx.failed_ids for i, ch in enumerate(d) if ch == "#")
+
+    return [d for d, st in ctx.states.items() if d not in ctx.seen and covered(d, st) and not failed(d)]
 
 
 def export_dir(ctx: RunContext) -> str:

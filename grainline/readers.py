@@ -15,6 +15,7 @@ Entry points:
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import errno
 import fnmatch
 import io
@@ -35,8 +36,11 @@ __all__ = [
     "discover",
     "get_reader",
     "iter_documents",
+    "file_doc_id",
+    "file_id",
     "read_file",
     "register_reader",
+    "sync_scope",
 ]
 
 
@@ -348,6 +352,34 @@ def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Sk
     return root, entries
 
 
+def sync_scope(source: str | os.PathLike[str], settings: ReaderSettings | None = None) -> Callable[[str], bool]:
+    """Which stored doc ids a source covers, for ``--sync full``: everything under a
+    folder, a file and its parts or records, or the files under a glob's base folder
+    that match the glob. A stored document in scope and not read again is gone."""
+    settings = settings or ReaderSettings()
+    path = Path(source)
+    src = os.fspath(source)
+    if path.is_dir():
+        base = file_id(path).rstrip("/") + "/"
+        return lambda d: d.startswith(base)
+    if path.exists() or path.is_symlink() or not _MAGIC.search(src):
+        fid = file_id(path)
+        return lambda d: d == fid or d.startswith(fid + "#")
+    parts = path.parts
+    n = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
+    base = file_id(Path(*parts[:n]) if n else Path(".")).rstrip("/") + "/"
+    matcher = _GlobMatcher(list(parts[n:]), settings.include_hidden)
+
+    def in_glob(d: str) -> bool:
+        if not d.startswith(base):
+            return False
+        rel = d[len(base):]
+        # The file's part of the id: a part or record suffix follows a '#'.
+        return matcher.matches(tuple(rel.split("/"))) or ("#" in rel and matcher.matches(tuple(rel.rsplit("#", 1)[0].split("/"))))
+
+    return in_glob
+
+
 class _GlobMatcher:
     """Shell-style matching of relative path parts against pattern segments.
 
@@ -647,7 +679,50 @@ def _uri(path: Path) -> str:
 # read_file and iter_documents
 
 
+def file_id(path: str | os.PathLike[str]) -> str:
+    """The identity of a file: its resolved real path, POSIX style. The same file
+    reached through a subfolder, a single-file source, a relative or a symlinked path
+    gets the same id, and two files with the same relative name under two roots never
+    share one."""
+    return Path(os.path.realpath(path)).as_posix()
+
+
+def file_doc_id(fid: str, rel: str, local_id: str) -> str:
+    """A reader's id for a document of the file at ``rel`` (``rel`` itself, ``rel#part-3``,
+    or a record's own id) -> the stored id: the file's id, then ``#part-...`` or
+    ``#<record id>``. Record ids are scoped to their file, so a record whose id looks
+    like another file's path never collides with that file."""
+    if local_id == rel:
+        return fid
+    if local_id.startswith(rel + "#"):
+        return fid + local_id[len(rel):]
+    return f"{fid}#{local_id}"
+
+
+def _with_global_id(item: Document | Failure, fid: str, rel: str) -> Document | Failure:
+    if isinstance(item, Document):
+        return dataclasses.replace(item, doc_id=file_doc_id(fid, rel, item.doc_id))
+    if item.where == rel and not item.doc_id:
+        return dataclasses.replace(item, doc_id=fid)
+    return item
+
+
 def read_file(path: Path, root: Path, settings: ReaderSettings | None = None) -> Iterator[Document | Failure]:
+    """Read one file under ``root``: yields its Document(s), with ids made by
+    :func:`file_doc_id`, or Failures saying why not (``where`` relative to ``root``)."""
+    rel = None
+    fid = ""
+    for item in _read_file(path, root, settings):
+        if rel is None:
+            try:
+                rel = _rel(Path(path), Path(root))
+                fid = file_id(path)
+            except (ValueError, OSError):
+                rel = ""
+        yield _with_global_id(item, fid, rel) if rel else item
+
+
+def _read_file(path: Path, root: Path, settings: ReaderSettings | None = None) -> Iterator[Document | Failure]:
     """Read one file under ``root``: yields its Document(s), or Failures saying why not.
 
     Never raises for a bad file: OS errors (permission denied, file vanished), a
@@ -717,11 +792,18 @@ def open_source(
 
 def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings) -> Iterator[Document | Failure]:
     seen: dict[str, str] = {}
+    files: dict[str, str] = {}
     for entry in entries:
         if isinstance(entry, _Skip):
             yield Failure(_rel(entry.path, root), entry.reason, entry.stage)
             continue
         rel = _rel(entry, root)
+        fid = file_id(entry)
+        if fid in files:
+            # A followed symlink to a file already read: one file, one document.
+            yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
+            continue
+        files[fid] = rel
         for item in read_file(entry, root, settings):
             if isinstance(item, Document):
                 where = _where(item, rel)
