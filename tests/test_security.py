@@ -114,7 +114,7 @@ def test_record_ids_never_become_paths(tmp_path, embedder):
     assert not any(marker in p.name for p in new)
     assert not Path(f"/tmp/abs-escape-{marker}").exists()
     # the export holds its partitions and its version marker, nothing named from a record id
-    assert sorted(p.name for p in (work / "db/parquet" / embedder.identity.table_name).iterdir()) == ["_grainline_export.json", "strategy=paragraph"]
+    assert sorted(p.name for p in (work / "db/parquet" / embedder.identity.table_name).iterdir()) == ["_duckdb.sql", "_grainline_export.json", "strategy=paragraph"]
 
 
 # ----------------------------------------------------------------------------
