@@ -71,6 +71,10 @@ class ReaderSettings(pydantic.BaseModel):
     max_html_depth: int = pydantic.Field(default=10_000, gt=0)
     """HTML nested deeper than this fails instead of being parsed: the parser's time
     grows with the square of the depth (40,000 nested divs take seconds, 200,000 minutes)."""
+    html_extractor: str = pydantic.Field(default="main", pattern="^(main|all)$")
+    """``main``: the page's main content, by trafilatura (navigation, cookie banners,
+    footers, sidebars, comments and help dialogs dropped), falling back to ``all`` when
+    it finds none; ``all``: every visible text block (the selectolax walk)."""
     part_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)
     """A .txt/.md file whose text is larger than this (UTF-8 bytes) is read streaming
     and becomes several Documents (``big.txt#part-0003``) of at most this many bytes,
@@ -1048,21 +1052,14 @@ def _html_depth_over(html: str, limit: int) -> bool:
     return False
 
 
-@register_reader(".html", ".htm")
-def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
-    """An HTML file is one Document of its visible text: blocks become paragraphs
-    separated by a blank line, ``<br>`` a line break, inline tags keep sentences
-    whole; scripts, styles, head and the like are dropped. Title from ``<title>``,
-    else the first ``<h1>``. The HTML is parsed, never rendered: no script runs and
-    nothing it points to (iframes, objects, images, styles) is fetched. Nesting deeper
-    than ``max_html_depth`` fails before parsing."""
+def html_main_text(html: str, extractor: str = "main") -> tuple[str, str]:
+    """``(title, text)`` of an HTML page. Title from ``<title>``, else the first
+    ``<h1>``. Text: with ``main``, the main content found by trafilatura, each heading,
+    paragraph, list item or table row a paragraph of its own; when it finds nothing
+    (a tiny page, markup it cannot parse) or with ``all``, every visible block (the
+    selectolax walk)."""
     from selectolax.lexbor import LexborHTMLParser
 
-    rel = _rel(path, root)
-    html = _read_text(path, settings)
-    if _html_depth_over(html, settings.max_html_depth):
-        yield Failure(rel, f"HTML nested deeper than {settings.max_html_depth} levels (max_html_depth), not parsed")
-        return
     tree = LexborHTMLParser(html)
     title = ""
     for selector in ("title", "h1"):
@@ -1072,8 +1069,66 @@ def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Docu
             title = _HTML_WS.sub(" ", _html_text(node)).strip()
             if title:
                 break
-    start = tree.root if tree.root is not None else tree.body
-    text = _html_text(start) if start is not None else ""
+    text = _trafilatura_text(html) if extractor == "main" else ""
+    if not text.strip():
+        start = tree.root if tree.root is not None else tree.body
+        text = _html_text(start) if start is not None else ""
+    return title, text
+
+
+def _trafilatura_text(html: str) -> str:
+    """Main content as paragraphs, from trafilatura's XML (plain text output joins
+    blocks with single newlines and markdown adds '#' marks)."""
+    try:
+        import trafilatura
+    except ImportError:  # the selectolax walk still reads the page
+        return ""
+    import xml.etree.ElementTree as ET
+
+    try:
+        xml = trafilatura.extract(html, output_format="xml", include_comments=False, include_tables=True,
+                                  favor_precision=True, with_metadata=False, deduplicate=False)
+    except Exception:  # noqa: BLE001 - a parser failure on one page falls back to the walk
+        return ""
+    if not xml:
+        return ""
+    try:
+        doc = ET.fromstring(xml)
+    except ET.ParseError:
+        return ""
+    main = doc.find("main")
+    blocks: list[str] = []
+
+    def flat(el: ET.Element) -> str:
+        return _HTML_WS.sub(" ", "".join(el.itertext())).strip()
+
+    for el in (main if main is not None else doc):
+        if el.tag == "list":
+            items = [flat(i) for i in el.iter("item")]
+            blocks.append("\n".join(i for i in items if i))
+        elif el.tag == "table":
+            rows = [" | ".join(flat(c) for c in row if flat(c)) for row in el.iter("row")]
+            blocks.append("\n".join(r for r in rows if r))
+        elif el.tag == "code":
+            blocks.append("".join(el.itertext()).strip("\n"))
+        else:
+            blocks.append(flat(el))
+    return "\n\n".join(b for b in blocks if b.strip())
+
+
+@register_reader(".html", ".htm")
+def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """An HTML file is one Document of its main content (:func:`html_main_text`):
+    blocks become paragraphs separated by a blank line, inline tags keep sentences
+    whole; page chrome, scripts, styles, head and the like are dropped. The HTML is parsed, never rendered: no script runs and
+    nothing it points to (iframes, objects, images, styles) is fetched. Nesting deeper
+    than ``max_html_depth`` fails before parsing."""
+    rel = _rel(path, root)
+    html = _read_text(path, settings)
+    if _html_depth_over(html, settings.max_html_depth):
+        yield Failure(rel, f"HTML nested deeper than {settings.max_html_depth} levels (max_html_depth), not parsed")
+        return
+    title, text = html_main_text(html, settings.html_extractor)
     reason = _empty_reason(text)
     if reason:
         yield Failure(rel, reason)

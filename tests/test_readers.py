@@ -428,7 +428,9 @@ HTML = """<!DOCTYPE html>
 
 
 def test_html_visible_text(tmp_path):
-    doc = read_one(tmp_path, "page.html", HTML)
+    # The walk of every visible block (html_extractor="all", also the fallback of the
+    # main-content extraction tested in test_html_extract.py).
+    doc = read_one(tmp_path, "page.html", HTML, ReaderSettings(html_extractor="all"))
     assert isinstance(doc, Document), doc
     assert doc.title == "The Page & Title"
     for hidden in ("SCRIPT", "color: red", "Enable JS", "TEMPLATE", "SVG TEXT", "secret"):
