@@ -138,6 +138,7 @@ def ingest(
     title_field: str = typer.Option("title", "--title-field", help="Record title field of .jsonl/.parquet sources."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     on_error: str = typer.Option("keep", "--on-error", help="keep (a re-run resumes) or restore (roll the table back) when a run fails."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be added, updated, deleted and embedded; embed and write nothing."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     with _checked():
@@ -152,6 +153,11 @@ def ingest(
         chk.positive("--batch-docs", batch_docs)
         chk.positive("--dask-workers", dask_workers)
         overrides = chk.chunk_options(chunk)
+    if dry_run:
+        _dry_run(source=source, strategies=strategy, db=db, model=model, device=device, precision=precision, backend=backend,
+                 sync=sync, long_article=long_article, overrides=overrides, head=head,
+                 reader={"id_field": id_field, "text_field": text_field, "title_field": title_field})
+        return
     from pydantic import ValidationError
 
     from grainline.redact import check_uri
@@ -172,6 +178,100 @@ def ingest(
     _print_ingest(result, source)
     if strict and result["counts"]["docs_failed"]:
         _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
+
+
+def _dry_run(source: str, strategies: str, db: str, model: str, device: str, precision: str, backend: str, sync: str,
+             long_article: str, overrides: dict, head: str | None, reader: dict) -> None:
+    from pydantic import ValidationError
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, dry_run
+    from grainline.readers import ReaderSettings
+
+    try:
+        plan = dry_run(IngestSettings(
+            source=source, strategies=strategies, db=db, sync=sync, long_article=long_article, chunker_overrides=overrides,
+            embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head),
+            reader=ReaderSettings(**reader)))
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    typer.echo(f"dry run: {source} -> table {plan['table']} (nothing embedded or written)")
+    for label in ("added", "updated", "deleted"):
+        ids = plan[label]
+        typer.echo(f"  would be {label}: {len(ids)}" + (f"  ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""))
+    typer.echo(f"  unchanged: {plan['unchanged']}, failed: {len(plan['failures'])}, skipped: {len(plan['skipped'])}")
+    typer.echo(f"  chunks: {plan['chunks_written']} would be written, {plan['chunks_to_embed']} embedded "
+               f"(the rest reuse stored vectors)")
+    for f in plan["failures"]:
+        typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
+    for f in plan["skipped"]:
+        typer.secho(f"  skipped {f['where']}: {f['reason']}", fg=typer.colors.YELLOW)
+    if plan["legacy_ids"]:
+        typer.secho(f"  {plan['legacy_ids']} stored documents of this root have ids of an older grainline; "
+                    f"--sync full replaces them", fg=typer.colors.YELLOW)
+
+
+@app.command()
+def tables(
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print each table as a JSON line."),
+) -> None:
+    """The tables of a database: rows, version, versions kept, models and strategies."""
+    with _checked():
+        chk.existing_db(db)
+    from grainline.storage.inventory import table_summaries
+
+    rows = table_summaries(db)
+    if not rows and not as_json:
+        typer.echo(f"no tables in {db}")
+    for t in rows:
+        if as_json:
+            typer.echo(json.dumps(t))
+            continue
+        extra = ""
+        if t["models"]:
+            extra = f"  models {', '.join(t['models'])}  strategies " + ", ".join(f"{k} {v}" for k, v in t["strategies"].items())
+        typer.echo(f"{t['table']}  {t['rows']} rows  version {t['version']} ({t['versions']} kept){extra}")
+
+
+@app.command()
+def sources(
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    delete: str = typer.Option(None, "--delete", help="Delete every document of this source root from the table (recorded in the ledger)."),
+    as_json: bool = typer.Option(False, "--json", help="Print each source as a JSON line."),
+) -> None:
+    """The sources a chunks table was ingested from (documents, chunks, last run), or
+    with --delete ROOT the removal of one whole source."""
+    with _checked():
+        chk.existing_db(db)
+    from grainline.storage.inventory import delete_source, source_summaries
+    from grainline.storage.locks import TableLockTimeout
+
+    try:
+        if table is None:
+            from grainline.embedding import EmbedderSettings
+            from grainline.ingest import get_embedder
+
+            table = get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
+        if delete is not None:
+            root = delete if "://" in delete or delete.startswith("dataset:") else os.path.realpath(delete)
+            rec = delete_source(db, table, root)
+            typer.echo(f"deleted source {root}: {rec.counts.docs_deleted} documents, {rec.counts.chunks_deleted} chunks; "
+                       f"table {table} v{rec.version_before} -> v{rec.version_after} "
+                       f"(undo: grainline restore {rec.version_before} --db {db} --table {table})")
+            return
+        found = source_summaries(db, table)
+    except (ValueError, TableLockTimeout) as exc:
+        _fail(str(exc))
+    for s in found:
+        if as_json:
+            typer.echo(json.dumps({"source_root": s.source_root, "documents": s.documents, "chunks": s.chunks,
+                                   "last_ingested": s.last_ingested.isoformat() if s.last_ingested else None}))
+        else:
+            when = f"{s.last_ingested:%Y-%m-%d %H:%M:%S}" if s.last_ingested else "-"
+            typer.echo(f"{s.source_root}  {s.documents} documents  {s.chunks} chunks  last ingested {when}")
 
 
 @app.command()
