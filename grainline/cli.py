@@ -9,13 +9,60 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
+from contextlib import contextmanager
+from typing import Iterator
+
 import typer
 
 from grainline import DEMO_CORPUS
-from grainline.embedding import DEFAULT_MODEL
-from grainline.storage.chunks import DEFAULT_DB
+from grainline import cli_checks as chk
+from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="grainline: batch document embedding with Prefect.")
+
+# Rich markup would read [openvino] as a style tag and drop it: escaped.
+BACKEND_HELP = 'torch, or openvino (CPU; pip install "grainline\\[openvino]").'
+DB_HELP = "LanceDB URI (local folder, s3://...)."
+MODEL_HELP = "sentence-transformers name or local path (each model has its own table)."
+DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."
+PRECISION_HELP = "auto (fp16 on CUDA, else fp32), fp32, fp16, bf16, int8 (CPU; its own table)."
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"grainline {version('grainline')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """grainline: batch document embedding with Prefect."""
+
+
+@contextmanager
+def _checked() -> Iterator[None]:
+    """Argument checks: a bad value is one line and exit code 2, before anything starts."""
+    try:
+        yield
+    except chk.ArgumentError as exc:
+        _fail(str(exc))
+
+
+def _check_embedder_args(device: str, precision: str, backend: str) -> None:
+    chk.device(device)
+    chk.choice("--precision", precision, chk.PRECISIONS)
+    chk.choice("--backend", backend, chk.BACKENDS)
+    if backend == "openvino":
+        import importlib.util
+
+        if device not in ("auto", "cpu"):
+            raise chk.ArgumentError(f"--backend openvino runs on the CPU, got --device {device!r}; use --backend torch")
+        if importlib.util.find_spec("openvino") is None:
+            raise chk.ArgumentError('--backend openvino needs OpenVINO: pip install "grainline[openvino]"')
 
 DEMO_QUERIES = [
     "how do insects tell each other where flowers are located",
@@ -32,7 +79,7 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
-def _print_ingest(result: dict[str, Any]) -> None:
+def _print_ingest(result: dict[str, Any], source: str = "") -> None:
     c = result["counts"]
     typer.echo(
         f"run {result['run_id']} {result['status']}: table {result['table']} "
@@ -40,7 +87,8 @@ def _print_ingest(result: dict[str, Any]) -> None:
     )
     typer.echo(
         f"  documents: {c['docs_seen']} seen, {c['docs_added']} added, {c['docs_updated']} updated, "
-        f"{c['docs_unchanged']} unchanged, {c['docs_deleted']} deleted, {c['docs_failed']} failed"
+        f"{c['docs_unchanged']} unchanged, {c['docs_deleted']} deleted, {c['docs_failed']} failed, "
+        f"{c.get('docs_skipped', 0)} skipped"
     )
     typer.echo(
         f"  chunks: {c['chunks_written']} written, {c['chunks_deleted']} deleted, "
@@ -49,6 +97,13 @@ def _print_ingest(result: dict[str, Any]) -> None:
     typer.echo("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in c["stage_seconds"].items()))
     for f in c["failures"]:
         typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
+    skipped = c.get("skipped") or []
+    if skipped:
+        names = ", ".join(f["where"] for f in skipped[:10]) + (f", ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
+        typer.secho(f"  skipped {len(skipped)} file(s) no reader reads: {names}", fg=typer.colors.YELLOW)
+    if not (c["docs_seen"] or c["docs_failed"] or skipped):
+        typer.secho(f"warning: {source or 'the source'} holds no documents: nothing was ingested",
+                    fg=typer.colors.YELLOW, err=True)
 
 
 def _use_server() -> None:
@@ -79,7 +134,7 @@ def ingest(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, else fp32), fp32, fp16, bf16, int8 (CPU)."),
-    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
     sync: str = typer.Option("incremental", "--sync", help="incremental, or full (also delete documents gone from the source)."),
@@ -96,8 +151,26 @@ def ingest(
     title_field: str = typer.Option("title", "--title-field", help="Record title field of .jsonl/.parquet sources."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     on_error: str = typer.Option("keep", "--on-error", help="keep (a re-run resumes) or restore (roll the table back) when a run fails."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be added, updated, deleted and embedded; embed and write nothing."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
+    with _checked():
+        chk.source(source)
+        chk.strategies(strategy)
+        _check_embedder_args(device, precision, backend)
+        chk.choice("--sync", sync, chk.SYNC_MODES)
+        chk.choice("--long-article", long_article, chk.LONG_ARTICLE)
+        chk.choice("--on-error", on_error, chk.ON_ERROR)
+        chk.runner(runner)
+        chk.positive("--batch-size", batch_size)
+        chk.positive("--batch-docs", batch_docs)
+        chk.positive("--dask-workers", dask_workers)
+        overrides = chk.chunk_options(chunk)
+    if dry_run:
+        _dry_run(source=source, strategies=strategy, db=db, model=model, device=device, precision=precision, backend=backend,
+                 sync=sync, long_article=long_article, overrides=overrides, head=head,
+                 reader={"id_field": id_field, "text_field": text_field, "title_field": title_field})
+        return
     from pydantic import ValidationError
 
     from grainline.redact import check_uri
@@ -105,7 +178,6 @@ def ingest(
     try:
         # Before the flow run exists: Prefect stores a flow run's parameters.
         check_uri(db)
-        overrides = parse_chunk_options(chunk)
         result = _run_ingest_flow(
             reader={"id_field": id_field, "text_field": text_field, "title_field": title_field},
             chunker_overrides=overrides,
@@ -116,33 +188,138 @@ def ingest(
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
-    _print_ingest(result)
+    _print_ingest(result, source)
     if strict and result["counts"]["docs_failed"]:
         _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
+
+
+def _dry_run(source: str, strategies: str, db: str, model: str, device: str, precision: str, backend: str, sync: str,
+             long_article: str, overrides: dict, head: str | None, reader: dict) -> None:
+    from pydantic import ValidationError
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, dry_run
+    from grainline.readers import ReaderSettings
+
+    try:
+        plan = dry_run(IngestSettings(
+            source=source, strategies=strategies, db=db, sync=sync, long_article=long_article, chunker_overrides=overrides,
+            embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head),
+            reader=ReaderSettings(**reader)))
+    except (ValueError, FileNotFoundError, ValidationError) as exc:
+        _fail(str(exc))
+    typer.echo(f"dry run: {source} -> table {plan['table']} (nothing embedded or written)")
+    for label in ("added", "updated", "deleted"):
+        ids = plan[label]
+        typer.echo(f"  would be {label}: {len(ids)}" + (f"  ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""))
+    typer.echo(f"  unchanged: {plan['unchanged']}, failed: {len(plan['failures'])}, skipped: {len(plan['skipped'])}")
+    typer.echo(f"  chunks: {plan['chunks_written']} would be written, {plan['chunks_to_embed']} embedded "
+               f"(the rest reuse stored vectors)")
+    for f in plan["failures"]:
+        typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
+    for f in plan["skipped"]:
+        typer.secho(f"  skipped {f['where']}: {f['reason']}", fg=typer.colors.YELLOW)
+    if plan["legacy_ids"]:
+        typer.secho(f"  {plan['legacy_ids']} stored documents of this root have ids of an older grainline; "
+                    f"--sync full replaces them", fg=typer.colors.YELLOW)
+
+
+@app.command()
+def tables(
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print each table as a JSON line."),
+) -> None:
+    """The tables of a database: rows, version, versions kept, models and strategies."""
+    with _checked():
+        chk.existing_db(db)
+    from grainline.storage.inventory import table_summaries
+
+    rows = table_summaries(db)
+    if not rows and not as_json:
+        typer.echo(f"no tables in {db}")
+    for t in rows:
+        if as_json:
+            typer.echo(json.dumps(t))
+            continue
+        extra = ""
+        if t["models"]:
+            extra = f"  models {', '.join(t['models'])}  strategies " + ", ".join(f"{k} {v}" for k, v in t["strategies"].items())
+        typer.echo(f"{t['table']}  {t['rows']} rows  version {t['version']} ({t['versions']} kept){extra}")
+
+
+@app.command()
+def sources(
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    delete: str = typer.Option(None, "--delete", help="Delete every document of this source root from the table (recorded in the ledger)."),
+    as_json: bool = typer.Option(False, "--json", help="Print each source as a JSON line."),
+) -> None:
+    """The sources a chunks table was ingested from (documents, chunks, last run), or
+    with --delete ROOT the removal of one whole source."""
+    with _checked():
+        chk.existing_db(db)
+    from grainline.storage.inventory import delete_source, source_summaries
+    from grainline.storage.locks import TableLockTimeout
+
+    try:
+        if table is None:
+            from grainline.embedding import EmbedderSettings
+            from grainline.ingest import get_embedder
+
+            table = get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
+        if delete is not None:
+            root = delete if "://" in delete or delete.startswith("dataset:") else os.path.realpath(delete)
+            rec = delete_source(db, table, root)
+            typer.echo(f"deleted source {root}: {rec.counts.docs_deleted} documents, {rec.counts.chunks_deleted} chunks; "
+                       f"table {table} v{rec.version_before} -> v{rec.version_after} "
+                       f"(undo: grainline restore {rec.version_before} --db {db} --table {table})")
+            return
+        found = source_summaries(db, table)
+    except (ValueError, TableLockTimeout) as exc:
+        _fail(str(exc))
+    for s in found:
+        if as_json:
+            typer.echo(json.dumps({"source_root": s.source_root, "documents": s.documents, "chunks": s.chunks,
+                                   "last_ingested": s.last_ingested.isoformat() if s.last_ingested else None}))
+        else:
+            when = f"{s.last_ingested:%Y-%m-%d %H:%M:%S}" if s.last_ingested else "-"
+            typer.echo(f"{s.source_root}  {s.documents} documents  {s.chunks} chunks  last ingested {when}")
 
 
 @app.command()
 def search(
     query: str = typer.Argument(..., help="Text to search for."),
-    strategy: str = typer.Option("paragraph", "--strategy", "-s"),
+    strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Which chunks to search: sentence, paragraph or article."),
     k: int = typer.Option(5, "-k", "--k", help="Number of hits."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
-    device: str = typer.Option("auto", "--device"),
+    method: str = typer.Option("dense", "--method", "-m", help="dense (cosine), bm25 (full-text; loads no model) or hybrid (both, fused)."),
+    where: list[str] = typer.Option([], "--where", help="KEY=VALUE the document metadata must hold, repeatable (topic=bees, year=2024)."),
+    sql_filter: str = typer.Option(None, "--filter", help="SQL filter on the table's columns, e.g. \"doc_id LIKE '%notes%'\"."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help="Must match the ingestion's (int8 has its own table)."),
-    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
 ) -> None:
-    """Dense search over one strategy's chunks."""
-    from grainline.chunkers import CHUNKERS
+    """Search one strategy's chunks: dense, bm25 or hybrid."""
+    with _checked():
+        chk.strategies(strategy)
+        chk.search_method(method)
+        chk.positive("-k", k)
+        _check_embedder_args(device, precision, backend)
+        chk.existing_db(db)
+        for pair in where:
+            if "=" not in pair or pair.startswith("="):
+                raise chk.ArgumentError(f"--where expects KEY=VALUE on document metadata, got {pair!r}")
     from grainline.embedding import EmbedderSettings
     from grainline.search import search as do_search
 
     try:
-        CHUNKERS.get(strategy)
         hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision,
-                                                                     backend=backend, head=head))
+                                                                     backend=backend, head=head),
+                         where=sql_filter, method=method, metadata=where)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _print_hits(query, strategy, hits, as_json)
@@ -150,23 +327,14 @@ def search(
 
 def parse_chunk_options(items: list[str]) -> dict[str, dict[str, Any]]:
     """['paragraph.max_tokens=200'] -> {'paragraph': {'max_tokens': 200}}."""
-    from grainline.chunkers import CHUNKERS
-
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        strategy, dot, name = key.partition(".")
-        if not eq or not dot or not name:
-            raise ValueError(f"--chunk expects STRATEGY.SETTING=VALUE (e.g. paragraph.max_tokens=200), got {item!r}")
-        CHUNKERS.get(strategy)
-        out.setdefault(strategy, {})[name] = None if value.lower() == "none" else (int(value) if value.lstrip("-").isdigit() else value)
-    return out
+    return chk.chunk_options(items)
 
 
 def _print_hits(query: str, strategy: str, hits: list, as_json: bool = False) -> None:
     if as_json:
         for h in hits:
-            typer.echo(json.dumps({"rank": h.rank, "score": round(h.score, 4), **h.row}))
+            row = {**h.row, "metadata": json.loads(h.row["metadata"]) if h.row.get("metadata") else {}}
+            typer.echo(json.dumps({"rank": h.rank, "score": round(h.score, 4), **row}, ensure_ascii=False))
         return
     typer.secho(f"\n{strategy} chunks for: {query!r}", bold=True)
     if not hits:
@@ -177,23 +345,56 @@ def _print_hits(query: str, strategy: str, hits: list, as_json: bool = False) ->
         typer.echo(f"  {h.rank}. {h.score:.3f}  {h.row['doc_id']} [{h.row['start']}:{h.row['end']}]  {snippet}")
 
 
+def run_kind(row: dict[str, Any]) -> str:
+    """'evaluation' for an evaluation and the ingestion of its dataset, else 'production'."""
+    return "evaluation" if row.get("flow") == "eval" or str(row.get("source") or "").startswith("dataset:") else "production"
+
+
+def _run_json(r: dict[str, Any]) -> dict[str, Any]:
+    dur = (r["finished"] - r["started"]).total_seconds() if r.get("finished") and r.get("started") else None
+    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
+    return {**out, "kind": run_kind(r), "duration_s": None if dur is None else round(dur, 3)}
+
+
 @app.command()
 def runs(
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     last: int = typer.Option(10, "--last", help="How many recent runs to show."),
+    kind: str = typer.Option("all", "--kind", help="all, production (your documents) or evaluation (eval runs and their datasets' ingestions)."),
+    as_json: bool = typer.Option(False, "--json", help="Print each run as a JSON line, every ledger column included."),
 ) -> None:
-    """The run ledger: recent runs with their counts and failures."""
+    """The run ledger: recent runs with duration, table, status, counts and failures."""
+    with _checked():
+        chk.existing_db(db)
+        chk.choice("--kind", kind, chk.RUN_KINDS)
+        chk.positive("--last", last)
     from grainline.storage.ledger import Ledger
 
-    for r in Ledger(db).runs()[-last:]:
+    rows = [r for r in Ledger(db).runs() if kind == "all" or run_kind(r) == kind][-last:]
+    if not rows and not as_json:
+        typer.echo(f"no {'' if kind == 'all' else kind + ' '}runs in {db}")
+    for r in rows:
+        j = _run_json(r)
+        if as_json:
+            typer.echo(json.dumps(j, default=str, ensure_ascii=False))
+            continue
+        dur = f"{j['duration_s']:.1f} s" if j["duration_s"] is not None else "-"
         typer.echo(
-            f"{r['run_id']}  {r['flow']}  {r['status']}  {r['started']:%Y-%m-%d %H:%M:%S}  seen {r['docs_seen']} "
-            f"added {r['docs_added']} updated {r['docs_updated']} unchanged {r['docs_unchanged']} "
-            f"deleted {r['docs_deleted']} failed {r['docs_failed']}  chunks {r['chunks_written']}  "
-            f"v{r['version_before']}->v{r['version_after']}"
-            + (f"  fragments {r['fragments']} versions {r['versions']} unindexed {r['unindexed_rows']}" if r.get("fragments") is not None else "")
-            + (f"  error: {r['error']}" if r["error"] else "")
+            f"{r['run_id']}  {r['flow']} ({j['kind']})  {r['status']}  {r['started']:%Y-%m-%d %H:%M:%S}  {dur}  "
+            f"table {r['table_name']} v{r['version_before']}->v{r['version_after']}"
         )
+        typer.echo(
+            f"    seen {r['docs_seen']} added {r['docs_added']} updated {r['docs_updated']} unchanged {r['docs_unchanged']} "
+            f"deleted {r['docs_deleted']} failed {r['docs_failed']} skipped {r.get('docs_skipped') or 0}  "
+            f"chunks {r['chunks_written']} written, {r['chunks_embedded']} embedded"
+            + (f"  fragments {r['fragments']} versions {r['versions']} unindexed {r['unindexed_rows']}" if r.get("fragments") is not None else "")
+        )
+        for f in r["failures"][:5]:
+            typer.echo(f"    FAILED {f['where']} ({f.get('stage', 'read')}): {f['reason']}")
+        if len(r["failures"]) > 5:
+            typer.echo(f"    ... {len(r['failures']) - 5} more failures (--json lists all)")
+        if r["error"]:
+            typer.echo(f"    error: {r['error']}")
 
 
 @app.command()
@@ -253,11 +454,13 @@ def unlock(
 @app.command()
 def restore(
     version: int = typer.Argument(..., help="Table version to make current again (see `grainline runs`)."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     table: str = typer.Option(None, "--table", help="Table name (default: the chunks table of --model)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
 ) -> None:
     """Roll a table back to a named version (a new version; history is kept)."""
+    with _checked():
+        chk.existing_db(db)
     from grainline.embedding import EmbedderSettings
     from grainline.ingest import get_embedder
     from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
@@ -285,16 +488,18 @@ def restore(
 
 @app.command()
 def maintain(
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     table: str = typer.Option(None, "--table", help="Table name (default: the chunks table of --model)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
     prune_days: float = typer.Option(7.0, "--prune-days", help="Prune versions older than this (tagged ones and the newest --keep-versions stay)."),
-    keep_versions: int = typer.Option(10, "--keep-versions"),
+    keep_versions: int = typer.Option(10, "--keep-versions", help="Newest versions pruning always keeps."),
     drop_eval_tags_days: float = typer.Option(None, "--drop-eval-tags-days", help="Delete evaluation tags older than this first (default: keep them)."),
-    prune: bool = typer.Option(True, "--prune/--no-prune"),
+    prune: bool = typer.Option(True, "--prune/--no-prune", help="Prune old versions (tagged ones stay)."),
     index: bool = typer.Option(True, "--index/--no-index", help="Build or retrain the IVF_PQ vector index (from 256 rows)."),
 ) -> None:
     """Compact, prune and index a table now: what runs after every ingestion."""
+    with _checked():
+        chk.existing_db(db)
     from pydantic import ValidationError
 
     from grainline.storage.maintenance import MaintenanceSettings, maintain_table
@@ -322,15 +527,20 @@ def maintain(
 def reembed(
     from_table: str = typer.Option(..., "--from-table", help="Chunks table whose chunks are reused (see `grainline runs`)."),
     model: str = typer.Option(..., "--model", help="The new model: sentence-transformers name or local path."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision"),
-    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
 ) -> None:
     """Embed an existing table's chunks with another model, into that model's table:
     no source is read and nothing is chunked."""
+    with _checked():
+        _check_embedder_args(device, precision, backend)
+        chk.existing_db(db)
+        chk.positive("--batch-size", batch_size)
+        chk.positive("--batch-docs", batch_docs)
     from pydantic import ValidationError
 
     from grainline.embedding import EmbedderSettings
@@ -352,10 +562,12 @@ def reembed(
 
 @app.command()
 def demo(
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     source: str = typer.Option(str(DEMO_CORPUS), "--source", help="The bundled demo corpus by default."),
 ) -> None:
     """Ingest the bundled demo corpus with all three strategies, then search it."""
+    with _checked():
+        chk.source(source)
     from grainline.embedding import EmbedderSettings
     from grainline.search import search as do_search
 
@@ -380,22 +592,30 @@ def demo(
 def eval_cmd(
     dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH."),
     split: str = typer.Option(None, "--split", help="beir: qrels split (default test); scifact: claims file (default dev)."),
-    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s"),
-    method: str = typer.Option("dense,bm25,hybrid", "--method", "-m"),
+    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies to compare."),
+    method: str = typer.Option("dense,bm25,hybrid", "--method", "-m", help="Comma-separated retrieval methods: dense, bm25, hybrid, svm."),
     db: str = typer.Option(DEFAULT_DB, "--db", help="Where the dataset's chunks and eval_results go."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
-    device: str = typer.Option("auto", "--device"),
-    precision: str = typer.Option("auto", "--precision"),
-    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
     sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --sample draw."),
     reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
     svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
 ) -> None:
     """Compare chunk granularities and retrieval methods on a labelled dataset."""
+    with _checked():
+        chk.dataset(dataset)
+        chk.strategies(strategy)
+        chk.eval_methods(method)
+        _check_embedder_args(device, precision, backend)
+        chk.choice("--long-article", long_article, chk.LONG_ARTICLE)
+        if sample is not None:
+            chk.positive("--sample", sample)
     from pydantic import ValidationError
 
     from grainline.evaluation.datasets import DatasetError
@@ -425,8 +645,8 @@ def eval_cmd(
 @app.command("eval-compare")
 def eval_compare(
     dataset: str = typer.Option(..., "--dataset", help="Dataset name as in the report (e.g. scifact, squad-dev-v1.1)."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
-    split: str = typer.Option(None, "--split"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    split: str = typer.Option(None, "--split", help="The split the runs scored (default: any)."),
     metric: str = typer.Option("ndcg@10,recall@5,answer@100tok", "--metric", help="Comma-separated metrics."),
 ) -> None:
     """Compare models: the latest evaluation run of each model on one dataset, side by side."""
@@ -443,9 +663,9 @@ def eval_compare(
 def related(
     doc_id: str = typer.Argument(None, help="Document id (as stored in the doc_id column)."),
     k: int = typer.Option(10, "-k", "--k", help="How many related documents."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
     strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Whose chunk vectors make the document vector."),
     precompute: bool = typer.Option(False, "--all", help="Store the top k of every document in related_docs (a flow run)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
@@ -457,6 +677,10 @@ def related(
     from grainline.related import RelatedSettings
     from grainline.related import related as find_related
 
+    with _checked():
+        chk.existing_db(db)
+        chk.strategies(strategy)
+        chk.positive("-k", k)
     if precompute == (doc_id is not None):
         _fail("give a DOC_ID, or --all to precompute every document")
     try:
@@ -484,13 +708,13 @@ def classify(
     train: str = typer.Option(None, "--train", help="Labelled records (.jsonl or .csv with text and label); default: the table's labelled documents."),
     input_path: str = typer.Option(None, "--input", help="Records to classify (.jsonl/.csv); default: the table's unlabelled documents."),
     label_field: str = typer.Option("label", "--label-field", help="Label field of the files, or metadata key of the table's documents."),
-    text_field: str = typer.Option("text", "--text-field"),
-    id_field: str = typer.Option("id", "--id-field"),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    text_field: str = typer.Option("text", "--text-field", help="Text field of the --train/--input files."),
+    id_field: str = typer.Option("id", "--id-field", help="Id field of the --train/--input files."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
     strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Table records: whose chunk vectors make the document vector."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
-    device: str = typer.Option("auto", "--device"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     fmt: str = typer.Option("table", "--format", help="table or jsonl."),
     output: str = typer.Option(None, "--output", "-o", help="Write the predictions here instead of stdout."),
     evaluate: str = typer.Option(None, "--evaluate", help="squad:PATH: accuracy on SQuAD paragraphs labelled by article, instead."),
@@ -551,17 +775,17 @@ def classify(
 @app.command()
 def serve(
     source: str = typer.Option(..., "--source", help="Folder, file or glob to ingest on schedule."),
-    db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
     sync: str = typer.Option("full", "--sync", help="full (default for schedules) or incremental."),
     runner: str = typer.Option("local", "--runner", help="local, dask, or dask://HOST:PORT."),
     ingest_cron: str = typer.Option("0 2 * * *", "--ingest-cron", help="When ingestion runs (cron, UTC by default)."),
     eval_dataset: str = typer.Option(None, "--eval-dataset", help="Also evaluate on a schedule: squad:PATH, beir:PATH, spans:PATH."),
     eval_cron: str = typer.Option("0 4 * * 0", "--eval-cron", help="When evaluation runs (cron)."),
     eval_after_ingest: bool = typer.Option(False, "--eval-after-ingest", help="Also evaluate each time a scheduled ingestion completes (a deployment trigger)."),
-    eval_sample: int = typer.Option(None, "--eval-sample", help="Evaluate on a sample of this many queries."),
-    reports: str = typer.Option("reports", "--reports", help="Folder for evaluation reports."),
+    eval_sample: int = typer.Option(None, "--eval-sample", help="Scheduled evaluation: a seeded sample of N queries."),
+    reports: str = typer.Option("reports", "--reports", help="Folder for the scheduled evaluation reports."),
     timezone: str = typer.Option("UTC", "--timezone", help="Time zone of the cron schedules."),
     api_url: str = typer.Option(None, "--api-url", envvar="PREFECT_API_URL", help="Use this Prefect server (its .../api URL) instead of starting one."),
     port: int = typer.Option(4200, "--port", help="Port of the local Prefect server grainline starts."),
@@ -570,6 +794,13 @@ def serve(
     """Run everything a team needs on one machine: one Prefect server (a local one, or
     the one --api-url names), the deployments registered on it, and the process that
     executes their scheduled runs. Ctrl-C (or SIGTERM) stops both."""
+    with _checked():
+        chk.source(source)
+        chk.strategies(strategy)
+        chk.choice("--sync", sync, chk.SYNC_MODES)
+        chk.runner(runner)
+        if eval_dataset is not None:
+            chk.dataset(eval_dataset)
     from pydantic import ValidationError
 
     from grainline.deployments.schedules import ScheduleSettings
@@ -672,17 +903,20 @@ def server_stop() -> None:
 def bench(
     dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH, generated:N (N synthetic documents) or "
                                 "generated-reuse:N (paragraphs from a pool of 2,000: full-scale pipeline, little embedding)."),
-    strategy: str = typer.Option("paragraph", "--strategy", "-s"),
+    strategy: str = typer.Option("paragraph", "--strategy", "-s", help="The strategy whose chunks are embedded."),
     output: str = typer.Option(None, "--output", "-o", help="Write the figures as JSON here."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
-    device: str = typer.Option("auto", "--device"),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help="grainline's precision (the baseline is always fp32)."),
-    backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
-    batch_size: int = typer.Option(64, "--batch-size"),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     stages: str = typer.Option("baseline,embed,ingest,rerun", "--stages", help="Which stages to run (e.g. ingest,rerun for memory at scale)."),
     keep: bool = typer.Option(False, "--keep", help="Keep the temporary corpus, database and Prefect home (the path is printed)."),
 ) -> None:
     """Time a plain encode loop, grainline's embedding, its whole ingestion, and a re-run."""
+    with _checked():
+        chk.strategies(strategy)
+        _check_embedder_args(device, precision, backend)
     from grainline.bench import bench as run_bench
     from grainline.bench import format_report
     from grainline.chunkers import CHUNKERS
@@ -713,12 +947,12 @@ def tune_train(
     text_field: str = typer.Option("text", "--text-field", help="Text column of --labels."),
     strategy: str = typer.Option("article", "--strategy", "-s", help="Chunks of --table used as records."),
     holdout: float = typer.Option(0.2, "--holdout", help="Share of each class held out to measure the head (0: none)."),
-    epochs: int = typer.Option(30, "--epochs"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    temperature: float = typer.Option(0.1, "--temperature"),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    temperature: float = typer.Option(0.1, "--temperature", help="Contrastive loss temperature."),
     classes_per_batch: int = typer.Option(16, "--classes-per-batch", help="P classes per batch."),
     per_class: int = typer.Option(4, "--per-class", help="K records of each class per batch."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Base model (the one that wrote --table)."),
 ) -> None:
     """Train a head so that records of one class sit together; save it with its metadata."""
@@ -750,7 +984,7 @@ def tune_train(
 @tune_app.command("apply")
 def tune_apply(
     head: str = typer.Argument(..., help="Head folder written by `grainline tune train`."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     source_table: str = typer.Option(None, "--from", help="Base-model table (default: the base model's chunks table)."),
     target_table: str = typer.Option(None, "--to", help="Tuned table (default: the tuned model's chunks table)."),
 ) -> None:
@@ -771,11 +1005,11 @@ def tune_report(
     sizes: str = typer.Option("25,100,1000", "--sizes", help="Numbers of labelled paragraphs, comma-separated."),
     out: str = typer.Option("reports/tuning", "--out", "-o", help="Folder for the table, heads and plots."),
     cache: str = typer.Option(None, "--cache", help="Where the embedded paragraphs are kept (default ~/.cache/grainline/tuning)."),
-    epochs: int = typer.Option(30, "--epochs"),
-    lr: float = typer.Option(1e-3, "--lr"),
-    temperature: float = typer.Option(0.1, "--temperature"),
-    seed: int = typer.Option(0, "--seed"),
-    model: str = typer.Option(DEFAULT_MODEL, "--model"),
+    epochs: int = typer.Option(30, "--epochs", help="Training epochs."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate."),
+    temperature: float = typer.Option(0.1, "--temperature", help="Contrastive loss temperature."),
+    seed: int = typer.Option(0, "--seed", help="Random seed."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
 ) -> None:
     """Top-k same-class rate, raw versus tuned, as the number of labels grows (SQuAD)."""
     from pydantic import ValidationError

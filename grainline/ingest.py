@@ -24,7 +24,7 @@ from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_
 from grainline.documents import Chunk, Document, Failure, canonical_json
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.memory import release_memory
-from grainline.readers import ReaderSettings, open_source
+from grainline.readers import ReaderSettings, open_source, sync_scope
 from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
@@ -142,6 +142,11 @@ class RunContext:
     interrupted: list[str] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     failed_ids: set[str] = field(default_factory=set)
+    # Which stored doc ids this run's source covers (a full sync deletes those not
+    # seen); None: documents passed in directly, covered by their source_root label.
+    scope: Any = None
+    # Documents stored under relative ids by an older grainline, from this root.
+    legacy_ids: list[str] = field(default_factory=list)
 
     @property
     def plans(self) -> tuple[Plan, ...]:
@@ -202,19 +207,34 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     (an evaluation dataset); otherwise the source is discovered on disk. Stale runs
     are marked interrupted only while the lock (or lease) is really held."""
     documents = None
+    scope = None
     if root is None:
         found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
         root = str(Path(found).resolve())
+        scope = sync_scope(settings.source, settings.reader)
     embedder = get_embedder(settings.embedder)
     table_name = table_name_for(settings)
     # Named before the lock is taken: the lock's holder record names the run.
     run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     lock = TableLock(settings.db, table_name, settings.lock_timeout_s, run_id=run_id).acquire()
     try:
-        return _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held)
+        ctx = _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held)
     except BaseException:
         lock.release()
         raise
+    ctx.scope = scope
+    if scope is not None:
+        # Ids of files were paths relative to the ingested root before they became real
+        # paths. Nothing is rewritten behind the user's back: a full sync of this root
+        # replaces them (their vectors are reused), and until then both are stored.
+        ctx.legacy_ids = sorted(d for d, st in ctx.states.items() if st.source_root == root and not d.startswith("/"))
+        if ctx.legacy_ids:
+            log.warning(
+                "table %s holds %d documents of %s under ids of an older grainline (relative paths, e.g. %r); this run "
+                "stores files under their real paths; `grainline ingest %s --sync full` replaces the old rows "
+                "(reusing their vectors)", ctx.store.table_name, len(ctx.legacy_ids), root, ctx.legacy_ids[0],
+                shlex.quote(str(settings.source)))
+    return ctx
 
 
 def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents: Iterator[Document | Failure] | None,
@@ -259,10 +279,14 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
     counts = RunCounts()
     todo: list[tuple[Document, str]] = []
     for item in items:
+        if isinstance(item, Failure) and item.stage == "skip":
+            counts.docs_skipped += 1
+            counts.skipped.append({"where": item.where, "reason": item.reason})
+            continue
         if isinstance(item, Failure):
             counts.docs_failed += 1
             counts.failures.append(item.as_dict())
-            ctx.failed_ids.add(item.where)
+            ctx.failed_ids.add(item.doc_id or item.where)
             continue
         counts.docs_seen += 1
         ctx.seen.add(item.doc_id)
@@ -409,13 +433,12 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
     if error is None:
         if ctx.settings.sync == "full":
             t0 = time.perf_counter()
-            # A big text file failing as a whole keeps its stored parts (big.txt#part-0003).
-            gone = [d for d, st in ctx.states.items() if st.source_root == ctx.root and d not in ctx.seen
-                    and d not in ctx.failed_ids and d.partition("#part-")[0] not in ctx.failed_ids]
+            gone = sync_gone(ctx)
             if gone:
                 if ctx.lock is not None:
                     ctx.lock.check()
-                counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root)
+                # Path ids are unique across roots, so a file's rows go whichever root wrote them.
+                counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root if ctx.scope is None else None)
                 counts.docs_deleted += len(gone)
                 for d in gone:
                     ctx.states.pop(d, None)
@@ -439,6 +462,8 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
             release_memory()
             export_table(ctx.store.table, export_dir(ctx))
             counts.add_time("export", time.perf_counter() - t0)
+    if error is None and not (counts.docs_seen or counts.docs_failed or counts.docs_skipped):
+        log.warning("the source %s holds no documents", redact_text(str(ctx.settings.source)))
     rec.counts = counts
     rec.finished = utcnow()
     rec.status = "failed" if error is not None else "completed"
@@ -463,6 +488,25 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
     rec.version_after = ctx.store.version()
     ctx.ledger.write(rec)
     return rec
+
+
+def sync_gone(ctx: RunContext) -> list[str]:
+    """The stored documents a full sync deletes: in the source's scope (or, for
+    documents passed in directly, of its source_root; or stored by an older grainline
+    under a relative id from this root), not seen by this run, and not part of a file
+    that failed as a whole (a big text file that fails keeps its stored parts)."""
+    legacy = set(ctx.legacy_ids)
+
+    def covered(d: str, st: DocState) -> bool:
+        if ctx.scope is None:
+            return st.source_root == ctx.root
+        return d in legacy or ctx.scope(d)
+
+    def failed(d: str) -> bool:
+        # The document itself, or the file it is a part or record of (the id up to a '#').
+        return d in ctx.failed_ids or any(d[:i] in ctx.failed_ids for i, ch in enumerate(d) if ch == "#")
+
+    return [d for d, st in ctx.states.items() if d not in ctx.seen and covered(d, st) and not failed(d)]
 
 
 def export_dir(ctx: RunContext) -> str:
@@ -511,4 +555,49 @@ def summary_markdown(rec: RunRecord) -> str:
     if c.failures:
         lines += ["", "## Failures", "", "| where | stage | reason |", "|---|---|---|"]
         lines += [f"| `{f['where']}` | {f['stage']} | {f['reason']} |" for f in c.failures]
+    if c.skipped:
+        lines += ["", f"## Skipped ({c.docs_skipped} files no reader reads)", "", "| file | reason |", "|---|---|"]
+        lines += [f"| `{f['where']}` | {f['reason']} |" for f in c.skipped]
+    if not (c.docs_seen or c.docs_failed or c.docs_skipped):
+        lines += ["", f"**Warning: the source `{rec.source}` holds no documents.**"]
     return redact_text("\n".join(lines) + "\n")
+
+
+def dry_run(settings: IngestSettings) -> dict[str, Any]:
+    """What an ingestion would do, without embedding or writing anything (and without
+    the table lock or a ledger row): documents that would be added, updated, unchanged
+    or (with ``sync=full``) deleted, failures and skipped files, and how many chunks
+    would be written and how many of them embedded (texts with no stored vector)."""
+    found, documents = open_source(settings.source, settings.reader)
+    root = str(Path(found).resolve())
+    embedder = get_embedder(settings.embedder)
+    table = table_name_for(settings)
+    store = ChunkStore(settings.db, table, embedder.identity.dim)
+    states = store.doc_states() if store.exists else {}
+    plans = make_plans(settings, embedder)
+    # A context like prepare()'s, read-only: nothing here commits or records.
+    ctx = RunContext(settings=settings, run_id="dry-run", embedder=embedder, store=store, ledger=None,  # type: ignore[arg-type]
+                     spec=WorkSpec(settings, table, plans), root=root, states=states, record=None,  # type: ignore[arg-type]
+                     documents=documents, scope=sync_scope(settings.source, settings.reader),
+                     legacy_ids=sorted(d for d, st in states.items() if st.source_root == root and not d.startswith("/")))
+    counts = RunCounts()
+    added: list[str] = []
+    updated: list[str] = []
+    hashes: set[str] = set()
+    chunk_ctx = ChunkContext.default(embedder.window)
+    for items in read_batches(documents, settings.batch_docs):
+        todo, c = triage(ctx, items)
+        batch = chunk_docs(plans, todo, chunk_ctx)
+        c.merge(batch.counts)
+        counts.merge(c)
+        for cd in batch.docs:
+            (added if cd.status == "added" else updated).append(cd.doc.doc_id)
+            counts.chunks_written += len(cd.chunks)
+            hashes.update(ch.content_hash for ch in cd.chunks)
+    known = store.vectors_by_hash(hashes) if hashes and store.exists else {}
+    gone = sync_gone(ctx) if settings.sync == "full" else []
+    return {
+        "table": table, "source_root": root, "added": added, "updated": updated, "unchanged": counts.docs_unchanged,
+        "deleted": gone, "failures": counts.failures, "skipped": counts.skipped, "chunks_written": counts.chunks_written,
+        "chunks_to_embed": len(hashes - set(known)), "legacy_ids": len(ctx.legacy_ids),
+    }

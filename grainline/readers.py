@@ -15,6 +15,7 @@ Entry points:
 from __future__ import annotations
 
 import codecs
+import dataclasses
 import errno
 import fnmatch
 import io
@@ -35,8 +36,11 @@ __all__ = [
     "discover",
     "get_reader",
     "iter_documents",
+    "file_doc_id",
+    "file_id",
     "read_file",
     "register_reader",
+    "sync_scope",
 ]
 
 
@@ -67,6 +71,10 @@ class ReaderSettings(pydantic.BaseModel):
     max_html_depth: int = pydantic.Field(default=10_000, gt=0)
     """HTML nested deeper than this fails instead of being parsed: the parser's time
     grows with the square of the depth (40,000 nested divs take seconds, 200,000 minutes)."""
+    html_extractor: str = pydantic.Field(default="main", pattern="^(main|all)$")
+    """``main``: the page's main content, by trafilatura (navigation, cookie banners,
+    footers, sidebars, comments and help dialogs dropped), falling back to ``all`` when
+    it finds none; ``all``: every visible text block (the selectolax walk)."""
     part_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)
     """A .txt/.md file whose text is larger than this (UTF-8 bytes) is read streaming
     and becomes several Documents (``big.txt#part-0003``) of at most this many bytes,
@@ -132,11 +140,14 @@ _MAGIC = re.compile(r"[*?\[]")
 class _Skip:
     """A path found during discovery that will not be read, and why (reported later)."""
 
-    __slots__ = ("path", "reason")
+    __slots__ = ("path", "reason", "stage")
 
-    def __init__(self, path: Path, reason: str) -> None:
+    def __init__(self, path: Path, reason: str, stage: str = "read") -> None:
         self.path = path
         self.reason = reason
+        # "read": a failure (a link that cannot be followed, a folder not listed);
+        # "skip": a file no reader reads, counted and named apart from the failures.
+        self.stage = stage
 
 
 def discover(
@@ -252,12 +263,16 @@ def _walk(
                 if not is_link:
                     continue
                 is_dir = False
-            known = Path(name).suffix.lower() in READERS
             if is_dir:
                 if want_dir is not None and not want_dir(parts):
                     continue
             else:
-                if not known or (want_file is not None and not want_file(parts)):
+                if want_file is not None and not want_file(parts):
+                    continue
+                if Path(name).suffix.lower() not in READERS:
+                    # Named in the run's summary and ledger: a user who dropped a
+                    # report.docx in the folder learns it was not ingested.
+                    yield _Skip(p, unsupported_reason(name), stage="skip")
                     continue
             if is_link:
                 real = os.path.realpath(p)
@@ -296,6 +311,13 @@ def _walk(
                     yield p
 
 
+def unsupported_reason(name: str) -> str:
+    """Why a file is skipped: its suffix has no reader (and which suffixes do)."""
+    suffix = Path(name).suffix.lower()
+    what = f"{suffix!r} files" if suffix else "files without a suffix"
+    return f"unsupported file type: no reader for {what} (readers: {', '.join(sorted(READERS))})"
+
+
 def _broken_link_reason(path: Path) -> str:
     try:
         os.stat(path)
@@ -332,6 +354,34 @@ def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Sk
             f"glob pattern matched no readable files: {pattern!r} (known suffixes: {', '.join(sorted(READERS))})"
         )
     return root, entries
+
+
+def sync_scope(source: str | os.PathLike[str], settings: ReaderSettings | None = None) -> Callable[[str], bool]:
+    """Which stored doc ids a source covers, for ``--sync full``: everything under a
+    folder, a file and its parts or records, or the files under a glob's base folder
+    that match the glob. A stored document in scope and not read again is gone."""
+    settings = settings or ReaderSettings()
+    path = Path(source)
+    src = os.fspath(source)
+    if path.is_dir():
+        base = file_id(path).rstrip("/") + "/"
+        return lambda d: d.startswith(base)
+    if path.exists() or path.is_symlink() or not _MAGIC.search(src):
+        fid = file_id(path)
+        return lambda d: d == fid or d.startswith(fid + "#")
+    parts = path.parts
+    n = next(i for i, part in enumerate(parts) if _MAGIC.search(part))
+    base = file_id(Path(*parts[:n]) if n else Path(".")).rstrip("/") + "/"
+    matcher = _GlobMatcher(list(parts[n:]), settings.include_hidden)
+
+    def in_glob(d: str) -> bool:
+        if not d.startswith(base):
+            return False
+        rel = d[len(base):]
+        # The file's part of the id: a part or record suffix follows a '#'.
+        return matcher.matches(tuple(rel.split("/"))) or ("#" in rel and matcher.matches(tuple(rel.rsplit("#", 1)[0].split("/"))))
+
+    return in_glob
 
 
 class _GlobMatcher:
@@ -633,7 +683,50 @@ def _uri(path: Path) -> str:
 # read_file and iter_documents
 
 
+def file_id(path: str | os.PathLike[str]) -> str:
+    """The identity of a file: its resolved real path, POSIX style. The same file
+    reached through a subfolder, a single-file source, a relative or a symlinked path
+    gets the same id, and two files with the same relative name under two roots never
+    share one."""
+    return Path(os.path.realpath(path)).as_posix()
+
+
+def file_doc_id(fid: str, rel: str, local_id: str) -> str:
+    """A reader's id for a document of the file at ``rel`` (``rel`` itself, ``rel#part-3``,
+    or a record's own id) -> the stored id: the file's id, then ``#part-...`` or
+    ``#<record id>``. Record ids are scoped to their file, so a record whose id looks
+    like another file's path never collides with that file."""
+    if local_id == rel:
+        return fid
+    if local_id.startswith(rel + "#"):
+        return fid + local_id[len(rel):]
+    return f"{fid}#{local_id}"
+
+
+def _with_global_id(item: Document | Failure, fid: str, rel: str) -> Document | Failure:
+    if isinstance(item, Document):
+        return dataclasses.replace(item, doc_id=file_doc_id(fid, rel, item.doc_id))
+    if item.where == rel and not item.doc_id:
+        return dataclasses.replace(item, doc_id=fid)
+    return item
+
+
 def read_file(path: Path, root: Path, settings: ReaderSettings | None = None) -> Iterator[Document | Failure]:
+    """Read one file under ``root``: yields its Document(s), with ids made by
+    :func:`file_doc_id`, or Failures saying why not (``where`` relative to ``root``)."""
+    rel = None
+    fid = ""
+    for item in _read_file(path, root, settings):
+        if rel is None:
+            try:
+                rel = _rel(Path(path), Path(root))
+                fid = file_id(path)
+            except (ValueError, OSError):
+                rel = ""
+        yield _with_global_id(item, fid, rel) if rel else item
+
+
+def _read_file(path: Path, root: Path, settings: ReaderSettings | None = None) -> Iterator[Document | Failure]:
     """Read one file under ``root``: yields its Document(s), or Failures saying why not.
 
     Never raises for a bad file: OS errors (permission denied, file vanished), a
@@ -703,11 +796,18 @@ def open_source(
 
 def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings) -> Iterator[Document | Failure]:
     seen: dict[str, str] = {}
+    files: dict[str, str] = {}
     for entry in entries:
         if isinstance(entry, _Skip):
-            yield Failure(_rel(entry.path, root), entry.reason)
+            yield Failure(_rel(entry.path, root), entry.reason, entry.stage)
             continue
         rel = _rel(entry, root)
+        fid = file_id(entry)
+        if fid in files:
+            # A followed symlink to a file already read: one file, one document.
+            yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
+            continue
+        files[fid] = rel
         for item in read_file(entry, root, settings):
             if isinstance(item, Document):
                 where = _where(item, rel)
@@ -952,21 +1052,14 @@ def _html_depth_over(html: str, limit: int) -> bool:
     return False
 
 
-@register_reader(".html", ".htm")
-def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
-    """An HTML file is one Document of its visible text: blocks become paragraphs
-    separated by a blank line, ``<br>`` a line break, inline tags keep sentences
-    whole; scripts, styles, head and the like are dropped. Title from ``<title>``,
-    else the first ``<h1>``. The HTML is parsed, never rendered: no script runs and
-    nothing it points to (iframes, objects, images, styles) is fetched. Nesting deeper
-    than ``max_html_depth`` fails before parsing."""
+def html_main_text(html: str, extractor: str = "main") -> tuple[str, str]:
+    """``(title, text)`` of an HTML page. Title from ``<title>``, else the first
+    ``<h1>``. Text: with ``main``, the main content found by trafilatura, each heading,
+    paragraph, list item or table row a paragraph of its own; when it finds nothing
+    (a tiny page, markup it cannot parse) or with ``all``, every visible block (the
+    selectolax walk)."""
     from selectolax.lexbor import LexborHTMLParser
 
-    rel = _rel(path, root)
-    html = _read_text(path, settings)
-    if _html_depth_over(html, settings.max_html_depth):
-        yield Failure(rel, f"HTML nested deeper than {settings.max_html_depth} levels (max_html_depth), not parsed")
-        return
     tree = LexborHTMLParser(html)
     title = ""
     for selector in ("title", "h1"):
@@ -976,8 +1069,66 @@ def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Docu
             title = _HTML_WS.sub(" ", _html_text(node)).strip()
             if title:
                 break
-    start = tree.root if tree.root is not None else tree.body
-    text = _html_text(start) if start is not None else ""
+    text = _trafilatura_text(html) if extractor == "main" else ""
+    if not text.strip():
+        start = tree.root if tree.root is not None else tree.body
+        text = _html_text(start) if start is not None else ""
+    return title, text
+
+
+def _trafilatura_text(html: str) -> str:
+    """Main content as paragraphs, from trafilatura's XML (plain text output joins
+    blocks with single newlines and markdown adds '#' marks)."""
+    try:
+        import trafilatura
+    except ImportError:  # the selectolax walk still reads the page
+        return ""
+    import xml.etree.ElementTree as ET
+
+    try:
+        xml = trafilatura.extract(html, output_format="xml", include_comments=False, include_tables=True,
+                                  favor_precision=True, with_metadata=False, deduplicate=False)
+    except Exception:  # noqa: BLE001 - a parser failure on one page falls back to the walk
+        return ""
+    if not xml:
+        return ""
+    try:
+        doc = ET.fromstring(xml)
+    except ET.ParseError:
+        return ""
+    main = doc.find("main")
+    blocks: list[str] = []
+
+    def flat(el: ET.Element) -> str:
+        return _HTML_WS.sub(" ", "".join(el.itertext())).strip()
+
+    for el in (main if main is not None else doc):
+        if el.tag == "list":
+            items = [flat(i) for i in el.iter("item")]
+            blocks.append("\n".join(i for i in items if i))
+        elif el.tag == "table":
+            rows = [" | ".join(flat(c) for c in row if flat(c)) for row in el.iter("row")]
+            blocks.append("\n".join(r for r in rows if r))
+        elif el.tag == "code":
+            blocks.append("".join(el.itertext()).strip("\n"))
+        else:
+            blocks.append(flat(el))
+    return "\n\n".join(b for b in blocks if b.strip())
+
+
+@register_reader(".html", ".htm")
+def read_html(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Document | Failure]:
+    """An HTML file is one Document of its main content (:func:`html_main_text`):
+    blocks become paragraphs separated by a blank line, inline tags keep sentences
+    whole; page chrome, scripts, styles, head and the like are dropped. The HTML is parsed, never rendered: no script runs and
+    nothing it points to (iframes, objects, images, styles) is fetched. Nesting deeper
+    than ``max_html_depth`` fails before parsing."""
+    rel = _rel(path, root)
+    html = _read_text(path, settings)
+    if _html_depth_over(html, settings.max_html_depth):
+        yield Failure(rel, f"HTML nested deeper than {settings.max_html_depth} levels (max_html_depth), not parsed")
+        return
+    title, text = html_main_text(html, settings.html_extractor)
     reason = _empty_reason(text)
     if reason:
         yield Failure(rel, reason)

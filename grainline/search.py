@@ -1,26 +1,36 @@
-"""Querying a chunks table: dense (cosine) search within one strategy.
+"""Querying a chunks table within one strategy: ``dense`` (cosine), ``bm25`` (the
+native full-text index) or ``hybrid`` (reciprocal-rank fusion of the two), from the
+``SEARCH_METHODS`` registry.
 
-With a vector index (built by maintenance once a table has enough rows) the search is
-approximate: IVF_PQ candidates from at least ``NPROBES`` partitions, re-ranked by their
-exact cosine (``REFINE_FACTOR`` times ``k`` of them). Without one it is exact."""
+With a vector index (built by maintenance once a table has enough rows) dense search
+is approximate: IVF_PQ candidates from at least ``NPROBES`` partitions, re-ranked by
+their exact cosine (``REFINE_FACTOR`` times ``k`` of them). Without one it is exact.
+
+Imports are lazy: the CLI checks a ``--method`` against the registry before loading
+LanceDB or a model."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+import json
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
 
-from grainline.embedding import Embedder, EmbedderSettings
-from grainline.ingest import get_embedder
-from grainline.storage.chunks import connect, open_table_if_exists
-from grainline.storage.maintenance import vector_index
-from grainline.storage.sql import quote
+from grainline.registry import Registry
+
+if TYPE_CHECKING:
+    from grainline.embedding import Embedder, EmbedderSettings
 
 # Partitions probed at least (more when a filter leaves fewer than k rows in them), and
 # how many candidates per hit are re-ranked with the stored full vectors.
 NPROBES = 32
 REFINE_FACTOR = 10
+# Reciprocal-rank fusion constant (the RRF paper's value, as in evaluation), and how
+# deep each list is read for hybrid: fusion needs more than the k it returns.
+RRF_K = 60
+HYBRID_DEPTH = 50
 
-RESULT_COLUMNS = ["chunk_id", "doc_id", "strategy", "chunker_key", "ordinal", "start", "end", "text", "title", "source", "handling"]
+RESULT_COLUMNS = ["chunk_id", "doc_id", "strategy", "chunker_key", "ordinal", "start", "end", "text", "title", "source",
+                  "handling", "metadata"]
 
 
 @dataclass
@@ -30,8 +40,35 @@ class SearchHit:
     row: dict[str, Any]
 
 
-def open_chunks_table(db: str, embedder: Embedder) -> Any:
+@dataclass
+class SearchRequest:
+    """What a search method gets: the table, the query, its filter, and the query
+    vector on demand (bm25 never loads the model)."""
+
+    table: Any
+    query: str
+    strategy: str
+    k: int
+    where: str | None
+    vector_fn: Callable[[], Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    _vector: Any = None
+
+    @property
+    def vector(self) -> Any:
+        if self._vector is None:
+            self._vector = self.vector_fn()
+        return self._vector
+
+
+SearchFn = Callable[[SearchRequest], list[SearchHit]]
+SEARCH_METHODS: Registry[SearchFn] = Registry("search method")
+
+
+def open_chunks_table(db: str, embedder: "Embedder") -> Any:
     """The chunks table of this model, or a clear error naming what is there instead."""
+    from grainline.storage.chunks import connect, open_table_if_exists
+
     conn = connect(db)
     name = embedder.identity.table_name
     table = open_table_if_exists(conn, name)
@@ -51,28 +88,75 @@ def _table_names(conn: Any) -> list[str]:
     return list(conn.table_names())
 
 
+def metadata_filter(pairs: list[str]) -> tuple[str | None, Callable[[dict[str, Any]], bool]]:
+    """``['topic=bees', 'year=2024']`` -> a SQL prefilter on the stored metadata JSON
+    (a LIKE that every match passes) and an exact check of the decoded metadata.
+    A value that reads as JSON (``2024``, ``true``) is compared as that value, else as
+    a string."""
+    wanted: dict[str, Any] = {}
+    for pair in pairs:
+        key, eq, raw = pair.partition("=")
+        if not eq or not key:
+            raise ValueError(f"--where expects KEY=VALUE on document metadata, got {pair!r}")
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = raw
+        wanted[key] = value
+    if not wanted:
+        return None, lambda row: True
+    from grainline.documents import canonical_json
+    from grainline.storage.sql import quote
+
+    # Metadata is stored as canonical JSON (sorted keys, no spaces), so each top-level
+    # pair appears as '"key":value' verbatim; the exact check drops nested look-alikes.
+    likes = [f"metadata LIKE {quote('%' + canonical_json({k: v})[1:-1] + '%')}" for k, v in wanted.items()]
+
+    def exact(row: dict[str, Any]) -> bool:
+        meta = json.loads(row.get("metadata") or "{}")
+        return all(k in meta and meta[k] == v for k, v in wanted.items())
+
+    return " AND ".join(likes), exact
+
+
 def search(
     query: str,
     db: str,
     strategy: str = "paragraph",
     k: int = 5,
-    embedder_settings: EmbedderSettings | None = None,
+    embedder_settings: "EmbedderSettings | None" = None,
     where: str | None = None,
+    method: str = "dense",
+    metadata: list[str] | None = None,
 ) -> list[SearchHit]:
-    """The ``k`` chunks of ``strategy`` closest to ``query`` by cosine similarity."""
+    """The ``k`` chunks of ``strategy`` that best match ``query`` by ``method``;
+    ``where`` is a SQL filter on the table's columns, ``metadata`` ``KEY=VALUE``
+    pairs every hit's document metadata must hold."""
+    fn = SEARCH_METHODS.get(method)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not query.strip():
         raise ValueError("query is empty")
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import get_embedder
+
     embedder = get_embedder(embedder_settings or EmbedderSettings())
     table = open_chunks_table(db, embedder)
-    vec = embedder.embed_queries([query])[0]
-    return dense_search(table, vec, strategy, k, where)
+    meta_sql, exact = metadata_filter(metadata or [])
+    filt = " AND ".join(f"({w})" for w in (where, meta_sql) if w) or None
+    # The exact metadata check can drop a LIKE match: ask for more, keep k.
+    req = SearchRequest(table, query, strategy, k * 4 if meta_sql else k, filt,
+                        lambda: embedder.embed_queries([query])[0])
+    hits = [h for h in fn(req) if exact(h.row)][:k]
+    return [SearchHit(i + 1, h.score, h.row) for i, h in enumerate(hits)]
 
 
 def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> Any:
     """The LanceDB query for the ``k`` rows of ``strategy`` nearest to ``vector``
     (cosine): through the vector index when the table has one, exact otherwise."""
+    from grainline.storage.maintenance import vector_index
+    from grainline.storage.sql import quote
+
     filt = f"strategy = {quote(strategy)}" + (f" AND ({where})" if where else "")
     q = table.search(vector, vector_column_name="vector").distance_type("cosine")
     if vector_index(table) is not None:
@@ -87,3 +171,42 @@ def dense_search(table: Any, vector: Any, strategy: str, k: int, where: str | No
     """Run :func:`dense_query`; scores are cosine similarities."""
     rows = dense_query(table, vector, strategy, k, where).to_list()
     return [SearchHit(rank=i + 1, score=1.0 - float(r.pop("_distance")), row=r) for i, r in enumerate(rows)]
+
+
+@SEARCH_METHODS.register("dense")
+def _dense(req: SearchRequest) -> list[SearchHit]:
+    """Cosine similarity of the query vector."""
+    return dense_search(req.table, req.vector, req.strategy, req.k, req.where)
+
+
+@SEARCH_METHODS.register("bm25")
+def _bm25(req: SearchRequest) -> list[SearchHit]:
+    """BM25 over the chunk texts (the full-text index maintenance builds); scores are
+    BM25 scores. No model is loaded."""
+    from grainline.storage.maintenance import FTS_INDEX
+    from grainline.storage.sql import quote
+
+    if FTS_INDEX not in {getattr(ix, "name", None) for ix in req.table.list_indices()}:
+        raise ValueError(f"table {req.table.name} has no full-text index; build it with `grainline maintain` "
+                         f"(ingestion builds it unless --no-maintain)")
+    filt = f"strategy = {quote(req.strategy)}" + (f" AND ({req.where})" if req.where else "")
+    rows = (req.table.search(req.query, query_type="fts", fts_columns="text").where(filt, prefilter=True)
+            .select(RESULT_COLUMNS + ["_score"]).limit(req.k).to_list())
+    return [SearchHit(rank=i + 1, score=float(r.pop("_score")), row=r) for i, r in enumerate(rows)]
+
+
+@SEARCH_METHODS.register("hybrid")
+def _hybrid(req: SearchRequest) -> list[SearchHit]:
+    """Reciprocal-rank fusion of dense and bm25, each read to ``HYBRID_DEPTH`` (or
+    ``k``, when larger); scores are the fused RRF scores."""
+    depth = max(req.k, HYBRID_DEPTH)
+    deep = SearchRequest(req.table, req.query, req.strategy, depth, req.where, req.vector_fn)
+    fused: dict[str, float] = {}
+    rows: dict[str, dict[str, Any]] = {}
+    for hits in (_dense(deep), _bm25(deep)):
+        for h in hits:
+            cid = h.row["chunk_id"]
+            fused[cid] = fused.get(cid, 0.0) + 1.0 / (RRF_K + h.rank)
+            rows.setdefault(cid, h.row)
+    best = sorted(fused, key=lambda c: (-fused[c], c))[: req.k]
+    return [SearchHit(rank=i + 1, score=fused[c], row=rows[c]) for i, c in enumerate(best)]

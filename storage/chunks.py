@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 from .schema import chunks_schema
 from .sql import in_list, quote
 
-DEFAULT_DB = "./grainline-data"
+from grainline.defaults import DEFAULT_DB  # noqa: E402,F401  (re-exported)
 
 
 # Cache bounds of the one LanceDB session per process, in MiB. LanceDB's defaults (1 GiB

@@ -38,6 +38,9 @@ class RunCounts:
     chunks_reused: int = 0
     stage_seconds: dict[str, float] = field(default_factory=dict)
     failures: list[dict[str, str]] = field(default_factory=list)
+    # Files the source holds that no reader reads (report.docx): named, not failed.
+    docs_skipped: int = 0
+    skipped: list[dict[str, str]] = field(default_factory=list)
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0.0) + seconds, 4)
@@ -47,8 +50,8 @@ class RunCounts:
             if k == "stage_seconds":
                 for s, sec in v.items():
                     self.add_time(s, sec)
-            elif k == "failures":
-                self.failures.extend(v)
+            elif k in ("failures", "skipped"):
+                getattr(self, k).extend(v)
             else:
                 setattr(self, k, getattr(self, k) + v)
 
@@ -89,9 +92,10 @@ class RunRecord:
             "table_name": self.table_name,
             "model_id": self.model_id,
             "parameters": json.dumps(self.parameters, sort_keys=True, default=str),
-            **{k: getattr(c, k) for k in RunCounts.__dataclass_fields__ if k not in ("stage_seconds", "failures")},
+            **{k: getattr(c, k) for k in RunCounts.__dataclass_fields__ if k not in ("stage_seconds", "failures", "skipped")},
             "stage_seconds": json.dumps(c.stage_seconds, sort_keys=True),
             "failures": json.dumps(c.failures),
+            "skipped": json.dumps(c.skipped),
             "version_before": self.version_before,
             "version_after": self.version_after,
             "error": self.error,
@@ -153,8 +157,8 @@ class Ledger:
         if flow:
             rows = [r for r in rows if r["flow"] == flow]
         for r in rows:
-            for k in ("parameters", "stage_seconds", "failures"):
-                r[k] = json.loads(r[k]) if r.get(k) else ({} if k != "failures" else [])
+            for k in ("parameters", "stage_seconds", "failures", "skipped"):
+                r[k] = json.loads(r[k]) if r.get(k) else ({} if k not in ("failures", "skipped") else [])
             r["maintenance"] = json.loads(r["maintenance"]) if r.get("maintenance") else None
         rows.sort(key=lambda r: r["started"])
         return rows

@@ -1,5 +1,10 @@
-"""Parquet export of a chunks table: hive-partitioned by strategy
-(``strategy=paragraph/part-0.parquet``), readable by DuckDB, Polars and pyarrow."""
+"""Parquet export of a table, one tree per table (``<db>/parquet/<table>/``), so the
+glob ``<db>/parquet/<table>/*/*.parquet`` never mixes schemas. Hive-partitioned by
+strategy (``strategy=paragraph/part-0.parquet``), with ``strategy`` also stored in the
+files, so a reader that ignores the path still has it. Vectors are Arrow fixed-size
+lists (Polars and pyarrow read ``Array(Float32, dim)``); Parquet itself has no
+fixed-size list, so DuckDB reads ``FLOAT[]``: ``_duckdb.sql`` in the export defines a
+view with ``vector`` as ``FLOAT[dim]`` and ``metadata`` as ``JSON``."""
 
 from __future__ import annotations
 
@@ -16,6 +21,8 @@ import pyarrow as pa
 # Written inside an export, last: which table version the export holds. Readers skip
 # it (pyarrow ignores names starting with '_'; DuckDB and Polars glob *.parquet).
 MARKER = "_grainline_export.json"
+# A DuckDB view over the export with typed columns (see the module docstring).
+DUCKDB_VIEW = "_duckdb.sql"
 # Rows read from the table per query, and rows per Parquet row group.
 PAGE_ROWS = 16_384
 ROW_GROUP_ROWS = 16_384
@@ -57,6 +64,8 @@ def exported_version(out_dir: str) -> int | None:
         if _is_local(out_dir):
             text = (Path(out_dir.removeprefix("file://")) / MARKER).read_text()
         else:
+            import pyarrow.fs as pafs
+
             fs, path = filesystem(out_dir)
             with fs.open_input_stream(f"{path}/{MARKER}") as f:
                 text = f.read().decode()
@@ -81,7 +90,6 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
     A local export is written beside the old one and swapped in under a file lock, so
     readers never see half an export and a writer killed mid-way leaves the previous
     export (or none) in place. Returns the number of rows written."""
-    import pyarrow.dataset as ds
 
     schema: pa.Schema = table.schema
     version = getattr(table, "version", None)
@@ -101,7 +109,6 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
         if count != total:
             raise RuntimeError(f"export read {count} rows of a {total}-row table; the table changed during the export")
 
-    partitioning = ds.partitioning(pa.schema([schema.field("strategy")]), flavor="hive")
     if _is_local(out_dir):
         from filelock import FileLock
 
@@ -111,6 +118,7 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
             _clear_leftovers(final)
             tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
             _write_partitioned(batches(), tmp, schema)
+            (tmp / DUCKDB_VIEW).write_text(duckdb_view_sql(table, str(final.resolve()), schema))
             marker = tmp / MARKER
             marker.write_text(_marker_text(table, version, count))
             with open(marker, "rb+") as f:
@@ -124,51 +132,81 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
     else:
         # Object stores cannot swap a folder: drop the marker first and write it last,
         # so an export interrupted mid-way is known to be incomplete and redone.
+        import pyarrow.fs as pafs
+
         fs, path = filesystem(out_dir)
         try:
             fs.delete_file(f"{path}/{MARKER}")
         except (OSError, FileNotFoundError):
             pass
-        ds.write_dataset(
-            batches(), path, filesystem=fs, schema=schema, format="parquet", partitioning=partitioning,
-            basename_template="part-{i}.parquet", existing_data_behavior="delete_matching",
-        )
+        for info in fs.get_file_info(pafs.FileSelector(path, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory and info.base_name.startswith("strategy="):
+                fs.delete_dir(info.path)  # partitions of the old export (a strategy may be gone)
+        _write_partitioned(batches(), path, schema, fs)
+        with fs.open_output_stream(f"{path}/{DUCKDB_VIEW}") as f:
+            f.write(duckdb_view_sql(table, out_dir, schema).encode())
         with fs.open_output_stream(f"{path}/{MARKER}") as f:
             f.write(_marker_text(table, version, count).encode())
     return count
 
 
-def _write_partitioned(batches: Any, folder: Path, schema: pa.Schema) -> None:
+def duckdb_view_sql(table: Any, out_dir: str, schema: pa.Schema) -> str:
+    """``CREATE OR REPLACE VIEW <table>`` over the export, with ``vector`` as
+    ``FLOAT[dim]`` (so ``array_cosine_similarity(vector, ?::FLOAT[dim])`` needs no
+    cast) and ``metadata`` as ``JSON`` (``metadata->>'$.topic'``)."""
+    name = str(getattr(table, "name", None) or Path(out_dir).name)
+    casts = []
+    if "vector" in schema.names:
+        vt = schema.field("vector").type
+        dim = getattr(vt, "list_size", None)
+        if dim:
+            casts.append(f"CAST(vector AS FLOAT[{dim}]) AS vector")
+    if "metadata" in schema.names:
+        casts.append("CAST(metadata AS JSON) AS metadata")
+    replace = f" REPLACE ({', '.join(casts)})" if casts else ""
+    glob = out_dir.rstrip("/") + "/*/*.parquet"
+    return (f"-- grainline: the export of table {name}; in duckdb: .read {out_dir.rstrip('/')}/{DUCKDB_VIEW}\n"
+            f"CREATE OR REPLACE VIEW \"{name}\" AS SELECT *{replace} FROM read_parquet('{glob.replace(chr(39), chr(39) * 2)}');\n")
+
+
+def _write_partitioned(batches: Any, folder: Path | str, schema: pa.Schema, fs: Any = None) -> None:
     """Hive partitions by strategy (``strategy=x/part-0.parquet``), written as the
     batches come: a writer per strategy, no queue (pyarrow's dataset writer queues
-    batches it has not written yet, hundreds of MiB on a big table)."""
+    batches it has not written yet, hundreds of MiB on a big table). ``strategy``
+    stays in the files too: Polars, or DuckDB without hive_partitioning, read it there."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    file_schema = schema.remove(schema.get_field_index("strategy"))
+    file_schema = schema
     writers: dict[str, Any] = {}
     try:
         for b in batches:
             strategies = b.column("strategy")
             for strategy in pc.unique(strategies).to_pylist():
-                part = pa.Table.from_batches([b.filter(pc.equal(strategies, strategy))]).drop_columns(["strategy"])
+                part = pa.Table.from_batches([b.filter(pc.equal(strategies, strategy))])
                 w = writers.get(strategy)
                 if w is None:
-                    d = folder / f"strategy={strategy}"
-                    d.mkdir(parents=True, exist_ok=True)
-                    w = writers[strategy] = pq.ParquetWriter(d / "part-0.parquet", file_schema)
+                    d = f"{folder}/strategy={strategy}"
+                    if fs is None:
+                        Path(d).mkdir(parents=True, exist_ok=True)
+                    else:
+                        fs.create_dir(d)
+                    w = writers[strategy] = pq.ParquetWriter(f"{d}/part-0.parquet", file_schema, filesystem=fs)
                 w.write_table(part, row_group_size=ROW_GROUP_ROWS)
     finally:
         for w in writers.values():
             w.close()
-    folder.mkdir(parents=True, exist_ok=True)  # an empty table still gets a (complete) export
+    if fs is None:
+        Path(folder).mkdir(parents=True, exist_ok=True)  # an empty table still gets a (complete) export
 
 
 def read_export(out_dir: str) -> pa.Table:
-    """Read an export back with the strategy column restored from the paths."""
+    """Read an export back (every Parquet file under it; ``strategy`` is in the files)."""
     import pyarrow.dataset as ds
 
     if _is_local(out_dir):
-        return ds.dataset(out_dir.removeprefix("file://"), format="parquet", partitioning="hive").to_table()
+        return ds.dataset(out_dir.removeprefix("file://"), format="parquet", exclude_invalid_files=False,
+                          ignore_prefixes=[".", "_"]).to_table()
     fs, path = filesystem(out_dir)
-    return ds.dataset(path, filesystem=fs, format="parquet", partitioning="hive").to_table()
+    return ds.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False,
+                      ignore_prefixes=[".", "_"]).to_table()

@@ -75,6 +75,9 @@ RUNS_SCHEMA = pa.schema(
         pa.field("versions", pa.int64()),
         pa.field("unindexed_rows", pa.int64()),
         pa.field("maintenance", pa.string()),  # JSON: what was done, figures before/after, seconds
+        # Files of the source that no reader reads, and which (JSON [{where, reason}]).
+        pa.field("docs_skipped", pa.int64()),
+        pa.field("skipped", pa.string()),
     ]
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -44,6 +45,16 @@ def blank_pdf() -> bytes:
     return buf.getvalue()
 
 
+def local(doc_id: str) -> str:
+    """A stored doc id (a file's real path) relative to the source it came from: the
+    test's ``src`` folder or the demo corpus."""
+    for root in (os.path.realpath(DEMO_CORPUS), ):
+        if doc_id.startswith(root + "/"):
+            return doc_id[len(root) + 1:]
+    head, sep, tail = doc_id.partition("/src/")
+    return tail if sep else doc_id
+
+
 def settings(src, db, **kw) -> IngestSettings:
     return IngestSettings(source=str(src), db=str(db), embedder=CPU, **kw)
 
@@ -61,7 +72,7 @@ def test_ingest_then_rerun_changes_nothing(tmp_path, embedder):
     assert (c.docs_seen, c.docs_added, c.docs_failed) == (4, 4, 0)
     rows = table_rows(db, embedder)
     assert {r["strategy"] for r in rows} == {"sentence", "paragraph", "article"}
-    assert {r["doc_id"] for r in rows} == {"bees.md", "tides.txt", "page.html", "rec-1"}
+    assert {local(r["doc_id"]) for r in rows} == {"bees.md", "tides.txt", "page.html", "records/items.jsonl#rec-1"}
     assert len({r["chunk_id"] for r in rows}) == len(rows) == c.chunks_written
     # identical texts across strategies (a one-sentence paragraph) are embedded once
     assert c.chunks_embedded + c.chunks_reused == c.chunks_written
@@ -88,7 +99,7 @@ def test_editing_one_document_reembeds_only_its_new_text(tmp_path, embedder):
     c = second.counts
     assert (c.docs_updated, c.docs_unchanged, c.docs_added) == (1, 3, 0)
     rows = table_rows(db, embedder)
-    tides = [r for r in rows if r["doc_id"] == "tides.txt"]
+    tides = [r for r in rows if local(r["doc_id"]) == "tides.txt"]
     # no orphans: every tides chunk belongs to the new text
     assert len({r["doc_hash"] for r in tides}) == 1
     assert any("a week later" in r["text"] for r in tides)
@@ -98,7 +109,7 @@ def test_editing_one_document_reembeds_only_its_new_text(tmp_path, embedder):
     new_texts = {r["text"] for r in tides} - old_texts
     assert c.chunks_embedded == len(new_texts) == 2
     assert c.chunks_reused > 0
-    others = {r["run_id"] for r in rows if r["doc_id"] != "tides.txt"}
+    others = {r["run_id"] for r in rows if local(r["doc_id"]) != "tides.txt"}
     assert others == {first.run_id}
 
 
@@ -109,14 +120,14 @@ def test_full_sync_deletes_vanished_documents_incremental_keeps_them(tmp_path, e
     (src / "bees.md").unlink()
     inc = run_ingest(settings(src, db))
     assert inc.counts.docs_deleted == 0
-    assert "bees.md" in {r["doc_id"] for r in table_rows(db, embedder)}
+    assert "bees.md" in {local(r["doc_id"]) for r in table_rows(db, embedder)}
     full = run_ingest(settings(src, db, sync="full"))
     assert full.counts.docs_deleted == 1 and full.counts.chunks_deleted > 0
-    assert "bees.md" not in {r["doc_id"] for r in table_rows(db, embedder)}
+    assert "bees.md" not in {local(r["doc_id"]) for r in table_rows(db, embedder)}
     # the Parquet export follows the table
     export_dir = db / "parquet" / embedder.identity.table_name
     export = read_export(str(export_dir))
-    assert "bees.md" not in set(export.column("doc_id").to_pylist())
+    assert "bees.md" not in {local(d) for d in export.column("doc_id").to_pylist()}
     assert export.num_rows == len(table_rows(db, embedder))
     # other engines read the same export, strategy column restored from the paths
     import duckdb
@@ -148,8 +159,8 @@ def test_bad_input_becomes_failures_and_good_documents_are_stored(tmp_path, embe
     assert set(failures) == {"garbage.txt", "latin1.txt", "empty.md", "blank.txt", "records/mixed.jsonl:2", "records/mixed.jsonl:3", "scan.pdf"}
     assert "binary" in failures["garbage.txt"] and "UTF-8" in failures["latin1.txt"]
     assert "text layer" in failures["scan.pdf"]
-    stored = {r["doc_id"] for r in table_rows(tmp_path / "db", embedder)}
-    assert stored == {"bees.md", "tides.txt", "page.html", "rec-1", "ok-1", "utf16.txt"}
+    stored = {local(r["doc_id"]) for r in table_rows(tmp_path / "db", embedder)}
+    assert stored == {"bees.md", "tides.txt", "page.html", "records/items.jsonl#rec-1", "records/mixed.jsonl#ok-1", "utf16.txt"}
     (row,) = Ledger(str(tmp_path / "db")).runs()
     assert row["docs_failed"] == 7 and {f["where"] for f in row["failures"]} == set(failures)
 
@@ -191,7 +202,7 @@ DEMO_QUERIES = {
     "keeping a wild yeast culture alive to leaven bread": "food/sourdough-starter.md",
     "Gutenberg metal type and the spread of books in Renaissance Europe": "history/printing-press.html",
     "how do small songbirds find their way across continents at night": "nature/bird-migration.txt",
-    "public and private keys, RSA and secure messaging over the internet": "rec-cryptography-basics",
+    "public and private keys, RSA and secure messaging over the internet": "records/articles.jsonl#rec-cryptography-basics",
 }
 
 
@@ -199,7 +210,7 @@ DEMO_QUERIES = {
 def test_queries_find_the_document_they_were_written_from(demo_db, strategy):
     for query, doc_id in DEMO_QUERIES.items():
         hits = search(query, demo_db, strategy, 3, CPU)
-        assert hits[0].row["doc_id"] == doc_id, (query, [h.row["doc_id"] for h in hits])
+        assert local(hits[0].row["doc_id"]) == doc_id, (query, [h.row["doc_id"] for h in hits])
         assert all(h.row["strategy"] == strategy for h in hits)
         assert hits[0].score > hits[-1].score - 1e-6
 
@@ -229,7 +240,7 @@ def test_any_model_path_works_and_gets_its_own_table(tmp_path, embedder):
     assert rec.table_name.startswith("chunks_my_minilm_") and rec.table_name != embedder.identity.table_name
     assert rec.model_id.startswith("my-minilm@")
     hits = search("spring tides and the moon", str(db), "paragraph", 1, other)
-    assert hits[0].row["doc_id"] == "tides.txt"
+    assert local(hits[0].row["doc_id"]) == "tides.txt"
 
 
 @pytest.mark.parametrize("on_error", ["keep", "restore"])
@@ -300,7 +311,7 @@ def assert_close_with_same_top_documents(embedder, fast, min_cos: float, mean_co
 
     docs = [d for d in iter_documents(str(DEMO_CORPUS)) if isinstance(d, Document)]
     texts = [p for d in docs for p in d.text.split("\n\n") if len(p) > 80]
-    owners = [d.doc_id for d in docs for p in d.text.split("\n\n") if len(p) > 80]
+    owners = [local(d.doc_id) for d in docs for p in d.text.split("\n\n") if len(p) > 80]
     a, b = embedder.encode(texts), fast.encode(texts)
     cos = (a * b).sum(axis=1)
     assert cos.min() > min_cos and cos.mean() > mean_cos, (cos.min(), cos.mean())

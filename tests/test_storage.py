@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from grainline.storage.chunks import ChunkStore
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord
-from grainline.storage.parquet import MARKER, export_table, exported_version, read_export
+from grainline.storage.parquet import DUCKDB_VIEW, MARKER, export_table, exported_version, read_export
 from grainline.storage.schema import chunks_schema
 
 DIM = 4
@@ -130,7 +130,7 @@ def test_parquet_export_round_trip_partitioned_by_strategy(tmp_path):
     out = tmp_path / "export"
     assert export_table(store.table, str(out)) == 3
     # the partitions, and the marker naming the table version the export holds (readers skip it)
-    assert sorted(p.name for p in out.iterdir()) == [MARKER, "strategy=paragraph", "strategy=sentence"]
+    assert sorted(p.name for p in out.iterdir()) == [DUCKDB_VIEW, MARKER, "strategy=paragraph", "strategy=sentence"]
     assert exported_version(str(out)) == store.version()
     back = read_export(str(out)).sort_by("chunk_id")
     assert back.column("chunk_id").to_pylist() == ["a1", "a2", "b1"]
