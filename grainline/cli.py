@@ -311,7 +311,11 @@ def demo(
 
 @app.command("eval")
 def eval_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH."),
+    dataset: str = typer.Option(None, "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH (ingested into evaluation tables)."),
+    queries: str = typer.Option(None, "--queries", help="A query set (grainline queries ...): score the production table as ingested, every strategy present; only the queries are embedded."),
+    table: str = typer.Option(None, "--table", help="With --queries: the chunks table (default: the model's)."),
+    at: str = typer.Option(None, "--at", help="With --queries: the table's version number or tag (default: current)."),
+    primary: str = typer.Option("auto", "--primary", help="Metric the recommendation maximises (auto: span_recall@200tok, else answer@200tok, else ndcg@10)."),
     split: str = typer.Option(None, "--split", help="beir: qrels split (default test); scifact: claims file (default dev)."),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s"),
     method: str = typer.Option("dense,bm25,hybrid", "--method", "-m"),
@@ -321,37 +325,54 @@ def eval_cmd(
     precision: str = typer.Option("auto", "--precision"),
     backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
-    sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
+    sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries (the documents are all ingested and searched)."),
+    sample_docs: int = typer.Option(None, "--sample-docs", help="With --dataset: ingest a seeded sample of N documents and score only the queries about them (a quick look)."),
     seed: int = typer.Option(0, "--seed"),
     reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
     svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress of ingestion, query embedding and scoring on stderr."),
 ) -> None:
-    """Compare chunk granularities and retrieval methods on a labelled dataset."""
+    """Compare chunk granularities and retrieval methods on a labelled dataset, or on
+    the production table with a query set; ends with one recommendation."""
     from pydantic import ValidationError
 
     from grainline.evaluation.datasets import DatasetError
+    from grainline.evaluation.runner import recommendation_line
     from grainline.flows.evaluate import evaluate_flow
 
     from grainline.redact import check_uri
 
+    if (dataset is None) == (queries is None):
+        _fail("give --dataset KIND:PATH or --queries SET (one of them)")
     try:
         check_uri(db)
         state = evaluate_flow(
-            dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
+            dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
+            show_progress=progress, split=split, strategies=strategy, methods=method, db=db, model=model,
             device=device, precision=precision, backend=backend, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             head=head, svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
         )
         result = state.result()
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
-        _fail(str(exc))
+        _fail(_validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
     md = Path(result["report"]).read_text(encoding="utf-8")
     typer.echo(md.split("## Plots")[0])
+    for qid, reason in result.get("skipped", [])[:50]:
+        typer.secho(f"skipped {qid}: {reason}", fg=typer.colors.YELLOW)
     typer.echo(f"report: {result['report']}")
     for p in result["plots"]:
         typer.echo(f"plot:   {p}")
     typer.secho(state.message or "", bold=True)
+    typer.secho(recommendation_line(result.get("recommendation") or {}), bold=True)
+
+
+def _validation_line(exc: Any) -> str:
+    """A pydantic error as one line: the field and the reason of the first problem."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
+    return f"{where}: {err.get('msg', exc)}"
 
 
 @app.command("eval-compare")
@@ -560,6 +581,103 @@ def bench(
         typer.echo(f"\nkept: {rep['work_dir']}")
     if output:
         typer.echo(f"\nwritten: {output}")
+
+
+queries_app = typer.Typer(no_args_is_help=True, help="Query sets for your own documents: import or generate questions with gold spans in a chunks table.")
+app.add_typer(queries_app, name="queries")
+
+
+def _queryset_out(out: str | None, default: str) -> str:
+    return out or default
+
+
+def _report_queryset(path: Any, qs: Any) -> None:
+    for u in qs.unresolved:
+        typer.secho(f"unresolved {u.row}: {u.reason}", fg=typer.colors.YELLOW)
+    typer.echo(f"{len(qs.queries)} queries, {len(qs.unresolved)} unresolved -> {path} (version {qs.version}; "
+               f"table {qs.provenance['table']} v{qs.provenance['table_version']}, generator {qs.provenance['generator']})")
+
+
+@queries_app.command("import")
+def queries_import(
+    file: str = typer.Argument(..., help="CSV, TSV or JSONL with a 'question' column and any of doc_id, answer, evidence (optional id)."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    out: str = typer.Option(None, "--out", help="The query set to write (default: FILE's name + .queryset.jsonl)."),
+    table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Names the default table."),
+    head: str = typer.Option(None, "--head"),
+    fuzzy_threshold: float = typer.Option(90.0, "--fuzzy-threshold", min=0, max=100, help="rapidfuzz partial_ratio an evidence passage needs when it matches neither exactly nor up to whitespace/case."),
+) -> None:
+    """Import hand-written questions; evidence passages become character spans in the
+    stored document text. Every row that cannot be used is listed with its reason."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.corpus import open_corpus
+    from grainline.evaluation.querysets import QuerySet, QuerySetError, import_queries, provenance, write_queryset
+    from grainline.redact import check_uri
+
+    try:
+        check_uri(db)
+        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=model, head=head))
+        queries, bad = import_queries(file, docs, threshold=fuzzy_threshold)
+        qs = QuerySet(provenance(t.name, version, model_id, "import", str(file), fuzzy_threshold=fuzzy_threshold), queries, bad)
+        path = write_queryset(qs, _queryset_out(out, str(Path(file).with_suffix(".queryset.jsonl").name)))
+    except (ValueError, FileNotFoundError, QuerySetError) as exc:
+        _fail(str(exc))
+    _report_queryset(path, qs)
+    if not queries:
+        _fail(f"no row of {file} could be used; see the reasons above", code=1)
+
+
+@queries_app.command("generate")
+def queries_generate(
+    source: str = typer.Option("headings", "--from", help="headings: offline, Markdown/HTML headings as queries and their sections as gold spans."),
+    llm: bool = typer.Option(False, "--llm", help="Ask an OpenAI-compatible chat-completions endpoint instead (--base-url, --model-name)."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    out: str = typer.Option(None, "--out", help="The query set to write (default: headings.queryset.jsonl or llm.queryset.jsonl)."),
+    table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Embedding model: names the default table."),
+    head: str = typer.Option(None, "--head"),
+    base_url: str = typer.Option(None, "--base-url", help="--llm: e.g. http://localhost:11434/v1 (Ollama) or http://localhost:8000/v1 (vLLM)."),
+    llm_model: str = typer.Option(None, "--llm-model", help="--llm: the chat model's name at that endpoint."),
+    per_doc: int = typer.Option(3, "--per-doc", min=1, help="--llm: at most this many questions per document."),
+    sample_docs: int = typer.Option(None, "--sample-docs", min=1, help="--llm: a seeded sample of N documents."),
+    seed: int = typer.Option(0, "--seed"),
+    cache: str = typer.Option(None, "--cache", help="--llm: response cache folder (default: OUT + .cache); an interrupted generation resumes from it."),
+) -> None:
+    """Generate a query set from the stored documents."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.corpus import open_corpus
+    from grainline.evaluation.querysets import QuerySet, QuerySetError, heading_queries, provenance, write_queryset
+    from grainline.redact import check_uri
+
+    if not llm and source != "headings":
+        _fail(f"--from {source!r}: the offline generator is 'headings' (or pass --llm)")
+    try:
+        check_uri(db)
+        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=model, head=head))
+        if llm:
+            from grainline.evaluation.llmgen import LlmError, LlmSettings, generate_llm_queries
+
+            if not base_url or not llm_model:
+                _fail("--llm needs --base-url URL and --llm-model NAME")
+            target = _queryset_out(out, "llm.queryset.jsonl")
+            settings = LlmSettings(base_url=base_url, model=llm_model, per_doc=per_doc, sample_docs=sample_docs, seed=seed,
+                                   cache_dir=cache or f"{target}.cache")
+            try:
+                queries, bad, info = generate_llm_queries(docs, settings, echo=lambda m: typer.echo(m, err=True))
+            except LlmError as exc:
+                _fail(str(exc), code=1)
+            qs = QuerySet(provenance(t.name, version, model_id, "llm", base_url, llm_model=llm_model, **info), queries, bad)
+        else:
+            target = _queryset_out(out, "headings.queryset.jsonl")
+            queries, bad = heading_queries(docs)
+            qs = QuerySet(provenance(t.name, version, model_id, "headings", f"table:{t.name}"), queries, bad)
+        path = write_queryset(qs, target)
+    except (ValueError, FileNotFoundError, QuerySetError) as exc:
+        _fail(str(exc))
+    _report_queryset(path, qs)
+    if not queries:
+        _fail("no query could be generated; see the reasons above", code=1)
 
 
 tune_app = typer.Typer(no_args_is_help=True, help="Label-tuned embeddings: train a head on frozen vectors, apply it, measure it.")

@@ -93,7 +93,8 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
         assert r["n_queries"] == 5 and r["table_version"] is not None
     report = (tmp_path / "reports" / out["run_id"] / "report.md").read_text()
     assert "| sentence | dense |" in report and "▲" in report and "p-values" in report
-    assert len(out["plots"]) == 2 and all(p.endswith(".png") for p in out["plots"])
+    assert len(out["plots"]) == 3 and all(p.endswith(".png") for p in out["plots"])
+    assert "recommendation: " in state.message and out["recommendation"]["metric"] == "span_recall@200tok"
     stored = connect(db).open_table("eval_results").to_arrow()
     assert stored.num_rows == len(rows)
 

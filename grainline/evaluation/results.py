@@ -37,6 +37,7 @@ EVAL_SCHEMA = pa.schema(
         pa.field("table_version", pa.int64()),
         pa.field("sample", pa.int64()),
         pa.field("table_tag", pa.string()),  # tag on (table_name, table_version); pruning keeps it
+        pa.field("config", pa.string()),  # the chunking as the report names it (strategy, or with swept settings)
     ]
 )
 
