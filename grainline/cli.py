@@ -348,6 +348,8 @@ def eval_cmd(
         _fail("give --dataset KIND:PATH or --queries SET (one of them)")
     try:
         check_uri(db)
+        if queries is not None:
+            _check_queryset(queries, table, at, db, model, device, precision, backend, head)
         state = evaluate_flow(
             dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
             show_progress=progress, split=split, strategies=strategy, methods=method, db=db, model=model,
@@ -366,6 +368,17 @@ def eval_cmd(
         typer.echo(f"plot:   {p}")
     typer.secho(state.message or "", bold=True)
     typer.secho(recommendation_line(result.get("recommendation") or {}), bold=True)
+
+
+def _check_queryset(queries: str, table: str | None, at: str | None, db: str, model: str, device: str,
+                    precision: str, backend: str, head: str | None) -> None:
+    """Refuse a query set made for another table or model before the flow starts
+    (a failure inside the flow would be logged with a traceback)."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.runner import EvalSettings, check_queryset
+
+    check_queryset(EvalSettings(queries=queries, table=table, at=at, db=db, embedder=EmbedderSettings(
+        model=model, device=device, precision=precision, backend=backend, head=head)))
 
 
 def _validation_line(exc: Any) -> str:

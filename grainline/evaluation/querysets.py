@@ -280,8 +280,11 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
         if "question" not in names:
             raise QuerySetError(f"{path}:1: no 'question' column (columns: {', '.join(names) or 'none'}); "
                                 "expected question plus any of doc_id, answer, evidence")
+        end = 1
         for row in reader:
-            yield f"{path.name}:{reader.line_num}", {str(k).strip().lower(): v for k, v in row.items() if k is not None}
+            # A quoted field may hold line breaks: name the line the record starts on.
+            start, end = end + 1, reader.line_num
+            yield f"{path.name}:{start}", {str(k).strip().lower(): v for k, v in row.items() if k is not None}
 
 
 def _field(row: dict[str, Any], name: str) -> str:

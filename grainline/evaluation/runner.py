@@ -238,6 +238,33 @@ def open_production(settings: EvalSettings) -> tuple[Any, int, str | None]:
     return table, version, tag
 
 
+def check_queryset(settings: EvalSettings) -> None:
+    """What can be refused before an evaluation of a query set starts: the set's
+    header, the table it was made for, the model of the table and the queries. Raises
+    with one line naming the file or table and the reason; :func:`load_production`
+    checks the same again inside the flow."""
+    from .corpus import table_model_id
+    from .querysets import QuerySetError, read_header
+
+    from pathlib import Path
+
+    path = Path(settings.queries or "")
+    if not path.is_file():
+        raise QuerySetError(f"{path}: query set does not exist")
+    prov = read_header(path).get("provenance", {})
+    table, _version, _tag = open_production(settings)
+    if prov.get("table") and prov["table"] != table.name:
+        raise QuerySetError(f"{path}: query set was made for table {prov['table']!r}, not {table.name!r}; "
+                            f"pass --table {prov['table']} or make a new set")
+    model_id = table_model_id(table)
+    query_model = get_embedder(settings.embedder).identity.model_id
+    if model_id and model_id != query_model:
+        raise ValueError(f"table {table.name!r} holds vectors of {model_id!r} but the queries would be embedded with "
+                         f"{query_model!r}; pass the table's --model")
+    if prov.get("model_id") and model_id and prov["model_id"] != model_id:
+        raise QuerySetError(f"{path}: query set was made for model {prov['model_id']!r}, the table holds {model_id!r}")
+
+
 def load_production(settings: EvalSettings) -> EvalRun:
     """A query set scored on the production table as ingested: its documents rebuilt
     from the stored chunks, every configuration present (limited to the requested
