@@ -120,8 +120,9 @@ def search(
     backend: str = typer.Option("torch", "--backend", help="torch, or openvino (CPU; pip install \"grainline[openvino]\")."),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
+    method: str = typer.Option("dense", "--method", "-m", help="dense, bm25, hybrid or svm (the evaluation's retrieval methods)."),
 ) -> None:
-    """Dense search over one strategy's chunks."""
+    """Search one strategy's chunks (dense by default)."""
     from grainline.chunkers import CHUNKERS
     from grainline.embedding import EmbedderSettings
     from grainline.search import search as do_search
@@ -129,7 +130,7 @@ def search(
     try:
         CHUNKERS.get(strategy)
         hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision,
-                                                                     backend=backend, head=head))
+                                                                     backend=backend, head=head), method=method)
     except (ValueError, FileNotFoundError) as exc:
         _fail(str(exc))
     _print_hits(query, strategy, hits, as_json)

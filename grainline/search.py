@@ -58,16 +58,52 @@ def search(
     k: int = 5,
     embedder_settings: EmbedderSettings | None = None,
     where: str | None = None,
+    method: str = "dense",
 ) -> list[SearchHit]:
-    """The ``k`` chunks of ``strategy`` closest to ``query`` by cosine similarity."""
+    """The ``k`` best chunks of ``strategy`` for ``query``: by cosine similarity
+    (``dense``), or by any method of the evaluation's retrieval registry (``bm25``,
+    ``hybrid``, ``svm``), so what an evaluation recommends can be searched with."""
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not query.strip():
         raise ValueError("query is empty")
+    if method != "dense":
+        from grainline.evaluation.retrieval import RETRIEVERS
+
+        RETRIEVERS.get(method)  # an unknown name fails before the model loads, listing the known ones
+        if where:
+            raise ValueError(f"a filter (where) works with --method dense only, not {method!r}")
     embedder = get_embedder(embedder_settings or EmbedderSettings())
     table = open_chunks_table(db, embedder)
     vec = embedder.embed_queries([query])[0]
+    if method != "dense":
+        return registry_search(table, query, vec, strategy, k, method, embedder.identity.dim)
     return dense_search(table, vec, strategy, k, where)
+
+
+def registry_search(table: Any, query: str, vector: Any, strategy: str, k: int, method: str, dim: int) -> list[SearchHit]:
+    """One query through a method of the retrieval registry, over the strategy's chunks
+    held in memory exactly as an evaluation holds them (same ranking, same ties)."""
+    from collections import Counter
+
+    from grainline.evaluation.datasets import Query
+    from grainline.evaluation.retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
+
+    keys = table.search().select(["chunker_key"]).where(f"strategy = {quote(strategy)}").limit(None).to_arrow()
+    if not keys.num_rows:
+        return []
+    # Several keys only after the strategy's settings changed: search the current one (most chunks).
+    key = Counter(keys.column("chunker_key").to_pylist()).most_common(1)[0][0]
+    index = ChunkIndex.load(table, key, dim)
+    ctx = RetrievalContext(table=table, chunker_key=key, index=index, query_vectors={"q": vector})
+    hits = RETRIEVERS.get(method)(ctx, [Query("q", query, {})], k)["q"]
+    at = {(index.doc_ids[i], int(index.starts[i]), int(index.ends[i])): index.chunk_ids[i] for i in range(len(index.chunk_ids))}
+    ids = [at[(h.doc_id, h.start, h.end)] for h in hits]
+    if not ids:
+        return []
+    rows = table.search().select(RESULT_COLUMNS).where("chunk_id IN (" + ", ".join(quote(c) for c in ids) + ")").limit(None).to_list()
+    by_id = {r["chunk_id"]: r for r in rows}
+    return [SearchHit(rank=i + 1, score=float(h.score), row=by_id[c]) for i, (h, c) in enumerate(zip(hits, ids))]
 
 
 def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> Any:

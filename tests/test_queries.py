@@ -200,3 +200,16 @@ def test_headings_set_and_evaluation_of_the_production_table(ingested, tmp_path)
     other.write_text("\n".join([json.dumps(head)] + lines[1:]) + "\n", encoding="utf-8")
     res = cli("eval", "--queries", str(other), "--db", db, "--device", "cpu", "--reports", str(reports), home=str(tmp_path / "ph"))
     assert res.returncode == 2 and "made for table 'chunks_someone_else'" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_search_with_the_evaluation_methods(ingested, tmp_path):
+    root, db, _ = ingested
+    for method in ("bm25", "hybrid", "svm"):
+        res = cli("search", "basaltic lava vent", "--method", method, "--strategy", "paragraph", "-k", "2",
+                  "--db", db, "--device", "cpu", "--json", home=str(tmp_path / "ph"))
+        assert res.returncode == 0, res.stderr
+        hits = [json.loads(x) for x in res.stdout.strip().splitlines()]
+        assert hits[0]["doc_id"] == "web/volcano.html" and "Basaltic lava" in hits[0]["text"], (method, hits)
+        assert [h["rank"] for h in hits] == list(range(1, len(hits) + 1)) and len(hits) <= 2 and {h["strategy"] for h in hits} == {"paragraph"}
+    res = cli("search", "x", "--method", "svd", "--db", db, home=str(tmp_path / "ph"))
+    assert res.returncode == 2 and "unknown retrieval method 'svd'; known: bm25, dense, hybrid, svm" in res.stderr
