@@ -645,18 +645,19 @@ def queries_import(
 @queries_app.command("generate")
 def queries_generate(
     source: str = typer.Option("headings", "--from", help="headings: offline, Markdown/HTML headings as queries and their sections as gold spans."),
-    llm: bool = typer.Option(False, "--llm", help="Ask an OpenAI-compatible chat-completions endpoint instead (--base-url, --model-name)."),
+    llm: bool = typer.Option(False, "--llm", help="Ask an OpenAI-compatible chat-completions endpoint instead (--base-url, --model)."),
     db: str = typer.Option(DEFAULT_DB, "--db"),
     out: str = typer.Option(None, "--out", help="The query set to write (default: headings.queryset.jsonl or llm.queryset.jsonl)."),
     table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Embedding model: names the default table."),
+    embed_model: str = typer.Option(DEFAULT_MODEL, "--embed-model", help="Embedding model: names the default table."),
     head: str = typer.Option(None, "--head"),
-    base_url: str = typer.Option(None, "--base-url", help="--llm: e.g. http://localhost:11434/v1 (Ollama) or http://localhost:8000/v1 (vLLM)."),
-    llm_model: str = typer.Option(None, "--llm-model", help="--llm: the chat model's name at that endpoint."),
+    base_url: str = typer.Option(None, "--base-url", help="--llm: e.g. http://localhost:11434/v1 (Ollama) or http://localhost:8000/v1 (vLLM); the key only from GRAINLINE_LLM_API_KEY or OPENAI_API_KEY."),
+    llm_model: str = typer.Option(None, "--model", help="--llm: the chat model's name at that endpoint."),
     per_doc: int = typer.Option(3, "--per-doc", min=1, help="--llm: at most this many questions per document."),
     sample_docs: int = typer.Option(None, "--sample-docs", min=1, help="--llm: a seeded sample of N documents."),
     seed: int = typer.Option(0, "--seed"),
     cache: str = typer.Option(None, "--cache", help="--llm: response cache folder (default: OUT + .cache); an interrupted generation resumes from it."),
+    retries: int = typer.Option(4, "--retries", min=0, help="--llm: retries of a transient HTTP error (429, 5xx, timeout, refused), with doubling waits from 1 s."),
 ) -> None:
     """Generate a query set from the stored documents."""
     from grainline.embedding import EmbedderSettings
@@ -666,21 +667,19 @@ def queries_generate(
 
     if not llm and source != "headings":
         _fail(f"--from {source!r}: the offline generator is 'headings' (or pass --llm)")
+    if llm and (not base_url or not llm_model):
+        _fail("--llm needs --base-url URL and --model NAME (the chat model)")
+    info: dict[str, Any] = {}
     try:
         check_uri(db)
-        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=model, head=head))
+        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=embed_model, head=head))
         if llm:
-            from grainline.evaluation.llmgen import LlmError, LlmSettings, generate_llm_queries
+            from grainline.evaluation.llmgen import LlmSettings, generate_llm_queries
 
-            if not base_url or not llm_model:
-                _fail("--llm needs --base-url URL and --llm-model NAME")
             target = _queryset_out(out, "llm.queryset.jsonl")
             settings = LlmSettings(base_url=base_url, model=llm_model, per_doc=per_doc, sample_docs=sample_docs, seed=seed,
-                                   cache_dir=cache or f"{target}.cache")
-            try:
-                queries, bad, info = generate_llm_queries(docs, settings, echo=lambda m: typer.echo(m, err=True))
-            except LlmError as exc:
-                _fail(str(exc), code=1)
+                                   cache_dir=cache or f"{target}.cache", retries=retries)
+            queries, bad, info = generate_llm_queries(docs, settings, echo=lambda m: typer.echo(m, err=True))
             qs = QuerySet(provenance(t.name, version, model_id, "llm", base_url, llm_model=llm_model, **info), queries, bad)
         else:
             target = _queryset_out(out, "headings.queryset.jsonl")
@@ -690,6 +689,12 @@ def queries_generate(
     except (ValueError, FileNotFoundError, QuerySetError) as exc:
         _fail(str(exc))
     _report_queryset(path, qs)
+    if info.get("error"):
+        _fail(f"generation stopped: {info['error']}; the {len(queries)} questions finished are in {path}, "
+              "and a re-run resumes from the cached responses", code=1)
+    if llm:
+        typer.echo(f"tokens: {info['prompt_tokens']} prompt, {info['completion_tokens']} completion; "
+                   f"{info['requests']} requests, {info['cached']} cached responses")
     if not queries:
         _fail("no query could be generated; see the reasons above", code=1)
 
