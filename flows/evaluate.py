@@ -80,6 +80,7 @@ def evaluate_flow(
     primary: str = "auto",
     sample_docs: int | None = None,
     show_progress: bool = False,
+    chunk: list[str] | None = None,
     strategies: str | list[str] = "sentence,paragraph,article",
     methods: str | list[str] = "dense,bm25,hybrid",
     db: str = DEFAULT_DB,
@@ -101,11 +102,13 @@ def evaluate_flow(
     ``dataset`` (KIND:PATH) ingests a labelled dataset into evaluation tables of its
     own; ``queries`` (a query set from ``grainline queries``) instead scores the
     production table ``table`` (default: the model's) at version or tag ``at``
-    (default: current) for every strategy present, embedding only the queries."""
+    (default: current) for every strategy present, embedding only the queries.
+    ``chunk`` sweeps chunker settings (``["paragraph.max_tokens=128,256"]``): each
+    combination is a configuration of its own."""
     logger = get_run_logger()
     settings = runner.EvalSettings(
         dataset=dataset, split=split, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
-        strategies=strategies, methods=methods, db=db, progress=show_progress,
+        strategies=strategies, methods=methods, db=db, progress=show_progress, chunk_sweep=chunk or {},
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
         embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head,
                                   show_progress=show_progress),
@@ -113,8 +116,7 @@ def evaluate_flow(
     )
     run_id = load_task(settings)
     try:
-        if settings.queries is None:
-            ingest_task(run_id)
+        ingest_task(run_id)  # with a query set: only swept configurations the table lacks
         vectors = embed_queries_task(run_id)
         for label in runner.groups(_RUNS[run_id]):
             score_task(run_id, label, vectors)

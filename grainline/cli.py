@@ -334,6 +334,7 @@ def eval_cmd(
     svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
     svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress of ingestion, query embedding and scoring on stderr."),
+    chunk: list[str] = typer.Option([], "--chunk", help="Chunker settings to sweep, repeatable: paragraph.max_tokens=128,256 --chunk paragraph.overlap=0,32 (every combination is a configuration)."),
 ) -> None:
     """Compare chunk granularities and retrieval methods on a labelled dataset, or on
     the production table with a query set; ends with one recommendation."""
@@ -349,11 +350,16 @@ def eval_cmd(
         _fail("give --dataset KIND:PATH or --queries SET (one of them)")
     try:
         check_uri(db)
+        from grainline.evaluation.runner import EvalSettings
+
+        # Bad arguments fail here, in one line, rather than inside the flow run.
+        EvalSettings(dataset=dataset, queries=queries, strategies=strategy, methods=method, db=db,
+                     chunk_sweep=chunk or {}, sample_docs=sample_docs, sample=sample)
         if queries is not None:
             _check_queryset(queries, table, at, db, model, device, precision, backend, head)
         state = evaluate_flow(
             dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
-            show_progress=progress, split=split, strategies=strategy, methods=method, db=db, model=model,
+            show_progress=progress, chunk=chunk or None, split=split, strategies=strategy, methods=method, db=db, model=model,
             device=device, precision=precision, backend=backend, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             head=head, svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
         )

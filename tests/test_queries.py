@@ -171,24 +171,31 @@ def test_headings_set_and_evaluation_of_the_production_table(ingested, tmp_path)
     conn = connect(db)
     version_before = conn.open_table(table).version
     reports = tmp_path / "reports"
+    # The production table as it is, plus a sweep of paragraph sizes: 256 is the
+    # production setting, 80 is not and goes to an evaluation table of its own.
     res = cli("eval", "--queries", str(out), "--db", db, "--device", "cpu", "--reports", str(reports),
-              "--method", "dense,bm25,hybrid", home=str(tmp_path / "ph"))
+              "--method", "dense,bm25,hybrid", "--chunk", "paragraph.max_tokens=80,256", home=str(tmp_path / "ph"))
     assert res.returncode == 0, res.stderr[-3000:] + res.stdout[-3000:]
     last = res.stdout.strip().splitlines()[-1]
     assert last.startswith("recommendation: ") and "span_recall@200tok" in last
-    for step in ("embedding", "retrieving and scoring sentence/dense", "retrieving and scoring article/hybrid"):
+    for step in ("embedding", "retrieving and scoring sentence/dense", "retrieving and scoring article/hybrid",
+                 "ingesting 4 documents as paragraph(max_tokens=80)"):
         assert f"[eval] {step}" in res.stderr
     rows = connect(db).open_table("eval_results").to_arrow().to_pylist()
-    assert {r["table_name"] for r in rows} == {table}
-    assert {(r["config"], r["method"]) for r in rows} == {(s, m) for s in ("sentence", "paragraph", "article")
-                                                          for m in ("dense", "bm25", "hybrid")}
-    assert {r["table_version"] for r in rows} == {version_before}
-    # Nothing was ingested or re-embedded: the ledger holds the fixture's one run and
-    # the table has no new data version.
+    configs = ("sentence", "paragraph(max_tokens=80)", "paragraph(max_tokens=256)", "article")
+    assert {(r["config"], r["method"]) for r in rows} == {(c, m) for c in configs for m in ("dense", "bm25", "hybrid")}
+    prod = [r for r in rows if r["config"] != "paragraph(max_tokens=80)"]
+    assert {r["table_name"] for r in prod} == {table} and {r["table_version"] for r in prod} == {version_before}
+    (swept,) = {r["table_name"] for r in rows if r["config"] == "paragraph(max_tokens=80)"}
+    assert swept.startswith(f"{table}__eval__paragraph_")
+    # The production table was not written; the one ingestion, into the sweep's table,
+    # reused the stored vectors (these paragraphs are all under 80 tokens).
     from grainline.storage.ledger import Ledger
 
-    assert len(Ledger(db).runs("ingest")) == 1
-    assert connect(db).open_table(table).count_rows() == conn.open_table(table).count_rows()
+    runs = Ledger(db).runs("ingest")
+    assert [r["table_name"] for r in runs] == [table, swept]
+    assert runs[-1]["chunks_embedded"] == 0 and runs[-1]["chunks_reused"] > 0
+    assert connect(db).open_table(table).version == version_before
     report = next(reports.glob("*/report.md")).read_text(encoding="utf-8")
     assert "## Recommendation" in report and "span_iou_summed@5" in report
 

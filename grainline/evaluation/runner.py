@@ -79,6 +79,8 @@ class EvalSettings(BaseModel):
     n_permutations: int = Field(default=5000, ge=100)
     batch_docs: int = Field(default=128, ge=1)
     chunker_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Swept chunker settings: every combination is its own configuration.
+    chunk_sweep: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     svm: SvmSettings = Field(default_factory=SvmSettings)  # options of the ``svm`` method
 
@@ -98,6 +100,17 @@ class EvalSettings(BaseModel):
     @classmethod
     def _methods(cls, v: Any) -> list[str]:
         return parse_methods(v)
+
+    @field_validator("chunk_sweep", mode="before")
+    @classmethod
+    def _sweep(cls, v: Any) -> dict[str, dict[str, list[Any]]]:
+        from grainline.chunkers import settings_for
+
+        sweep = parse_chunk_sweep(v)
+        for strategy in sweep:
+            for combo in sweep_combos(strategy, sweep):
+                settings_for(strategy, **combo)  # a bad value fails here, naming the setting
+        return sweep
 
     @model_validator(mode="after")
     def _one_source(self) -> "EvalSettings":
@@ -147,6 +160,7 @@ class EvalRun:
     seconds: dict[str, float] = field(default_factory=dict)
     ingest_counts: dict[str, Any] = field(default_factory=dict)
     production: bool = False  # scored on the production table, nothing ingested
+    sweep_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> swept settings to ingest
     recommendation: dict[str, Any] = field(default_factory=dict)
 
 
@@ -316,13 +330,33 @@ def load_production(settings: EvalSettings) -> EvalRun:
     run_id = f"eval-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     run = EvalRun(settings=settings, run_id=run_id, dataset=ds, queries=picked, model_id=model_id)
     present = stored_configs(table)
-    wanted = [c for c in present if c.strategy in settings.strategies]
+    wanted: list[tuple[str, str, str, str | None, dict[str, Any]]] = []  # strategy, key, params, table, combo
+    for c in present:
+        if c.strategy in settings.strategies and c.strategy not in settings.chunk_sweep:
+            wanted.append((c.strategy, c.chunker_key, c.params, name, {}))
+    by_key = {c.chunker_key: c for c in present}
+    for strategy in settings.chunk_sweep:
+        if strategy not in settings.strategies:
+            continue
+        embedder = get_embedder(settings.embedder)
+        for combo in sweep_combos(strategy, settings.chunk_sweep):
+            (plan,) = make_plans(_ingest_settings(settings, strategy, combo, source="queries"), embedder)
+            if plan.key in by_key:
+                wanted.append((strategy, plan.key, by_key[plan.key].params, name, combo))
+            else:  # not in production: an evaluation table of its own, ingested in the next step
+                wanted.append((strategy, plan.key, plan.params, f"{name}__eval__{plan.key.replace('-', '_')}", combo))
     if not wanted:
         raise ValueError(f"table {name!r} v{version} holds none of the strategies {', '.join(settings.strategies)} "
                          f"(it holds: {', '.join(sorted({c.strategy for c in present})) or 'nothing'})")
-    labels = _labels([(c.strategy, c.params) for c in wanted])
-    run.configs = [Config(c.strategy, c.chunker_key, json.dumps(json.loads(c.params), sort_keys=True), m, name, version, tag, label)
-                   for c, label in zip(wanted, labels) for m in settings.methods]
+    order = {st: i for i, st in enumerate(settings.strategies)}
+    wanted.sort(key=lambda w: order[w[0]])  # stable: the table's order within a strategy
+    labels = _labels([(w[0], w[2]) for w in wanted])
+    for (strategy, key, params, tname, combo), label in zip(wanted, labels):
+        in_prod = tname == name
+        run.sweep_overrides[label] = combo
+        run.configs += [Config(strategy, key, json.dumps(json.loads(params or "{}"), sort_keys=True), m, tname,
+                               version if in_prod else None, tag if in_prod else None, label)
+                        for m in settings.methods]
     run.production = True
     return run
 
@@ -333,41 +367,114 @@ def groups(run: EvalRun) -> list[str]:
 
 
 def ingest_dataset(run: EvalRun) -> None:
-    """The dataset's documents through the ordinary ingestion, once per strategy, each
-    into a table of its own (per model): BM25's statistics (document frequencies,
-    average length) must come from one granularity's chunks only. Documents already
-    there with the same content are not embedded again."""
+    """The dataset's documents through the ordinary ingestion, once per strategy and
+    swept setting, each into a table of its own (per model): BM25's statistics
+    (document frequencies, average length) must come from one granularity's chunks
+    only. Documents already there with the same content are not embedded again, and
+    vectors already stored in a sibling table of this run are reused by content hash.
+
+    With a query set, only the swept configurations the production table lacks are
+    ingested (its rebuilt documents, into evaluation tables that reuse the production
+    table's vectors); the rest is scored where it is."""
     s = run.settings
     if run.production:
-        return  # the production table is scored as it is
+        _ingest_missing(run)
+        return
     embedder = get_embedder(s.embedder)
     base = table_base(run)
     t0 = time.perf_counter()
-    run.configs = []
+    made: list[tuple[str, Any, str, int, str]] = []
     totals: dict[str, Any] = {}
-    for strategy in s.strategies:
-        # Evaluation searches exactly (numpy), so its tables need no vector index.
-        ingest = IngestSettings(source=f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
-                                chunker_overrides=s.chunker_overrides, embedder=s.embedder, db=s.db,
-                                batch_docs=s.batch_docs, export_parquet=False,
-                                maintenance=MaintenanceSettings(vector_index=False))
-        progress(run, f"ingesting {len(run.dataset.documents)} documents as {strategy} chunks "
-                      f"({s.strategies.index(strategy) + 1}/{len(s.strategies)})")
+    steps = [(st, combo) for st in s.strategies for combo in sweep_combos(st, s.chunk_sweep)]
+    for i, (strategy, combo) in enumerate(steps):
+        ingest = _ingest_settings(s, strategy, combo)
+        progress(run, f"ingesting {len(run.dataset.documents)} documents as {strategy} chunks"
+                      + (f" {combo}" if combo else "") + f" ({i + 1}/{len(steps)})")
         (plan,) = make_plans(ingest, embedder)
         table = f"{base}__{plan.key.replace('-', '_')}"
-        ingest = ingest.model_copy(update={"table": table})
+        ingest = ingest.model_copy(update={"table": table, "reuse_from": [t for *_x, t, _v, _g in made]})
         rec = run_ingest(ingest, documents=run.dataset.documents)
         for k, v in rec.counts.as_dict().items():
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
         run.model_id = rec.model_id
         version, tag = tag_version(s.db, table, run.run_id)
-        run.configs += [
-            Config(strategy, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, version, tag)
-            for m in s.methods
-        ]
+        made.append((strategy, plan, table, version, tag))
+    labels = _labels([(st, plan.params) for st, plan, *_ in made])
+    run.configs = [
+        Config(st, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, version, tag, label)
+        for (st, plan, table, version, tag), label in zip(made, labels) for m in s.methods
+    ]
     run.seconds["ingest"] = time.perf_counter() - t0
     run.ingest_counts = totals
+
+
+def _ingest_settings(s: EvalSettings, strategy: str, combo: dict[str, Any], source: str | None = None) -> IngestSettings:
+    overrides = dict(s.chunker_overrides)
+    overrides[strategy] = {**overrides.get(strategy, {}), **combo}
+    # Evaluation searches exactly (numpy), so its tables need no vector index.
+    return IngestSettings(source=source or f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
+                          chunker_overrides=overrides, embedder=s.embedder, db=s.db, batch_docs=s.batch_docs,
+                          export_parquet=False, maintenance=MaintenanceSettings(vector_index=False))
+
+
+def parse_chunk_sweep(items: list[str] | dict[str, dict[str, Any]] | None) -> dict[str, dict[str, list[Any]]]:
+    """``['paragraph.max_tokens=128,256', 'paragraph.overlap=0,32']`` ->
+    ``{'paragraph': {'max_tokens': [128, 256], 'overlap': [0, 32]}}``; each value is
+    an integer, ``none`` or a string."""
+    from grainline.chunkers import CHUNKERS
+
+    if not items:
+        return {}
+    if isinstance(items, dict):
+        return {st: {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in d.items()} for st, d in items.items()}
+    out: dict[str, dict[str, list[Any]]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        strategy, dot, name = key.strip().partition(".")
+        if not eq or not dot or not name or not value.strip():
+            raise ValueError(f"--chunk expects STRATEGY.SETTING=VALUE[,VALUE...] (e.g. paragraph.max_tokens=128,256), got {item!r}")
+        CHUNKERS.get(strategy)
+        vals = [v.strip() for v in value.split(",") if v.strip()]
+        out.setdefault(strategy, {})[name] = [None if v.lower() == "none" else int(v) if v.lstrip("-").isdigit() else v
+                                              for v in vals]
+    return out
+
+
+def sweep_combos(strategy: str, sweep: dict[str, dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of the swept settings of one strategy (``[{}]`` when none)."""
+    import itertools
+
+    settings = sweep.get(strategy) or {}
+    names = sorted(settings)
+    return [dict(zip(names, values)) for values in itertools.product(*(settings[n] for n in names))] or [{}]
+
+
+def _ingest_missing(run: EvalRun) -> None:
+    """Ingest the rebuilt documents for the configurations the production table lacks."""
+    s = run.settings
+    pending = [c for c in run.configs if c.table_version is None]
+    if not pending:
+        return
+    t0 = time.perf_counter()
+    embedder = get_embedder(s.embedder)
+    production = run.dataset.stats["table"]
+    done: dict[str, tuple[int, str]] = {}
+    todo = list(dict.fromkeys((c.label, c.table_name) for c in pending))
+    for i, (label, table) in enumerate(todo):
+        cfg = next(c for c in pending if c.label == label)
+        progress(run, f"ingesting {len(run.dataset.documents)} documents as {label}, not in {production} "
+                      f"({i + 1}/{len(todo)}; stored vectors reused by content hash)")
+        ingest = _ingest_settings(s, cfg.strategy, run.sweep_overrides[label], source=f"queries:{s.queries}")
+        ingest = ingest.model_copy(update={"table": table, "reuse_from": [production]})
+        rec = run_ingest(ingest, documents=run.dataset.documents)
+        for k, v in rec.counts.as_dict().items():
+            if isinstance(v, int):
+                run.ingest_counts[k] = run.ingest_counts.get(k, 0) + v
+        done[table] = tag_version(s.db, table, run.run_id)
+    for c in pending:
+        c.table_version, c.table_tag = done[c.table_name]
+    run.seconds["ingest"] = time.perf_counter() - t0
 
 
 def tag_version(db: str, table_name: str, run_id: str) -> tuple[int, str]:
