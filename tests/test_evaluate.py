@@ -164,3 +164,26 @@ def test_scifact_openvino_int8_within_001_of_fp32(tmp_path, scifact_fp32):
     by = _scifact_dense_and_bm25(tmp_path, EmbedderSettings(backend="openvino", precision="int8"), methods="dense")
     fp32, int8 = scifact_fp32[("dense", "ndcg@10")], by[("dense", "ndcg@10")]
     assert abs(int8 - fp32) <= 0.01, (int8, fp32)
+
+
+def test_dataset_sweep_gives_one_configuration_per_combination(tmp_path, embedder):
+    data = write_spans_fixture(tmp_path / "spans")
+    run = run_eval(EvalSettings(
+        dataset=f"spans:{data}", strategies="sentence", methods="dense", db=str(tmp_path / "db"),
+        reports_dir=str(tmp_path / "reports"), chunk_sweep=["sentence.max_tokens=40,200", "sentence.overlap=0"],
+        embedder=EmbedderSettings(device="cpu"), n_bootstrap=100, n_permutations=100,
+    ))
+    labels = [c.label for c in run.configs]
+    assert labels == ["sentence(max_tokens=40)", "sentence(max_tokens=200)"]
+    assert len({c.table_name for c in run.configs}) == 2
+    assert {r["config"] for r in run.results} == set(labels)
+    assert run.recommendation["config"] in {f"{lb}/dense" for lb in labels}
+    # Every sentence is under 40 tokens: the second table's chunks are the first's, and
+    # their vectors are reused by content hash rather than embedded again.
+    from grainline.storage.ledger import Ledger
+
+    first, second = Ledger(str(tmp_path / "db")).runs("ingest")[-2:]
+    assert first["chunks_embedded"] == 12 and second["chunks_written"] == 12
+    assert (second["chunks_embedded"], second["chunks_reused"]) == (0, 12)
+    with pytest.raises(ValueError, match="overlap must be under half of max_tokens"):
+        EvalSettings(dataset="spans:x", chunk_sweep=["paragraph.max_tokens=10"])
