@@ -107,6 +107,13 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     assert ingests[-1]["chunks_embedded"] == 0 and ingests[-1]["docs_unchanged"] == 4
     assert connect(db).open_table("eval_results").count_rows() == 2 * len(rows)
     assert "no regressions" in again.message
+    # The second run also draws the primary metric's history across the two runs.
+    plots = again.result()["plots"]
+    assert len(plots) == 4 and plots[-1].endswith("primary_metric_history.png")
+    from grainline.evaluation.report import plot_images
+
+    (img,) = [i for i in plot_images(plots) if i["name"] == "primary_metric_history"]
+    assert img["data_uri"].startswith("data:image/png;base64,iVBORw0KGgo")
 
 
 def test_regression_is_a_metric_below_the_previous_interval():

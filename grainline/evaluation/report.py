@@ -158,7 +158,38 @@ def plots(run: EvalRun, out_dir: Path) -> list[Path]:
         path = _budget_plot(plt, run, by, strategies, methods, prefix, what, out_dir)
         if path is not None:
             paths.append(path)
+    path = _history_plot(plt, run, out_dir)
+    if path is not None:
+        paths.append(path)
     return paths
+
+
+def _history_plot(plt, run: EvalRun, out_dir: Path) -> Path | None:
+    """The primary metric of each configuration across the stored runs of this dataset
+    and model (scheduled runs), when there is more than one run."""
+    from .results import metric_history
+
+    metric = primary_metric(run)
+    try:
+        rows = metric_history(run.settings.db, run.dataset.name, run.model_id, metric, run.dataset.split)
+    except Exception:  # noqa: BLE001 - a history that cannot be read must not cost the report
+        return None
+    runs = list(dict.fromkeys(r["run_id"] for r in rows))
+    if len(runs) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for r in rows:
+        series.setdefault(f"{r.get('config') or r['strategy']}/{r['method']}", []).append((r["time"], r["value"]))
+    for name, pts in series.items():
+        ax.plot([t for t, _ in pts], [v for _, v in pts], marker="o", label=name)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{run.dataset.name}: {metric} across {len(runs)} runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.autofmt_xdate()
+    return _save(plt, fig, out_dir / "primary_metric_history.png")
 
 
 def _budget_plot(plt, run: EvalRun, by: dict, strategies: list[str], methods: list[str], prefix: str, what: str,
