@@ -194,3 +194,17 @@ def test_dataset_sweep_gives_one_configuration_per_combination(tmp_path, embedde
     assert (second["chunks_embedded"], second["chunks_reused"]) == (0, 12)
     with pytest.raises(ValueError, match="overlap must be under half of max_tokens"):
         EvalSettings(dataset="spans:x", chunk_sweep=["paragraph.max_tokens=10"])
+
+
+def test_documents_sample_keeps_the_queries_about_them(tmp_path):
+    from grainline.evaluation.runner import load
+
+    data = write_spans_fixture(tmp_path / "spans")
+    run = load(EvalSettings(dataset=f"spans:{data}", sample_docs=2, seed=1))
+    kept = {d.doc_id for d in run.dataset.documents}
+    assert len(kept) == 2 and run.dataset.name.endswith("-docs2s1")
+    assert run.queries and all(set(q.relevant) <= kept for q in run.queries)
+    expected = {qid for qid, _t, doc, _i, _a in QUESTIONS if doc in kept}
+    assert {q.query_id for q in run.queries} == expected
+    with pytest.raises(ValueError, match="sample_docs samples a dataset"):
+        EvalSettings(queries="x.jsonl", sample_docs=2)
