@@ -45,9 +45,10 @@ def embed_queries_task(run_id: str) -> dict[str, Any]:
     return runner.embed_queries(_RUNS[run_id])
 
 
-@task(name="retrieve-and-score", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def score_task(run_id: str, strategy: str, vectors: dict[str, Any]) -> None:
-    runner.score_strategy(_RUNS[run_id], strategy, vectors)
+@task(name="retrieve-and-score", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
+      task_run_name="retrieve-and-score-{label}")
+def score_task(run_id: str, label: str, vectors: dict[str, Any]) -> None:
+    runner.score_strategy(_RUNS[run_id], label, vectors)
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
@@ -70,10 +71,17 @@ def report_task(run_id: str) -> dict[str, Any]:
     return {"report": str(path), "plots": [str(p) for p in pngs], "markdown": md}
 
 
-@flow(name="grainline-evaluate", description="Compare chunk granularities (sentence/paragraph/article) x retrieval methods on a labelled dataset.")
+@flow(name="grainline-evaluate", description="Compare chunk granularities (sentence/paragraph/article) x retrieval methods on a labelled dataset or on the production table with a query set.")
 def evaluate_flow(
-    dataset: str,
+    dataset: str | None = None,
     split: str | None = None,
+    queries: str | None = None,
+    table: str | None = None,
+    at: str | None = None,
+    primary: str = "auto",
+    sample_docs: int | None = None,
+    show_progress: bool = False,
+    chunk: list[str] | None = None,
     strategies: str | list[str] = "sentence,paragraph,article",
     methods: str | list[str] = "dense,bm25,hybrid",
     db: str = DEFAULT_DB,
@@ -89,21 +97,30 @@ def evaluate_flow(
     svm_c: float = 0.1,
     svm_candidates: int = 1000,
 ) -> Any:
-    """Evaluate and report; the final state's message names the best configuration and
-    any metric that fell below the previous run's interval."""
+    """Evaluate and report; the final state's message states the recommendation and
+    any metric that fell below the previous run's interval.
+
+    ``dataset`` (KIND:PATH) ingests a labelled dataset into evaluation tables of its
+    own; ``queries`` (a query set from ``grainline queries``) instead scores the
+    production table ``table`` (default: the model's) at version or tag ``at``
+    (default: current) for every strategy present, embedding only the queries.
+    ``chunk`` sweeps chunker settings (``["paragraph.max_tokens=128,256"]``): each
+    combination is a configuration of its own."""
     logger = get_run_logger()
     settings = runner.EvalSettings(
-        dataset=dataset, split=split, strategies=strategies, methods=methods, db=db,
+        dataset=dataset, split=split, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
+        strategies=strategies, methods=methods, db=db, progress=show_progress, chunk_sweep=chunk or {},
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
-        embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head),
+        embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head,
+                                  show_progress=show_progress),
         svm={"c": svm_c, "candidates": svm_candidates},
     )
     run_id = load_task(settings)
     try:
-        ingest_task(run_id)
+        ingest_task(run_id)  # with a query set: only swept configurations the table lacks
         vectors = embed_queries_task(run_id)
-        for strategy in settings.strategies:
-            score_task(run_id, strategy, vectors)
+        for label in runner.groups(_RUNS[run_id]):
+            score_task(run_id, label, vectors)
         aggregate_task(run_id)
         regressions = store_task(run_id)
         report = report_task(run_id)
@@ -118,7 +135,8 @@ def evaluate_flow(
         data = {
             "run_id": run_id, "report": report["report"], "plots": report["plots"], "regressions": regressions,
             "results": run.results, "message": message, "n_queries": len(run.queries),
-            "skipped_queries": len(run.dataset.skipped_queries),
+            "skipped_queries": len(run.dataset.skipped_queries), "recommendation": run.recommendation,
+            "skipped": [list(x) for x in run.dataset.skipped_queries],
         }
     finally:
         _RUNS.pop(run_id, None)

@@ -292,7 +292,7 @@ def search(
     query: str = typer.Argument(..., help="Text to search for."),
     strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Which chunks to search: sentence, paragraph or article."),
     k: int = typer.Option(5, "-k", "--k", help="Number of hits."),
-    method: str = typer.Option("dense", "--method", "-m", help="dense (cosine), bm25 (full-text; loads no model) or hybrid (both, fused)."),
+    method: str = typer.Option("dense", "--method", "-m", help="dense (cosine), bm25 (full-text; loads no model), hybrid (both, fused) or svm (the evaluation's SVM ranker)."),
     where: list[str] = typer.Option([], "--where", help="KEY=VALUE the document metadata must hold, repeatable (topic=bees, year=2024)."),
     sql_filter: str = typer.Option(None, "--filter", help="SQL filter on the table's columns, e.g. \"doc_id LIKE '%notes%'\"."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
@@ -303,7 +303,7 @@ def search(
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
 ) -> None:
-    """Search one strategy's chunks: dense, bm25 or hybrid."""
+    """Search one strategy's chunks: dense, bm25, hybrid or svm."""
     with _checked():
         chk.strategies(strategy)
         chk.search_method(method)
@@ -590,7 +590,11 @@ def demo(
 
 @app.command("eval")
 def eval_cmd(
-    dataset: str = typer.Option(..., "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH."),
+    dataset: str = typer.Option(None, "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH (ingested into evaluation tables)."),
+    queries: str = typer.Option(None, "--queries", help="A query set (grainline queries ...): score the production table as ingested, every strategy present; only the queries are embedded."),
+    table: str = typer.Option(None, "--table", help="With --queries: the chunks table (default: the model's)."),
+    at: str = typer.Option(None, "--at", help="With --queries: the table's version number or tag (default: current)."),
+    primary: str = typer.Option("auto", "--primary", help="Metric the recommendation maximises (auto: span_recall@200tok, else answer@200tok, else ndcg@10)."),
     split: str = typer.Option(None, "--split", help="beir: qrels split (default test); scifact: claims file (default dev)."),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies to compare."),
     method: str = typer.Option("dense,bm25,hybrid", "--method", "-m", help="Comma-separated retrieval methods: dense, bm25, hybrid, svm."),
@@ -600,46 +604,85 @@ def eval_cmd(
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
-    sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --sample draw."),
+    sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries (the documents are all ingested and searched)."),
+    sample_docs: int = typer.Option(None, "--sample-docs", help="With --dataset: ingest a seeded sample of N documents and score only the queries about them (a quick look)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --sample and --sample-docs draws."),
     reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
     svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress of ingestion, query embedding and scoring on stderr."),
+    chunk: list[str] = typer.Option([], "--chunk", help="Chunker settings to sweep, repeatable: paragraph.max_tokens=128,256 --chunk paragraph.overlap=0,32 (every combination is a configuration)."),
 ) -> None:
-    """Compare chunk granularities and retrieval methods on a labelled dataset."""
+    """Compare chunk granularities and retrieval methods on a labelled dataset, or on
+    the production table with a query set; ends with one recommendation."""
     with _checked():
-        chk.dataset(dataset)
+        if dataset is not None:
+            chk.dataset(dataset)
         chk.strategies(strategy)
         chk.eval_methods(method)
         _check_embedder_args(device, precision, backend)
         chk.choice("--long-article", long_article, chk.LONG_ARTICLE)
         if sample is not None:
             chk.positive("--sample", sample)
+        if sample_docs is not None:
+            chk.positive("--sample-docs", sample_docs)
     from pydantic import ValidationError
 
     from grainline.evaluation.datasets import DatasetError
+    from grainline.evaluation.runner import recommendation_line
     _use_server()
     from grainline.flows.evaluate import evaluate_flow
 
     from grainline.redact import check_uri
 
+    if (dataset is None) == (queries is None):
+        _fail("give --dataset KIND:PATH or --queries SET (one of them)")
     try:
         check_uri(db)
+        from grainline.evaluation.runner import EvalSettings
+
+        # Bad arguments fail here, in one line, rather than inside the flow run.
+        EvalSettings(dataset=dataset, queries=queries, strategies=strategy, methods=method, db=db,
+                     chunk_sweep=chunk or {}, sample_docs=sample_docs, sample=sample)
+        if queries is not None:
+            _check_queryset(queries, table, at, db, model, device, precision, backend, head)
         state = evaluate_flow(
-            dataset=dataset, split=split, strategies=strategy, methods=method, db=db, model=model,
+            dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
+            show_progress=progress, chunk=chunk or None, split=split, strategies=strategy, methods=method, db=db, model=model,
             device=device, precision=precision, backend=backend, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             head=head, svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
         )
         result = state.result()
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
-        _fail(str(exc))
+        _fail(_validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
     md = Path(result["report"]).read_text(encoding="utf-8")
     typer.echo(md.split("## Plots")[0])
+    for qid, reason in result.get("skipped", [])[:50]:
+        typer.secho(f"skipped {qid}: {reason}", fg=typer.colors.YELLOW)
     typer.echo(f"report: {result['report']}")
     for p in result["plots"]:
         typer.echo(f"plot:   {p}")
     typer.secho(state.message or "", bold=True)
+    typer.secho(recommendation_line(result.get("recommendation") or {}), bold=True)
+
+
+def _check_queryset(queries: str, table: str | None, at: str | None, db: str, model: str, device: str,
+                    precision: str, backend: str, head: str | None) -> None:
+    """Refuse a query set made for another table or model before the flow starts
+    (a failure inside the flow would be logged with a traceback)."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.runner import EvalSettings, check_queryset
+
+    check_queryset(EvalSettings(queries=queries, table=table, at=at, db=db, embedder=EmbedderSettings(
+        model=model, device=device, precision=precision, backend=backend, head=head)))
+
+
+def _validation_line(exc: Any) -> str:
+    """A pydantic error as one line: the field and the reason of the first problem."""
+    err = exc.errors()[0]
+    where = ".".join(str(x) for x in err.get("loc", ())) or "settings"
+    return f"{where}: {err.get('msg', exc)}"
 
 
 @app.command("eval-compare")
@@ -931,6 +974,108 @@ def bench(
         typer.echo(f"\nkept: {rep['work_dir']}")
     if output:
         typer.echo(f"\nwritten: {output}")
+
+
+queries_app = typer.Typer(no_args_is_help=True, help="Query sets for your own documents: import or generate questions with gold spans in a chunks table.")
+app.add_typer(queries_app, name="queries")
+
+
+def _queryset_out(out: str | None, default: str) -> str:
+    return out or default
+
+
+def _report_queryset(path: Any, qs: Any) -> None:
+    for u in qs.unresolved:
+        typer.secho(f"unresolved {u.row}: {u.reason}", fg=typer.colors.YELLOW)
+    typer.echo(f"{len(qs.queries)} queries, {len(qs.unresolved)} unresolved -> {path} (version {qs.version}; "
+               f"table {qs.provenance['table']} v{qs.provenance['table_version']}, generator {qs.provenance['generator']})")
+
+
+@queries_app.command("import")
+def queries_import(
+    file: str = typer.Argument(..., help="CSV, TSV or JSONL with a 'question' column and any of doc_id, answer, evidence (optional id)."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    out: str = typer.Option(None, "--out", help="The query set to write (default: FILE's name + .queryset.jsonl)."),
+    table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help="Names the default table."),
+    head: str = typer.Option(None, "--head"),
+    fuzzy_threshold: float = typer.Option(90.0, "--fuzzy-threshold", min=0, max=100, help="rapidfuzz partial_ratio an evidence passage needs when it matches neither exactly nor up to whitespace/case."),
+) -> None:
+    """Import hand-written questions; evidence passages become character spans in the
+    stored document text. Every row that cannot be used is listed with its reason."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.corpus import open_corpus
+    from grainline.evaluation.querysets import QuerySet, QuerySetError, import_queries, provenance, write_queryset
+    from grainline.redact import check_uri
+
+    try:
+        check_uri(db)
+        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=model, head=head))
+        queries, bad = import_queries(file, docs, threshold=fuzzy_threshold)
+        qs = QuerySet(provenance(t.name, version, model_id, "import", str(file), fuzzy_threshold=fuzzy_threshold), queries, bad)
+        path = write_queryset(qs, _queryset_out(out, str(Path(file).with_suffix(".queryset.jsonl").name)))
+    except (ValueError, FileNotFoundError, QuerySetError) as exc:
+        _fail(str(exc))
+    _report_queryset(path, qs)
+    if not queries:
+        _fail(f"no row of {file} could be used; see the reasons above", code=1)
+
+
+@queries_app.command("generate")
+def queries_generate(
+    source: str = typer.Option("headings", "--from", help="headings: offline, Markdown/HTML headings as queries and their sections as gold spans."),
+    llm: bool = typer.Option(False, "--llm", help="Ask an OpenAI-compatible chat-completions endpoint instead (--base-url, --model)."),
+    db: str = typer.Option(DEFAULT_DB, "--db"),
+    out: str = typer.Option(None, "--out", help="The query set to write (default: headings.queryset.jsonl or llm.queryset.jsonl)."),
+    table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
+    embed_model: str = typer.Option(DEFAULT_MODEL, "--embed-model", help="Embedding model: names the default table."),
+    head: str = typer.Option(None, "--head"),
+    base_url: str = typer.Option(None, "--base-url", help="--llm: e.g. http://localhost:11434/v1 (Ollama) or http://localhost:8000/v1 (vLLM); the key only from GRAINLINE_LLM_API_KEY or OPENAI_API_KEY."),
+    llm_model: str = typer.Option(None, "--model", help="--llm: the chat model's name at that endpoint."),
+    per_doc: int = typer.Option(3, "--per-doc", min=1, help="--llm: at most this many questions per document."),
+    sample_docs: int = typer.Option(None, "--sample-docs", min=1, help="--llm: a seeded sample of N documents."),
+    seed: int = typer.Option(0, "--seed"),
+    cache: str = typer.Option(None, "--cache", help="--llm: response cache folder (default: OUT + .cache); an interrupted generation resumes from it."),
+    retries: int = typer.Option(4, "--retries", min=0, help="--llm: retries of a transient HTTP error (429, 5xx, timeout, refused), with doubling waits from 1 s."),
+) -> None:
+    """Generate a query set from the stored documents."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.corpus import open_corpus
+    from grainline.evaluation.querysets import QuerySet, QuerySetError, heading_queries, provenance, write_queryset
+    from grainline.redact import check_uri
+
+    if not llm and source != "headings":
+        _fail(f"--from {source!r}: the offline generator is 'headings' (or pass --llm)")
+    if llm and (not base_url or not llm_model):
+        _fail("--llm needs --base-url URL and --model NAME (the chat model)")
+    info: dict[str, Any] = {}
+    try:
+        check_uri(db)
+        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=embed_model, head=head))
+        if llm:
+            from grainline.evaluation.llmgen import LlmSettings, generate_llm_queries
+
+            target = _queryset_out(out, "llm.queryset.jsonl")
+            settings = LlmSettings(base_url=base_url, model=llm_model, per_doc=per_doc, sample_docs=sample_docs, seed=seed,
+                                   cache_dir=cache or f"{target}.cache", retries=retries)
+            queries, bad, info = generate_llm_queries(docs, settings, echo=lambda m: typer.echo(m, err=True))
+            qs = QuerySet(provenance(t.name, version, model_id, "llm", base_url, llm_model=llm_model, **info), queries, bad)
+        else:
+            target = _queryset_out(out, "headings.queryset.jsonl")
+            queries, bad = heading_queries(docs)
+            qs = QuerySet(provenance(t.name, version, model_id, "headings", f"table:{t.name}"), queries, bad)
+        path = write_queryset(qs, target)
+    except (ValueError, FileNotFoundError, QuerySetError) as exc:
+        _fail(str(exc))
+    _report_queryset(path, qs)
+    if info.get("error"):
+        _fail(f"generation stopped: {info['error']}; the {len(queries)} questions finished are in {path}, "
+              "and a re-run resumes from the cached responses", code=1)
+    if llm:
+        typer.echo(f"tokens: {info['prompt_tokens']} prompt, {info['completion_tokens']} completion; "
+                   f"{info['requests']} requests, {info['cached']} cached responses")
+    if not queries:
+        _fail("no query could be generated; see the reasons above", code=1)
 
 
 tune_app = typer.Typer(no_args_is_help=True, help="Label-tuned embeddings: train a head on frozen vectors, apply it, measure it.")

@@ -70,6 +70,9 @@ class IngestSettings(BaseModel):
     lock_timeout_s: float = Field(default=6 * 3600, ge=0)
     # Compaction, pruning and indexes after every successful run (storage/maintenance.py).
     maintenance: MaintenanceSettings = Field(default_factory=MaintenanceSettings)
+    # Other tables of the same model whose stored vectors may be reused by content hash
+    # (an evaluation's sweep tables reuse the production table's vectors).
+    reuse_from: list[str] = Field(default_factory=list)
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -317,15 +320,21 @@ def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ct
     return out
 
 
-def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBatch) -> EmbeddedBatch:
-    """Vectors for every distinct content hash in the batch: reused from the table when
-    the same text was embedded before, embedded otherwise."""
+def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBatch,
+                  donors: Iterable[ChunkStore] = ()) -> EmbeddedBatch:
+    """Vectors for every distinct content hash in the batch: reused from the table (or
+    the ``donors``, tables of the same model) when the same text was embedded before,
+    embedded otherwise."""
     t0 = time.perf_counter()
     wanted: dict[str, Chunk] = {}
     for cd in batch.docs:
         for c in cd.chunks:
             wanted.setdefault(c.content_hash, c)
     known = store.vectors_by_hash(set(wanted)) if store is not None and store.exists else {}
+    for donor in donors:
+        missing = set(wanted) - set(known)
+        if missing and donor.exists:
+            known.update(donor.vectors_by_hash(missing))
     vectors = {h: v for h, (v, _) in known.items()}
     n_windows = {h: nw for h, (_, nw) in known.items()}
     todo = [c for h, c in wanted.items() if h not in vectors]
@@ -346,7 +355,13 @@ def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBa
     model is loaded once per process; the table is opened read-only for vector reuse."""
     embedder = get_embedder(spec.settings.embedder)
     store = ChunkStore(spec.settings.db, spec.table, embedder.identity.dim)
-    return embed_chunked(embedder, store, chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window)))
+    return embed_chunked(embedder, store, chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window)),
+                         donor_stores(spec.settings, embedder.identity.dim))
+
+
+def donor_stores(settings: IngestSettings, dim: int) -> list[ChunkStore]:
+    """The ``reuse_from`` tables, opened for reading vectors by content hash."""
+    return [ChunkStore(settings.db, name, dim) for name in settings.reuse_from]
 
 
 def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
@@ -360,7 +375,7 @@ def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatc
 
 def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
     """Embed a chunked batch in this process."""
-    return embed_chunked(ctx.embedder, ctx.store, batch)
+    return embed_chunked(ctx.embedder, ctx.store, batch, donor_stores(ctx.settings, ctx.embedder.identity.dim))
 
 
 def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:

@@ -1076,6 +1076,9 @@ def html_main_text(html: str, extractor: str = "main") -> tuple[str, str]:
     return title, text
 
 
+_HTML_HEADING = re.compile(r"<h[1-6][\s>]", re.IGNORECASE)
+
+
 def _trafilatura_text(html: str) -> str:
     """Main content as paragraphs, from trafilatura's XML (plain text output joins
     blocks with single newlines and markdown adds '#' marks)."""
@@ -1088,6 +1091,13 @@ def _trafilatura_text(html: str) -> str:
     try:
         xml = trafilatura.extract(html, output_format="xml", include_comments=False, include_tables=True,
                                   favor_precision=True, with_metadata=False, deduplicate=False)
+        # Precision mode can drop every heading of a short page; headings are the
+        # structure sections and heading query sets are built on, so ask again for recall.
+        if xml and "<head" not in xml and _HTML_HEADING.search(html):
+            recall = trafilatura.extract(html, output_format="xml", include_comments=False, include_tables=True,
+                                         favor_recall=True, with_metadata=False, deduplicate=False)
+            if recall and "<head" in recall:
+                xml = recall
     except Exception:  # noqa: BLE001 - a parser failure on one page falls back to the walk
         return ""
     if not xml:

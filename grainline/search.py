@@ -129,9 +129,11 @@ def search(
     method: str = "dense",
     metadata: list[str] | None = None,
 ) -> list[SearchHit]:
-    """The ``k`` chunks of ``strategy`` that best match ``query`` by ``method``;
-    ``where`` is a SQL filter on the table's columns, ``metadata`` ``KEY=VALUE``
-    pairs every hit's document metadata must hold."""
+    """The ``k`` chunks of ``strategy`` that best match ``query`` by ``method``
+    (``dense``, ``bm25``, ``hybrid``, or ``svm`` from the evaluation's retrieval
+    registry, so what an evaluation recommends can be searched with); ``where`` is a
+    SQL filter on the table's columns, ``metadata`` ``KEY=VALUE`` pairs every hit's
+    document metadata must hold."""
     fn = SEARCH_METHODS.get(method)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -149,6 +151,32 @@ def search(
                         lambda: embedder.embed_queries([query])[0])
     hits = [h for h in fn(req) if exact(h.row)][:k]
     return [SearchHit(i + 1, h.score, h.row) for i, h in enumerate(hits)]
+
+
+def registry_search(table: Any, query: str, vector: Any, strategy: str, k: int, method: str, dim: int) -> list[SearchHit]:
+    """One query through a method of the retrieval registry, over the strategy's chunks
+    held in memory exactly as an evaluation holds them (same ranking, same ties)."""
+    from collections import Counter
+
+    from grainline.evaluation.datasets import Query
+    from grainline.evaluation.retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
+    from grainline.storage.sql import quote
+
+    keys = table.search().select(["chunker_key"]).where(f"strategy = {quote(strategy)}").limit(None).to_arrow()
+    if not keys.num_rows:
+        return []
+    # Several keys only after the strategy's settings changed: search the current one (most chunks).
+    key = Counter(keys.column("chunker_key").to_pylist()).most_common(1)[0][0]
+    index = ChunkIndex.load(table, key, dim)
+    ctx = RetrievalContext(table=table, chunker_key=key, index=index, query_vectors={"q": vector})
+    hits = RETRIEVERS.get(method)(ctx, [Query("q", query, {})], k)["q"]
+    at = {(index.doc_ids[i], int(index.starts[i]), int(index.ends[i])): index.chunk_ids[i] for i in range(len(index.chunk_ids))}
+    ids = [at[(h.doc_id, h.start, h.end)] for h in hits]
+    if not ids:
+        return []
+    rows = table.search().select(RESULT_COLUMNS).where("chunk_id IN (" + ", ".join(quote(c) for c in ids) + ")").limit(None).to_list()
+    by_id = {r["chunk_id"]: r for r in rows}
+    return [SearchHit(rank=i + 1, score=float(h.score), row=by_id[c]) for i, (h, c) in enumerate(zip(hits, ids))]
 
 
 def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> Any:
@@ -210,3 +238,13 @@ def _hybrid(req: SearchRequest) -> list[SearchHit]:
             rows.setdefault(cid, h.row)
     best = sorted(fused, key=lambda c: (-fused[c], c))[: req.k]
     return [SearchHit(rank=i + 1, score=fused[c], row=rows[c]) for i, c in enumerate(best)]
+
+
+@SEARCH_METHODS.register("svm")
+def _svm(req: SearchRequest) -> list[SearchHit]:
+    """The evaluation's SVM ranker (a linear SVM per query: the query vector against
+    the strategy's chunks), through the retrieval registry exactly as an evaluation
+    runs it. Filters are not supported."""
+    if req.where:
+        raise ValueError("a filter (--where/--filter) works with --method dense, bm25 or hybrid, not svm")
+    return registry_search(req.table, req.query, req.vector, req.strategy, req.k, "svm", len(req.vector))

@@ -254,9 +254,37 @@ GOLD_SECOND = q(relevant={"doc": 1}, spans=(GoldSpan("doc", 24, 36),))
 )
 def test_span_metrics_hand_computed(hits, k, expected):
     m = span_metrics(hits, GOLD_SECOND, {"doc": DOC}, k=k)
-    assert set(m) == {f"span_recall@{k}", f"span_precision@{k}", f"span_iou@{k}"}
+    assert set(m) == {f"span_recall@{k}", f"span_precision@{k}", f"span_iou@{k}",
+                      f"span_precision_summed@{k}", f"span_iou_summed@{k}"}
     got = (m[f"span_recall@{k}"], m[f"span_precision@{k}"], m[f"span_iou@{k}"])
     assert got == pytest.approx(expected)
+
+
+def test_summed_variants_pay_for_overlapping_chunks():
+    # Whole document (11 tokens) and the gold sentence again (4): merged R = 11,
+    # summed R = 15; R∩G = 4 either way.
+    m = span_metrics([span_hit("doc", 0, 36), span_hit("doc", 24, 36)], GOLD_SECOND, {"doc": DOC})
+    assert m["span_precision@5"] == pytest.approx(4 / 11) and m["span_iou@5"] == pytest.approx(4 / 11)
+    assert m["span_precision_summed@5"] == pytest.approx(4 / 15)
+    assert m["span_iou_summed@5"] == pytest.approx(4 / (15 + 4 - 4))
+    # Without overlap the two variants agree.
+    m = span_metrics([span_hit("doc", 0, 23), span_hit("doc", 24, 36)], GOLD_SECOND, {"doc": DOC})
+    assert m["span_precision_summed@5"] == pytest.approx(m["span_precision@5"])
+
+
+def test_span_recall_within_a_token_budget_cuts_the_last_chunk():
+    from grainline.evaluation.metrics import span_budget_metrics
+
+    # The whole document first: its first 8 tokens hold one gold token ("The").
+    whole = span_budget_metrics([span_hit("doc", 0, 36)], GOLD_SECOND, {"doc": DOC}, budgets=(4, 8, 11))
+    assert whole == pytest.approx({"span_recall@4tok": 0.0, "span_recall@8tok": 0.25, "span_recall@11tok": 1.0})
+    # The gold sentence first fills 4 tokens with gold: the shorter chunk wins in budget.
+    short = span_budget_metrics([span_hit("doc", 24, 36), span_hit("doc", 0, 23)], GOLD_SECOND, {"doc": DOC}, budgets=(4,))
+    assert short == {"span_recall@4tok": 1.0}
+    # Each chunk pays its own tokens: a duplicate of the first chunk uses budget, adds nothing.
+    dup = span_budget_metrics([span_hit("doc", 0, 23), span_hit("doc", 0, 23), span_hit("doc", 24, 36)],
+                              GOLD_SECOND, {"doc": DOC}, budgets=(14, 16))
+    assert dup == pytest.approx({"span_recall@14tok": 0.0, "span_recall@16tok": 0.5})
 
 
 def test_one_word_gold_span_holds_its_token_despite_the_leading_space():
@@ -294,6 +322,8 @@ def test_span_metrics_no_hits_and_no_spans():
         "span_recall@5": 0.0,
         "span_precision@5": 0.0,
         "span_iou@5": 0.0,
+        "span_precision_summed@5": 0.0,
+        "span_iou_summed@5": 0.0,
     }
     assert span_metrics([span_hit("doc", 0, 5)], q(), {"doc": DOC}) == {}
 

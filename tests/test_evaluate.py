@@ -93,7 +93,8 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
         assert r["n_queries"] == 5 and r["table_version"] is not None
     report = (tmp_path / "reports" / out["run_id"] / "report.md").read_text()
     assert "| sentence | dense |" in report and "▲" in report and "p-values" in report
-    assert len(out["plots"]) == 2 and all(p.endswith(".png") for p in out["plots"])
+    assert len(out["plots"]) == 3 and all(p.endswith(".png") for p in out["plots"])
+    assert "recommendation: " in state.message and out["recommendation"]["metric"] == "span_recall@200tok"
     stored = connect(db).open_table("eval_results").to_arrow()
     assert stored.num_rows == len(rows)
 
@@ -106,6 +107,13 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     assert ingests[-1]["chunks_embedded"] == 0 and ingests[-1]["docs_unchanged"] == 4
     assert connect(db).open_table("eval_results").count_rows() == 2 * len(rows)
     assert "no regressions" in again.message
+    # The second run also draws the primary metric's history across the two runs.
+    plots = again.result()["plots"]
+    assert len(plots) == 4 and plots[-1].endswith("primary_metric_history.png")
+    from grainline.evaluation.report import plot_images
+
+    (img,) = [i for i in plot_images(plots) if i["name"] == "primary_metric_history"]
+    assert img["data_uri"].startswith("data:image/png;base64,iVBORw0KGgo")
 
 
 def test_regression_is_a_metric_below_the_previous_interval():
@@ -163,3 +171,40 @@ def test_scifact_openvino_int8_within_001_of_fp32(tmp_path, scifact_fp32):
     by = _scifact_dense_and_bm25(tmp_path, EmbedderSettings(backend="openvino", precision="int8"), methods="dense")
     fp32, int8 = scifact_fp32[("dense", "ndcg@10")], by[("dense", "ndcg@10")]
     assert abs(int8 - fp32) <= 0.01, (int8, fp32)
+
+
+def test_dataset_sweep_gives_one_configuration_per_combination(tmp_path, embedder):
+    data = write_spans_fixture(tmp_path / "spans")
+    run = run_eval(EvalSettings(
+        dataset=f"spans:{data}", strategies="sentence", methods="dense", db=str(tmp_path / "db"),
+        reports_dir=str(tmp_path / "reports"), chunk_sweep=["sentence.max_tokens=40,200", "sentence.overlap=0"],
+        embedder=EmbedderSettings(device="cpu"), n_bootstrap=100, n_permutations=100,
+    ))
+    labels = [c.label for c in run.configs]
+    assert labels == ["sentence(max_tokens=40)", "sentence(max_tokens=200)"]
+    assert len({c.table_name for c in run.configs}) == 2
+    assert {r["config"] for r in run.results} == set(labels)
+    assert run.recommendation["config"] in {f"{lb}/dense" for lb in labels}
+    # Every sentence is under 40 tokens: the second table's chunks are the first's, and
+    # their vectors are reused by content hash rather than embedded again.
+    from grainline.storage.ledger import Ledger
+
+    first, second = Ledger(str(tmp_path / "db")).runs("ingest")[-2:]
+    assert first["chunks_embedded"] == 12 and second["chunks_written"] == 12
+    assert (second["chunks_embedded"], second["chunks_reused"]) == (0, 12)
+    with pytest.raises(ValueError, match="overlap must be under half of max_tokens"):
+        EvalSettings(dataset="spans:x", chunk_sweep=["paragraph.max_tokens=10"])
+
+
+def test_documents_sample_keeps_the_queries_about_them(tmp_path):
+    from grainline.evaluation.runner import load
+
+    data = write_spans_fixture(tmp_path / "spans")
+    run = load(EvalSettings(dataset=f"spans:{data}", sample_docs=2, seed=1))
+    kept = {d.doc_id for d in run.dataset.documents}
+    assert len(kept) == 2 and run.dataset.name.endswith("-docs2s1")
+    assert run.queries and all(set(q.relevant) <= kept for q in run.queries)
+    expected = {qid for qid, _t, doc, _i, _a in QUESTIONS if doc in kept}
+    assert {q.query_id for q in run.queries} == expected
+    with pytest.raises(ValueError, match="sample_docs samples a dataset"):
+        EvalSettings(queries="x.jsonl", sample_docs=2)

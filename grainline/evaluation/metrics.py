@@ -305,7 +305,13 @@ def span_metrics(
     documents. A token belongs to an interval set when its first non-whitespace
     character lies inside it (or the set starts inside the token). Returns
     ``span_recall@k`` = |R∩G|/|G|, ``span_precision@k`` = |R∩G|/|R| (0 when nothing
-    was retrieved) and ``span_iou@k`` = |R∩G|/|R∪G|.
+    was retrieved) and ``span_iou@k`` = |R∩G|/|R∪G|: the *merged* variants, where
+    overlapping retrieved chunks count their shared tokens once.
+
+    Also the *summed* variants ``span_precision_summed@k`` = |R∩G| / Σ|r| and
+    ``span_iou_summed@k`` = |R∩G| / (Σ|r| + |G| - |R∩G|), with Σ|r| the sum of the
+    retrieved chunks' own token counts, as the widely cited chunking benchmark
+    (Chroma's) counts them: overlapping or duplicated chunks are paid for each time.
     """
     if not query.spans:
         return {}
@@ -316,7 +322,7 @@ def span_metrics(
     for h in hits[:k]:
         got.setdefault(h.doc_id, []).append((h.start, h.end))
 
-    n_r = n_g = n_i = 0
+    n_r = n_g = n_i = n_sum = 0
     for doc_id in gold.keys() | got.keys():
         try:
             text = documents[doc_id]
@@ -324,7 +330,9 @@ def span_metrics(
             raise KeyError(f"span_metrics: document {doc_id!r} is not in the documents given") from None
         toks = _doc_tokens(doc_id, text)
         g = _merge(_snap(toks, gold.get(doc_id, [])))
-        r = _merge(_snap(toks, got.get(doc_id, [])))
+        snapped = _snap(toks, got.get(doc_id, []))
+        r = _merge(snapped)
+        n_sum += sum(_count(toks, [iv]) for iv in snapped if iv[1] > iv[0])
         n_g += _count(toks, g)
         n_r += _count(toks, r)
         if g and r:
@@ -336,7 +344,59 @@ def span_metrics(
         f"span_recall@{k}": n_i / n_g,
         f"span_precision@{k}": n_i / n_r if n_r else 0.0,
         f"span_iou@{k}": n_i / union if union else 0.0,
+        f"span_precision_summed@{k}": n_i / n_sum if n_sum else 0.0,
+        f"span_iou_summed@{k}": n_i / (n_sum + n_g - n_i) if (n_sum + n_g - n_i) else 0.0,
     }
+
+
+def span_budget_metrics(
+    hits: Sequence[Hit], query: Query, documents: Mapping[str, str], budgets: Iterable[int] = (100, 200, 500)
+) -> dict[str, float]:
+    """Span recall within a retrieved-token budget (else ``{}``): ``span_recall@{B}tok``
+    is the share of gold tokens among the first B tokens of the ranked chunks, each
+    chunk paying its own tokens (overlap is paid twice) and the last one cut at the
+    budget. Long chunks cannot win by returning more text."""
+    if not query.spans:
+        return {}
+    budgets = sorted(set(budgets))
+    gold: dict[str, list[tuple[int, int]]] = {}
+    for s in query.spans:
+        gold.setdefault(s.doc_id, []).append((s.start, s.end))
+    toks_of: dict[str, _DocTokens] = {}
+
+    def toks(doc_id: str) -> _DocTokens:
+        if doc_id not in toks_of:
+            try:
+                toks_of[doc_id] = _doc_tokens(doc_id, documents[doc_id])
+            except KeyError:
+                raise KeyError(f"span_budget_metrics: document {doc_id!r} is not in the documents given") from None
+        return toks_of[doc_id]
+
+    gold_m = {d: _merge(_snap(toks(d), iv)) for d, iv in gold.items()}
+    n_g = sum(_count(toks(d), iv) for d, iv in gold_m.items())
+    if n_g == 0:
+        return {}
+    out: dict[str, float] = {}
+    for b in budgets:
+        left = b
+        got: dict[str, list[tuple[int, int]]] = {}
+        for h in hits:
+            if left <= 0:
+                break
+            t = toks(h.doc_id)
+            (s, e), = _snap(t, [(h.start, h.end)])
+            lo = int(np.searchsorted(t.starts, s, side="left"))
+            hi = int(np.searchsorted(t.starts, e, side="left"))
+            if hi <= lo:
+                continue
+            if hi - lo > left:
+                e = int(t.ends[lo + left - 1])
+                hi = lo + left
+            left -= hi - lo
+            got.setdefault(h.doc_id, []).append((s, e))
+        n_i = sum(_count(toks(d), _intersect(gold_m[d], _merge(iv))) for d, iv in got.items() if d in gold_m)
+        out[f"span_recall@{b}tok"] = n_i / n_g
+    return out
 
 
 # --------------------------------------------------------------------------- aggregation

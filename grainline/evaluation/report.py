@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .runner import HEADLINE_METRICS, EvalRun
+from .runner import HEADLINE_METRICS, TIE_ALPHA, EvalRun, primary_metric, recommendation_line
 
 GRANULARITY_ORDER = ["sentence", "paragraph", "article"]
 ALPHA = 0.05
@@ -23,18 +23,21 @@ def _order(strategies: list[str]) -> list[str]:
 
 def markdown(run: EvalRun) -> str:
     """The whole report as Markdown."""
-    by = {(r["strategy"], r["method"], r["metric"]): r for r in run.results}
-    configs = [(c.strategy, c.method) for c in run.configs]
-    metrics = [m for m in HEADLINE_METRICS if any((s, meth, m) in by for s, meth in configs)]
+    by = {(r["config"], r["method"], r["metric"]): r for r in run.results}
+    configs = [(c.label, c.method) for c in run.configs]
+    metrics = [m for m in dict.fromkeys(HEADLINE_METRICS + (primary_metric(run),)) if any((s, meth, m) in by for s, meth in configs)]
     ds = run.dataset
+    tables = ("The production table, as ingested: " if run.production else
+              "Tables (one per strategy, so BM25's statistics come from one granularity): ")
     lines = [
         f"# grainline evaluation `{run.run_id}`",
+        "",
+        f"**{recommendation_line(run.recommendation)}**",
         "",
         f"Dataset **{ds.name}** (split `{ds.split}`), {len(run.queries)} queries scored"
         + (f" (seeded sample of {len(ds.queries)})" if run.settings.sample else "")
         + f", {len(ds.skipped_queries)} skipped for lack of gold labels; {len(ds.documents)} documents.",
-        f"Model `{run.model_id}`, long articles: `{run.settings.long_article}`. Tables (one per strategy, so BM25's "
-        "statistics come from one granularity): "
+        f"Model `{run.model_id}`, long articles: `{run.settings.long_article}`. {tables}"
         + ", ".join(f"`{t}` v{v}" + (f" (tag `{g}`)" if g else "")
                     for t, v, g in dict.fromkeys((c.table_name, c.table_version, c.table_tag) for c in run.configs)) + ".",
         "",
@@ -49,7 +52,7 @@ def markdown(run: EvalRun) -> str:
     for m in metrics:
         cands = [(by[(s, meth, m)]["value"], f"{s}/{meth}") for s, meth in configs if (s, meth, m) in by]
         best[m] = max(cands)[1] if cands else None
-    for s, meth in sorted(configs, key=lambda c: (_order([x for x, _ in configs]).index(c[0]), c[1])):
+    for s, meth in configs:
         cells = []
         for m in metrics:
             r = by.get((s, meth, m))
@@ -66,7 +69,18 @@ def markdown(run: EvalRun) -> str:
                     mark = " ≈"
             cells.append(_cell(r) + mark)
         lines.append(f"| {s} | {meth} | " + " | ".join(cells) + " |")
-    for m in ("ndcg@10", "answer@100tok"):
+    lines += ["", "## Recommendation", "", recommendation_line(run.recommendation), "",
+              f"Rule: the configuration with the highest mean `{primary_metric(run)}` (the primary metric, "
+              "`--primary`; by default span recall within 200 retrieved tokens, so long chunks cannot win by "
+              f"returning more text) is recommended; every configuration whose paired permutation test against it "
+              f"gives p >= {TIE_ALPHA} is named as statistically tied. Intervals are 95% bootstrap intervals.",
+              "",
+              "Span precision and IoU come in two variants: `span_precision@5` / `span_iou@5` merge overlapping "
+              "retrieved chunks before counting (a token retrieved twice counts once); `span_precision_summed@5` / "
+              "`span_iou_summed@5` sum the retrieved chunks' lengths, as the widely cited chunking benchmark does, "
+              "so overlap is paid for. The recommendation uses neither unless chosen as `--primary`; "
+              "`span_recall@Btok` pays for every retrieved token (summed)."]
+    for m in dict.fromkeys(("ndcg@10", "answer@100tok", primary_metric(run))):
         if m in run.significance:
             names = [c.name for c in run.configs]
             lines += ["", f"## Paired permutation p-values, {m}", "", "| | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
@@ -122,37 +136,95 @@ def plots(run: EvalRun, out_dir: Path) -> list[Path]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    by = {(r["strategy"], r["method"], r["metric"]): r for r in run.results}
-    strategies = _order(list(dict.fromkeys(c.strategy for c in run.configs)))
+    by = {(r["config"], r["method"], r["metric"]): r for r in run.results}
+    strategies = list(dict.fromkeys(c.label for c in run.configs))
     methods = list(dict.fromkeys(c.method for c in run.configs))
     paths = []
-    metrics = [m for m in ("ndcg@10", "recall@5", "answer@100tok", "span_iou@5") if any(k[2] == m for k in by)]
+    metrics = [m for m in dict.fromkeys(("ndcg@10", "recall@5", "answer@100tok", "span_recall@200tok", "span_iou@5",
+                                         "span_iou_summed@5", primary_metric(run))) if any(k[2] == m for k in by)]
     if metrics:
         fig, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.6), squeeze=False)
         for ax, m in zip(axes[0], metrics):
             for meth in methods:
                 _errorbar(ax, [(i, by.get((s, meth, m))) for i, s in enumerate(strategies)], meth)
-            ax.set_xticks(range(len(strategies)), strategies)
+            ax.set_xticks(range(len(strategies)), strategies, rotation=20 if len(strategies) > 3 else 0)
+            ax.set_ylim(0, 1.02)  # every axis from zero: small differences are not magnified
             ax.set_title(m)
             ax.grid(alpha=0.3)
         axes[0][0].legend()
         fig.suptitle(f"{run.dataset.name}: metric by granularity (95% CI)")
         paths.append(_save(plt, fig, out_dir / "metric_by_granularity.png"))
-    budgets = sorted({int(k[2][len("answer@"):-3]) for k in by if k[2].startswith("answer@") and k[2].endswith("tok")})
+    for prefix, what in (("answer@", "answer recall"), ("span_recall@", "span recall")):
+        path = _budget_plot(plt, run, by, strategies, methods, prefix, what, out_dir)
+        if path is not None:
+            paths.append(path)
+    path = _history_plot(plt, run, out_dir)
+    if path is not None:
+        paths.append(path)
+    return paths
+
+
+def _history_plot(plt, run: EvalRun, out_dir: Path) -> Path | None:
+    """The primary metric of each configuration across the stored runs of this dataset
+    and model (scheduled runs), when there is more than one run."""
+    from .results import metric_history
+
+    metric = primary_metric(run)
+    try:
+        rows = metric_history(run.settings.db, run.dataset.name, run.model_id, metric, run.dataset.split)
+    except Exception:  # noqa: BLE001 - a history that cannot be read must not cost the report
+        return None
+    runs = list(dict.fromkeys(r["run_id"] for r in rows))
+    if len(runs) < 2:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for r in rows:
+        series.setdefault(f"{r.get('config') or r['strategy']}/{r['method']}", []).append((r["time"], r["value"]))
+    for name, pts in series.items():
+        ax.plot([t for t, _ in pts], [v for _, v in pts], marker="o", label=name)
+    ax.set_ylim(0, 1.02)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{run.dataset.name}: {metric} across {len(runs)} runs")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.autofmt_xdate()
+    return _save(plt, fig, out_dir / "primary_metric_history.png")
+
+
+def _budget_plot(plt, run: EvalRun, by: dict, strategies: list[str], methods: list[str], prefix: str, what: str,
+                 out_dir: Path) -> Path | None:
+    budgets = sorted({int(k[2][len(prefix):-3]) for k in by if k[2].startswith(prefix) and k[2].endswith("tok")})
     if budgets:
         fig, axes = plt.subplots(1, len(methods), figsize=(4.2 * len(methods), 3.6), squeeze=False)
         for ax, meth in zip(axes[0], methods):
             for s in strategies:
-                _errorbar(ax, [(b, by.get((s, meth, f"answer@{b}tok"))) for b in budgets], s)
+                _errorbar(ax, [(b, by.get((s, meth, f"{prefix}{b}tok"))) for b in budgets], s)
             ax.set_xscale("log")
+            ax.set_ylim(0, 1.02)
             ax.set_xlabel("retrieved tokens (cl100k)")
-            ax.set_ylabel("answer found")
+            ax.set_ylabel(what)
             ax.set_title(meth)
             ax.grid(alpha=0.3)
         axes[0][0].legend()
-        fig.suptitle(f"{run.dataset.name}: answer recall by retrieved-token budget")
-        paths.append(_save(plt, fig, out_dir / "answer_by_token_budget.png"))
-    return paths
+        fig.suptitle(f"{run.dataset.name}: {what} by retrieved-token budget")
+        name = "answer_by_token_budget.png" if prefix == "answer@" else "span_recall_by_token_budget.png"
+        return _save(plt, fig, out_dir / name)
+    return None
+
+
+def plot_images(paths: list[str | Path]) -> list[dict[str, str]]:
+    """The report's PNG plots as ``{"name", "png_base64", "data_uri"}``, ready to embed
+    in Markdown (``![name](data_uri)``), e.g. in a Prefect artifact, which shows no
+    ``file://`` image."""
+    import base64
+
+    out = []
+    for p in paths:
+        p = Path(p)
+        b64 = base64.b64encode(p.read_bytes()).decode("ascii")
+        out.append({"name": p.stem, "png_base64": b64, "data_uri": f"data:image/png;base64,{b64}"})
+    return out
 
 
 def write_report(run: EvalRun) -> tuple[Path, list[Path], str]:

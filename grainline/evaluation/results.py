@@ -37,6 +37,7 @@ EVAL_SCHEMA = pa.schema(
         pa.field("table_version", pa.int64()),
         pa.field("sample", pa.int64()),
         pa.field("table_tag", pa.string()),  # tag on (table_name, table_version); pruning keeps it
+        pa.field("config", pa.string()),  # the chunking as the report names it (strategy, or with swept settings)
     ]
 )
 
@@ -112,3 +113,16 @@ def latest_by_model(db_uri: str, dataset: str, split: str | None = None) -> dict
         if r["model_id"] not in latest or r["time"] > latest[r["model_id"]][0]:
             latest[r["model_id"]] = (r["time"], r["run_id"])
     return {m: [r for r in rows if r["run_id"] == run_id] for m, (_, run_id) in sorted(latest.items())}
+
+
+def metric_history(db_uri: str, dataset: str, model_id: str, metric: str, split: str | None = None) -> list[dict[str, Any]]:
+    """Every stored row of one metric for a dataset (a query set's name) and model,
+    oldest first: what the history plot draws across scheduled runs."""
+    table = open_table_if_exists(connect(db_uri), EVAL_TABLE)
+    if table is None:
+        return []
+    where = f"dataset = {quote(dataset)} AND model_id = {quote(model_id)} AND metric = {quote(metric)}"
+    if split is not None:
+        where += f" AND split = {quote(split)}"
+    rows = table.search().where(where).limit(None).to_arrow().to_pylist()
+    return sorted(rows, key=lambda r: r["time"])

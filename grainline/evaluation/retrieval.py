@@ -30,6 +30,8 @@ RETRIEVERS: Registry[RetrieverFn] = Registry("retrieval method")
 
 # Reciprocal-rank fusion constant: the value from the original RRF paper, the usual default.
 RRF_K = 60
+# Decimals at which dense scores count as equal (float32 noise is ~1e-7).
+TIE_DECIMALS = 6
 
 
 @dataclass
@@ -83,7 +85,13 @@ class RetrievalContext:
 def dense_top(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> Iterator[tuple[Query, np.ndarray, np.ndarray]]:
     """Exact cosine kNN, one matrix product per block of queries (vectors are
     normalised, so the dot product is the cosine): yields ``(query, chunk positions,
-    their scores)``, best first, ``min(k, n)`` of each."""
+    their scores)``, best first, ``min(k, n)`` of each.
+
+    Equal scores (duplicated passages) are ordered by chunk position (the index is
+    sorted by document and offset), so the top k never depends on k: argpartition
+    alone picks an arbitrary subset of the chunks tied at the cut. Scores are compared
+    at TIE_DECIMALS, because one vector scored in two places of a matrix product can
+    differ in the last float32 bit."""
     mat = ctx.index.vectors
     n = mat.shape[0]
     k = min(k, n)
@@ -91,9 +99,15 @@ def dense_top(ctx: RetrievalContext, queries: Sequence[Query], k: int) -> Iterat
         block = queries[i : i + 256]
         qv = np.stack([ctx.query_vectors[q.query_id] for q in block]).astype(np.float32)
         scores = qv @ mat.T
-        top = np.argpartition(-scores, k - 1, axis=1)[:, :k] if k < n else np.tile(np.arange(n), (len(block), 1))
+        keys = np.round(scores, TIE_DECIMALS)
+        top = np.argpartition(-keys, k - 1, axis=1)[:, :k] if k < n else None
         for row, q in enumerate(block):
-            idx = top[row][np.argsort(-scores[row, top[row]], kind="stable")]
+            if top is None:
+                cand = np.arange(n)
+            else:
+                # Every chunk tied with the k-th one, not just those argpartition kept.
+                cand = np.flatnonzero(keys[row] >= keys[row, top[row]].min())
+            idx = cand[np.lexsort((cand, -keys[row, cand]))][:k]
             yield q, idx, scores[row, idx]
 
 

@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, get_embedder, make_plans, parse_strategies, run_ingest
@@ -26,7 +26,7 @@ from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
 from grainline.storage.maintenance import MaintenanceSettings, ensure_fts_index
 
 from .datasets import EvalDataset, Query, load_dataset
-from .metrics import Hit, answer_metrics, document_metrics, span_metrics
+from .metrics import Hit, answer_metrics, document_metrics, span_budget_metrics, span_metrics
 from .retrieval import RETRIEVERS, ChunkIndex, RetrievalContext, SvmSettings
 from .stats import bootstrap_ci, paired_permutation_test
 
@@ -35,9 +35,15 @@ log = logging.getLogger("grainline.evaluation")
 # Retrieved-token budgets for answer recall; 100 and 500 are the headline ones, the
 # rest draw the curve in the report.
 ANSWER_BUDGETS = (50, 100, 200, 500, 1000)
+# Paired-test p-value at or above which a configuration counts as tied with the best.
+TIE_ALPHA = 0.05
 
-# Metrics shown in the report table and tested for significance.
-HEADLINE_METRICS = ("ndcg@10", "recall@5", "mrr@10", "answer@5", "answer@100tok", "answer@500tok", "span_iou@5")
+SPAN_BUDGETS = (100, 200, 500)
+
+# Metrics shown in the report table and tested for significance. span_iou@5 merges
+# overlapping chunks; span_iou_summed@5 pays for each chunk (as published benchmarks do).
+HEADLINE_METRICS = ("ndcg@10", "recall@5", "mrr@10", "answer@5", "answer@100tok", "answer@500tok",
+                    "span_recall@200tok", "span_iou@5", "span_iou_summed@5")
 
 
 def parse_methods(value: str | list[str]) -> list[str]:
@@ -50,20 +56,31 @@ class EvalSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    dataset: str  # KIND:PATH, KIND one of squad, beir, scifact, spans
+    dataset: str | None = None  # KIND:PATH, KIND one of squad, beir, scifact, spans
+    # Or a query set (grainline queries ...): the production table is scored as it is.
+    queries: str | None = None
+    table: str | None = None  # production table; default: the model's chunks table
+    at: str | None = None  # its version number or tag; default: the current version
     split: str | None = None
     strategies: list[str] = Field(default_factory=lambda: ["sentence", "paragraph", "article"])
     methods: list[str] = Field(default_factory=lambda: ["dense", "bm25", "hybrid"])
     db: str = DEFAULT_DB
     long_article: Literal["pool", "truncate"] = "pool"
-    sample: int | None = Field(default=None, ge=1)
+    sample: int | None = Field(default=None, ge=1)  # a seeded sample of the queries
+    sample_docs: int | None = Field(default=None, ge=1)  # a seeded sample of the dataset's documents
     seed: int = 0
+    # What the recommendation maximises; "auto": span recall within 200 retrieved
+    # tokens where there are gold spans, else answer recall within 200 tokens, else nDCG@10.
+    primary: str = "auto"
+    progress: bool = False
     depth: int = Field(default=1000, ge=10)  # chunks retrieved per query and method
     reports_dir: str = "reports"
     n_bootstrap: int = Field(default=1000, ge=100)
     n_permutations: int = Field(default=5000, ge=100)
     batch_docs: int = Field(default=128, ge=1)
     chunker_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Swept chunker settings: every combination is its own configuration.
+    chunk_sweep: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     svm: SvmSettings = Field(default_factory=SvmSettings)  # options of the ``svm`` method
 
@@ -84,6 +101,25 @@ class EvalSettings(BaseModel):
     def _methods(cls, v: Any) -> list[str]:
         return parse_methods(v)
 
+    @field_validator("chunk_sweep", mode="before")
+    @classmethod
+    def _sweep(cls, v: Any) -> dict[str, dict[str, list[Any]]]:
+        from grainline.chunkers import settings_for
+
+        sweep = parse_chunk_sweep(v)
+        for strategy in sweep:
+            for combo in sweep_combos(strategy, sweep):
+                settings_for(strategy, **combo)  # a bad value fails here, naming the setting
+        return sweep
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EvalSettings":
+        if (self.dataset is None) == (self.queries is None):
+            raise ValueError("give either a dataset (KIND:PATH) or a query set (--queries), not both or neither")
+        if self.queries is not None and self.sample_docs is not None:
+            raise ValueError("sample_docs samples a dataset's documents before ingestion; a query set scores the table as it is")
+        return self
+
 
 @dataclass
 class Config:
@@ -97,10 +133,16 @@ class Config:
     table_version: int | None = None
     # The tag on that version: pruning never removes it, so the run can be reproduced.
     table_tag: str | None = None
+    # How the report names the chunking: the strategy, or with the settings that tell
+    # apart several configurations of one strategy (a sweep).
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        self.label = self.label or self.strategy
 
     @property
     def name(self) -> str:
-        return f"{self.strategy}/{self.method}"
+        return f"{self.label}/{self.method}"
 
 
 @dataclass
@@ -117,6 +159,19 @@ class EvalRun:
     regressions: list[dict[str, Any]] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     ingest_counts: dict[str, Any] = field(default_factory=dict)
+    production: bool = False  # scored on the production table, nothing ingested
+    sweep_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> swept settings to ingest
+    recommendation: dict[str, Any] = field(default_factory=dict)
+
+
+def progress(run: EvalRun, message: str) -> None:
+    """A progress line on stderr for each long step, when the run asks for progress
+    (the CLI does); the log gets it either way."""
+    log.info(message)
+    if run.settings.progress:
+        import sys
+
+        print(f"[eval] {message}", file=sys.stderr, flush=True)
 
 
 def _slug(text: str) -> str:
@@ -124,8 +179,13 @@ def _slug(text: str) -> str:
 
 
 def load(settings: EvalSettings) -> EvalRun:
-    """Load the dataset and pick the queries (a seeded sample with ``--sample N``)."""
+    """Load the dataset (or the query set and the table it is scored on) and pick the
+    queries (a seeded sample with ``--sample N``)."""
+    if settings.queries is not None:
+        return load_production(settings)
     ds = load_dataset(settings.dataset, settings.split)
+    if settings.sample_docs is not None and settings.sample_docs < len(ds.documents):
+        ds = sample_documents(ds, settings.sample_docs, settings.seed)
     queries = list(ds.queries)
     if settings.sample is not None and settings.sample < len(queries):
         queries = random.Random(settings.seed).sample(queries, settings.sample)
@@ -134,38 +194,287 @@ def load(settings: EvalSettings) -> EvalRun:
     return EvalRun(settings=settings, run_id=run_id, dataset=ds, queries=queries)
 
 
+def sample_documents(ds: EvalDataset, n: int, seed: int) -> EvalDataset:
+    """A seeded sample of ``n`` documents and the queries whose labels all lie in it."""
+    keep = {d.doc_id for d in random.Random(seed).sample(ds.documents, n)}
+    docs = [d for d in ds.documents if d.doc_id in keep]
+    queries = [q for q in ds.queries
+               if q.relevant and set(q.relevant) <= keep and all(sp.doc_id in keep for sp in q.spans)]
+    stats = dict(ds.stats, sampled_documents=n, sampled_from=len(ds.documents))
+    # Its own name, so its tables (and its results' history) never mix with the full set's.
+    return EvalDataset(f"{ds.name}-docs{n}s{seed}", ds.split, ds.path, docs, queries, ds.skipped_queries, stats)
+
+
+def _labels(configs: list[tuple[str, str]]) -> list[str]:
+    """Report names for (strategy, params JSON) pairs: the strategy alone, or with the
+    settings that differ between several configurations of one strategy."""
+    by: dict[str, list[dict[str, Any]]] = {}
+    for strategy, params in configs:
+        by.setdefault(strategy, []).append(json.loads(params or "{}"))
+    out = []
+    for strategy, params in configs:
+        group = by[strategy]
+        if len(group) == 1:
+            out.append(strategy)
+            continue
+        p = json.loads(params or "{}")
+        differ = sorted(k for k in {k for g in group for k in g} if len({json.dumps(g.get(k), sort_keys=True) for g in group}) > 1)
+        out.append(f"{strategy}(" + ",".join(f"{k}={p.get(k)}" for k in differ) + ")")
+    return out
+
+
+def open_production(settings: EvalSettings) -> tuple[Any, int, str | None]:
+    """The production chunks table read-only at the version evaluated: ``at`` (a
+    version number or tag), else the current one once its BM25 index covers every row."""
+    name = settings.table or get_embedder(settings.embedder).identity.table_name
+    table = open_table_if_exists(connect(settings.db), name)
+    if table is None:
+        from grainline.search import _table_names
+
+        names = [t for t in _table_names(connect(settings.db)) if t.startswith("chunks_")]
+        raise ValueError(f"no chunks table {name!r} in {settings.db!r} (tables there: {', '.join(names) or 'none'}); "
+                         "run `grainline ingest` first or pass --table")
+    tag = None
+    if settings.at is None:
+        ensure_fts_index(table)
+        version = table.version
+    elif settings.at.isdigit():
+        version = int(settings.at)
+    else:
+        tag = settings.at
+        if tag not in table.tags.list():
+            raise ValueError(f"table {name!r} has no tag {tag!r} (tags: {', '.join(sorted(table.tags.list())) or 'none'})")
+        version = table.tags.get_version(tag)
+    try:
+        table.checkout(version)
+    except Exception as exc:  # noqa: BLE001 - lance names the missing version its own way
+        raise ValueError(f"table {name!r} has no version {settings.at!r} ({exc})") from None
+    return table, version, tag
+
+
+def check_queryset(settings: EvalSettings) -> None:
+    """What can be refused before an evaluation of a query set starts: the set's
+    header, the table it was made for, the model of the table and the queries. Raises
+    with one line naming the file or table and the reason; :func:`load_production`
+    checks the same again inside the flow."""
+    from .corpus import table_model_id
+    from .querysets import QuerySetError, read_header
+
+    from pathlib import Path
+
+    path = Path(settings.queries or "")
+    if not path.is_file():
+        raise QuerySetError(f"{path}: query set does not exist")
+    prov = read_header(path).get("provenance", {})
+    table, _version, _tag = open_production(settings)
+    if prov.get("table") and prov["table"] != table.name:
+        raise QuerySetError(f"{path}: query set was made for table {prov['table']!r}, not {table.name!r}; "
+                            f"pass --table {prov['table']} or make a new set")
+    model_id = table_model_id(table)
+    query_model = get_embedder(settings.embedder).identity.model_id
+    if model_id and model_id != query_model:
+        raise ValueError(f"table {table.name!r} holds vectors of {model_id!r} but the queries would be embedded with "
+                         f"{query_model!r}; pass the table's --model")
+    if prov.get("model_id") and model_id and prov["model_id"] != model_id:
+        raise QuerySetError(f"{path}: query set was made for model {prov['model_id']!r}, the table holds {model_id!r}")
+
+
+def load_production(settings: EvalSettings) -> EvalRun:
+    """A query set scored on the production table as ingested: its documents rebuilt
+    from the stored chunks, every configuration present (limited to the requested
+    strategies), nothing ingested or embedded but the queries. A set made for another
+    table or model is an error; queries whose documents changed or vanished since the
+    set was made are skipped, each with its reason."""
+    from grainline.documents import Document
+
+    from .corpus import stored_configs, stored_documents, table_model_id
+    from .querysets import QuerySetError, read_queryset
+
+    qs = read_queryset(settings.queries)
+    table, version, tag = open_production(settings)
+    name = table.name
+    made_for = qs.provenance.get("table")
+    if made_for and made_for != name:
+        raise QuerySetError(f"{settings.queries}: query set was made for table {made_for!r}, not {name!r}; "
+                            f"pass --table {made_for} or make a new set")
+    model_id = table_model_id(table)
+    query_model = get_embedder(settings.embedder).identity.model_id
+    if model_id and model_id != query_model:
+        raise ValueError(f"table {name!r} holds vectors of {model_id!r} but the queries would be embedded with "
+                         f"{query_model!r}; pass the table's --model")
+    set_model = qs.provenance.get("model_id")
+    if set_model and model_id and set_model != model_id:
+        raise QuerySetError(f"{settings.queries}: query set was made for model {set_model!r}, the table holds {model_id!r}")
+    docs = stored_documents(table)
+    queries: list[Query] = []
+    skipped: list[tuple[str, str]] = [(u.row, f"unresolved when the set was made: {u.reason}") for u in qs.unresolved]
+    for lq in qs.queries:
+        gone = sorted(d for d in lq.doc_hashes if d not in docs)
+        changed = sorted(d for d, h in lq.doc_hashes.items() if d in docs and h and docs[d].doc_hash != h)
+        if gone:
+            skipped.append((lq.query_id, f"document {gone[0]!r} is no longer in table {name!r} v{version}"))
+        elif changed:
+            skipped.append((lq.query_id, f"document {changed[0]!r} changed since the query set was made"))
+        elif not (lq.spans or lq.relevant or lq.answers):
+            skipped.append((lq.query_id, "no labels"))
+        else:
+            queries.append(lq.to_query())
+    for qid, reason in skipped:
+        log.warning("query set %s: %s skipped: %s", settings.queries, qid, reason)
+    documents = [Document(d.doc_id, d.text, d.source, d.title) for d in docs.values()]
+    ds = EvalDataset(f"queries-{qs.name}", f"v{qs.version}", str(settings.queries), documents, queries, skipped,
+                     {"table": name, "table_version": version, "queryset_provenance": qs.provenance})
+    picked = list(queries)
+    if settings.sample is not None and settings.sample < len(picked):
+        picked = sorted(random.Random(settings.seed).sample(picked, settings.sample), key=lambda q: q.query_id)
+    run_id = f"eval-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run = EvalRun(settings=settings, run_id=run_id, dataset=ds, queries=picked, model_id=model_id)
+    present = stored_configs(table)
+    wanted: list[tuple[str, str, str, str | None, dict[str, Any]]] = []  # strategy, key, params, table, combo
+    for c in present:
+        if c.strategy in settings.strategies and c.strategy not in settings.chunk_sweep:
+            wanted.append((c.strategy, c.chunker_key, c.params, name, {}))
+    by_key = {c.chunker_key: c for c in present}
+    for strategy in settings.chunk_sweep:
+        if strategy not in settings.strategies:
+            continue
+        embedder = get_embedder(settings.embedder)
+        for combo in sweep_combos(strategy, settings.chunk_sweep):
+            (plan,) = make_plans(_ingest_settings(settings, strategy, combo, source="queries"), embedder)
+            if plan.key in by_key:
+                wanted.append((strategy, plan.key, by_key[plan.key].params, name, combo))
+            else:  # not in production: an evaluation table of its own, ingested in the next step
+                wanted.append((strategy, plan.key, plan.params, f"{name}__eval__{plan.key.replace('-', '_')}", combo))
+    if not wanted:
+        raise ValueError(f"table {name!r} v{version} holds none of the strategies {', '.join(settings.strategies)} "
+                         f"(it holds: {', '.join(sorted({c.strategy for c in present})) or 'nothing'})")
+    order = {st: i for i, st in enumerate(settings.strategies)}
+    wanted.sort(key=lambda w: order[w[0]])  # stable: the table's order within a strategy
+    labels = _labels([(w[0], w[2]) for w in wanted])
+    for (strategy, key, params, tname, combo), label in zip(wanted, labels):
+        in_prod = tname == name
+        run.sweep_overrides[label] = combo
+        run.configs += [Config(strategy, key, json.dumps(json.loads(params or "{}"), sort_keys=True), m, tname,
+                               version if in_prod else None, tag if in_prod else None, label)
+                        for m in settings.methods]
+    run.production = True
+    return run
+
+
+def groups(run: EvalRun) -> list[str]:
+    """The chunking configurations of the run (each scored in one step)."""
+    return list(dict.fromkeys(c.label for c in run.configs))
+
+
 def ingest_dataset(run: EvalRun) -> None:
-    """The dataset's documents through the ordinary ingestion, once per strategy, each
-    into a table of its own (per model): BM25's statistics (document frequencies,
-    average length) must come from one granularity's chunks only. Documents already
-    there with the same content are not embedded again."""
+    """The dataset's documents through the ordinary ingestion, once per strategy and
+    swept setting, each into a table of its own (per model): BM25's statistics
+    (document frequencies, average length) must come from one granularity's chunks
+    only. Documents already there with the same content are not embedded again, and
+    vectors already stored in a sibling table of this run are reused by content hash.
+
+    With a query set, only the swept configurations the production table lacks are
+    ingested (its rebuilt documents, into evaluation tables that reuse the production
+    table's vectors); the rest is scored where it is."""
     s = run.settings
+    if run.production:
+        _ingest_missing(run)
+        return
     embedder = get_embedder(s.embedder)
     base = table_base(run)
     t0 = time.perf_counter()
-    run.configs = []
+    made: list[tuple[str, Any, str, int, str]] = []
     totals: dict[str, Any] = {}
-    for strategy in s.strategies:
-        # Evaluation searches exactly (numpy), so its tables need no vector index.
-        ingest = IngestSettings(source=f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
-                                chunker_overrides=s.chunker_overrides, embedder=s.embedder, db=s.db,
-                                batch_docs=s.batch_docs, export_parquet=False,
-                                maintenance=MaintenanceSettings(vector_index=False))
+    steps = [(st, combo) for st in s.strategies for combo in sweep_combos(st, s.chunk_sweep)]
+    for i, (strategy, combo) in enumerate(steps):
+        ingest = _ingest_settings(s, strategy, combo)
+        progress(run, f"ingesting {len(run.dataset.documents)} documents as {strategy} chunks"
+                      + (f" {combo}" if combo else "") + f" ({i + 1}/{len(steps)})")
         (plan,) = make_plans(ingest, embedder)
         table = f"{base}__{plan.key.replace('-', '_')}"
-        ingest = ingest.model_copy(update={"table": table})
+        ingest = ingest.model_copy(update={"table": table, "reuse_from": [t for *_x, t, _v, _g in made]})
         rec = run_ingest(ingest, documents=run.dataset.documents)
         for k, v in rec.counts.as_dict().items():
             if isinstance(v, int):
                 totals[k] = totals.get(k, 0) + v
         run.model_id = rec.model_id
         version, tag = tag_version(s.db, table, run.run_id)
-        run.configs += [
-            Config(strategy, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, version, tag)
-            for m in s.methods
-        ]
+        made.append((strategy, plan, table, version, tag))
+    labels = _labels([(st, plan.params) for st, plan, *_ in made])
+    run.configs = [
+        Config(st, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, version, tag, label)
+        for (st, plan, table, version, tag), label in zip(made, labels) for m in s.methods
+    ]
     run.seconds["ingest"] = time.perf_counter() - t0
     run.ingest_counts = totals
+
+
+def _ingest_settings(s: EvalSettings, strategy: str, combo: dict[str, Any], source: str | None = None) -> IngestSettings:
+    overrides = dict(s.chunker_overrides)
+    overrides[strategy] = {**overrides.get(strategy, {}), **combo}
+    # Evaluation searches exactly (numpy), so its tables need no vector index.
+    return IngestSettings(source=source or f"dataset:{s.dataset}", strategies=[strategy], long_article=s.long_article,
+                          chunker_overrides=overrides, embedder=s.embedder, db=s.db, batch_docs=s.batch_docs,
+                          export_parquet=False, maintenance=MaintenanceSettings(vector_index=False))
+
+
+def parse_chunk_sweep(items: list[str] | dict[str, dict[str, Any]] | None) -> dict[str, dict[str, list[Any]]]:
+    """``['paragraph.max_tokens=128,256', 'paragraph.overlap=0,32']`` ->
+    ``{'paragraph': {'max_tokens': [128, 256], 'overlap': [0, 32]}}``; each value is
+    an integer, ``none`` or a string."""
+    from grainline.chunkers import CHUNKERS
+
+    if not items:
+        return {}
+    if isinstance(items, dict):
+        return {st: {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in d.items()} for st, d in items.items()}
+    out: dict[str, dict[str, list[Any]]] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        strategy, dot, name = key.strip().partition(".")
+        if not eq or not dot or not name or not value.strip():
+            raise ValueError(f"--chunk expects STRATEGY.SETTING=VALUE[,VALUE...] (e.g. paragraph.max_tokens=128,256), got {item!r}")
+        CHUNKERS.get(strategy)
+        vals = [v.strip() for v in value.split(",") if v.strip()]
+        out.setdefault(strategy, {})[name] = [None if v.lower() == "none" else int(v) if v.lstrip("-").isdigit() else v
+                                              for v in vals]
+    return out
+
+
+def sweep_combos(strategy: str, sweep: dict[str, dict[str, list[Any]]]) -> list[dict[str, Any]]:
+    """Every combination of the swept settings of one strategy (``[{}]`` when none)."""
+    import itertools
+
+    settings = sweep.get(strategy) or {}
+    names = sorted(settings)
+    return [dict(zip(names, values)) for values in itertools.product(*(settings[n] for n in names))] or [{}]
+
+
+def _ingest_missing(run: EvalRun) -> None:
+    """Ingest the rebuilt documents for the configurations the production table lacks."""
+    s = run.settings
+    pending = [c for c in run.configs if c.table_version is None]
+    if not pending:
+        return
+    t0 = time.perf_counter()
+    embedder = get_embedder(s.embedder)
+    production = run.dataset.stats["table"]
+    done: dict[str, tuple[int, str]] = {}
+    todo = list(dict.fromkeys((c.label, c.table_name) for c in pending))
+    for i, (label, table) in enumerate(todo):
+        cfg = next(c for c in pending if c.label == label)
+        progress(run, f"ingesting {len(run.dataset.documents)} documents as {label}, not in {production} "
+                      f"({i + 1}/{len(todo)}; stored vectors reused by content hash)")
+        ingest = _ingest_settings(s, cfg.strategy, run.sweep_overrides[label], source=f"queries:{s.queries}")
+        ingest = ingest.model_copy(update={"table": table, "reuse_from": [production]})
+        rec = run_ingest(ingest, documents=run.dataset.documents)
+        for k, v in rec.counts.as_dict().items():
+            if isinstance(v, int):
+                run.ingest_counts[k] = run.ingest_counts.get(k, 0) + v
+        done[table] = tag_version(s.db, table, run.run_id)
+    for c in pending:
+        c.table_version, c.table_tag = done[c.table_name]
+    run.seconds["ingest"] = time.perf_counter() - t0
 
 
 def tag_version(db: str, table_name: str, run_id: str) -> tuple[int, str]:
@@ -191,24 +500,32 @@ def table_base(run: EvalRun) -> str:
 
 
 def embed_queries(run: EvalRun) -> dict[str, np.ndarray]:
+    """Embed the run's queries (the only embedding an evaluation of a query set does)."""
     t0 = time.perf_counter()
     embedder = get_embedder(run.settings.embedder)
+    progress(run, f"embedding {len(run.queries)} queries")
     vecs = embedder.embed_queries([q.text for q in run.queries])
     run.seconds["embed_queries"] = time.perf_counter() - t0
     return {q.query_id: v for q, v in zip(run.queries, vecs)}
 
 
-def score_strategy(run: EvalRun, strategy: str, query_vectors: dict[str, np.ndarray]) -> None:
-    """Retrieve with every method over one strategy's chunks and score each query."""
+def score_strategy(run: EvalRun, label: str, query_vectors: dict[str, np.ndarray]) -> None:
+    """Retrieve with every method over one chunking configuration's chunks (``label``,
+    see :func:`groups`; a strategy name unless a sweep holds several) and score each query."""
     s = run.settings
-    configs = [c for c in run.configs if c.strategy == strategy]
+    configs = [c for c in run.configs if c.label == label]
+    if not configs:
+        raise ValueError(f"no configuration {label!r} in this run (have: {', '.join(groups(run))})")
     table = open_table_if_exists(connect(s.db), configs[0].table_name)
     if table is None:
         raise ValueError(f"evaluation table {configs[0].table_name!r} is missing from {s.db!r}")
     if configs[0].table_tag:
         # Read exactly the tagged version, even if another run writes the table meanwhile.
         table.checkout(configs[0].table_tag)
+    elif configs[0].table_version is not None:
+        table.checkout(configs[0].table_version)
     dim = get_embedder(s.embedder).identity.dim
+    progress(run, f"loading {label} chunks from {configs[0].table_name} v{table.version}")
     index = ChunkIndex.load(table, configs[0].chunker_key, dim)
     ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key, index=index, query_vectors=query_vectors,
                            options={"svm": s.svm})
@@ -216,6 +533,8 @@ def score_strategy(run: EvalRun, strategy: str, query_vectors: dict[str, np.ndar
     queries = {q.query_id: q for q in run.queries}
     cache = ctx.options.setdefault("_runs", {})
     for cfg in configs:
+        progress(run, f"retrieving and scoring {cfg.name}: {len(run.queries)} queries "
+                      f"(configuration {run.configs.index(cfg) + 1}/{len(run.configs)})")
         t0 = time.perf_counter()
         hits = RETRIEVERS.get(cfg.method)(ctx, run.queries, s.depth)
         cache[cfg.method] = hits
@@ -235,6 +554,7 @@ def score_queries(
         h = hits.get(qid, [])
         row.update(answer_metrics(h, q, budgets=ANSWER_BUDGETS))
         row.update(span_metrics(h, q, texts))
+        row.update(span_budget_metrics(h, q, texts, budgets=SPAN_BUDGETS))
     return per_query
 
 
@@ -243,6 +563,7 @@ def aggregate(run: EvalRun) -> None:
     s = run.settings
     now = datetime.now(timezone.utc)
     run.results = []
+    progress(run, f"bootstrap intervals and paired tests over {len(run.configs)} configurations")
     t0 = time.perf_counter()
     for cfg in run.configs:
         pq = run.per_query[cfg.name]
@@ -257,11 +578,12 @@ def aggregate(run: EvalRun) -> None:
                 "value": float(mean), "ci_low": float(lo), "ci_high": float(hi), "n_queries": int(len(vals)),
                 "n_skipped": len(run.dataset.skipped_queries), "table_name": cfg.table_name,
                 "table_version": cfg.table_version, "sample": s.sample or 0, "table_tag": cfg.table_tag,
+                "config": cfg.label,
             })
     run.seconds["bootstrap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     names = [c.name for c in run.configs]
-    for m in HEADLINE_METRICS:
+    for m in dict.fromkeys(HEADLINE_METRICS + (primary_metric(run),)):
         qids = [q.query_id for q in run.queries if all(m in run.per_query[n].get(q.query_id, {}) for n in names)]
         if not qids:
             continue
@@ -271,6 +593,64 @@ def aggregate(run: EvalRun) -> None:
             for i, a in enumerate(names) for b in names[i + 1:]
         }
     run.seconds["significance"] = time.perf_counter() - t0
+    run.recommendation = recommend(run)
+
+
+def primary_metric(run: EvalRun) -> str:
+    """The metric the recommendation maximises: the user's, or by default span recall
+    within 200 retrieved tokens (gold spans), else answer recall within 200 tokens
+    (answer strings), else nDCG@10."""
+    if run.settings.primary != "auto":
+        return run.settings.primary
+    if any(q.spans for q in run.queries):
+        return "span_recall@200tok"
+    if any(q.answers for q in run.queries):
+        return "answer@200tok"
+    return "ndcg@10"
+
+
+def recommend(run: EvalRun) -> dict[str, Any]:
+    """The documented rule: the configuration with the highest mean primary metric is
+    recommended; every other one whose paired permutation test against it gives
+    p >= TIE_ALPHA is named as statistically tied. Ties in the mean go to the
+    configuration listed first (sentence, paragraph, article; dense, bm25, hybrid, svm
+    in the order asked)."""
+    metric = primary_metric(run)
+    rows = {(r["config"], r["method"]): r for r in run.results if r["metric"] == metric}
+    if not rows:
+        known = sorted({r["metric"] for r in run.results})
+        return {"metric": metric, "error": f"primary metric {metric!r} is not defined for these queries (have: {', '.join(known)})"}
+    order = [(c.label, c.method) for c in run.configs if (c.label, c.method) in rows]
+    best = max(order, key=lambda k: (rows[k]["value"], -order.index(k)))
+    sig = run.significance.get(metric, {})
+    best_name = f"{best[0]}/{best[1]}"
+    tied = []
+    for k in order:
+        if k == best:
+            continue
+        name = f"{k[0]}/{k[1]}"
+        p = sig.get((best_name, name), sig.get((name, best_name)))
+        if p is not None and p >= TIE_ALPHA:
+            tied.append({"config": name, "value": rows[k]["value"], "ci_low": rows[k]["ci_low"], "ci_high": rows[k]["ci_high"], "p": p})
+    r = rows[best]
+    return {"metric": metric, "config": best_name, "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+            "n_queries": r["n_queries"], "tied": tied}
+
+
+def recommendation_line(rec: dict[str, Any]) -> str:
+    """One line: the recommended configuration, its primary metric with interval, and the tied ones."""
+    if not rec:
+        return "recommendation: none (nothing was scored)"
+    if "error" in rec:
+        return f"recommendation: none ({rec['error']})"
+    line = (f"recommendation: {rec['config']}: {rec['metric']} {rec['value']:.3f} "
+            f"[{rec['ci_low']:.3f}-{rec['ci_high']:.3f}], {rec['n_queries']} queries")
+    if rec["tied"]:
+        line += "; statistically tied (p >= %.2f): " % TIE_ALPHA + ", ".join(
+            f"{t['config']} {t['value']:.3f} (p={t['p']:.2g})" for t in rec["tied"])
+    else:
+        line += "; no configuration is statistically tied with it"
+    return line
 
 
 def store_and_compare(run: EvalRun) -> None:
@@ -288,8 +668,8 @@ def run_eval(settings: EvalSettings) -> EvalRun:
     run = load(settings)
     ingest_dataset(run)
     vectors = embed_queries(run)
-    for strategy in settings.strategies:
-        score_strategy(run, strategy, vectors)
+    for label in groups(run):
+        score_strategy(run, label, vectors)
     aggregate(run)
     store_and_compare(run)
     write_report(run)
@@ -298,11 +678,12 @@ def run_eval(settings: EvalSettings) -> EvalRun:
 
 def state_message(run: EvalRun) -> str:
     """One line for the flow's final state: the headline and any regressions."""
-    by = {(r["strategy"], r["method"]): r["value"] for r in run.results if r["metric"] == "ndcg@10"}
+    by = {(r["config"], r["method"]): r["value"] for r in run.results if r["metric"] == "ndcg@10"}
     best = max(by.items(), key=lambda kv: kv[1]) if by else None
     msg = f"{run.dataset.name}: {len(run.queries)} queries"
     if best:
         msg += f"; best nDCG@10 {best[1]:.3f} ({best[0][0]}/{best[0][1]})"
+    msg += "; " + recommendation_line(run.recommendation)
     if run.regressions:
         items = ", ".join(f"{g['strategy']}/{g['method']} {g['metric']} {g['value']:.3f} < {g['previous_ci_low']:.3f}" for g in run.regressions[:5])
         msg += f"; REGRESSIONS ({len(run.regressions)}): {items}"
