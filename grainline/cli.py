@@ -174,6 +174,8 @@ def ingest(
     from pydantic import ValidationError
 
     from grainline.redact import check_uri
+    from grainline.storage.lease import LeaseError
+    from grainline.storage.locks import TableLockTimeout
 
     try:
         # Before the flow run exists: Prefect stores a flow run's parameters.
@@ -188,6 +190,8 @@ def ingest(
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
+    except (TableLockTimeout, LeaseError) as exc:  # another run holds the table, or the lease was lost
+        _fail(str(exc), code=1)
     _print_ingest(result, source)
     if strict and result["counts"]["docs_failed"]:
         _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
@@ -476,12 +480,13 @@ def restore(
     store = ChunkStore(db, table, dim)
     if not store.exists:
         _fail(f"no table {table!r} in {db!r}")
+    from grainline.storage.lease import LeaseError
     from grainline.storage.locks import TableLock, TableLockTimeout
 
     try:
         with TableLock(db, table, timeout_s=600):  # not while an ingestion writes the table
             now = store.restore(version)
-    except (ValueError, TableLockTimeout) as exc:
+    except (ValueError, TableLockTimeout, LeaseError) as exc:
         _fail(str(exc))
     typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)")
 

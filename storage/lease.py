@@ -78,7 +78,15 @@ class LeaseSettings(BaseModel):
             raise ValueError(f"{TTL_ENV}={raw!r}: the lease TTL must be seconds in (0, {MAX_TTL_S:g}]") from exc
 
 
-class LeaseLost(RuntimeError):
+class LeaseError(RuntimeError):
+    """The object-store write lease could not be used. Terminal."""
+
+
+class LeaseUnavailable(LeaseError):
+    """obstore, which writes the lease, is not installed."""
+
+
+class LeaseLost(LeaseError):
     """This process no longer holds the table's lease (taken over after it lapsed, or
     broken with ``grainline unlock``): it must not commit again. Terminal."""
 
@@ -132,7 +140,7 @@ def _store(db_uri: str) -> Any:
     try:
         from obstore.store import from_url
     except ImportError as exc:
-        raise RuntimeError(f"a write lease on {redact_uri(db_uri)} needs obstore: {INSTALL_HINT}") from exc
+        raise LeaseUnavailable(f"a write lease on {redact_uri(db_uri)} needs obstore: {INSTALL_HINT}") from exc
     return from_url(db_uri.rstrip("/"))
 
 
