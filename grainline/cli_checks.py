@@ -58,7 +58,7 @@ def runner(value: str) -> str:
 def _names(option: str, value: str, valid: list[str], kind: str) -> list[str]:
     items = [s.strip() for s in value.split(",") if s.strip()]
     if not items:
-        raise ArgumentError(f"{option} is empty; valid {kind}: {', '.join(valid)}")
+        raise ArgumentError(f"{option} is empty; valid: {', '.join(valid)}")
     bad = [s for s in items if s not in valid]
     if bad:
         raise ArgumentError(f"{option}: unknown {kind} {', '.join(map(repr, bad))}; valid: {', '.join(valid)}")
@@ -70,14 +70,14 @@ def strategies(value: str, option: str = "--strategy") -> list[str]:
     from grainline.chunkers.base import CHUNKERS
     import grainline.chunkers.strategies  # noqa: F401  (fills the registry)
 
-    return _names(option, value, CHUNKERS.names(), "strategy")
+    return _names(option, value, CHUNKERS.names(), CHUNKERS.kind)
 
 
 def eval_methods(value: str, option: str = "--method") -> list[str]:
     """Comma-separated evaluation retrieval methods, each one registered."""
     from grainline.evaluation.retrieval import RETRIEVERS
 
-    return _names(option, value, RETRIEVERS.names(), "method")
+    return _names(option, value, RETRIEVERS.names(), RETRIEVERS.kind)
 
 
 def search_method(value: str, option: str = "--method") -> str:

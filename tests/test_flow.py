@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from typer.testing import CliRunner
@@ -62,7 +63,7 @@ def test_cli_ingest_search_and_strict(tmp_path, embedder):
     res = runner.invoke(app, ["search", "lava and ash from a mountain", "--strategy", "sentence", "-k", "2", "--db", db, "--device", "cpu", "--json"])
     assert res.exit_code == 0, res.output
     hits = [json.loads(line) for line in res.output.strip().splitlines()]
-    assert [h["rank"] for h in hits] == [1, 2] and hits[0]["doc_id"] == "a.md"
+    assert [h["rank"] for h in hits] == [1, 2] and hits[0]["doc_id"] == os.path.realpath(src / "a.md")
 
 
 def test_cli_errors_name_the_bad_value(tmp_path):
@@ -72,7 +73,7 @@ def test_cli_errors_name_the_bad_value(tmp_path):
     res = runner.invoke(app, ["ingest", str(tmp_path), "--strategy", "word", "--db", str(tmp_path / "db")])
     assert res.exit_code == 2 and "unknown chunking strategy 'word'" in res.output and "paragraph" in res.output
     res = runner.invoke(app, ["search", "x", "--strategy", "word", "--db", str(tmp_path / "db")])
-    assert res.exit_code == 2 and "known: article, paragraph, sentence" in res.output
+    assert res.exit_code == 2 and "valid: article, paragraph, sentence" in res.output
 
 
 def test_cli_restore_rolls_back(tmp_path, embedder):
@@ -90,7 +91,7 @@ def test_cli_restore_rolls_back(tmp_path, embedder):
     from grainline.storage.chunks import ChunkStore
 
     store = ChunkStore(db, embedder.identity.table_name, embedder.identity.dim)
-    assert {r for b in store.scan(["doc_id"]) for r in b.column("doc_id").to_pylist()} == {"a.md"}
+    assert {r for b in store.scan(["doc_id"]) for r in b.column("doc_id").to_pylist()} == {os.path.realpath(src / "a.md")}
     res = runner.invoke(app, ["restore", "999", "--db", db])
     assert res.exit_code == 2 and "no version 999" in res.output
 
@@ -108,7 +109,7 @@ def test_cli_chunk_settings_and_record_fields(tmp_path, embedder):
 
     store = ChunkStore(db, embedder.identity.table_name, embedder.identity.dim)
     rows = [r for b in store.scan(["doc_id", "title", "n_tokens", "params"]) for r in b.to_pylist()]
-    assert {r["doc_id"] for r in rows} == {"k1"} and {r["title"] for r in rows} == {"Lava"}
+    assert {r["doc_id"] for r in rows} == {os.path.realpath(src / "r.jsonl") + "#k1"} and {r["title"] for r in rows} == {"Lava"}
     assert len(rows) > 3 and all(r["n_tokens"] <= 32 for r in rows)
     assert json.loads(rows[0]["params"])["max_tokens"] == 32
     bad = CliRunner().invoke(app, ["ingest", str(src), "--db", db, "--chunk", "paragraph.max_tokens"])
