@@ -64,6 +64,20 @@ def table_lock(db: str, table: str) -> Iterator[str]:
         yield name
 
 
+def drop_in_flight(pending: deque) -> None:
+    """Give up the batches submitted but not written when a run fails: those not started
+    are cancelled, running ones are left to end on their own (they only read the
+    table, and a re-run redoes their documents). Prefect's futures have no ``cancel``
+    (3.8); the concurrent or Dask future they wrap has."""
+    while pending:
+        cancel = getattr(getattr(pending.popleft(), "wrapped_future", None), "cancel", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+                pass
+
+
 def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
     """``local`` (threads), ``dask`` (a local Dask cluster) or ``dask://HOST:PORT`` /
     ``tcp://HOST:PORT`` (an existing Dask scheduler)."""
@@ -108,10 +122,12 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
                 counts.merge(write_task(ctx, pending.popleft().result()))
         except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
             error = exc
-            for fut in pending:
-                fut.cancel()
+            drop_in_flight(pending)
         rec = core.finish(ctx, counts, error)
     if error is not None:
+        # The outcome (kept or restored, the undo command) travels with the error, so
+        # whoever reports it (the CLI) can say it in one line.
+        error.add_note(rec.error or "")
         raise error
     c = rec.counts
     logger.info(

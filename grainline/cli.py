@@ -32,6 +32,26 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: the ledger's account of the run when the error carries it
+    (the real error, then whether the table was kept or restored, and the undo
+    command), else its type and message."""
+    notes = [n for n in getattr(exc, "__notes__", []) if n]
+    text = notes[-1] if notes else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _interrupted(exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM: the run recorded itself as interrupted; exit 128 + signal."""
+    import signal
+
+    from grainline.ingest import interrupt_signal
+
+    sig = interrupt_signal(exc) or signal.SIGINT
+    notes = [n for n in getattr(exc, "__notes__", []) if n]
+    _fail(" ".join((notes[-1] if notes else f"interrupted by {signal.Signals(sig).name}").split()), code=128 + sig)
+
+
 def _print_ingest(result: dict[str, Any]) -> None:
     c = result["counts"]
     typer.echo(
@@ -103,6 +123,10 @@ def ingest(
         )
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         _fail(str(exc))
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+    except Exception as exc:  # noqa: BLE001 - the run's end is in the ledger; one line here
+        _fail(f"ingestion failed: {_one_line(exc)}", code=1)
     _print_ingest(result)
     if strict and result["counts"]["docs_failed"]:
         _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
