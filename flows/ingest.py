@@ -8,6 +8,8 @@ file lock per table in ``grainline.ingest.prepare``, which covers runs outside P
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from collections import deque
 from contextlib import contextmanager
@@ -78,6 +80,28 @@ def drop_in_flight(pending: deque) -> None:
                 pass
 
 
+# How long an interrupted run's process waits for Prefect to record the interrupt.
+INTERRUPT_GRACE_S = 8.0
+
+
+def end_process_soon(sig: int, outcome: str, grace_s: float = INTERRUPT_GRACE_S) -> None:
+    """After SIGINT or SIGTERM, once the run's end is in the ledger and its lock is
+    released: end the process ``grace_s`` later (exit status 128 + signal) if it is
+    still running. Ctrl-C and systemd signal the whole process group, Prefect's
+    temporary server included; its client would then retry the dead server for
+    minutes before the process could exit."""
+
+    def stop() -> None:
+        time.sleep(grace_s)
+        msg = f"error: {' '.join(outcome.split())} (the Prefect API did not answer; not waiting for it)\n"
+        try:
+            os.write(2, msg.encode())
+        finally:
+            os._exit(128 + sig)
+
+    threading.Thread(target=stop, name="grainline-end-after-interrupt", daemon=True).start()
+
+
 def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
     """``local`` (threads), ``dask`` (a local Dask cluster) or ``dask://HOST:PORT`` /
     ``tcp://HOST:PORT`` (an existing Dask scheduler)."""
@@ -123,7 +147,12 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
             error = exc
             drop_in_flight(pending)
-        rec = core.finish(ctx, counts, error)
+        sig = core.interrupt_signal(error)
+        try:
+            rec = core.finish(ctx, counts, error)
+        finally:
+            if sig is not None:
+                end_process_soon(sig, ctx.record.error or "")
     if error is not None:
         # The outcome (kept or restored, the undo command) travels with the error, so
         # whoever reports it (the CLI) can say it in one line.
