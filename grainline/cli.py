@@ -185,7 +185,19 @@ def _print_hits(query: str, strategy: str, hits: list, as_json: bool = False) ->
     for h in hits:
         text = " ".join(h.row["text"].split())
         snippet = textwrap.shorten(text, width=150, placeholder=" ...")
-        typer.echo(f"  {h.rank}. {h.score:.3f}  {h.row['doc_id']} [{h.row['start']}:{h.row['end']}]  {snippet}")
+        typer.echo(f"  {h.rank}. {h.score:.3f}  {printable(h.row['doc_id'])} [{h.row['start']}:{h.row['end']}]  {printable(snippet)}")
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal, on one line: control characters (newlines in
+    file names, escape sequences in documents) and bidi controls shown escaped."""
+    import unicodedata
+
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or (c == " ") else
+                   (c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c)
+                   for c in text)
 
 
 @app.command()

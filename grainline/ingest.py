@@ -283,15 +283,30 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
     return todo, counts
 
 
-def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext) -> ChunkedBatch:
-    """Chunk each document with every plan; a document whose chunking fails becomes a
-    failure record and the others go on."""
+class TooManyChunks(ValueError):
+    """A document cut into more chunks than ``ReaderSettings.max_chunks_per_doc``."""
+
+
+def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext,
+               max_chunks: int | None = None) -> ChunkedBatch:
+    """Chunk each document with every plan; a document whose chunking fails (or gives
+    one strategy more than ``max_chunks`` chunks) becomes a failure record and the
+    others go on."""
     out = ChunkedBatch()
     t0 = time.perf_counter()
     plans = list(plans)
     for doc, status in docs:
         try:
-            chunks = [c for p in plans for c in CHUNKERS.get(p.strategy)(doc, p.settings, chunk_ctx)]
+            chunks = []
+            for p in plans:
+                got = CHUNKERS.get(p.strategy)(doc, p.settings, chunk_ctx)
+                if max_chunks is not None and len(got) > max_chunks:
+                    raise TooManyChunks(f"{len(got)} {p.strategy} chunks > max_chunks_per_doc {max_chunks}")
+                chunks.extend(got)
+        except TooManyChunks as exc:
+            out.counts.docs_failed += 1
+            out.counts.failures.append(Failure(doc.doc_id, str(exc), "chunk").as_dict())
+            continue
         except Exception as exc:  # noqa: BLE001 - one bad document must not stop the run
             out.counts.docs_failed += 1
             out.counts.failures.append(Failure(doc.doc_id, f"chunking failed: {exc!r}", "chunk").as_dict())
@@ -330,13 +345,14 @@ def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBa
     model is loaded once per process; the table is opened read-only for vector reuse."""
     embedder = get_embedder(spec.settings.embedder)
     store = ChunkStore(spec.settings.db, spec.table, embedder.identity.dim)
-    return embed_chunked(embedder, store, chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window)))
+    chunked = chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window), spec.settings.reader.max_chunks_per_doc)
+    return embed_chunked(embedder, store, chunked)
 
 
 def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
     """Triage and chunk a batch in this process."""
     todo, counts = triage(ctx, items)
-    batch = chunk_docs(ctx.plans, todo, ChunkContext.default(ctx.embedder.window))
+    batch = chunk_docs(ctx.plans, todo, ChunkContext.default(ctx.embedder.window), ctx.settings.reader.max_chunks_per_doc)
     counts.merge(batch.counts)
     batch.counts = counts
     return batch
@@ -355,7 +371,10 @@ def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
     vecs: list[np.ndarray] = []
     for cd in batch.docs:
         doc = cd.doc
+        # Once per document: each is a pass over the whole text (sha256, JSON), and a
+        # big document has tens of thousands of chunk rows.
         meta = canonical_json(doc.metadata)
+        doc_hash = doc.content_hash
         for c in cd.chunks:
             for name, value in (
                 ("chunk_id", c.chunk_id), ("doc_id", c.doc_id), ("strategy", c.strategy),
@@ -363,7 +382,7 @@ def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
                 ("start", c.start), ("end", c.end), ("text", c.text), ("n_tokens", c.n_tokens),
                 ("n_model_tokens", c.n_model_tokens), ("exceeds_model_limit", c.exceeds_model_limit),
                 ("handling", c.handling), ("n_windows", batch.n_windows[c.content_hash]),
-                ("content_hash", c.content_hash), ("doc_hash", doc.content_hash), ("source", doc.source),
+                ("content_hash", c.content_hash), ("doc_hash", doc_hash), ("source", doc.source),
                 ("source_root", ctx.root), ("title", doc.title), ("metadata", meta),
                 ("model_id", ident.model_id), ("model_max_seq_length", ident.max_seq_length),
                 ("run_id", ctx.run_id), ("ingested_at", now),
@@ -393,8 +412,9 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
             else:
                 counts.docs_updated += 1
             st = ctx.states.setdefault(cd.doc.doc_id, DocState(source_root=ctx.root))
+            doc_hash = cd.doc.content_hash
             for k in keys:
-                st.hashes[k] = cd.doc.content_hash
+                st.hashes[k] = doc_hash
     counts.add_time("write", time.perf_counter() - t0)
     return counts
 
