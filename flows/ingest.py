@@ -9,6 +9,7 @@ file lock per table in ``grainline.ingest.prepare``, which covers runs outside P
 from __future__ import annotations
 
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -80,26 +81,66 @@ def drop_in_flight(pending: deque) -> None:
                 pass
 
 
-# How long an interrupted run's process waits for Prefect to record the interrupt.
+# After SIGINT or SIGTERM: how long the run may take to record its end (ledger row,
+# lock), then how long Prefect gets to record it too, before the process ends anyway.
+RECORD_TIMEOUT_S = 30.0
 INTERRUPT_GRACE_S = 8.0
 
 
-def end_process_soon(sig: int, outcome: str, grace_s: float = INTERRUPT_GRACE_S) -> None:
-    """After SIGINT or SIGTERM, once the run's end is in the ledger and its lock is
-    released: end the process ``grace_s`` later (exit status 128 + signal) if it is
-    still running. Ctrl-C and systemd signal the whole process group, Prefect's
-    temporary server included; its client would then retry the dead server for
-    minutes before the process could exit."""
+class SignalEnd:
+    """Ends the process soon after SIGINT or SIGTERM, exit status 128 + signal.
 
-    def stop() -> None:
-        time.sleep(grace_s)
-        msg = f"error: {' '.join(outcome.split())} (the Prefect API did not answer; not waiting for it)\n"
+    Ctrl-C and systemd signal the whole process group, Prefect's temporary server
+    included: its client then retries the dead server for minutes (and a signal that
+    lands inside Prefect's own bookkeeping can be swallowed, the run going on against
+    that dead server). The handlers here chain to the ones installed before (Python's
+    KeyboardInterrupt, Prefect's TerminationSignal), and once the run says it has
+    recorded its end (:meth:`recorded`) the process gets ``grace_s`` more, then ends."""
+
+    def __init__(self, record_timeout_s: float = RECORD_TIMEOUT_S, grace_s: float = INTERRUPT_GRACE_S) -> None:
+        self.record_timeout_s, self.grace_s = record_timeout_s, grace_s
+        self.signum: int | None = None
+        self.outcome = ""
+        self._done = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalEnd":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: nothing to chain to
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+    def recorded(self, outcome: str) -> None:
+        """The run's end is in the ledger and its lock released."""
+        self.outcome = outcome
+        self._done.set()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            threading.Thread(target=self._end, name="grainline-end-after-signal", daemon=True).start()
+        prev = self._previous.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            raise SystemExit(128 + signum)
+
+    def _end(self) -> None:
+        self._done.wait(self.record_timeout_s)
+        time.sleep(self.grace_s)
+        outcome = " ".join(self.outcome.split()) or f"interrupted by {signal.Signals(self.signum).name}"
         try:
-            os.write(2, msg.encode())
+            os.write(2, f"error: {outcome} (the Prefect API did not answer; not waiting for it)\n".encode())
         finally:
-            os._exit(128 + sig)
-
-    threading.Thread(target=stop, name="grainline-end-after-interrupt", daemon=True).start()
+            os._exit(128 + (self.signum or signal.SIGTERM))
 
 
 def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
@@ -123,7 +164,7 @@ def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
 def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     logger = get_run_logger()
     table = core.table_name_for(settings)
-    with table_lock(settings.db, table) as lock:
+    with table_lock(settings.db, table) as lock, SignalEnd() as ends:
         logger.info("holding write lock %s for table %s", lock, table)
         ctx = core.prepare(settings, held_lock=lock)
         counts = RunCounts()
@@ -147,12 +188,10 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
             error = exc
             drop_in_flight(pending)
-        sig = core.interrupt_signal(error)
         try:
             rec = core.finish(ctx, counts, error)
         finally:
-            if sig is not None:
-                end_process_soon(sig, ctx.record.error or "")
+            ends.recorded(ctx.record.error or "")
     if error is not None:
         # The outcome (kept or restored, the undo command) travels with the error, so
         # whoever reports it (the CLI) can say it in one line.

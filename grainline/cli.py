@@ -244,12 +244,19 @@ def restore(
         _fail(f"no table {table!r} in {db!r}")
     from grainline.storage.locks import TableLock, TableLockTimeout
 
+    from grainline.storage.parquet import default_export_dir, export_table, exported_version
+
+    export = default_export_dir(db, table)
     try:
         with TableLock(db, table, timeout_s=600):  # not while an ingestion writes the table
             now = store.restore(version)
+            # The export held the version before the restore: redo it now rather than
+            # leave it stale until the next ingestion.
+            refreshed = exported_version(export) is not None and export_table(store.table, export) is not None
     except (ValueError, TableLockTimeout) as exc:
         _fail(str(exc))
-    typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)")
+    typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)"
+               + (f"; Parquet export {export} redone" if refreshed else ""))
 
 
 @app.command()

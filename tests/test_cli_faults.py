@@ -181,3 +181,25 @@ def test_a_signal_to_the_process_group_ends_the_run_within_seconds(tmp_path, emb
     assert res.returncode == 0, res.stderr[-3000:]
     assert Ledger(str(db)).runs()[-1]["status"] == "completed"
     assert rows(db, embedder) == rows(clean_db, embedder)
+
+
+def test_export_on_a_full_disk_and_a_disk_too_full_for_the_ledger(tmp_path, embedder):
+    """The Parquet export hits a full disk: the run is 'failed' (not left 'running'),
+    its half-written hidden export is gone, the CLI says so in one line. A disk too
+    full for even the ledger row: one line, exit 1."""
+    src = small_big_small(tmp_path / "src")
+    db = tmp_path / "db"
+    with small_disk(db / "parquet", "64k"):
+        res = grainline(tmp_path, *ingest_args(src, db))
+        assert res.returncode == 1, res.stderr[-3000:]
+        line = error_line(res)
+        assert "Parquet export" in line and "No space left on device" in line and "next run redoes the export" in line, line
+        (run,) = Ledger(str(db)).runs()
+        assert run["status"] == "failed" and "Parquet export" in run["error"]
+        assert not [p.name for p in (db / "parquet").iterdir()]  # no .tmp-* left behind
+    full = tmp_path / "full"
+    with small_disk(full, "16k"):
+        (full / "filler").write_bytes(b"\0" * (16 << 10))  # nothing left
+        res = grainline(tmp_path, *ingest_args(src, full))
+        assert res.returncode == 1, res.stderr[-3000:]
+        assert "No space left on device" in error_line(res)
