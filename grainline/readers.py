@@ -435,11 +435,11 @@ def _decode(data: bytes) -> str:
                 return data.decode(encoding)
             except UnicodeDecodeError as exc:
                 raise _ReadError(f"invalid {encoding.upper()} at byte {exc.start}") from None
+    if b"\x00" in data[:8192]:
+        raise _ReadError("binary content (NUL bytes), not text")
     kind = next((k for magic, k in _BINARY_MAGIC if data.startswith(magic)), None)
     if kind is not None:
         raise _ReadError(f"binary content: a {kind} file by its first bytes, not text (give it its real suffix)")
-    if b"\x00" in data[:8192]:
-        raise _ReadError("binary content (NUL bytes), not text")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
