@@ -7,6 +7,9 @@ lock, taken in ``grainline.ingest.prepare`` (storage/locks.py) inside and outsid
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 from collections import deque
 from typing import Any
@@ -35,6 +38,82 @@ def write_task(ctx: core.RunContext, batch: core.EmbeddedBatch) -> RunCounts:
     return core.write_batch(ctx, batch)
 
 
+def drop_in_flight(pending: deque) -> None:
+    """Give up the batches submitted but not written when a run fails: those not started
+    are cancelled, running ones are left to end on their own (they only read the
+    table, and a re-run redoes their documents). Prefect's futures have no ``cancel``
+    (3.8); the concurrent or Dask future they wrap has."""
+    while pending:
+        cancel = getattr(getattr(pending.popleft(), "wrapped_future", None), "cancel", None)
+        if cancel is not None:
+            try:
+                cancel()
+            except Exception:  # noqa: BLE001 - the run's own error is the one to report
+                pass
+
+
+# After SIGINT or SIGTERM: how long the run may take to record its end (ledger row,
+# lock), then how long Prefect gets to record it too, before the process ends anyway.
+RECORD_TIMEOUT_S = 30.0
+INTERRUPT_GRACE_S = 8.0
+
+
+class SignalEnd:
+    """Ends the process soon after SIGINT or SIGTERM, exit status 128 + signal.
+
+    Ctrl-C and systemd signal the whole process group, Prefect's temporary server
+    included: its client then retries the dead server for minutes (and a signal that
+    lands inside Prefect's own bookkeeping can be swallowed, the run going on against
+    that dead server). The handlers here chain to the ones installed before (Python's
+    KeyboardInterrupt, Prefect's TerminationSignal), and once the run says it has
+    recorded its end (:meth:`recorded`) the process gets ``grace_s`` more, then ends."""
+
+    def __init__(self, record_timeout_s: float = RECORD_TIMEOUT_S, grace_s: float = INTERRUPT_GRACE_S) -> None:
+        self.record_timeout_s, self.grace_s = record_timeout_s, grace_s
+        self.signum: int | None = None
+        self.outcome = ""
+        self._done = threading.Event()
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "SignalEnd":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: nothing to chain to
+                pass
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, prev in self._previous.items():
+            signal.signal(sig, prev)
+
+    def recorded(self, outcome: str) -> None:
+        """The run's end is in the ledger and its lock released."""
+        self.outcome = outcome
+        self._done.set()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            threading.Thread(target=self._end, name="grainline-end-after-signal", daemon=True).start()
+        prev = self._previous.get(signum)
+        if callable(prev):
+            prev(signum, frame)
+        elif signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            raise SystemExit(128 + signum)
+
+    def _end(self) -> None:
+        self._done.wait(self.record_timeout_s)
+        time.sleep(self.grace_s)
+        outcome = " ".join(self.outcome.split()) or f"interrupted by {signal.Signals(self.signum).name}"
+        try:
+            os.write(2, f"error: {outcome} (the Prefect API did not answer; not waiting for it)\n".encode())
+        finally:
+            os._exit(128 + (self.signum or signal.SIGTERM))
+
+
 def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
     """``local`` (threads), ``dask`` (a local Dask cluster) or ``dask://HOST:PORT`` /
     ``tcp://HOST:PORT`` (an existing Dask scheduler)."""
@@ -58,33 +137,39 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     # prepare() takes the table's write lock (storage/locks.py: an OS file lock for a
     # local database, a lease for an object store), so a run that dies, however it
     # dies, never leaves the table locked for later runs.
-    ctx = core.prepare(settings)
-    logger.info("holding the write lock of table %s (%s)", ctx.store.table_name,
-                ctx.lock.where if ctx.lock is not None else settings.db)
-    counts = RunCounts()
-    error: BaseException | None = None
-    pending: deque = deque()
-    try:
-        t_read = time.perf_counter()
-        for items in core.read_batches(ctx.documents, settings.batch_docs):
-            counts.add_time("read", time.perf_counter() - t_read)
-            todo, batch_counts = core.triage(ctx, items)
-            counts.merge(batch_counts)
-            if todo:
-                pending.append(chunk_embed_task.submit(ctx.spec, todo))
-            # Keep a few batches in flight so workers chunk and embed while this
-            # process writes; write in submission order.
-            while len(pending) > in_flight:
-                counts.merge(write_task(ctx, pending.popleft().result()))
+    with SignalEnd() as ends:
+        ctx = core.prepare(settings)
+        logger.info("holding the write lock of table %s (%s)", ctx.store.table_name,
+                    ctx.lock.where if ctx.lock is not None else settings.db)
+        counts = RunCounts()
+        error: BaseException | None = None
+        pending: deque = deque()
+        try:
             t_read = time.perf_counter()
-        while pending:
-            counts.merge(write_task(ctx, pending.popleft().result()))
-    except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
-        error = exc
-        for fut in pending:
-            fut.cancel()
-    rec = core.finish(ctx, counts, error)
+            for items in core.read_batches(ctx.documents, settings.batch_docs):
+                counts.add_time("read", time.perf_counter() - t_read)
+                todo, batch_counts = core.triage(ctx, items)
+                counts.merge(batch_counts)
+                if todo:
+                    pending.append(chunk_embed_task.submit(ctx.spec, todo))
+                # Keep a few batches in flight so workers chunk and embed while this
+                # process writes; write in submission order.
+                while len(pending) > in_flight:
+                    counts.merge(write_task(ctx, pending.popleft().result()))
+                t_read = time.perf_counter()
+            while pending:
+                counts.merge(write_task(ctx, pending.popleft().result()))
+        except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
+            error = exc
+            drop_in_flight(pending)
+        try:
+            rec = core.finish(ctx, counts, error)
+        finally:
+            ends.recorded(ctx.record.error or "")
     if error is not None:
+        # The outcome (kept or restored, the undo command) travels with the error, so
+        # whoever reports it (the CLI) can say it in one line.
+        error.add_note(rec.error or "")
         raise error
     c = rec.counts
     logger.info(

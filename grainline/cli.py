@@ -79,6 +79,26 @@ def _fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error as one line: the ledger's account of the run when the error carries it
+    (the real error, then whether the table was kept or restored, and the undo
+    command), else its type and message."""
+    notes = [n for n in getattr(exc, "__notes__", []) if n]
+    text = notes[-1] if notes else f"{type(exc).__name__}: {exc}"
+    return " ".join(text.split())
+
+
+def _interrupted(exc: BaseException) -> None:
+    """Ctrl-C or SIGTERM: the run recorded itself as interrupted; exit 128 + signal."""
+    import signal
+
+    from grainline.ingest import interrupt_signal
+
+    sig = interrupt_signal(exc) or signal.SIGINT
+    notes = [n for n in getattr(exc, "__notes__", []) if n]
+    _fail(" ".join((notes[-1] if notes else f"interrupted by {signal.Signals(sig).name}").split()), code=128 + sig)
+
+
 def _print_ingest(result: dict[str, Any], source: str = "") -> None:
     c = result["counts"]
     typer.echo(
@@ -192,6 +212,10 @@ def ingest(
         _fail(str(exc))
     except (TableLockTimeout, LeaseError) as exc:  # another run holds the table, or the lease was lost
         _fail(str(exc), code=1)
+    except KeyboardInterrupt as exc:
+        _interrupted(exc)
+    except Exception as exc:  # noqa: BLE001 - the run's end is in the ledger; one line here
+        _fail(f"ingestion failed: {_one_line(exc)}", code=1)
     _print_ingest(result, source)
     if strict and result["counts"]["docs_failed"]:
         _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
@@ -346,7 +370,19 @@ def _print_hits(query: str, strategy: str, hits: list, as_json: bool = False) ->
     for h in hits:
         text = " ".join(h.row["text"].split())
         snippet = textwrap.shorten(text, width=150, placeholder=" ...")
-        typer.echo(f"  {h.rank}. {h.score:.3f}  {h.row['doc_id']} [{h.row['start']}:{h.row['end']}]  {snippet}")
+        typer.echo(f"  {h.rank}. {h.score:.3f}  {printable(h.row['doc_id'])} [{h.row['start']}:{h.row['end']}]  {printable(snippet)}")
+
+
+def printable(text: str) -> str:
+    """Text safe to print on a terminal, on one line: control characters (newlines in
+    file names, escape sequences in documents) and bidi controls shown escaped."""
+    import unicodedata
+
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() or (c == " ") else
+                   (c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") else c)
+                   for c in text)
 
 
 def run_kind(row: dict[str, Any]) -> str:
@@ -483,12 +519,19 @@ def restore(
     from grainline.storage.lease import LeaseError
     from grainline.storage.locks import TableLock, TableLockTimeout
 
+    from grainline.storage.parquet import default_export_dir, export_table, exported_version
+
+    export = default_export_dir(db, table)
     try:
         with TableLock(db, table, timeout_s=600):  # not while an ingestion writes the table
             now = store.restore(version)
+            # The export held the version before the restore: redo it now rather than
+            # leave it stale until the next ingestion.
+            refreshed = exported_version(export) is not None and export_table(store.table, export) is not None
     except (ValueError, TableLockTimeout, LeaseError) as exc:
         _fail(str(exc))
-    typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)")
+    typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)"
+               + (f"; Parquet export {export} redone" if refreshed else ""))
 
 
 @app.command()

@@ -262,11 +262,18 @@ def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents:
     if interrupted:
         log.warning("runs on table %s that died without finishing, marked interrupted: %s", store.table_name, ", ".join(interrupted))
     ledger.write(record)
-    return RunContext(
+    ctx = RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
-        spec=WorkSpec(settings, store.table_name, plans), root=root, states=store.doc_states(), record=record,
+        spec=WorkSpec(settings, store.table_name, plans), root=root, states={}, record=record,
         documents=documents, lock=lock, interrupted=interrupted,
     )
+    try:
+        ctx.states = store.doc_states()  # reads every row: a damaged fragment fails here
+    except BaseException as exc:
+        # The row already says 'running': it must say how the run ended instead.
+        _record_end(ctx, RunCounts(), exc)
+        raise
+    return ctx
 
 
 def read_batches(documents: Iterable[Document | Failure], batch_docs: int) -> Iterator[list[Document | Failure]]:
@@ -302,15 +309,30 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
     return todo, counts
 
 
-def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext) -> ChunkedBatch:
-    """Chunk each document with every plan; a document whose chunking fails becomes a
-    failure record and the others go on."""
+class TooManyChunks(ValueError):
+    """A document cut into more chunks than ``ReaderSettings.max_chunks_per_doc``."""
+
+
+def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext,
+               max_chunks: int | None = None) -> ChunkedBatch:
+    """Chunk each document with every plan; a document whose chunking fails (or gives
+    one strategy more than ``max_chunks`` chunks) becomes a failure record and the
+    others go on."""
     out = ChunkedBatch()
     t0 = time.perf_counter()
     plans = list(plans)
     for doc, status in docs:
         try:
-            chunks = [c for p in plans for c in CHUNKERS.get(p.strategy)(doc, p.settings, chunk_ctx)]
+            chunks = []
+            for p in plans:
+                got = CHUNKERS.get(p.strategy)(doc, p.settings, chunk_ctx)
+                if max_chunks is not None and len(got) > max_chunks:
+                    raise TooManyChunks(f"{len(got)} {p.strategy} chunks > max_chunks_per_doc {max_chunks}")
+                chunks.extend(got)
+        except TooManyChunks as exc:
+            out.counts.docs_failed += 1
+            out.counts.failures.append(Failure(doc.doc_id, str(exc), "chunk").as_dict())
+            continue
         except Exception as exc:  # noqa: BLE001 - one bad document must not stop the run
             out.counts.docs_failed += 1
             out.counts.failures.append(Failure(doc.doc_id, f"chunking failed: {exc!r}", "chunk").as_dict())
@@ -355,8 +377,8 @@ def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBa
     model is loaded once per process; the table is opened read-only for vector reuse."""
     embedder = get_embedder(spec.settings.embedder)
     store = ChunkStore(spec.settings.db, spec.table, embedder.identity.dim)
-    return embed_chunked(embedder, store, chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window)),
-                         donor_stores(spec.settings, embedder.identity.dim))
+    chunked = chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window), spec.settings.reader.max_chunks_per_doc)
+    return embed_chunked(embedder, store, chunked, donor_stores(spec.settings, embedder.identity.dim))
 
 
 def donor_stores(settings: IngestSettings, dim: int) -> list[ChunkStore]:
@@ -367,7 +389,7 @@ def donor_stores(settings: IngestSettings, dim: int) -> list[ChunkStore]:
 def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
     """Triage and chunk a batch in this process."""
     todo, counts = triage(ctx, items)
-    batch = chunk_docs(ctx.plans, todo, ChunkContext.default(ctx.embedder.window))
+    batch = chunk_docs(ctx.plans, todo, ChunkContext.default(ctx.embedder.window), ctx.settings.reader.max_chunks_per_doc)
     counts.merge(batch.counts)
     batch.counts = counts
     return batch
@@ -386,7 +408,10 @@ def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
     vecs: list[np.ndarray] = []
     for cd in batch.docs:
         doc = cd.doc
+        # Once per document: each is a pass over the whole text (sha256, JSON), and a
+        # big document has tens of thousands of chunk rows.
         meta = canonical_json(doc.metadata)
+        doc_hash = doc.content_hash
         for c in cd.chunks:
             for name, value in (
                 ("chunk_id", c.chunk_id), ("doc_id", c.doc_id), ("strategy", c.strategy),
@@ -394,7 +419,7 @@ def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
                 ("start", c.start), ("end", c.end), ("text", c.text), ("n_tokens", c.n_tokens),
                 ("n_model_tokens", c.n_model_tokens), ("exceeds_model_limit", c.exceeds_model_limit),
                 ("handling", c.handling), ("n_windows", batch.n_windows[c.content_hash]),
-                ("content_hash", c.content_hash), ("doc_hash", doc.content_hash), ("source", doc.source),
+                ("content_hash", c.content_hash), ("doc_hash", doc_hash), ("source", doc.source),
                 ("source_root", ctx.root), ("title", doc.title), ("metadata", meta),
                 ("model_id", ident.model_id), ("model_max_seq_length", ident.max_seq_length),
                 ("run_id", ctx.run_id), ("ingested_at", now),
@@ -426,72 +451,135 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
             else:
                 counts.docs_updated += 1
             st = ctx.states.setdefault(cd.doc.doc_id, DocState(source_root=ctx.root))
+            doc_hash = cd.doc.content_hash
             for k in keys:
-                st.hashes[k] = cd.doc.content_hash
+                st.hashes[k] = doc_hash
     counts.add_time("write", time.perf_counter() - t0)
     return counts
 
 
 def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = None) -> RunRecord:
-    """Full-sync deletions, the Parquet export, and the ledger row; then the table's
-    write lock is released."""
+    """Full-sync deletions, maintenance and the Parquet export (after a run without
+    error), then the ledger row; the table's write lock is released whatever happens.
+
+    The ledger row never stays 'running' while this process can write it: a failure of
+    those last steps makes the run 'failed' (then it is raised, with the outcome as a
+    note), and an interrupt (SIGINT, SIGTERM) makes it 'interrupted'."""
     try:
-        return _finish(ctx, counts, error)
+        late: BaseException | None = None
+        if error is None:
+            try:
+                _complete(ctx, counts)
+            except BaseException as exc:  # recorded below, then raised
+                late = error = exc
+        rec = _record_end(ctx, counts, error)
+        if late is not None:
+            late.add_note(rec.error or "")
+            raise late
+        return rec
     finally:
         if ctx.lock is not None:
             ctx.lock.release()
 
 
-def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> RunRecord:
+def _complete(ctx: RunContext, counts: RunCounts) -> None:
+    """What a run does after its last batch: deletions, maintenance, the export."""
     rec = ctx.record
     rec.counts = counts  # maintenance adds its time to the record's counts
-    if error is None:
-        if ctx.settings.sync == "full":
-            t0 = time.perf_counter()
-            gone = sync_gone(ctx)
-            if gone:
-                if ctx.lock is not None:
-                    ctx.lock.check()
-                # Path ids are unique across roots, so a file's rows go whichever root wrote them.
-                counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root if ctx.scope is None else None)
-                counts.docs_deleted += len(gone)
-                for d in gone:
-                    ctx.states.pop(d, None)
-            counts.add_time("delete", time.perf_counter() - t0)
-        if (ctx.store.exists and ctx.settings.maintenance.enabled
-                and vector_index_due(ctx.settings.maintenance, figures(ctx.store.table))):
-            # Training the index reads every vector of the table: the model is not needed
-            # for it, and a big one would sit under that peak (it reloads when next used).
-            ctx.embedder.unload()
-        # The batches' freed buffers go back to the system before maintenance and the
-        # export allocate in proportion to the table (grainline/memory.py).
+    _drop_undo_tags(ctx)  # before maintenance, which can then prune those versions
+    if ctx.settings.sync == "full":
+        t0 = time.perf_counter()
+        gone = sync_gone(ctx)
+        if gone:
+            if ctx.lock is not None:
+                ctx.lock.check()
+            # Path ids are unique across roots, so a file's rows go whichever root wrote them.
+            counts.chunks_deleted += ctx.store.delete_documents(gone, ctx.root if ctx.scope is None else None)
+            counts.docs_deleted += len(gone)
+            for d in gone:
+                ctx.states.pop(d, None)
+        counts.add_time("delete", time.perf_counter() - t0)
+    if (ctx.store.exists and ctx.settings.maintenance.enabled
+            and vector_index_due(ctx.settings.maintenance, figures(ctx.store.table))):
+        # Training the index reads every vector of the table: the model is not needed
+        # for it, and a big one would sit under that peak (it reloads when next used).
+        ctx.embedder.unload()
+    # The batches' freed buffers go back to the system before maintenance and the
+    # export allocate in proportion to the table (grainline/memory.py).
+    release_memory()
+    if ctx.store.exists:
+        # Before the export: maintenance commits versions, and the export records the
+        # version it holds (exporting first would make every next run export again).
+        maintain_after_run(ctx.store.table, ctx.settings.maintenance, rec)
+    # Exported when the export does not hold the table's current version: this run
+    # changed it, or an earlier run died before (or while) exporting.
+    if ctx.settings.export_parquet and ctx.store.exists and exported_version(export_dir(ctx)) != ctx.store.version():
+        t0 = time.perf_counter()
         release_memory()
-        if ctx.store.exists:
-            # Before the export: maintenance commits versions, and the export records the
-            # version it holds (exporting first would make every next run export again).
-            maintain_after_run(ctx.store.table, ctx.settings.maintenance, rec)
-        # Exported when the export does not hold the table's current version: this run
-        # changed it, or an earlier run died before (or while) exporting.
-        if ctx.settings.export_parquet and ctx.store.exists and exported_version(export_dir(ctx)) != ctx.store.version():
-            t0 = time.perf_counter()
-            release_memory()
+        try:
             export_table(ctx.store.table, export_dir(ctx))
-            counts.add_time("export", time.perf_counter() - t0)
-    if error is None and not (counts.docs_seen or counts.docs_failed or counts.docs_skipped):
+        except Exception as exc:
+            raise ExportFailed(f"the Parquet export to {export_dir(ctx)} failed: {type(exc).__name__}: {exc}; "
+                               "the table holds every document, and the next run redoes the export") from exc
+        counts.add_time("export", time.perf_counter() - t0)
+    if not (counts.docs_seen or counts.docs_failed or counts.docs_skipped):
         log.warning("the source %s holds no documents", redact_text(str(ctx.settings.source)))
+
+
+class ExportFailed(RuntimeError):
+    """The Parquet export of a run failed (its table was written in full). Terminal for
+    the run; the next run exports again, since the export does not hold the table's version."""
+
+
+class LedgerWriteFailed(RuntimeError):
+    """The run's ledger row could not be written (e.g. the disk is full): the ``runs``
+    table may still say 'running'; the next run on the table marks it interrupted."""
+
+
+def interrupt_signal(error: BaseException | None) -> int | None:
+    """The signal that stopped a run: SIGINT for KeyboardInterrupt, else the ``signal``
+    of a termination exception (Prefect's TerminationSignal for SIGTERM), else None."""
+    import signal
+
+    if isinstance(error, KeyboardInterrupt):
+        return getattr(error, "signal", None) or signal.SIGINT
+    sig = getattr(error, "signal", None)
+    return sig if isinstance(sig, int) and not isinstance(error, Exception) else None
+
+
+def undo_command(settings: IngestSettings, table: str, version: int) -> str:
+    """The command that rolls ``table`` back to ``version``."""
+    return f"grainline restore {version} --db {shlex.quote(settings.db)} --table {table}"
+
+
+def _record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> RunRecord:
+    """Say in the ledger how the run ended (completed, failed or interrupted), after
+    keeping or restoring what a failed run wrote (``on_error``)."""
+    import signal
+
+    rec = ctx.record
     rec.counts = counts
     rec.finished = utcnow()
-    rec.status = "failed" if error is not None else "completed"
-    rec.error = None if error is None else redact_text(f"{type(error).__name__}: {error}")
-    wrote = error is not None and rec.version_before is not None and ctx.store.version() != rec.version_before
+    sig = interrupt_signal(error)
+    rec.status = "completed" if error is None else ("interrupted" if sig is not None else "failed")
+    if error is None:
+        rec.error = None
+    elif sig is not None:
+        rec.error = f"interrupted by {signal.Signals(sig).name}"
+    else:
+        rec.error = redact_text(f"{type(error).__name__}: {error}")
+    version_now = _version_now(ctx)
+    wrote = error is not None and rec.version_before is not None and version_now not in (None, rec.version_before)
     if wrote and ctx.settings.on_error == "keep":
         # Every commit holds whole documents, so what was written is consistent and a
-        # re-run skips it; the ledger says how to undo it instead.
+        # re-run skips it; the ledger says how to undo it instead, and a tag keeps that
+        # version from being pruned until a later run of the table completes.
         rec.error += (
             f"; kept the batches committed before the error (table version {rec.version_before} -> "
-            f"{ctx.store.version()}); a re-run resumes from there; to undo them: grainline restore "
-            f"{rec.version_before} --db {shlex.quote(ctx.settings.db)} --table {ctx.store.table_name}"
+            f"{version_now}); a re-run resumes from there; to undo them: "
+            f"{undo_command(ctx.settings, ctx.store.table_name, rec.version_before)}"
         )
+        _tag_undo(ctx, rec)
     elif wrote:
         # on_error=restore: the version before the run becomes the latest again (a new
         # version; the failed run's versions stay in history).
@@ -500,8 +588,13 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
             rec.error += f"; table restored to version {rec.version_before} (now version {restored})"
         except Exception as exc:  # noqa: BLE001 - the ledger must still say what happened
             rec.error += f"; restoring version {rec.version_before} failed: {exc!r}"
-    rec.version_after = ctx.store.version()
-    ctx.ledger.write(rec)
+    rec.version_after = _version_now(ctx)
+    try:
+        ctx.ledger.write(rec)
+    except Exception as exc:
+        what = f"run {rec.run_id} {rec.status}" + (f" ({rec.error})" if rec.error else "")
+        raise LedgerWriteFailed(f"could not record the end of the run in the ledger of {redact_text(ctx.settings.db)}: "
+                                f"{type(exc).__name__}: {exc}; {what}") from exc
     return rec
 
 
@@ -522,6 +615,36 @@ def sync_gone(ctx: RunContext) -> list[str]:
         return d in ctx.failed_ids or any(d[:i] in ctx.failed_ids for i, ch in enumerate(d) if ch == "#")
 
     return [d for d, st in ctx.states.items() if d not in ctx.seen and covered(d, st) and not failed(d)]
+
+
+def _version_now(ctx: RunContext) -> int | None:
+    try:
+        return ctx.store.version()
+    except Exception:  # noqa: BLE001 - a damaged table cannot say; the ledger still can
+        return None
+
+
+UNDO_TAG_PREFIX = "undo-"
+
+
+def _tag_undo(ctx: RunContext, rec: RunRecord) -> None:
+    """Tag the version a failed run's undo command names, so pruning keeps it."""
+    try:
+        ctx.store.table.tags.create(f"{UNDO_TAG_PREFIX}{rec.run_id}", rec.version_before)
+    except Exception as exc:  # noqa: BLE001 - the hint stays; `restore` says when it is gone
+        log.warning("could not tag version %s for the undo command: %s", rec.version_before, exc)
+
+
+def _drop_undo_tags(ctx: RunContext) -> None:
+    """A run that gets to its end has resumed the failed runs before it: their undo
+    tags go, so maintenance can prune those versions again."""
+    if not ctx.store.exists:
+        return
+    try:
+        for name in [n for n in ctx.store.table.tags.list() if n.startswith(UNDO_TAG_PREFIX)]:
+            ctx.store.table.tags.delete(name)
+    except Exception as exc:  # noqa: BLE001 - only pruning is held back
+        log.warning("could not drop the undo tags of table %s: %s", ctx.store.table_name, exc)
 
 
 def export_dir(ctx: RunContext) -> str:

@@ -22,6 +22,7 @@ import io
 import json
 import os
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,20 @@ class ReaderSettings(pydantic.BaseModel):
     part_bytes: int = pydantic.Field(default=1024 * 1024, ge=1024)
     """A .txt/.md file whose text is larger than this (UTF-8 bytes) is read streaming
     and becomes several Documents (``big.txt#part-0003``) of at most this many bytes,
-    cut at paragraph breaks, so memory follows the part size, not the file size."""
+    cut at paragraph breaks, so memory follows the part size, not the file size. A
+    .jsonl/.parquet record whose text is larger is cut the same way (``id#part-0003``)."""
+    max_front_matter_bytes: int = pydantic.Field(default=64 * 1024, gt=0)
+    """Markdown front matter larger than this (UTF-8 bytes) fails the file unparsed."""
+    max_yaml_nodes: int = pydantic.Field(default=10_000, gt=0)
+    """Front matter holding more values than this once its YAML aliases are expanded
+    fails the file (a 300-byte alias bomb expands to hundreds of millions), as does
+    an alias that refers to itself."""
+    max_metadata_bytes: int = pydantic.Field(default=64 * 1024, gt=0)
+    """A document whose metadata (front matter, record fields) is larger than this as
+    JSON fails: it is copied onto every one of its chunk rows."""
+    max_chunks_per_doc: int = pydantic.Field(default=50_000, gt=0)
+    """A document (or part) cut into more chunks than this by one strategy fails at
+    chunking, the rest of its batch is stored."""
 
 
 # ----------------------------------------------------------------------------
@@ -453,6 +467,14 @@ _BOMS: list[tuple[bytes, str]] = [
 ]
 
 
+# Formats that can be mostly ASCII and would otherwise be read as text under a text
+# suffix (a PDF named .html was stored as its raw bytes).
+_BINARY_MAGIC: list[tuple[bytes, str]] = [
+    (b"%PDF-", "PDF"), (b"PK\x03\x04", "ZIP (docx, xlsx, ...)"), (b"\x89PNG", "PNG"), (b"GIF8", "GIF"),
+    (b"\xff\xd8\xff", "JPEG"), (b"\x1f\x8b", "gzip"), (b"\x7fELF", "ELF executable"),
+]
+
+
 def _decode(data: bytes) -> str:
     """Bytes -> str, honouring a BOM, else strict UTF-8. The BOM character is kept
     (decoded with an explicit-endian codec) so that ``_normalise`` removes exactly one
@@ -465,6 +487,9 @@ def _decode(data: bytes) -> str:
                 raise _ReadError(f"invalid {encoding.upper()} at byte {exc.start}") from None
     if b"\x00" in data[:8192]:
         raise _ReadError("binary content (NUL bytes), not text")
+    kind = next((k for magic, k in _BINARY_MAGIC if data.startswith(magic)), None)
+    if kind is not None:
+        raise _ReadError(f"binary content: a {kind} file by its first bytes, not text (give it its real suffix)")
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -484,8 +509,53 @@ def _normalise(text: str) -> str:
 def _empty_reason(text: str) -> str | None:
     if not text:
         return "empty document"
-    if not text.strip():
+    stripped = text.strip()
+    if not stripped:
         return "whitespace-only document"
+    # Zero-width and bidi control characters (Unicode category Cf) show nothing: a text
+    # of only those and whitespace would be embedded as if it said something.
+    if not any(not c.isspace() and unicodedata.category(c) != "Cf" for c in stripped):
+        return "no visible text (only whitespace, zero-width or bidi control characters)"
+    return None
+
+
+def _expanded_nodes(value: Any, limit: int) -> int | None:
+    """How many values ``value`` holds with every shared (aliased) part counted each
+    time it occurs; stops counting past ``limit``. None when a value contains itself.
+    Linear in the distinct values: each is sized once and its size reused."""
+    sizes: dict[int, int] = {}
+    active: set[int] = set()
+
+    def size(v: Any) -> int | None:
+        if not isinstance(v, (dict, list, tuple, set, frozenset)):
+            return 1
+        key = id(v)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            return None
+        active.add(key)
+        total = 1
+        for child in (x for kv in v.items() for x in kv) if isinstance(v, dict) else v:
+            n = size(child)
+            if n is None:
+                return None
+            total += n
+            if total > limit:
+                break
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    return size(value)
+
+
+def _metadata_too_large(metadata: dict[str, Any], settings: ReaderSettings) -> str | None:
+    from grainline.documents import canonical_json
+
+    size = len(canonical_json(metadata).encode("utf-8"))
+    if size > settings.max_metadata_bytes:
+        return f"metadata too large ({size} bytes as JSON > max_metadata_bytes {settings.max_metadata_bytes})"
     return None
 
 
@@ -888,9 +958,9 @@ def read_md(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Docume
     ``_split_text_file``), front matter and title taken from the first."""
     rel = _rel(path, root)
     if _is_big(path, settings):
-        yield from _split_text_file(path, root, settings, lambda text: _md_head(text, rel))
+        yield from _split_text_file(path, root, settings, lambda text: _md_head(text, rel, settings))
         return
-    got = _md_head(_read_text(path, settings), rel)
+    got = _md_head(_read_text(path, settings), rel, settings)
     if isinstance(got, Failure):
         yield got
         return
@@ -902,7 +972,7 @@ def read_md(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Docume
     yield Document(doc_id=rel, text=body, source=_uri(path), title=title, metadata=metadata)
 
 
-def _md_head(text: str, rel: str) -> tuple[str, int, str, dict[str, Any]] | Failure:
+def _md_head(text: str, rel: str, settings: ReaderSettings) -> tuple[str, int, str, dict[str, Any]] | Failure:
     """Markdown text -> (body, where the body starts, title, front matter as metadata),
     or the Failure of malformed front matter."""
     import yaml
@@ -919,15 +989,29 @@ def _md_head(text: str, rel: str) -> tuple[str, int, str, dict[str, Any]] | Fail
         except ValueError:
             fm = None  # an opening '---' with no closing one is a thematic break
         if fm is not None:
+            size = len(fm.encode("utf-8"))
+            if size > settings.max_front_matter_bytes:
+                return Failure(rel, f"front matter too large ({size} bytes > max_front_matter_bytes {settings.max_front_matter_bytes})")
             try:
-                data = handler.load(fm)
+                data = yaml.load(fm, Loader=yaml.SafeLoader)
             except yaml.YAMLError as exc:
                 return Failure(rel, f"malformed YAML front matter in {rel}: {exc}")
             if data is None:
                 data = {}
             if not isinstance(data, dict):
                 return Failure(rel, f"front matter in {rel} is not a mapping (got {type(data).__name__})")
+            # Aliases are shared, not copied, when YAML loads: count the values they
+            # stand for before anything copies them (JSON, every chunk row).
+            nodes = _expanded_nodes(data, settings.max_yaml_nodes)
+            if nodes is None:
+                return Failure(rel, "front matter has a YAML alias that refers to itself")
+            if nodes > settings.max_yaml_nodes:
+                return Failure(rel, f"front matter expands to more than {settings.max_yaml_nodes} values through YAML "
+                                    f"aliases (max_yaml_nodes)")
             metadata = _json_safe(data)
+            reason = _metadata_too_large(metadata, settings)
+            if reason:
+                return Failure(rel, reason)
             # Blank lines between the closing '---' and the body carry nothing.
             body = re.sub(r"\A(?:[ \t]*\n)+", "", content)
     fm_title = metadata.get("title")
@@ -1191,7 +1275,38 @@ def _record_document(
         if name == "metadata" and isinstance(nested, dict):
             continue
         metadata[name] = record[name]
-    return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=_json_safe(metadata))
+    metadata = _json_safe(metadata)
+    reason = _metadata_too_large(metadata, settings)
+    if reason:
+        return Failure(where, reason)
+    return Document(doc_id=doc_id, text=text, source=source, title=title, metadata=metadata)
+
+
+def _record_documents(
+    record: dict[str, Any], rel: str, default_id: str, source: str, where: str, settings: ReaderSettings
+) -> Iterator[Document | Failure]:
+    """A record as one Document, or, when its text is over ``part_bytes``, as parts
+    ``<id>#part-NNNN`` cut at paragraph breaks like big text files (each with
+    ``metadata["record_part"]``: its index and ``char_start``/``char_end`` in the
+    record's text), so one huge record costs what a part costs."""
+    got = _record_document(record, rel, default_id, source, where, settings)
+    if isinstance(got, Failure) or len(got.text) * 4 <= settings.part_bytes or len(got.text.encode("utf-8")) <= settings.part_bytes:
+        yield got
+        return
+    size = len(got.text.encode("utf-8"))
+    if size > settings.max_file_bytes:
+        yield Failure(where, f"record text too large ({size} bytes > max_file_bytes {settings.max_file_bytes})")
+        return
+    text, offset, index, remaining = got.text, 0, 0, size
+    while text:
+        n = _cut(text, settings.part_bytes) if remaining > settings.part_bytes else len(text)
+        part, text = text[:n], text[n:]
+        remaining -= len(part.encode("utf-8"))
+        if part.strip():
+            meta = {**got.metadata, "record_part": {"index": index, "char_start": offset, "char_end": offset + n}}
+            yield Document(f"{got.doc_id}#part-{index:04d}", part, f"{got.source}#part-{index:04d}", got.title, meta)
+        offset += n
+        index += 1
 
 
 def _jsonl_lines(path: Path, limit: int) -> Iterator[tuple[int, str | None, str | None]]:
@@ -1271,7 +1386,7 @@ def read_jsonl(path: Path, root: Path, settings: ReaderSettings) -> Iterator[Doc
         if not isinstance(record, dict):
             yield Failure(where, f"not a JSON object (got {type(record).__name__})")
             continue
-        yield _record_document(record, rel, f"{rel}#{lineno}", f"{uri}#L{lineno}", where, settings)
+        yield from _record_documents(record, rel, f"{rel}#{lineno}", f"{uri}#L{lineno}", where, settings)
     if not any_line:
         yield Failure(rel, "empty document")
 
@@ -1303,7 +1418,7 @@ def read_parquet(path: Path, root: Path, settings: ReaderSettings) -> Iterator[D
         for batch in pf.iter_batches(batch_size=1024, columns=columns):
             for record in batch.to_pylist():
                 where = f"{rel}#row={row}"
-                yield _record_document(record, rel, f"{rel}#{row}", f"{uri}#row={row}", where, settings)
+                yield from _record_documents(record, rel, f"{rel}#{row}", f"{uri}#row={row}", where, settings)
                 row += 1
     except (pa.ArrowException, ValueError) as exc:
         yield Failure(f"{rel}#row={row}", f"unreadable Parquet from row {row} on: {exc}")

@@ -178,7 +178,9 @@ class ChunkStore:
         """Make ``version`` the latest version again (a new commit; history is kept)."""
         versions = [v["version"] for v in self.table.list_versions()]
         if version not in versions:
-            raise ValueError(f"table {self.table_name!r} has no version {version}; versions: {versions[0]}..{versions[-1]}")
+            why = (" (older versions are pruned by maintenance: `grainline maintain --prune-days/--keep-versions`; "
+                   "an undo command's version stays tagged until a later ingestion completes)") if version < versions[0] else ""
+            raise ValueError(f"table {self.table_name!r} has no version {version}{why}; versions: {versions[0]}..{versions[-1]}")
         self.table.checkout(version)
         self.table.restore()
         return self.table.version

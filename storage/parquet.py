@@ -117,12 +117,17 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> int:
         with FileLock(str(final.with_name(f".{final.name}.lock")), thread_local=False):
             _clear_leftovers(final)
             tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
-            _write_partitioned(batches(), tmp, schema)
-            (tmp / DUCKDB_VIEW).write_text(duckdb_view_sql(table, str(final.resolve()), schema))
-            marker = tmp / MARKER
-            marker.write_text(_marker_text(table, version, count))
-            with open(marker, "rb+") as f:
-                os.fsync(f.fileno())
+            try:
+                _write_partitioned(batches(), tmp, schema)
+                (tmp / DUCKDB_VIEW).write_text(duckdb_view_sql(table, str(final.resolve()), schema))
+                marker = tmp / MARKER
+                marker.write_text(_marker_text(table, version, count))
+                with open(marker, "rb+") as f:
+                    os.fsync(f.fileno())
+            except BaseException:
+                # A full disk, say: the half-written export goes now, not at the next run.
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
             old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
             # Two renames: in between there is no export at all (never half of one).
             if final.exists():
