@@ -163,7 +163,8 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
             error = exc
             drop_in_flight(pending)
         try:
-            rec = core.finish(ctx, counts, error)
+            # A signal landing inside Prefect's task engine comes out as another error.
+            rec = core.finish(ctx, counts, error, interrupted_by=ends.signum)
         finally:
             ends.recorded(ctx.record.error or "")
     if error is not None:

@@ -215,7 +215,12 @@ def ingest(
     except KeyboardInterrupt as exc:
         _interrupted(exc)
     except Exception as exc:  # noqa: BLE001 - the run's end is in the ledger; one line here
-        _fail(f"ingestion failed: {_one_line(exc)}", code=1)
+        line = _one_line(exc)
+        if line.startswith("interrupted by SIG"):  # a signal that became another error inside Prefect
+            import signal
+
+            _fail(line, code=128 + int(signal.Signals[line.split()[2].rstrip(";")]))
+        _fail(f"ingestion failed: {line}", code=1)
     _print_ingest(result, source)
     if strict and result["counts"]["docs_failed"]:
         _fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)

@@ -458,13 +458,15 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
     return counts
 
 
-def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = None) -> RunRecord:
+def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = None,
+           interrupted_by: int | None = None) -> RunRecord:
     """Full-sync deletions, maintenance and the Parquet export (after a run without
     error), then the ledger row; the table's write lock is released whatever happens.
 
     The ledger row never stays 'running' while this process can write it: a failure of
     those last steps makes the run 'failed' (then it is raised, with the outcome as a
-    note), and an interrupt (SIGINT, SIGTERM) makes it 'interrupted'."""
+    note), and an interrupt (SIGINT, SIGTERM) makes it 'interrupted'. ``interrupted_by``
+    names the signal when the caller saw one (the error may be what it became)."""
     try:
         late: BaseException | None = None
         if error is None:
@@ -472,7 +474,7 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
                 _complete(ctx, counts)
             except BaseException as exc:  # recorded below, then raised
                 late = error = exc
-        rec = _record_end(ctx, counts, error)
+        rec = _record_end(ctx, counts, error, interrupted_by)
         if late is not None:
             late.add_note(rec.error or "")
             raise late
@@ -552,7 +554,8 @@ def undo_command(settings: IngestSettings, table: str, version: int) -> str:
     return f"grainline restore {version} --db {shlex.quote(settings.db)} --table {table}"
 
 
-def _record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> RunRecord:
+def _record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None,
+                interrupted_by: int | None = None) -> RunRecord:
     """Say in the ledger how the run ended (completed, failed or interrupted), after
     keeping or restoring what a failed run wrote (``on_error``)."""
     import signal
@@ -560,7 +563,7 @@ def _record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None)
     rec = ctx.record
     rec.counts = counts
     rec.finished = utcnow()
-    sig = interrupt_signal(error)
+    sig = interrupt_signal(error) or (interrupted_by if error is not None else None)
     rec.status = "completed" if error is None else ("interrupted" if sig is not None else "failed")
     if error is None:
         rec.error = None

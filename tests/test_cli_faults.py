@@ -196,7 +196,7 @@ def test_export_on_a_full_disk_and_a_disk_too_full_for_the_ledger(tmp_path, embe
         assert "Parquet export" in line and "No space left on device" in line and "next run redoes the export" in line, line
         (run,) = Ledger(str(db)).runs()
         assert run["status"] == "failed" and "Parquet export" in run["error"]
-        assert not [p.name for p in (db / "parquet").iterdir() if ".tmp-" in p.name]  # no .tmp-* left behind
+        assert not [p.name for p in (db / "parquet").iterdir() if ".tmp-" in p.name]  # no half-written export left
     full = tmp_path / "full"
     with small_disk(full, "16k"):
         (full / "filler").write_bytes(b"\0" * (16 << 10))  # nothing left
