@@ -404,6 +404,7 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
 def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> RunRecord:
     rec = ctx.record
     rec.counts = counts  # maintenance adds its time to the record's counts
+    record_precision(rec, ctx.embedder)
     if error is None:
         if ctx.settings.sync == "full":
             t0 = time.perf_counter()
@@ -459,6 +460,15 @@ def _finish(ctx: RunContext, counts: RunCounts, error: BaseException | None) -> 
     rec.version_after = ctx.store.version()
     ctx.ledger.write(rec)
     return rec
+
+
+def record_precision(rec: RunRecord, embedder: Embedder) -> None:
+    """The precision the run's vectors were made at (what ``auto`` chose, and why) in the
+    record's parameters; only once the model is loaded: an unchanged run never loads it."""
+    if embedder.loaded:
+        choice = embedder.precision_choice
+        rec.parameters["precision"] = {"setting": embedder.settings.precision, "chosen": embedder.precision,
+                                       "reason": choice.reason if choice is not None else "set explicitly"}
 
 
 def export_dir(ctx: RunContext) -> str:
