@@ -45,8 +45,21 @@ def _segmenter():
     if seg is None:
         import pysbd
 
+        _enlarge_re_cache()
         seg = _local.segmenter = pysbd.Segmenter(language="en", clean=False)
     return seg
+
+
+# pysbd passes its rules to re.sub/re.search as pattern strings, a few hundred of them
+# plus some per abbreviation, more than the 512 that Python's re module caches (3.11
+# evicts the oldest entry when full, so cycling through more evicts each one before its
+# next use and every split recompiles them).
+_RE_CACHE = 4096
+
+
+def _enlarge_re_cache() -> None:
+    if getattr(re, "_MAXCACHE", _RE_CACHE) < _RE_CACHE:
+        re._MAXCACHE = _RE_CACHE  # type: ignore[attr-defined]
 
 
 # pysbd is slow on very long inputs, so a pathological block (megabytes without a
@@ -84,17 +97,13 @@ def _sentences_in_block(text: str, start: int, end: int) -> list[Span]:
         return out
     piece = text[start:end]
     shown = _SOFT_WRAP.sub(lambda m: " " * len(m.group(0)), piece)
-    parts = _segmenter().segment(shown)
+    # The processor's sentences, located here. pysbd's own segment() locates them by
+    # compiling each sentence into a regex and searching the whole text from its start:
+    # quadratic in the block, and a new pattern per sentence floods the re cache.
+    parts = _segmenter().processor(shown).process()
     spans: list[Span] = []
-    if "".join(parts) == shown:
-        pos = start
-        for part in parts:
-            if (s := trim(text, pos, pos + len(part))) is not None:
-                spans.append(s)
-            pos += len(part)
-        return spans
-    # The segmenter changed the text (it should not with clean=False): locate each part,
-    # and let anything unlocated become part of the following sentence.
+    # Anything unlocated (pysbd should return pieces of the text) becomes part of the
+    # following sentence, so no text is ever lost.
     pos = start
     for part in parts:
         stripped = part.strip()

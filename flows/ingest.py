@@ -186,6 +186,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         "status": rec.status,
         "table": rec.table_name,
         "model_id": rec.model_id,
+        "precision": rec.parameters.get("precision"),
         "version_before": rec.version_before,
         "version_after": rec.version_after,
         "counts": c.as_dict(),

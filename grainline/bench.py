@@ -157,7 +157,7 @@ def stage_embed(corpus: str, strategy: str, model: str, device: str, batch_size:
     embedder.embed_chunks(chunks)
     secs = time.perf_counter() - t0
     return {"seconds": secs, "model_load_seconds": load, "chunks": len(chunks),
-            "model_tokens": _model_tokens(chunks, embedder.window.max_tokens)}
+            "model_tokens": _model_tokens(chunks, embedder.window.max_tokens), "precision": embedder.precision}
 
 
 def stage_ingest(corpus: str, strategy: str, model: str, device: str, db: str, batch_size: int = 64, precision: str = "auto",
@@ -170,7 +170,8 @@ def stage_ingest(corpus: str, strategy: str, model: str, device: str, db: str, b
     secs = time.perf_counter() - t0
     c = result["counts"]
     return {"seconds": secs, "chunks_written": c["chunks_written"], "chunks_embedded": c["chunks_embedded"],
-            "stage_seconds": c["stage_seconds"], "docs": c["docs_seen"]}
+            "stage_seconds": c["stage_seconds"], "docs": c["docs_seen"],
+            "precision": (result.get("precision") or {}).get("chosen")}
 
 
 STAGES = {"prepare": stage_prepare, "baseline": stage_baseline, "embed": stage_embed, "ingest": stage_ingest}
@@ -220,6 +221,7 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     from grainline.server import start_local_server
 
     wanted = parse_stages(stages)
+    load_at_start = os.getloadavg()  # figures taken on a busy machine say so
     work = Path(tempfile.mkdtemp(prefix="grainline-bench-"))
     corpus = work / "corpus"
     n_docs = write_corpus(dataset, corpus)
@@ -257,6 +259,10 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     dev = pick_device(device)
     report = {
         "dataset": dataset, "strategy": strategy, "model": model, "device": dev, "precision": precision, "backend": backend,
+        # What auto (or the setting) ran at: the embedding stages report it.
+        "precision_chosen": next((st["precision"] for st in results.values() if st.get("precision")), None),
+        "machine": machine_info(),
+        "load_average_at_start": list(load_at_start),
         "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
         "documents": n_docs, "chunks": n_chunks, "model_tokens": n_tokens,
         "prefect_server_start_seconds": server_start,
@@ -273,13 +279,40 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     return report
 
 
+BENCH_LIBRARIES = ("torch", "sentence-transformers", "transformers", "lancedb", "pyarrow", "openvino", "nncf", "prefect", "pysbd")
+
+
+def machine_info() -> dict[str, Any]:
+    """What figures from different machines need to be compared: the CPU, its bf16
+    matrix units, the core count and the versions of the libraries that do the work
+    (None: not installed)."""
+    from grainline.precision import BF16_FLAGS, cpu_flags, library_version
+
+    model_name = None
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            model_name = next((line.partition(":")[2].strip() for line in fh if line.startswith("model name")), None)
+    except OSError:
+        pass
+    flags = cpu_flags()
+    return {
+        "cpu": model_name, "cpu_count": os.cpu_count(),
+        "cpu_flags": {f: f in flags for f in (*BF16_FLAGS, "amx_tile", "amx_int8", "avx512f", "avx512_vnni", "avx2")},
+        "python": sys.version.split()[0],
+        "libraries": {name: library_version(name) for name in BENCH_LIBRARIES},
+    }
+
+
 def format_report(rep: dict[str, Any]) -> str:
     tokens = f"{rep['model_tokens']} model tokens; " if rep.get("model_tokens") else ""
     lines = [
         f"grainline bench: {rep['dataset']} / {rep['strategy']}: {rep['documents']} documents, {rep['chunks']} chunks, "
         f"{tokens}model {rep['model']} on {rep['device']} ({rep['device_name']}, backend {rep.get('backend', 'torch')}, "
-        f"precision {rep['precision']})",
+        f"precision {rep['precision']}" + (f" -> {rep['precision_chosen']}" if rep.get("precision_chosen") else "") + ")",
     ]
+    if rep.get("load_average_at_start"):
+        lines.append("load average at start: " + " ".join(f"{x:.2f}" for x in rep["load_average_at_start"])
+                     + f" ({rep['machine']['cpu_count']} CPUs)")
     if rep.get("prefect_server_start_seconds") is not None:
         lines.append(f"Prefect server start-up (not counted below): {rep['prefect_server_start_seconds']:.1f} s")
     if rep.get("model_prepare_seconds") is not None:

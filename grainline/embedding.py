@@ -35,9 +35,14 @@ class EmbedderSettings(BaseModel):
 
     model: str = DEFAULT_MODEL
     device: str = "auto"
-    # auto: fp16 on CUDA, fp32 elsewhere. int8: dynamic int8 quantisation of the linear
-    # layers, a CPU fast path whose vectors get a table of their own.
+    # auto: fp16 on CUDA, bf16 on CPUs with bf16 matrix units, else fp32, each checked
+    # once per model and machine on probe texts (grainline/precision.py). int8: dynamic
+    # int8 quantisation of the linear layers, a CPU fast path whose vectors get a table
+    # of their own.
     precision: Literal["auto", "fp32", "fp16", "bf16", "int8"] = "auto"
+    # The cosine against fp32 every probe text must reach for auto to keep a faster
+    # precision: fp16 and bf16 vectors share the fp32 table, so they must be interchangeable.
+    auto_min_cosine: float = Field(default=0.999, gt=0, le=1)
     # torch: sentence-transformers as is. openvino (CPU; pip install "grainline[openvino]"):
     # the model converted once to OpenVINO IR and cached; with int8, quantised by NNCF
     # on calibration texts, and its vectors get a table of their own.
@@ -205,8 +210,9 @@ class Embedder:
         if self.settings.backend == "openvino":
             from grainline import openvino_backend
 
-            return openvino_backend.load(self.path, self._weights_sha256, self.settings.precision,
-                                         self.settings.calibration)
+            precision = self._resolve_precision(
+                lambda p: openvino_backend.load(self.path, self._weights_sha256, p).embed(list(_probes())))
+            return openvino_backend.load(self.path, self._weights_sha256, precision, self.settings.calibration)
         try:
             from sentence_transformers import SentenceTransformer
         except ImportError as exc:  # pragma: no cover - a dependency
@@ -224,27 +230,38 @@ class Embedder:
                 f"cannot load embedding model {self.settings.model!r} ({exc}); give a local path "
                 "or a sentence-transformers model name available offline"
             ) from exc
-        precision = self.settings.precision
-        if precision == "auto":
-            precision = "fp16" if self.device.startswith("cuda") else "fp32"
-        if precision == "fp16":
-            model.half()
-        elif precision == "bf16":
-            import torch
+        precision = self._resolve_precision(lambda p: _probe_torch(model, p, self.device))
+        return _at_precision(model, precision, self.device)
 
-            model.to(torch.bfloat16)
-        elif precision == "int8":
-            if self.device != "cpu":
-                raise ValueError(f"precision 'int8' is a CPU path, got device {self.device!r}; use fp16 on CUDA")
-            import torch
-            from torch.ao.quantization import per_channel_dynamic_qconfig
+    precision_choice: Any = None  # auto's PrecisionChoice, once the model is loaded
 
-            # Per-channel weight scales keep vectors much closer to fp32 than one scale
-            # per tensor (mean cosine 0.98 against 0.94 on the demo corpus), at the same speed.
-            model = torch.ao.quantization.quantize_dynamic(
-                model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
-            )
-        return model
+    @property
+    def precision(self) -> str:
+        """The precision the model runs at: the settings' own, or what auto chose
+        (this loads the model)."""
+        self.model  # noqa: B018 - choosing may probe the loaded model
+        return self.precision_choice.precision if self.precision_choice is not None else self.settings.precision
+
+    def describe_precision(self) -> str:
+        """The precision and, for auto, why (loads the model)."""
+        self.model  # noqa: B018
+        return self.precision_choice.describe() if self.precision_choice is not None else self.settings.precision
+
+    def _resolve_precision(self, probe: Callable[[str], np.ndarray]) -> str:
+        """The settings' precision, or auto's choice for this model and machine:
+        cached, or reached by ``probe`` (the probe texts' vectors at a precision)."""
+        if self.settings.precision != "auto":
+            return self.settings.precision
+        from grainline import precision as prec
+
+        candidate, why = prec.candidate_for(self.device)
+        if candidate == "fp32":
+            self.precision_choice = prec.PrecisionChoice("fp32", "fp32", why)
+        else:
+            key = prec.choice_key(self._weights_sha256, self.settings.backend, _device_id(self.device), candidate,
+                                  self.settings.auto_min_cosine)
+            self.precision_choice = prec.choose(key, candidate, why, self.settings.auto_min_cosine, probe)
+        return self.precision_choice.precision
 
     def unload(self) -> None:
         """Free the model weights; the next use loads them again."""
@@ -408,15 +425,8 @@ class Embedder:
             return
         import torch
 
-        preprocess = getattr(model, "preprocess", None) or model.tokenize
-
-        def forward(batch: list[str]) -> np.ndarray:
-            features = preprocess(batch)
-            features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in features.items()}
-            return model(features)["sentence_embedding"].float().cpu().numpy()
-
         with torch.inference_mode():
-            yield forward
+            yield lambda batch: _torch_forward(model, batch)
 
     def embed_chunks(self, chunks: Sequence[Chunk]) -> tuple[np.ndarray, list[int]]:
         """Vectors for chunks, and how many model windows each used. ``pool`` chunks are
@@ -551,6 +561,66 @@ def _first_window(counter: Any, text: str, size: int, overlap: int) -> list[tupl
             return spans[:1]
         n *= 4
     return counter.windows(text, size, overlap)[:1]
+
+
+def _torch_forward(model: Any, batch: list[str]) -> np.ndarray:
+    """A sentence-transformers model's float32 embeddings of one batch (call under
+    ``torch.inference_mode``)."""
+    preprocess = getattr(model, "preprocess", None) or model.tokenize
+    features = preprocess(batch)
+    features = {k: (v.to(model.device) if hasattr(v, "to") else v) for k, v in features.items()}
+    return model(features)["sentence_embedding"].float().cpu().numpy()
+
+
+def _at_precision(model: Any, precision: str, device: str) -> Any:
+    """A loaded (fp32) sentence-transformers model converted to ``precision``."""
+    if precision == "fp16":
+        model.half()
+    elif precision == "bf16":
+        import torch
+
+        model.to(torch.bfloat16)
+    elif precision == "int8":
+        if device != "cpu":
+            raise ValueError(f"precision 'int8' is a CPU path, got device {device!r}; use fp16 on CUDA")
+        import torch
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        # Per-channel weight scales keep vectors much closer to fp32 than one scale
+        # per tensor (mean cosine 0.98 against 0.94 on the demo corpus), at the same speed.
+        model = torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
+    return model
+
+
+def _probes() -> tuple[str, ...]:
+    from grainline.precision import PROBES
+
+    return PROBES
+
+
+def _probe_torch(model: Any, precision: str, device: str) -> np.ndarray:
+    """The probe texts' vectors from the fp32 ``model`` run at ``precision`` (on a copy,
+    so the model itself stays fp32 until the verdict)."""
+    import copy
+
+    import torch
+
+    m = model if precision == "fp32" else _at_precision(copy.deepcopy(model), precision, device)
+    with torch.inference_mode():
+        return _torch_forward(m, list(_probes()))
+
+
+def _device_id(device: str) -> str:
+    """What names the device in auto's cache key: a GPU's name and compute capability
+    (the CPU's flags are keyed separately)."""
+    if not device.startswith("cuda"):
+        return device
+    import torch
+
+    index = torch.device(device).index or 0
+    return f"{device}|{torch.cuda.get_device_name(index)}|{torch.cuda.get_device_capability(index)}"
 
 
 def _loaded_from(model: Any) -> str | None:

@@ -561,6 +561,7 @@ def _record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None,
     import signal
 
     rec = ctx.record
+    record_precision(rec, ctx.embedder)
     rec.counts = counts
     rec.finished = utcnow()
     sig = interrupt_signal(error) or (interrupted_by if error is not None else None)
@@ -648,6 +649,15 @@ def _drop_undo_tags(ctx: RunContext) -> None:
             ctx.store.table.tags.delete(name)
     except Exception as exc:  # noqa: BLE001 - only pruning is held back
         log.warning("could not drop the undo tags of table %s: %s", ctx.store.table_name, exc)
+
+
+def record_precision(rec: RunRecord, embedder: Embedder) -> None:
+    """The precision the run's vectors were made at (what ``auto`` chose, and why) in the
+    record's parameters; only once the model is loaded: an unchanged run never loads it."""
+    if embedder.loaded:
+        choice = embedder.precision_choice
+        rec.parameters["precision"] = {"setting": embedder.settings.precision, "chosen": embedder.precision,
+                                       "reason": choice.reason if choice is not None else "set explicitly"}
 
 
 def export_dir(ctx: RunContext) -> str:

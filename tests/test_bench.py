@@ -34,6 +34,25 @@ def test_bench_command_writes_all_figures(tmp_path):
     assert rep["stages"]["rerun"]["chunks_embedded"] == 0 and rep["stages"]["rerun"]["chunks_written"] == 0
     assert all(s["peak_rss_mib"] > 50 for s in rep["stages"].values())
     assert "ingest/baseline (3/1)" in res.output
+    # What makes figures from different machines comparable.
+    from tests.test_precision import this_cpu_has_bf16_units
+
+    assert rep["precision"] == "auto" and rep["backend"] == "torch"
+    assert rep["precision_chosen"] == ("bf16" if this_cpu_has_bf16_units() else "fp32")
+    assert rep["stages"]["embed"]["precision"] == rep["stages"]["ingest"]["precision"] == rep["precision_chosen"]
+    flags = rep["machine"]["cpu_flags"]
+    assert set(flags) >= {"amx_bf16", "avx512_bf16"} and (flags["amx_bf16"] or flags["avx512_bf16"]) == this_cpu_has_bf16_units()
+    libs = rep["machine"]["libraries"]
+    import lancedb
+    import prefect
+    import sentence_transformers
+    import torch
+
+    assert (libs["torch"], libs["sentence-transformers"], libs["lancedb"], libs["prefect"]) == (
+        torch.__version__, sentence_transformers.__version__, lancedb.__version__, prefect.__version__)
+    assert "openvino" in libs
+    assert len(rep["load_average_at_start"]) == 3 and all(x >= 0 for x in rep["load_average_at_start"])
+    assert "load average at start" in res.output and f"precision auto -> {rep['precision_chosen']}" in res.output
 
 
 def test_reuse_corpus_repeats_paragraphs_and_stages_are_validated():

@@ -241,3 +241,19 @@ def test_chunking_is_thread_safe():
         for _ in range(2):
             got = list(pool.map(lambda d: [c.text for c in chunk_document(d, "sentence")], docs))
             assert got == expected
+
+
+def test_sentence_splitting_compiles_no_pattern_per_sentence():
+    """pysbd's segment() compiled every sentence into a regex, which flooded Python's re
+    cache and evicted pysbd's own rules (recompiled on every call): grainline locates
+    the sentences itself, so new sentences add no patterns."""
+    import re
+
+    from grainline.chunkers.segment import sentence_spans
+
+    sentence_spans("Warm up. The rules compile once.")
+    before = set(re._cache)
+    text = " ".join(f"Sentence number {i} talks about topic {i * 7}." for i in range(120))
+    spans = sentence_spans(text)
+    assert len(spans) == 120 and text[spans[5][0]:spans[5][1]] == "Sentence number 5 talks about topic 35."
+    assert len(set(re._cache) - before) < 10

@@ -37,11 +37,36 @@ def test_openvino_vectors_match_torch_per_chunk(embedder, precision):
     Both share the fp32 table (the vectors are interchangeable)."""
     ov = Embedder(EmbedderSettings(backend="openvino", precision=precision))
     assert ov.identity.table_name == embedder.identity.table_name
+    if embedder.precision != "fp32":  # auto chose bf16 on this CPU: compare with fp32 itself
+        embedder = get_embedder(EmbedderSettings(device="cpu", precision="fp32"))
     texts = demo_paragraphs()[:48] + ["x", "word " * 400]  # a one-token text and one past the window
     a, b = embedder.encode(texts), ov.encode(texts)
     assert b.shape == a.shape and b.dtype == np.float32
     cos = (a * b).sum(axis=1)
     assert cos.min() > (0.99999 if precision == "fp32" else 0.999), cos.min()
+
+
+def test_openvino_auto_follows_the_torch_rule(monkeypatch, caplog):
+    """auto on the openvino backend: fp32 IR on this CPU unless it has bf16 units; on
+    a CPU with them (the flags faked) bf16 after a probe, and fp32 with a warning when
+    the probe fails (the comparison made to fail: OpenVINO runs a bf16 hint in f32 on a
+    CPU without bf16 units, so its vectors match exactly there)."""
+    from grainline import precision as prec
+
+    from .test_precision import this_cpu_has_bf16_units
+
+    real = Embedder(EmbedderSettings(backend="openvino"))
+    assert real.precision == ("bf16" if this_cpu_has_bf16_units() else "fp32")
+    # Flags of a CPU no real one has, so this verdict's cache key is the test's own.
+    monkeypatch.setattr(prec, "cpu_flags", lambda: frozenset({"amx_bf16", "grainline-test-ov"}))
+    faked = Embedder(EmbedderSettings(backend="openvino"))
+    assert faked.precision == "bf16" and faked.precision_choice.min_cosine >= 0.999
+    cosines = prec.probe_cosines
+    monkeypatch.setattr(prec, "probe_cosines", lambda a, b: cosines(a, b) - 0.01)
+    with caplog.at_level("WARNING", logger="grainline.embedding"):
+        strict = Embedder(EmbedderSettings(backend="openvino", auto_min_cosine=0.9995))
+        assert strict.precision == "fp32"
+    assert "bf16 vectors drift from fp32" in caplog.text
 
 
 def test_openvino_int8_gets_its_own_table_and_keeps_retrieval(embedder, ov_int8):
