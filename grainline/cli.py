@@ -1049,11 +1049,11 @@ def _report_queryset(path: Any, qs: Any) -> None:
 @queries_app.command("import")
 def queries_import(
     file: str = typer.Argument(..., help="CSV, TSV or JSONL with a 'question' column and any of doc_id, answer, evidence (optional id)."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="The database whose chunks table the queries are for."),
     out: str = typer.Option(None, "--out", help="The query set to write (default: FILE's name + .queryset.jsonl)."),
     table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="Names the default table."),
-    head: str = typer.Option(None, "--head"),
+    head: str = typer.Option(None, "--head", help="A tuned head folder: its table is the one the queries are for."),
     fuzzy_threshold: float = typer.Option(90.0, "--fuzzy-threshold", min=0, max=100, help="rapidfuzz partial_ratio an evidence passage needs when it matches neither exactly nor up to whitespace/case."),
 ) -> None:
     """Import hand-written questions; evidence passages become character spans in the
@@ -1080,16 +1080,16 @@ def queries_import(
 def queries_generate(
     source: str = typer.Option("headings", "--from", help="headings: offline, Markdown/HTML headings as queries and their sections as gold spans."),
     llm: bool = typer.Option(False, "--llm", help="Ask an OpenAI-compatible chat-completions endpoint instead (--base-url, --model)."),
-    db: str = typer.Option(DEFAULT_DB, "--db"),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="The database whose chunks table the queries are for."),
     out: str = typer.Option(None, "--out", help="The query set to write (default: headings.queryset.jsonl or llm.queryset.jsonl)."),
     table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
     embed_model: str = typer.Option(DEFAULT_MODEL, "--embed-model", help="Embedding model: names the default table."),
-    head: str = typer.Option(None, "--head"),
+    head: str = typer.Option(None, "--head", help="A tuned head folder: its table is the one the queries are for."),
     base_url: str = typer.Option(None, "--base-url", help="--llm: e.g. http://localhost:11434/v1 (Ollama) or http://localhost:8000/v1 (vLLM); the key only from GRAINLINE_LLM_API_KEY or OPENAI_API_KEY."),
     llm_model: str = typer.Option(None, "--model", help="--llm: the chat model's name at that endpoint."),
     per_doc: int = typer.Option(3, "--per-doc", min=1, help="--llm: at most this many questions per document."),
     sample_docs: int = typer.Option(None, "--sample-docs", min=1, help="--llm: a seeded sample of N documents."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --sample-docs draw."),
     cache: str = typer.Option(None, "--cache", help="--llm: response cache folder (default: OUT + .cache); an interrupted generation resumes from it."),
     retries: int = typer.Option(4, "--retries", min=0, help="--llm: retries of a transient HTTP error (429, 5xx, timeout, refused), with doubling waits from 1 s."),
 ) -> None:
