@@ -59,12 +59,14 @@ def wait_for(what: str, check: Callable[[], Any], log: Path | None = None, timeo
     pytest.fail(f"{what}: not within {timeout:.0f}s\n{tail}")
 
 
-def ingest_runs(db: Path, status: str | None = None) -> list[dict]:
+def ingest_runs(db: Path, status: str | None = None, source: Path | None = None) -> list[dict]:
+    """Ingestion rows of the ledger; with ``source``, only that source's (an evaluation
+    ingests its dataset into its own tables, and the ledger records those runs too)."""
     try:
         runs = Ledger(str(db)).runs("ingest")
     except Exception:  # noqa: BLE001 - the ledger table is being created
         return []
-    return [r for r in runs if status is None or r["status"] == status]
+    return [r for r in runs if (status is None or r["status"] == status) and (source is None or r["source"] == str(source))]
 
 
 def flow_runs(api: str) -> list[dict]:
@@ -123,7 +125,7 @@ def test_serve_runs_schedules_by_itself(tmp_path):
     )
     try:
         t0 = time.monotonic()
-        first = wait_for("a scheduled ingestion completed", lambda: ingest_runs(db, "completed"), log)[0]
+        first = wait_for("a scheduled ingestion completed", lambda: ingest_runs(db, "completed", src), log)[0]
         print(f"\nfirst scheduled ingestion completed {time.monotonic() - t0:.0f}s after `grainline serve` started")
         # The deployments are on the server serve started (not on a temporary one), and
         # every run there was created by the scheduler or the trigger, none by hand.
@@ -146,8 +148,8 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         # Edit one document: the next scheduled run updates exactly that one.
         (src / "tides.txt").write_text("Tides\n\nThe tide tables of the harbour are printed every spring.\n")
         wait_for("a scheduled run picked up the edit",
-                 lambda: any(r["docs_updated"] for r in ingest_runs(db, "completed")), log)
-        completed = ingest_runs(db, "completed")
+                 lambda: any(r["docs_updated"] for r in ingest_runs(db, "completed", src)), log)
+        completed = ingest_runs(db, "completed", src)
         assert sum(r["docs_updated"] for r in completed) == 1
         assert sum(r["docs_added"] for r in completed) == len(CORPUS)
         after = table_rows(db, table)
@@ -170,8 +172,8 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         victim.kill()
         killed_at = time.time()
         wait_for("a scheduled run completed after the kill",
-                 lambda: [r for r in ingest_runs(db, "completed") if r["started"].timestamp() > killed_at], log)
-        assert not [r for r in ingest_runs(db, "running") if r["started"].timestamp() < killed_at - 5]
+                 lambda: [r for r in ingest_runs(db, "completed", src) if r["started"].timestamp() > killed_at], log)
+        assert not [r for r in ingest_runs(db, "running", src) if r["started"].timestamp() < killed_at - 5]
 
         # The evaluation deployment fired after an ingestion and wrote its results.
         wait_for("eval_results written by the triggered evaluation",
@@ -207,12 +209,12 @@ def test_prefect_deploy_and_a_process_worker(tmp_path):
         worker = subprocess.Popen([PREFECT, "worker", "start", "--pool", "grainline-test"], env=env, cwd=tmp_path,
                                   stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
         t0 = time.monotonic()
-        (first, *_) = wait_for("an ingestion run by the worker", lambda: ingest_runs(db, "completed"), log)
+        (first, *_) = wait_for("an ingestion run by the worker", lambda: ingest_runs(db, "completed", src), log)
         print(f"\nworker: first scheduled ingestion completed after {time.monotonic() - t0:.0f}s")
         assert first["docs_added"] == len(CORPUS)
         store = ChunkStore(str(db), first["table_name"], 384)
-        assert store.count() == sum(r["chunks_written"] for r in ingest_runs(db, "completed")) - sum(
-            r["chunks_deleted"] for r in ingest_runs(db, "completed"))
+        assert store.count() == sum(r["chunks_written"] for r in ingest_runs(db, "completed", src)) - sum(
+            r["chunks_deleted"] for r in ingest_runs(db, "completed", src))
         wait_for("eval_results written by the worker's evaluation run",
                  lambda: (t := open_table_if_exists(connect(str(db)), "eval_results")) is not None and t.count_rows() > 0, log)
         assert all(r["auto_scheduled"] for r in flow_runs(server.url) if r["state_type"] != "SCHEDULED")
