@@ -142,7 +142,6 @@ def _use_server() -> None:
 
 
 def _run_ingest_flow(**kwargs: Any) -> dict[str, Any]:
-    _use_server()
     from grainline.flows.ingest import ingest_flow
 
     return ingest_flow(**kwargs)
@@ -177,6 +176,8 @@ def ingest(
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     with _checked():
+        # Before the flow run exists: Prefect stores a flow run's parameters.
+        chk.db_uri(db)
         chk.source(source)
         chk.strategies(strategy)
         _check_embedder_args(device, precision, backend)
@@ -195,13 +196,12 @@ def ingest(
         return
     from pydantic import ValidationError
 
-    from grainline.redact import check_uri
     from grainline.storage.lease import LeaseError
     from grainline.storage.locks import TableLockTimeout
 
+    # Outside the try below: its one-line refusal exits 2, not "ingestion failed".
+    _use_server()
     try:
-        # Before the flow run exists: Prefect stores a flow run's parameters.
-        check_uri(db)
         result = _run_ingest_flow(
             reader={"id_field": id_field, "text_field": text_field, "title_field": title_field},
             chunker_overrides=overrides,
@@ -622,19 +622,14 @@ def demo(
 ) -> None:
     """Ingest the bundled demo corpus with all three strategies, then search it."""
     with _checked():
+        chk.db_uri(db)
         chk.source(source)
     from grainline.embedding import EmbedderSettings
+    from grainline.redact import redact_uri
     from grainline.search import search as do_search
 
-    if not Path(source).exists():
-        _fail(f"demo corpus not found at {source}; pass --source")
-    from grainline.redact import check_uri, redact_uri
-
-    try:
-        check_uri(db)
-    except ValueError as exc:
-        _fail(str(exc))
     typer.secho(f"Ingesting {source} into {redact_uri(db)} (sentence, paragraph, article) ...", bold=True)
+    _use_server()
     result = _run_ingest_flow(source=source, strategies="sentence,paragraph,article", db=db, show_progress=True)
     _print_ingest(result)
     for query in DEMO_QUERIES:
@@ -672,6 +667,7 @@ def eval_cmd(
     """Compare chunk granularities and retrieval methods on a labelled dataset, or on
     the production table with a query set; ends with one recommendation."""
     with _checked():
+        chk.db_uri(db)
         if dataset is not None:
             chk.dataset(dataset)
         chk.strategies(strategy)
@@ -893,6 +889,8 @@ def serve(
     the one --api-url names), the deployments registered on it, and the process that
     executes their scheduled runs. Ctrl-C (or SIGTERM) stops both."""
     with _checked():
+        # Before the flow run exists: Prefect stores a flow run's parameters.
+        chk.db_uri(db)
         chk.source(source)
         chk.strategies(strategy)
         chk.choice("--sync", sync, chk.SYNC_MODES)

@@ -157,6 +157,18 @@ def source(value: str) -> str:
     raise ArgumentError(f"source {value!r} does not exist (a folder, a file or a glob such as 'docs/**/*.md')")
 
 
+def db_uri(db: str, option: str = "--db") -> str:
+    """A database URI must not carry credentials (they come from the environment);
+    checked first, so the refusal names the URI redacted before anything else."""
+    from grainline.redact import check_uri
+
+    try:
+        check_uri(db)
+    except ValueError as exc:
+        raise ArgumentError(str(exc)) from None
+    return db
+
+
 def existing_db(db: str) -> str:
     """A database a command only reads: a local one must exist (object stores are
     checked when opened)."""

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from grainline.documents import Document
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest, summary_markdown
-from grainline.readers import discover, iter_documents, read_file
+from grainline.readers import discover, file_id, iter_documents, read_file
 from grainline.redact import check_uri, has_credentials, redact_options, redact_text, redact_uri
 from grainline.storage.chunks import ChunkStore
 
@@ -88,7 +88,7 @@ def test_glob_and_symlinks_stay_under_the_root(tmp_path):
         discover(f"{src}/*/../../outside/*.txt")
     # a recursive glob does not follow a symlink out of the root, and says so
     items = list(iter_documents(f"{src}/**/*.txt"))
-    assert [d.doc_id for d in items if isinstance(d, Document)] == ["a/doc.txt"]
+    assert [d.doc_id for d in items if isinstance(d, Document)] == [file_id(src / "a/doc.txt")]
     assert [(f.where, f.reason) for f in items if not isinstance(f, Document)] == [
         ("a/escape", "symlink points outside the ingested root")
     ]
@@ -108,7 +108,10 @@ def test_record_ids_never_become_paths(tmp_path, embedder):
     rec = run_ingest(IngestSettings(source=str(src), db=str(work / "db"), strategies="paragraph", embedder=EmbedderSettings(device="cpu")))
     assert rec.counts.docs_failed == 0 and rec.counts.docs_added == 5
     store = ChunkStore(str(work / "db"), embedder.identity.table_name, embedder.identity.dim)
-    assert {r["doc_id"] for b in store.scan(["doc_id"]) for r in b.to_pylist()} == {*hostile, f"../parquet-escape-{marker}"}
+    # a record's id is scoped to its file's id: stored as data, never resolved as a path
+    jsonl, parquet = file_id(src / "records.jsonl"), file_id(src / "rows.parquet")
+    assert {r["doc_id"] for b in store.scan(["doc_id"]) for r in b.to_pylist()} == {
+        *(f"{jsonl}#{h}" for h in hostile), f"{parquet}#../parquet-escape-{marker}"}
     # every file the run wrote is inside the db folder, and none is named after an id
     new = {p for p in tmp_path.rglob("*")} - before
     assert new and all(p.is_relative_to(work / "db") for p in new)
