@@ -1,4 +1,13 @@
 #!/usr/bin/env bash
 # Set up .venv/ and run the whole test suite (what CI runs).
+# The tests run in GRAINLINE_TEST_WORKERS parallel pytest-xdist workers (3 by default:
+# most of the long tests wait on servers and schedules, not on the CPU); a test module
+# is one unit of work (tests/conftest.py). Pass -n yourself, or GRAINLINE_TEST_WORKERS=0,
+# to choose otherwise.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-exec .venv/bin/python -m pytest "$@"
+PARALLEL=(-n "${GRAINLINE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder)
+for arg in "$@"; do
+  case "$arg" in -n|-n*|--numprocesses*|no:xdist|-pno:xdist) PARALLEL=() ;; esac
+done
+if [ "${GRAINLINE_TEST_WORKERS:-3}" = "0" ]; then PARALLEL=(); fi
+exec .venv/bin/python -m pytest "${PARALLEL[@]}" "$@"

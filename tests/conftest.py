@@ -12,12 +12,21 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _own_dir(var: str, prefix: str) -> None:
+    # Under pytest-xdist the workers inherit the controller's environment: each worker
+    # takes its own folder, so no two share a kept server or a Prefect database.
+    if os.environ.get("PYTEST_XDIST_WORKER") or var not in os.environ:
+        os.environ[var] = tempfile.mkdtemp(prefix=prefix)
+
+
 # Model identities are cached per user; the tests keep their own cache (child processes inherit it).
-os.environ.setdefault("GRAINLINE_CACHE_DIR", tempfile.mkdtemp(prefix="grainline-test-cache-"))
+_own_dir("GRAINLINE_CACHE_DIR", "grainline-test-cache-")
 # Prefect's home (its database, and global state such as concurrency slots) and the
 # local server grainline keeps between commands: the test session's own, never the user's.
-os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="grainline-test-prefect-"))
-os.environ.setdefault("GRAINLINE_HOME", tempfile.mkdtemp(prefix="grainline-test-home-"))
+_own_dir("PREFECT_HOME", "grainline-test-prefect-")
+_own_dir("GRAINLINE_HOME", "grainline-test-home-")
 
 # The evaluation datasets sit beside the repo (../shared/data); GRAINLINE_DATA overrides.
 SHARED_DATA = Path(os.environ.get("GRAINLINE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
@@ -71,3 +80,28 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
         else:
             path.write_text(content, encoding="utf-8")
     return root
+
+
+# Run in parallel with pytest-xdist (scripts/test.sh passes -n and --dist loadgroup):
+# a test module is one unit of work by default, so its module-scoped fixtures (a
+# server, a dataset run) are built once; a test marked with its own xdist_group (the
+# long journeys) is scheduled on its own. Units start longest first (the order below,
+# from CI's --durations), so the workers finish close together.
+LONGEST_FIRST = (
+    "journey-serve", "test_evaluate", "journey-kill", "test_s3", "journey-worker", "test_journeys",
+    "test_cli_faults", "test_faults", "test_kept_server", "test_concurrency",
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    def group(item) -> str:
+        mark = item.get_closest_marker("xdist_group")
+        if mark is None:
+            mark = pytest.mark.xdist_group(item.path.stem)
+            item.add_marker(mark)
+            return item.path.stem
+        return mark.args[0] if mark.args else mark.kwargs["name"]
+
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(group(item), len(rank)))
