@@ -5,7 +5,7 @@
 # is one unit of work (tests/conftest.py). Pass -n yourself, or GRAINLINE_TEST_WORKERS=0,
 # to choose otherwise.
 source "$(dirname "${BASH_SOURCE[0]}")/_venv.sh"
-PARALLEL=(-n "${GRAINLINE_TEST_WORKERS:-3}" --dist loadgroup --no-loadscope-reorder)
+PARALLEL=(-n "${GRAINLINE_TEST_WORKERS:-3}" --dist loadfile --no-loadscope-reorder)
 for arg in "$@"; do
   case "$arg" in -n|-n*|--numprocesses*|no:xdist|-pno:xdist) PARALLEL=() ;; esac
 done

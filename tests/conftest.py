@@ -82,26 +82,17 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
     return root
 
 
-# Run in parallel with pytest-xdist (scripts/test.sh passes -n and --dist loadgroup):
-# a test module is one unit of work by default, so its module-scoped fixtures (a
-# server, a dataset run) are built once; a test marked with its own xdist_group (the
-# long journeys) is scheduled on its own. Units start longest first (the order below,
-# from CI's --durations), so the workers finish close together.
+# Run in parallel with pytest-xdist (scripts/test.sh passes -n and --dist loadfile): a
+# test module is one unit of work, so its module-scoped fixtures (a server, a dataset
+# run) are built once; each long journey has a module of its own. Modules start
+# longest first (this order, from the suite's --durations), so the workers finish
+# close together; the rest follow in file order.
 LONGEST_FIRST = (
-    "journey-serve", "test_evaluate", "journey-kill", "test_s3", "journey-worker", "test_journeys",
-    "test_cli_faults", "test_faults", "test_kept_server", "test_concurrency",
+    "test_journey_serve", "test_evaluate", "test_journey_kill", "test_s3", "test_journey_worker",
+    "test_cli_faults", "test_faults", "test_kept_server", "test_concurrency", "test_journeys", "test_flow",
 )
 
 
-@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    def group(item) -> str:
-        mark = item.get_closest_marker("xdist_group")
-        if mark is None:
-            mark = pytest.mark.xdist_group(item.path.stem)
-            item.add_marker(mark)
-            return item.path.stem
-        return mark.args[0] if mark.args else mark.kwargs["name"]
-
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(group(item), len(rank)))
+    items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
