@@ -30,7 +30,8 @@ from grainline.readers import (
 
 def rel(doc_id: str) -> str:
     """A stored doc id (a real path) relative to the test's own tmp folder."""
-    return re.sub(r"^.*?/pytest-\d+/[^/]+/", "", doc_id)
+    # pytest-N/<test folder>/, or pytest-N/popen-gwK/<test folder>/ under pytest-xdist
+    return re.sub(r"^.*?/pytest-\d+/(?:popen-gw\d+/)?[^/]+/", "", doc_id)
 
 
 def write(path: Path, content: str | bytes) -> Path:
