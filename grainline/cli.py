@@ -685,12 +685,9 @@ def eval_cmd(
     _use_server()
     from grainline.flows.evaluate import evaluate_flow
 
-    from grainline.redact import check_uri
-
     if (dataset is None) == (queries is None):
         _fail("give --dataset KIND:PATH or --queries SET (one of them)")
     try:
-        check_uri(db)
         from grainline.evaluation.runner import EvalSettings
 
         # Bad arguments fail here, in one line, rather than inside the flow run.

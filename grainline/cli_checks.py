@@ -157,7 +157,7 @@ def source(value: str) -> str:
     raise ArgumentError(f"source {value!r} does not exist (a folder, a file or a glob such as 'docs/**/*.md')")
 
 
-def db_uri(db: str, option: str = "--db") -> str:
+def db_uri(db: str) -> str:
     """A database URI must not carry credentials (they come from the environment);
     checked first, so the refusal names the URI redacted before anything else."""
     from grainline.redact import check_uri
