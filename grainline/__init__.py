@@ -1,7 +1,9 @@
-"""grainline: batch document embedding with Prefect."""
+"""grainline: batch document embedding with Prefect.
+
+The package's own data lives in grainline/data/ (installed with the wheel): the demo
+corpus that `grainline demo` ingests and int8 calibration reads.
+"""
 
 from pathlib import Path
 
-# The demo corpus beside the package in a source checkout (the demo command and int8
-# calibration read it).
-DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
+DEMO_CORPUS = Path(__file__).resolve().parent / "data" / "demo_corpus"

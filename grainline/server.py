@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -87,9 +86,13 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _prefect_exe() -> str:
+def _prefect_command() -> list[str]:
+    """The Prefect CLI of the Python running grainline: its own script where the
+    environment has one, else the same interpreter's module (an environment whose
+    packages come from elsewhere has no script beside its python, and a `prefect` on
+    PATH may belong to another Prefect)."""
     exe = Path(sys.executable).with_name("prefect")
-    return str(exe) if exe.exists() else (shutil.which("prefect") or "prefect")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "prefect"]
 
 
 @dataclass
@@ -139,7 +142,7 @@ def start_local_server(
     log_path = home / "server.log"
     log = open(log_path, "ab")
     proc = subprocess.Popen(
-        [_prefect_exe(), "server", "start", "--host", host, "--port", str(port)],
+        [*_prefect_command(), "server", "start", "--host", host, "--port", str(port)],
         env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, so stop() reaches its children
     )

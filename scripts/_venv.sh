@@ -1,5 +1,5 @@
 # Sourced by the other scripts: create .venv/ at the repo root and install grainline
-# into it (editable, with the test, openvino and s3 extras) at the versions of
+# into it (editable in strict mode, with the test, openvino and s3 extras) at the versions of
 # constraints/lock.txt, whenever pyproject.toml or the constraints changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,6 +29,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install --quiet --upgrade pip
   .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test,openvino,s3]"
   echo "$want" > "$stamp"
+  rm -f .venv/.grainline-files-stamp
+fi
+# grainline itself is installed editable in strict mode: a tree of links to the
+# checkout's files under build/, so editors and type checkers follow every module,
+# including the root folders installed as grainline.chunkers/.storage/.flows/.deployments.
+# A link tree does not see files added or removed later: reinstall when the list changes.
+files_stamp=.venv/.grainline-files-stamp
+files="$(find grainline chunkers storage flows deployments -type f ! -name '*.pyc' | sort | sha256sum | cut -d' ' -f1)"
+if [ ! -f "$files_stamp" ] || [ "$(cat "$files_stamp")" != "$files" ]; then
+  rm -rf build/__editable__.*
+  .venv/bin/python -m pip install --quiet --no-deps --no-build-isolation --config-settings editable_mode=strict -e .
+  echo "$files" > "$files_stamp"
 fi
 # Everything grainline needs is installed locally: nothing downloads at run time.
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false

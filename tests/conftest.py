@@ -30,7 +30,7 @@ _own_dir("GRAINLINE_HOME", "grainline-test-home-")
 
 # The evaluation datasets sit beside the repo (../shared/data); GRAINLINE_DATA overrides.
 SHARED_DATA = Path(os.environ.get("GRAINLINE_DATA", Path(__file__).resolve().parents[1].parent / "shared" / "data"))
-DEMO_CORPUS = Path(__file__).resolve().parents[1] / "demo" / "corpus"
+from grainline import DEMO_CORPUS  # noqa: E402  (the package data the demo ingests)
 
 
 @pytest.fixture(scope="session", autouse=True)
