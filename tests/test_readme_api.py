@@ -1,23 +1,24 @@
-"""The README's Python API block, run exactly as written (in a temporary folder)."""
+"""The Python API block of the docs (docs/python-api.md), run exactly as written (in a
+temporary folder)."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+PAGE = Path(__file__).resolve().parents[1] / "docs" / "python-api.md"
 
 
 def readme_block(heading: str) -> str:
-    text = README.read_text(encoding="utf-8")
+    text = PAGE.read_text(encoding="utf-8")
     section = text[text.index(heading):]
     return re.search(r"```python\n(.*?)```", section, re.S).group(1)
 
 
 def test_python_api_block_runs_as_written(tmp_path, monkeypatch, capsys):
-    code = readme_block("### Python API")
+    code = readme_block("# Python API")
     monkeypatch.chdir(tmp_path)
-    exec(compile(code, "README.md (Python API)", "exec"), {"__name__": "readme"})
+    exec(compile(code, "docs/python-api.md", "exec"), {"__name__": "readme"})
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("completed 1 chunks_")
     hit = out[1].split()
