@@ -1,5 +1,5 @@
 # Sourced by the other scripts: create .venv/ at the repo root and install grainline
-# into it (editable in strict mode, with the test, openvino and s3 extras) at the versions of
+# into it (editable in strict mode, with the test, openvino, s3 and docs extras) at the versions of
 # constraints/lock.txt, whenever pyproject.toml or the constraints changed.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -27,7 +27,7 @@ want="$(cat pyproject.toml constraints/cpu.txt constraints/lock.txt | sha256sum 
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo ">> installing grainline and its dependencies into .venv/ (first time takes a few minutes)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test,openvino,s3]"
+  .venv/bin/python -m pip install --quiet "${CONSTRAINTS[@]}" -e ".[test,openvino,s3,docs]"
   echo "$want" > "$stamp"
   rm -f .venv/.grainline-files-stamp
 fi
