@@ -16,7 +16,7 @@ FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "html"
 def selectolax_walk(html: str) -> str:
     from selectolax.lexbor import LexborHTMLParser
 
-    from grainline.readers import _html_text
+    from grainline.readers.html import _html_text
 
     tree = LexborHTMLParser(html)
     return _html_text(tree.root)

@@ -19,7 +19,8 @@ import pytest
 
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest
-from grainline.readers import _read_text, ReaderSettings
+from grainline.readers import ReaderSettings
+from grainline.readers.text import _read_text
 from grainline.storage.chunks import ChunkStore
 from grainline.storage.ledger import Ledger
 

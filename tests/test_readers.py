@@ -271,7 +271,7 @@ def test_txt_roundtrip_property(tmp_path, text):
     block=st.sampled_from([1, 3, 7, 64, 1 << 20]),
 )
 def test_text_parts_property(tmp_path_factory, pieces, utf16, block):
-    from grainline.readers import _PARAGRAPH_BREAK, _read_text, _text_parts
+    from grainline.readers.text import _PARAGRAPH_BREAK, _read_text, _text_parts
 
     text = "".join(pieces)
     path = tmp_path_factory.mktemp("parts") / "p.txt"
