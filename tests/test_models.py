@@ -152,7 +152,7 @@ def test_reembed_refuses_when_the_chunking_would_differ(tmp_path, embedder, mode
 def test_evaluation_compares_models(tmp_path, embedder, models):
     from grainline.evaluation.report import compare_models_markdown
     from grainline.evaluation.results import latest_by_model
-    from grainline.evaluation.runner import EvalSettings, run_eval
+    from grainline.evaluation import EvalSettings, run_eval
 
     from .test_evaluate import write_spans_fixture
 
