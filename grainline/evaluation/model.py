@@ -132,6 +132,9 @@ class Config:
 
 @dataclass
 class EvalRun:
+    """One run: its settings, dataset and queries, then what each runner step adds
+    (configurations, per-query scores, result rows, tests, regressions, timings)."""
+
     settings: EvalSettings
     run_id: str
     dataset: EvalDataset

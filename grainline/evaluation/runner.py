@@ -98,14 +98,10 @@ def _labels(configs: list[tuple[str, str]]) -> list[str]:
 def open_production(settings: EvalSettings) -> tuple[Any, int, str | None]:
     """The production chunks table read-only at the version evaluated: ``at`` (a
     version number or tag), else the current one once its BM25 index covers every row."""
-    name = settings.table or get_embedder(settings.embedder).identity.table_name
-    table = open_table_if_exists(connect(settings.db), name)
-    if table is None:
-        from grainline.search import _table_names
+    from .corpus import open_chunks_table
 
-        names = [t for t in _table_names(connect(settings.db)) if t.startswith("chunks_")]
-        raise ValueError(f"no chunks table {name!r} in {settings.db!r} (tables there: {', '.join(names) or 'none'}); "
-                         "run `grainline ingest` first or pass --table")
+    name = settings.table or get_embedder(settings.embedder).identity.table_name
+    table = open_chunks_table(settings.db, name)
     tag = None
     if settings.at is None:
         ensure_fts_index(table)
