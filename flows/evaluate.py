@@ -1,6 +1,10 @@
 """The granularity evaluation flow: which chunking retrieves best, with which method.
 
-Thin wiring over :mod:`grainline.evaluation.runner`; ready to be scheduled."""
+Thin wiring over :mod:`grainline.evaluation.runner`; ready to be scheduled. The run
+record (:class:`~grainline.evaluation.model.EvalRun`) travels as an argument: the
+first task returns it and every later task takes it. Tasks are called, not submitted,
+so each runs in the flow's own thread and fills in the very run it is given (Prefect
+resolves task inputs without copying an object that holds no futures)."""
 
 from __future__ import annotations
 
@@ -13,61 +17,55 @@ from prefect.states import Completed
 
 from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
 from grainline.evaluation import runner
+from grainline.evaluation.model import EvalRun, EvalSettings
 from grainline.storage.chunks import DEFAULT_DB
 
 from .retry import retry_transient
 
-# An evaluation run holds the dataset and query vectors; tasks get its id.
-_RUNS: dict[str, runner.EvalRun] = {}
-
 
 @task(name="load-dataset", cache_policy=NO_CACHE)
-def load_task(settings: runner.EvalSettings) -> str:
-    run = runner.load(settings)
-    _RUNS[run.run_id] = run
-    return run.run_id
+def load_task(settings: EvalSettings) -> EvalRun:
+    return runner.load(settings)
 
 
 @task(name="ingest-dataset", retries=2, retry_delay_seconds=5, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def ingest_task(run_id: str) -> dict[str, Any]:
+def ingest_task(run: EvalRun) -> dict[str, Any]:
     from grainline.storage.locks import TableLock
 
-    run = _RUNS[run_id]
     # Two evaluations of one dataset queue rather than write its tables together (each
     # strategy's table also has its own lock, taken by the ingestion itself).
-    with TableLock(run.settings.db, runner.table_base(run), timeout_s=6 * 3600, run_id=run_id):
+    with TableLock(run.settings.db, runner.table_base(run), timeout_s=6 * 3600, run_id=run.run_id):
         runner.ingest_dataset(run)
     return run.ingest_counts
 
 
 @task(name="embed-queries", cache_policy=NO_CACHE)
-def embed_queries_task(run_id: str) -> dict[str, Any]:
-    return runner.embed_queries(_RUNS[run_id])
+def embed_queries_task(run: EvalRun) -> dict[str, Any]:
+    return runner.embed_queries(run)
 
 
 @task(name="retrieve-and-score", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE,
       task_run_name="retrieve-and-score-{label}")
-def score_task(run_id: str, label: str, vectors: dict[str, Any]) -> None:
-    runner.score_strategy(_RUNS[run_id], label, vectors)
+def score_task(run: EvalRun, label: str, vectors: dict[str, Any]) -> None:
+    runner.score_strategy(run, label, vectors)
 
 
 @task(name="aggregate", cache_policy=NO_CACHE)
-def aggregate_task(run_id: str) -> None:
-    runner.aggregate(_RUNS[run_id])
+def aggregate_task(run: EvalRun) -> None:
+    runner.aggregate(run)
 
 
 @task(name="store-results", retries=3, retry_delay_seconds=[1, 4, 15], retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def store_task(run_id: str) -> list[dict[str, Any]]:
-    run = _RUNS[run_id]
+def store_task(run: EvalRun) -> list[dict[str, Any]]:
     runner.store_and_compare(run)
     return run.regressions
 
 
 @task(name="report", cache_policy=NO_CACHE)
-def report_task(run_id: str) -> dict[str, Any]:
+def report_task(run: EvalRun) -> dict[str, Any]:
     from grainline.evaluation.report import write_report
 
-    path, pngs, md = write_report(_RUNS[run_id])
+    path, pngs, md = write_report(run)
     return {"report": str(path), "plots": [str(p) for p in pngs], "markdown": md}
 
 
@@ -107,7 +105,7 @@ def evaluate_flow(
     ``chunk`` sweeps chunker settings (``["paragraph.max_tokens=128,256"]``): each
     combination is a configuration of its own."""
     logger = get_run_logger()
-    settings = runner.EvalSettings(
+    settings = EvalSettings(
         dataset=dataset, split=split, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
         strategies=strategies, methods=methods, db=db, progress=show_progress, chunk_sweep=chunk or {},
         long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
@@ -115,29 +113,25 @@ def evaluate_flow(
                                   show_progress=show_progress),
         svm={"c": svm_c, "candidates": svm_candidates},
     )
-    run_id = load_task(settings)
-    try:
-        ingest_task(run_id)  # with a query set: only swept configurations the table lacks
-        vectors = embed_queries_task(run_id)
-        for label in runner.groups(_RUNS[run_id]):
-            score_task(run_id, label, vectors)
-        aggregate_task(run_id)
-        regressions = store_task(run_id)
-        report = report_task(run_id)
-        run = _RUNS[run_id]
-        create_markdown_artifact(markdown=report["markdown"], key="grainline-eval-report", description=f"grainline evaluation {run_id}")
-        for p in report["plots"]:
-            create_link_artifact(link=f"file://{p}", link_text=p.rsplit("/", 1)[-1], key="grainline-eval-plot")
-        message = runner.state_message(run)
-        for g in regressions:
-            logger.warning("regression: %s/%s %s %.4f below previous interval (low %.4f)", g["strategy"], g["method"], g["metric"], g["value"], g["previous_ci_low"])
-        logger.info(message)
-        data = {
-            "run_id": run_id, "report": report["report"], "plots": report["plots"], "regressions": regressions,
-            "results": run.results, "message": message, "n_queries": len(run.queries),
-            "skipped_queries": len(run.dataset.skipped_queries), "recommendation": run.recommendation,
-            "skipped": [list(x) for x in run.dataset.skipped_queries],
-        }
-    finally:
-        _RUNS.pop(run_id, None)
+    run = load_task(settings)
+    ingest_task(run)  # with a query set: only swept configurations the table lacks
+    vectors = embed_queries_task(run)
+    for label in runner.groups(run):
+        score_task(run, label, vectors)
+    aggregate_task(run)
+    regressions = store_task(run)
+    report = report_task(run)
+    create_markdown_artifact(markdown=report["markdown"], key="grainline-eval-report", description=f"grainline evaluation {run.run_id}")
+    for p in report["plots"]:
+        create_link_artifact(link=f"file://{p}", link_text=p.rsplit("/", 1)[-1], key="grainline-eval-plot")
+    message = runner.state_message(run)
+    for g in regressions:
+        logger.warning("regression: %s/%s %s %.4f below previous interval (low %.4f)", g["strategy"], g["method"], g["metric"], g["value"], g["previous_ci_low"])
+    logger.info(message)
+    data = {
+        "run_id": run.run_id, "report": report["report"], "plots": report["plots"], "regressions": regressions,
+        "results": run.results, "message": message, "n_queries": len(run.queries),
+        "skipped_queries": len(run.dataset.skipped_queries), "recommendation": run.recommendation,
+        "skipped": [list(x) for x in run.dataset.skipped_queries],
+    }
     return Completed(message=message, data=data)

@@ -68,7 +68,7 @@ def evaluate(dataset: str, db: str = DEFAULT_DB, *, strategies: Iterable[str] | 
     ``beir:PATH``, ``scifact:PATH`` or ``spans:PATH``); returns the run, whose
     ``.results`` are the ``eval_results`` rows (strategy, method, metric, value) and
     whose report lands in ``reports_dir``."""
-    from grainline.evaluation.runner import EvalSettings, parse_methods, run_eval
+    from grainline.evaluation import EvalSettings, parse_methods, run_eval
 
     return run_eval(EvalSettings(dataset=dataset, db=db, strategies=strategies, methods=parse_methods(methods),
                                  sample=sample, reports_dir=reports_dir, embedder=_embedder(model, device), **settings))

@@ -4,29 +4,25 @@ Each class's centroid is the re-normalised mean of its records' unit vectors; a 
 gets the class of the most similar centroid (cosine), with that cosine as its score and
 the gap to the runner-up class as its margin (a small margin: an uncertain call).
 
-Labelled records come from a JSONL or CSV file of text + label (embedded here, each
-text truncated at the model window as a query is), or from an ingested table: a key of
-the documents' metadata names the class, and each document's vector is the one
-:mod:`grainline.related` builds from its chunks.
+Labelled records (:mod:`grainline.labels`) come from a JSONL or CSV file of text +
+label (embedded here, each text truncated at the model window as a query is), or from
+an ingested table: a key of the documents' metadata names the class, and each
+document's vector is the one :mod:`grainline.related` builds from its chunks.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from grainline.evaluation.datasets import DatasetError, _iter_jsonl
-from grainline.evaluation.labels import LabelledTexts, split_per_class
-from grainline.storage.sql import quote
-
-if TYPE_CHECKING:
-    from grainline.related import RelatedSettings
-
+from grainline.labels import LabelledRecords, split_per_class
+# The classify command reaches its readers through this module until it imports them
+# from grainline.labels, where they live.
+from grainline.labels import read_records, table_records  # noqa: F401
 
 @dataclass
 class Centroids:
@@ -73,114 +69,11 @@ class Prediction:
     runner_up: str | None
 
 
-@dataclass
-class Records:
-    """Records to fit on or classify: ids, optional texts, optional labels (None where a
-    record has none) and, once embedded, their unit vectors."""
-
-    ids: list[str]
-    labels: list[str | None]
-    texts: list[str] | None = None
-    vectors: np.ndarray | None = None
-
-    def labelled(self) -> "Records":
-        """Only the records that have a label."""
-        keep = [i for i, lab in enumerate(self.labels) if lab is not None]
-        return self._take(keep)
-
-    def unlabelled(self) -> "Records":
-        keep = [i for i, lab in enumerate(self.labels) if lab is None]
-        return self._take(keep)
-
-    def _take(self, keep: list[int]) -> "Records":
-        return Records(
-            [self.ids[i] for i in keep], [self.labels[i] for i in keep],
-            [self.texts[i] for i in keep] if self.texts is not None else None,
-            self.vectors[keep] if self.vectors is not None else None,
-        )
-
-
-def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, record) from a .jsonl or .csv file; malformed lines name themselves."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        yield from _iter_jsonl(path)
-    elif suffix in (".csv", ".tsv"):
-        with path.open(encoding="utf-8", newline="") as fh:
-            reader = csv.DictReader(fh, delimiter="\t" if suffix == ".tsv" else ",")
-            for row in reader:
-                # DictReader counts physical lines; a quoted newline spans two.
-                if None in row:
-                    raise DatasetError(path, f"more fields than the header's {len(reader.fieldnames or [])}", reader.line_num)
-                yield reader.line_num, row
-    else:
-        raise DatasetError(path, f"unsupported file type {suffix or '(none)'!r}; use .jsonl or .csv")
-
-
-def read_records(
-    path: str | Path, text_field: str = "text", label_field: str = "label", id_field: str = "id",
-    require_labels: bool = True,
-) -> Records:
-    """Records of a JSONL or CSV file: text (required, non-empty), label (required
-    unless ``require_labels`` is false; empty counts as missing) and an optional id
-    (default: the line number). Every problem names the file and line."""
-    path = Path(path)
-    if not path.exists():
-        raise DatasetError(path, "file does not exist")
-    ids: list[str] = []
-    texts: list[str] = []
-    labels: list[str | None] = []
-    for lineno, row in _rows(path):
-        text = row.get(text_field)
-        if not isinstance(text, str) or not text.strip():
-            raise DatasetError(path, f"field {text_field!r} is missing or empty", lineno)
-        label = row.get(label_field)
-        if isinstance(label, (int, float)) and not isinstance(label, bool):
-            label = str(label)
-        if label is not None and not isinstance(label, str):
-            raise DatasetError(path, f"field {label_field!r} must be a string, got {type(label).__name__}", lineno)
-        if label is None or not label.strip():
-            if require_labels:
-                raise DatasetError(path, f"field {label_field!r} is missing or empty", lineno)
-            label = None
-        ids.append(str(row.get(id_field) or lineno))
-        texts.append(text)
-        labels.append(label.strip() if label else None)
-    if not texts:
-        raise DatasetError(path, "no records")
-    return Records(ids, labels, texts)
-
-
-def embed_records(records: Records, embedder: Any) -> Records:
+def embed_records(records: LabelledRecords, embedder: Any) -> LabelledRecords:
     """The same records with their vectors (texts past the model window are truncated)."""
     assert records.texts is not None
     records.vectors = embedder.encode(records.texts, desc="records")
     return records
-
-
-def table_records(settings: "RelatedSettings", label_field: str) -> Records:
-    """Documents of an ingested table as records: vectors as :mod:`grainline.related`
-    builds them (``settings.strategy``), labels from ``metadata[label_field]`` (None
-    where a document has none)."""
-    from grainline.related import document_vectors, resolve_table
-
-    t = resolve_table(settings)
-    dv = document_vectors(t, settings.strategy)
-    meta: dict[str, str | None] = {}
-    where = f"strategy = {quote(settings.strategy)}"
-    for batch in t.search().select(["doc_id", "metadata"]).where(where).limit(None).to_batches(8192):
-        for d, m in zip(batch.column("doc_id").to_pylist(), batch.column("metadata").to_pylist()):
-            if d in meta:
-                continue
-            try:
-                value = (json.loads(m) if m else {}).get(label_field)
-            except (json.JSONDecodeError, AttributeError):
-                value = None
-            meta[d] = str(value) if value not in (None, "") else None
-    labels = [meta.get(d) for d in dv.doc_ids]
-    if not any(lab is not None for lab in labels):
-        raise ValueError(f"no document in table {dv.table_name!r} has metadata field {label_field!r}")
-    return Records(list(dv.doc_ids), labels, None, dv.vectors)
 
 
 @dataclass
@@ -193,7 +86,7 @@ class AccuracyRow:
     knn1_accuracy: float
 
 
-def centroid_accuracy(labelled: LabelledTexts, vectors: np.ndarray, per_class: Sequence[int], seeds: Sequence[int]) -> list[AccuracyRow]:
+def centroid_accuracy(labelled: LabelledRecords, vectors: np.ndarray, per_class: Sequence[int], seeds: Sequence[int]) -> list[AccuracyRow]:
     """For each label count and seed: fit centroids on ``per_class`` records of every
     class, classify the rest; also the 1-nearest-neighbour accuracy on the same split,
     as a baseline that uses the same labelled records."""
@@ -210,7 +103,7 @@ def centroid_accuracy(labelled: LabelledTexts, vectors: np.ndarray, per_class: S
     return out
 
 
-def format_predictions(records: Records, preds: Sequence[Prediction], fmt: str = "table") -> list[str]:
+def format_predictions(records: LabelledRecords, preds: Sequence[Prediction], fmt: str = "table") -> list[str]:
     """Predictions as aligned text lines (``table``) or JSON lines (``jsonl``)."""
     if fmt == "jsonl":
         return [json.dumps({"id": i, "label": p.label, "score": round(p.score, 4), "margin": round(p.margin, 4),
@@ -227,9 +120,9 @@ def format_predictions(records: Records, preds: Sequence[Prediction], fmt: str =
 def squad_centroid_study(path: str | Path, embedder: Any, per_class: Sequence[int], seeds: Sequence[int]) -> list[AccuracyRow]:
     """The SQuAD article-label task: every dev paragraph embedded once, then
     :func:`centroid_accuracy` at each label count and seed."""
-    from grainline.evaluation.labels import squad_paragraph_labels
+    from grainline.labels import squad_paragraphs
 
-    labelled = squad_paragraph_labels(path)
+    labelled = squad_paragraphs(path)
     return centroid_accuracy(labelled, embedder.encode(labelled.texts, desc="paragraphs"), per_class, seeds)
 
 

@@ -73,7 +73,7 @@ def open_chunks_table(db: str, embedder: "Embedder") -> Any:
     name = embedder.identity.table_name
     table = open_table_if_exists(conn, name)
     if table is None:
-        tables = [t for t in _table_names(conn) if t.startswith("chunks_")]
+        tables = [t for t in table_names(conn) if t.startswith("chunks_")]
         raise ValueError(
             f"no chunks table for model {embedder.identity.model_id!r} in {db!r} (expected {name!r}); "
             f"tables there: {', '.join(tables) or 'none'}. Run `grainline ingest` first."
@@ -81,7 +81,9 @@ def open_chunks_table(db: str, embedder: "Embedder") -> Any:
     return table
 
 
-def _table_names(conn: Any) -> list[str]:
+def table_names(conn: Any) -> list[str]:
+    """The names of the tables of a LanceDB connection (whichever listing call this
+    LanceDB version has)."""
     if hasattr(conn, "list_tables"):
         res = conn.list_tables()
         return list(getattr(res, "tables", res))

@@ -20,7 +20,7 @@ if kind == "ingest":
     settings = IngestSettings(**payload)
     get_embedder(settings.embedder)
 else:
-    from grainline.evaluation.runner import EvalSettings, run_eval
+    from grainline.evaluation import EvalSettings, run_eval
     settings = EvalSettings(**payload)
     get_embedder(settings.embedder)
 print("READY", flush=True)

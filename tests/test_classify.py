@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from grainline.classify import Centroids, embed_records, read_records, table_records
+from grainline.classify import Centroids, embed_records
 from grainline.cli import app
 from grainline.documents import Document
 from grainline.embedding import EmbedderSettings
 from grainline.evaluation.datasets import DatasetError
 from grainline.ingest import IngestSettings, run_ingest
+from grainline.labels import read_records, table_records
 from grainline.related import RelatedSettings
 
 TRAIN = [

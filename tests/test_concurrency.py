@@ -78,7 +78,7 @@ def test_two_ingestions_of_one_table_take_turns(tmp_path, embedder):
 def test_ingestion_during_an_evaluation_on_one_database(tmp_path, embedder):
     db = str(tmp_path / "db")
     spans = write_spans_fixture(tmp_path / "spans")
-    from grainline.evaluation.runner import EvalSettings
+    from grainline.evaluation import EvalSettings
 
     ev = EvalSettings(dataset=f"spans:{spans}", db=db, strategies="sentence,paragraph", methods="dense,bm25",
                       reports_dir=str(tmp_path / "reports"), n_bootstrap=100, n_permutations=100, embedder=CPU)

@@ -10,7 +10,7 @@ import pytest
 from grainline.embedding import EmbedderSettings
 from grainline.evaluation.datasets import DatasetError
 from grainline.evaluation.results import find_regressions
-from grainline.evaluation.runner import EvalSettings, run_eval
+from grainline.evaluation import EvalSettings, run_eval
 from grainline.storage.chunks import connect
 
 from .conftest import SHARED_DATA

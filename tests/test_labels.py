@@ -7,7 +7,7 @@ import json
 import pytest
 
 from grainline.evaluation.datasets import DatasetError
-from grainline.evaluation.labels import split_per_class, squad_paragraph_labels
+from grainline.labels import split_per_class, squad_paragraphs
 
 from .conftest import SHARED_DATA
 
@@ -19,13 +19,13 @@ def test_squad_paragraph_labels_from_a_small_file(tmp_path):
         {"title": "Tides", "paragraphs": [{"context": "The Moon pulls.", "qas": []}]},
     ]}
     path.write_text(json.dumps(data))
-    d = squad_paragraph_labels(path)
+    d = squad_paragraphs(path)
     assert d.ids == ["Bees#0", "Bees#1", "Tides#0"]
     assert d.labels == ["Bees", "Bees", "Tides"] and d.texts[2] == "The Moon pulls."
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": [{"title": "X", "paragraphs": [{"qas": []}]}]}))
     with pytest.raises(DatasetError, match=r"bad.json: data\[0\].paragraphs\[0\]: paragraph needs"):
-        squad_paragraph_labels(bad)
+        squad_paragraphs(bad)
 
 
 def test_split_per_class_is_seeded_and_keeps_one_back():
@@ -45,5 +45,5 @@ SQUAD = SHARED_DATA / "squad-v1.1" / "dev-v1.1.json"
 @pytest.mark.dataset
 @pytest.mark.skipif(not SQUAD.exists(), reason=f"SQuAD not found at {SQUAD}")
 def test_squad_dev_has_48_articles():
-    d = squad_paragraph_labels(SQUAD)
+    d = squad_paragraphs(SQUAD)
     assert len(d.classes) == 48 and len(d) == 2067

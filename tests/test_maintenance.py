@@ -250,7 +250,7 @@ def test_unchanged_rerun_of_an_indexed_table_commits_nothing_and_keeps_the_expor
 
 def test_evaluation_tags_the_versions_it_read_and_pruning_keeps_them(tmp_path, embedder):
     from grainline.embedding import EmbedderSettings
-    from grainline.evaluation.runner import EvalSettings, run_eval
+    from grainline.evaluation import EvalSettings, run_eval
     from grainline.storage.chunks import connect
 
     from .test_evaluate import write_spans_fixture

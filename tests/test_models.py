@@ -144,15 +144,15 @@ def test_reembed_refuses_when_the_chunking_would_differ(tmp_path, embedder, mode
     first = run_ingest(settings_for_model(src, db))
     with pytest.raises(ReembedError, match="model window differs: .* cut for 254 tokens, .* takes 126"):
         reembed(db, first.table_name, EmbedderSettings(model=models["small"], device="cpu"))
-    from grainline.search import _table_names
+    from grainline.search import table_names
 
-    assert sorted(_table_names(connect(db))) == sorted([first.table_name, "runs"])  # nothing written
+    assert sorted(table_names(connect(db))) == sorted([first.table_name, "runs"])  # nothing written
 
 
 def test_evaluation_compares_models(tmp_path, embedder, models):
     from grainline.evaluation.report import compare_models_markdown
     from grainline.evaluation.results import latest_by_model
-    from grainline.evaluation.runner import EvalSettings, run_eval
+    from grainline.evaluation import EvalSettings, run_eval
 
     from .test_evaluate import write_spans_fixture
 

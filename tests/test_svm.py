@@ -10,7 +10,7 @@ from grainline.documents import Document
 from grainline.embedding import EmbedderSettings
 from grainline.evaluation.datasets import Query
 from grainline.evaluation.retrieval import RETRIEVERS, ChunkIndex, RetrievalContext, SvmSettings, svm_scores
-from grainline.evaluation.runner import EvalSettings, run_eval
+from grainline.evaluation import EvalSettings, run_eval
 from grainline.ingest import IngestSettings, make_plans, run_ingest
 from grainline.storage.chunks import connect
 

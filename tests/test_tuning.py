@@ -15,7 +15,7 @@ from grainline.embedding import Embedder, EmbedderSettings
 from grainline.ingest import IngestSettings, get_embedder, run_ingest
 from grainline.storage.chunks import connect
 from grainline.tuning import Head, HeadSettings, reembed_table, same_class_ceiling, same_class_rate, train_head
-from grainline.tuning_data import LabelError, labelled_subset, load_labelled_file, load_labelled_table
+from grainline.labels import LabelError, labelled_subset, load_labelled_file, load_labelled_table
 from grainline.tuning_report import train_from_source
 
 from .conftest import write_files

@@ -107,16 +107,23 @@ def open_corpus(db: str, table_name: str | None, embedder_settings: Any) -> tupl
     current version: what a query set is made on. ``table_name`` defaults to the
     model's chunks table."""
     from grainline.ingest import get_embedder
-    from grainline.search import _table_names
-    from grainline.storage.chunks import connect, open_table_if_exists
 
-    name = table_name or get_embedder(embedder_settings).identity.table_name
-    conn = connect(db)
-    table = open_table_if_exists(conn, name)
-    if table is None:
-        names = [t for t in _table_names(conn) if t.startswith("chunks_")]
-        raise ValueError(f"no chunks table {name!r} in {db!r} (tables there: {', '.join(names) or 'none'}); "
-                         "run `grainline ingest` first or pass --table")
+    table = open_chunks_table(db, table_name or get_embedder(embedder_settings).identity.table_name)
     version = table.version
     table.checkout(version)  # documents and provenance from one version, whatever is written meanwhile
     return table, version, table_model_id(table), stored_documents(table)
+
+
+def open_chunks_table(db: str, name: str) -> Any:
+    """The production chunks table ``name`` of ``db``; a missing one is an error that
+    names the chunks tables there."""
+    from grainline.search import table_names
+    from grainline.storage.chunks import connect, open_table_if_exists
+
+    conn = connect(db)
+    table = open_table_if_exists(conn, name)
+    if table is None:
+        names = [t for t in table_names(conn) if t.startswith("chunks_")]
+        raise ValueError(f"no chunks table {name!r} in {db!r} (tables there: {', '.join(names) or 'none'}); "
+                         "run `grainline ingest` first or pass --table")
+    return table

@@ -52,6 +52,8 @@ from typing import Any, Iterator
 
 from grainline.documents import Document
 
+from .jsonl import json_lines
+
 log = logging.getLogger(__name__)
 
 DATASET_KINDS = ("beir", "scifact", "spans", "squad")
@@ -134,7 +136,7 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
-def _squad_file(path: Path) -> Path:
+def squad_file(path: Path) -> Path:
     """A SQuAD path may name the JSON file or a folder holding exactly one ``*.json``."""
     if not path.is_dir():
         return path
@@ -145,21 +147,30 @@ def _squad_file(path: Path) -> Path:
     return found[0]
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+def squad_json(path: str | Path) -> tuple[Path, dict[str, Any]]:
+    """The SQuAD file at ``path`` (see :func:`squad_file`) and its parsed JSON, checked
+    to hold a ``data`` list; anything else raises :class:`DatasetError`."""
+    path = squad_file(_require(Path(path), "SQuAD file"))
+    try:
+        with path.open(encoding="utf-8") as fh:
+            raw = json.load(fh)
+    except json.JSONDecodeError as exc:
+        raise DatasetError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", exc.lineno) from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
+        raise DatasetError(path, "not a SQuAD file: expected an object with a 'data' list")
+    return path, raw
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yields (line number, object) for each non-blank line; anything that is not a
     JSON object is an error naming the line, so a truncated file cannot pass silently."""
     _require(path, "file")
-    with path.open(encoding="utf-8") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise DatasetError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", lineno) from None
-            if not isinstance(obj, dict):
-                raise DatasetError(path, f"expected a JSON object, got {type(obj).__name__}", lineno)
-            yield lineno, obj
+    for line in json_lines(path):
+        if line.error is not None:
+            raise DatasetError(path, line.error, line.number)
+        if not isinstance(line.value, dict):
+            raise DatasetError(path, f"expected a JSON object, got {type(line.value).__name__}", line.number)
+        yield line.number, line.value
 
 
 def _get_str(obj: dict[str, Any], key: str, path: Path, lineno: int, *, required: bool = True) -> str:
@@ -195,14 +206,7 @@ def load_squad(path: str | Path) -> EvalDataset:
     into article offsets and checked against the answer text. Spans that do not match
     are dropped and counted in ``stats["span_mismatches"]`` rather than failing the load.
     """
-    path = _squad_file(_require(Path(path), "SQuAD file"))
-    try:
-        with path.open(encoding="utf-8") as fh:
-            raw = json.load(fh)
-    except json.JSONDecodeError as exc:
-        raise DatasetError(path, f"malformed JSON ({exc.msg} at column {exc.colno})", exc.lineno) from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("data"), list):
-        raise DatasetError(path, "not a SQuAD file: expected an object with a 'data' list")
+    path, raw = squad_json(path)
 
     documents: list[Document] = []
     queries: list[Query] = []
@@ -299,7 +303,7 @@ def _load_beir_corpus(folder: Path) -> list[Document]:
     corpus_path = _require(folder / "corpus.jsonl", "BEIR corpus")
     documents: list[Document] = []
     seen: set[str] = set()
-    for lineno, obj in _iter_jsonl(corpus_path):
+    for lineno, obj in iter_jsonl(corpus_path):
         doc_id = _get_str(obj, "_id", corpus_path, lineno)
         if doc_id in seen:
             raise DatasetError(corpus_path, f"duplicate document id {doc_id!r}", lineno)
@@ -350,7 +354,7 @@ def _read_qrels(qrels_path: Path, doc_ids: set[str]) -> tuple[dict[str, dict[str
 def _load_beir_queries(folder: Path) -> dict[str, tuple[int, str]]:
     queries_path = _require(folder / "queries.jsonl", "BEIR queries")
     out: dict[str, tuple[int, str]] = {}
-    for lineno, obj in _iter_jsonl(queries_path):
+    for lineno, obj in iter_jsonl(queries_path):
         qid = _get_str(obj, "_id", queries_path, lineno)
         if qid in out:
             raise DatasetError(queries_path, f"duplicate query id {qid!r}", lineno)
@@ -464,7 +468,7 @@ def load_scifact_spans(path: str | Path, split: str = "dev") -> EvalDataset:
     by_id = {d.doc_id: d for d in documents}
 
     abstracts: dict[str, tuple[int, list[str]]] = {}
-    for lineno, obj in _iter_jsonl(sentences_path):
+    for lineno, obj in iter_jsonl(sentences_path):
         doc_id = _get_str(obj, "doc_id", sentences_path, lineno)
         abstract = obj.get("abstract")
         if not isinstance(abstract, list) or not all(isinstance(s, str) for s in abstract):
@@ -477,7 +481,7 @@ def load_scifact_spans(path: str | Path, split: str = "dev") -> EvalDataset:
     seen: set[str] = set()
     n_evidence = 0
     unlocated: list[tuple[str, str, int]] = []
-    for lineno, obj in _iter_jsonl(claims_path):
+    for lineno, obj in iter_jsonl(claims_path):
         qid = _get_str(obj, "id", claims_path, lineno)
         if qid in seen:
             raise DatasetError(claims_path, f"duplicate claim id {qid!r}", lineno)
@@ -561,7 +565,7 @@ def load_spans(path: str | Path) -> EvalDataset:
 
     documents: list[Document] = []
     texts: dict[str, str] = {}
-    for lineno, obj in _iter_jsonl(docs_path):
+    for lineno, obj in iter_jsonl(docs_path):
         doc_id = _get_str(obj, "id", docs_path, lineno)
         if doc_id in texts:
             raise DatasetError(docs_path, f"duplicate document id {doc_id!r}", lineno)
@@ -578,7 +582,7 @@ def load_spans(path: str | Path) -> EvalDataset:
     queries: list[Query] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for lineno, obj in _iter_jsonl(queries_path):
+    for lineno, obj in iter_jsonl(queries_path):
         qid = _get_str(obj, "id", queries_path, lineno)
         if qid in seen:
             raise DatasetError(queries_path, f"duplicate query id {qid!r}", lineno)

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 from .corpus import StoredDocument
 from .datasets import GoldSpan, Query
+from .jsonl import json_lines
 
 log = logging.getLogger("grainline.evaluation")
 
@@ -261,16 +262,12 @@ def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     """(where, row) for each data row of a CSV, TSV or JSONL file."""
     suffix = path.suffix.lower()
     if suffix in (".jsonl", ".ndjson"):
-        with path.open(encoding="utf-8") as fh:
-            for lineno, raw in enumerate(fh, start=1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    yield f"{path.name}:{lineno}", {"__error__": f"malformed JSON ({exc.msg} at column {exc.colno})"}
-                    continue
-                yield f"{path.name}:{lineno}", obj if isinstance(obj, dict) else {"__error__": "not a JSON object"}
+        for line in json_lines(path):
+            where = f"{path.name}:{line.number}"
+            if line.error is not None:
+                yield where, {"__error__": line.error}
+            else:
+                yield where, line.value if isinstance(line.value, dict) else {"__error__": "not a JSON object"}
         return
     if suffix not in (".csv", ".tsv", ".tab"):
         raise QuerySetError(f"{path}: unknown query file type {suffix!r}; expected .csv, .tsv or .jsonl")

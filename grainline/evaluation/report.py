@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .runner import HEADLINE_METRICS, TIE_ALPHA, EvalRun, primary_metric, recommendation_line
+from .model import HEADLINE_METRICS, TIE_ALPHA, EvalRun, primary_metric, recommendation_line
 
 GRANULARITY_ORDER = ["sentence", "paragraph", "article"]
 ALPHA = 0.05

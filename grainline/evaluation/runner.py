@@ -2,8 +2,10 @@
 
 load dataset -> ingest its documents (the ordinary ingestion code, once per strategy)
 -> embed the queries -> retrieve with every method over every strategy -> score each
-query -> means with bootstrap intervals and paired tests -> ``eval_results`` rows,
-a report, and a comparison with the previous run of the same dataset."""
+query -> means with bootstrap intervals and paired tests -> ``eval_results`` rows and
+a comparison with the previous run of the same dataset. Each step fills in the
+:class:`~.model.EvalRun` it is given; the report is written by whoever drives the
+steps (:mod:`.pipeline` in one process, the evaluation flow as tasks)."""
 
 from __future__ import annotations
 
@@ -13,155 +15,25 @@ import random
 import re
 import time
 import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from grainline.embedding import EmbedderSettings
-from grainline.ingest import IngestSettings, get_embedder, make_plans, parse_strategies, run_ingest
-from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
+from grainline.ingest import IngestSettings, get_embedder, make_plans, run_ingest
+from grainline.storage.chunks import connect, open_table_if_exists
 from grainline.storage.maintenance import MaintenanceSettings, ensure_fts_index
 
 from .datasets import EvalDataset, Query, load_dataset
 from .metrics import Hit, answer_metrics, document_metrics, span_budget_metrics, span_metrics
-from .retrieval import RETRIEVERS, ChunkIndex, RetrievalContext, SvmSettings
+from .model import (
+    ANSWER_BUDGETS, HEADLINE_METRICS, SPAN_BUDGETS, TIE_ALPHA, Config, EvalRun, EvalSettings, primary_metric,
+    recommendation_line, sweep_combos,
+)
+from .retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
 from .stats import bootstrap_ci, paired_permutation_test
 
 log = logging.getLogger("grainline.evaluation")
-
-# Retrieved-token budgets for answer recall; 100 and 500 are the headline ones, the
-# rest draw the curve in the report.
-ANSWER_BUDGETS = (50, 100, 200, 500, 1000)
-# Paired-test p-value at or above which a configuration counts as tied with the best.
-TIE_ALPHA = 0.05
-
-SPAN_BUDGETS = (100, 200, 500)
-
-# Metrics shown in the report table and tested for significance. span_iou@5 merges
-# overlapping chunks; span_iou_summed@5 pays for each chunk (as published benchmarks do).
-HEADLINE_METRICS = ("ndcg@10", "recall@5", "mrr@10", "answer@5", "answer@100tok", "answer@500tok",
-                    "span_recall@200tok", "span_iou@5", "span_iou_summed@5")
-
-
-def parse_methods(value: str | list[str]) -> list[str]:
-    """'dense,bm25' -> ['dense', 'bm25'], each checked against the registry."""
-    return RETRIEVERS.parse_names(value)
-
-
-class EvalSettings(BaseModel):
-    """One evaluation run; defaults are grainline's defaults."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    dataset: str | None = None  # KIND:PATH, KIND one of squad, beir, scifact, spans
-    # Or a query set (grainline queries ...): the production table is scored as it is.
-    queries: str | None = None
-    table: str | None = None  # production table; default: the model's chunks table
-    at: str | None = None  # its version number or tag; default: the current version
-    split: str | None = None
-    strategies: list[str] = Field(default_factory=lambda: ["sentence", "paragraph", "article"])
-    methods: list[str] = Field(default_factory=lambda: ["dense", "bm25", "hybrid"])
-    db: str = DEFAULT_DB
-    long_article: Literal["pool", "truncate"] = "pool"
-    sample: int | None = Field(default=None, ge=1)  # a seeded sample of the queries
-    sample_docs: int | None = Field(default=None, ge=1)  # a seeded sample of the dataset's documents
-    seed: int = 0
-    # What the recommendation maximises; "auto": span recall within 200 retrieved
-    # tokens where there are gold spans, else answer recall within 200 tokens, else nDCG@10.
-    primary: str = "auto"
-    progress: bool = False
-    depth: int = Field(default=1000, ge=10)  # chunks retrieved per query and method
-    reports_dir: str = "reports"
-    n_bootstrap: int = Field(default=1000, ge=100)
-    n_permutations: int = Field(default=5000, ge=100)
-    batch_docs: int = Field(default=128, ge=1)
-    chunker_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict)
-    # Swept chunker settings: every combination is its own configuration.
-    chunk_sweep: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
-    embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
-    svm: SvmSettings = Field(default_factory=SvmSettings)  # options of the ``svm`` method
-
-    @field_validator("strategies", mode="before")
-    @classmethod
-    def _strategies(cls, v: Any) -> list[str]:
-        return parse_strategies(v)
-
-    @field_validator("db")
-    @classmethod
-    def _no_credentials(cls, v: str) -> str:
-        from grainline.redact import check_uri
-
-        return check_uri(v)
-
-    @field_validator("methods", mode="before")
-    @classmethod
-    def _methods(cls, v: Any) -> list[str]:
-        return parse_methods(v)
-
-    @field_validator("chunk_sweep", mode="before")
-    @classmethod
-    def _sweep(cls, v: Any) -> dict[str, dict[str, list[Any]]]:
-        from grainline.chunkers import settings_for
-
-        sweep = parse_chunk_sweep(v)
-        for strategy in sweep:
-            for combo in sweep_combos(strategy, sweep):
-                settings_for(strategy, **combo)  # a bad value fails here, naming the setting
-        return sweep
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "EvalSettings":
-        if (self.dataset is None) == (self.queries is None):
-            raise ValueError("give either a dataset (KIND:PATH) or a query set (--queries), not both or neither")
-        if self.queries is not None and self.sample_docs is not None:
-            raise ValueError("sample_docs samples a dataset's documents before ingestion; a query set scores the table as it is")
-        return self
-
-
-@dataclass
-class Config:
-    """One strategy x method cell of the comparison."""
-
-    strategy: str
-    chunker_key: str
-    params: str
-    method: str
-    table_name: str = ""
-    table_version: int | None = None
-    # The tag on that version: pruning never removes it, so the run can be reproduced.
-    table_tag: str | None = None
-    # How the report names the chunking: the strategy, or with the settings that tell
-    # apart several configurations of one strategy (a sweep).
-    label: str = ""
-
-    def __post_init__(self) -> None:
-        self.label = self.label or self.strategy
-
-    @property
-    def name(self) -> str:
-        return f"{self.label}/{self.method}"
-
-
-@dataclass
-class EvalRun:
-    settings: EvalSettings
-    run_id: str
-    dataset: EvalDataset
-    queries: list[Query]
-    model_id: str = ""
-    configs: list[Config] = field(default_factory=list)
-    per_query: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)  # config -> qid -> metric -> v
-    results: list[dict[str, Any]] = field(default_factory=list)
-    significance: dict[str, dict[tuple[str, str], float]] = field(default_factory=dict)
-    regressions: list[dict[str, Any]] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    ingest_counts: dict[str, Any] = field(default_factory=dict)
-    production: bool = False  # scored on the production table, nothing ingested
-    sweep_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> swept settings to ingest
-    recommendation: dict[str, Any] = field(default_factory=dict)
 
 
 def progress(run: EvalRun, message: str) -> None:
@@ -226,14 +98,10 @@ def _labels(configs: list[tuple[str, str]]) -> list[str]:
 def open_production(settings: EvalSettings) -> tuple[Any, int, str | None]:
     """The production chunks table read-only at the version evaluated: ``at`` (a
     version number or tag), else the current one once its BM25 index covers every row."""
-    name = settings.table or get_embedder(settings.embedder).identity.table_name
-    table = open_table_if_exists(connect(settings.db), name)
-    if table is None:
-        from grainline.search import _table_names
+    from .corpus import open_chunks_table
 
-        names = [t for t in _table_names(connect(settings.db)) if t.startswith("chunks_")]
-        raise ValueError(f"no chunks table {name!r} in {settings.db!r} (tables there: {', '.join(names) or 'none'}); "
-                         "run `grainline ingest` first or pass --table")
+    name = settings.table or get_embedder(settings.embedder).identity.table_name
+    table = open_chunks_table(settings.db, name)
     tag = None
     if settings.at is None:
         ensure_fts_index(table)
@@ -257,26 +125,37 @@ def check_queryset(settings: EvalSettings) -> None:
     header, the table it was made for, the model of the table and the queries. Raises
     with one line naming the file or table and the reason; :func:`load_production`
     checks the same again inside the flow."""
-    from .corpus import table_model_id
-    from .querysets import QuerySetError, read_header
-
     from pathlib import Path
+
+    from .querysets import QuerySetError, read_header
 
     path = Path(settings.queries or "")
     if not path.is_file():
         raise QuerySetError(f"{path}: query set does not exist")
     prov = read_header(path).get("provenance", {})
     table, _version, _tag = open_production(settings)
-    if prov.get("table") and prov["table"] != table.name:
-        raise QuerySetError(f"{path}: query set was made for table {prov['table']!r}, not {table.name!r}; "
-                            f"pass --table {prov['table']} or make a new set")
+    _check_made_for(str(path), prov, table, settings)
+
+
+def _check_made_for(where: str, provenance: dict[str, Any], table: Any, settings: EvalSettings) -> str:
+    """The model id of ``table``'s vectors, once the query set (named ``where``) proves
+    to be made for this table and model and the queries would be embedded with it."""
+    from .corpus import table_model_id
+    from .querysets import QuerySetError
+
+    made_for = provenance.get("table")
+    if made_for and made_for != table.name:
+        raise QuerySetError(f"{where}: query set was made for table {made_for!r}, not {table.name!r}; "
+                            f"pass --table {made_for} or make a new set")
     model_id = table_model_id(table)
     query_model = get_embedder(settings.embedder).identity.model_id
     if model_id and model_id != query_model:
         raise ValueError(f"table {table.name!r} holds vectors of {model_id!r} but the queries would be embedded with "
                          f"{query_model!r}; pass the table's --model")
-    if prov.get("model_id") and model_id and prov["model_id"] != model_id:
-        raise QuerySetError(f"{path}: query set was made for model {prov['model_id']!r}, the table holds {model_id!r}")
+    set_model = provenance.get("model_id")
+    if set_model and model_id and set_model != model_id:
+        raise QuerySetError(f"{where}: query set was made for model {set_model!r}, the table holds {model_id!r}")
+    return model_id
 
 
 def load_production(settings: EvalSettings) -> EvalRun:
@@ -287,24 +166,13 @@ def load_production(settings: EvalSettings) -> EvalRun:
     set was made are skipped, each with its reason."""
     from grainline.documents import Document
 
-    from .corpus import stored_configs, stored_documents, table_model_id
-    from .querysets import QuerySetError, read_queryset
+    from .corpus import stored_configs, stored_documents
+    from .querysets import read_queryset
 
     qs = read_queryset(settings.queries)
     table, version, tag = open_production(settings)
     name = table.name
-    made_for = qs.provenance.get("table")
-    if made_for and made_for != name:
-        raise QuerySetError(f"{settings.queries}: query set was made for table {made_for!r}, not {name!r}; "
-                            f"pass --table {made_for} or make a new set")
-    model_id = table_model_id(table)
-    query_model = get_embedder(settings.embedder).identity.model_id
-    if model_id and model_id != query_model:
-        raise ValueError(f"table {name!r} holds vectors of {model_id!r} but the queries would be embedded with "
-                         f"{query_model!r}; pass the table's --model")
-    set_model = qs.provenance.get("model_id")
-    if set_model and model_id and set_model != model_id:
-        raise QuerySetError(f"{settings.queries}: query set was made for model {set_model!r}, the table holds {model_id!r}")
+    model_id = _check_made_for(str(settings.queries), qs.provenance, table, settings)
     docs = stored_documents(table)
     queries: list[Query] = []
     skipped: list[tuple[str, str]] = [(u.row, f"unresolved when the set was made: {u.reason}") for u in qs.unresolved]
@@ -417,37 +285,6 @@ def _ingest_settings(s: EvalSettings, strategy: str, combo: dict[str, Any], sour
                           chunker_overrides=overrides, embedder=s.embedder, db=s.db, batch_docs=s.batch_docs,
                           export_parquet=False, maintenance=MaintenanceSettings(vector_index=False))
 
-
-def parse_chunk_sweep(items: list[str] | dict[str, dict[str, Any]] | None) -> dict[str, dict[str, list[Any]]]:
-    """``['paragraph.max_tokens=128,256', 'paragraph.overlap=0,32']`` ->
-    ``{'paragraph': {'max_tokens': [128, 256], 'overlap': [0, 32]}}``; each value is
-    an integer, ``none`` or a string."""
-    from grainline.chunkers import CHUNKERS
-
-    if not items:
-        return {}
-    if isinstance(items, dict):
-        return {st: {k: list(v) if isinstance(v, (list, tuple)) else [v] for k, v in d.items()} for st, d in items.items()}
-    out: dict[str, dict[str, list[Any]]] = {}
-    for item in items:
-        key, eq, value = item.partition("=")
-        strategy, dot, name = key.strip().partition(".")
-        if not eq or not dot or not name or not value.strip():
-            raise ValueError(f"--chunk expects STRATEGY.SETTING=VALUE[,VALUE...] (e.g. paragraph.max_tokens=128,256), got {item!r}")
-        CHUNKERS.get(strategy)
-        vals = [v.strip() for v in value.split(",") if v.strip()]
-        out.setdefault(strategy, {})[name] = [None if v.lower() == "none" else int(v) if v.lstrip("-").isdigit() else v
-                                              for v in vals]
-    return out
-
-
-def sweep_combos(strategy: str, sweep: dict[str, dict[str, list[Any]]]) -> list[dict[str, Any]]:
-    """Every combination of the swept settings of one strategy (``[{}]`` when none)."""
-    import itertools
-
-    settings = sweep.get(strategy) or {}
-    names = sorted(settings)
-    return [dict(zip(names, values)) for values in itertools.product(*(settings[n] for n in names))] or [{}]
 
 
 def _ingest_missing(run: EvalRun) -> None:
@@ -596,19 +433,6 @@ def aggregate(run: EvalRun) -> None:
     run.recommendation = recommend(run)
 
 
-def primary_metric(run: EvalRun) -> str:
-    """The metric the recommendation maximises: the user's, or by default span recall
-    within 200 retrieved tokens (gold spans), else answer recall within 200 tokens
-    (answer strings), else nDCG@10."""
-    if run.settings.primary != "auto":
-        return run.settings.primary
-    if any(q.spans for q in run.queries):
-        return "span_recall@200tok"
-    if any(q.answers for q in run.queries):
-        return "answer@200tok"
-    return "ndcg@10"
-
-
 def recommend(run: EvalRun) -> dict[str, Any]:
     """The documented rule: the configuration with the highest mean primary metric is
     recommended; every other one whose paired permutation test against it gives
@@ -637,43 +461,12 @@ def recommend(run: EvalRun) -> dict[str, Any]:
             "n_queries": r["n_queries"], "tied": tied}
 
 
-def recommendation_line(rec: dict[str, Any]) -> str:
-    """One line: the recommended configuration, its primary metric with interval, and the tied ones."""
-    if not rec:
-        return "recommendation: none (nothing was scored)"
-    if "error" in rec:
-        return f"recommendation: none ({rec['error']})"
-    line = (f"recommendation: {rec['config']}: {rec['metric']} {rec['value']:.3f} "
-            f"[{rec['ci_low']:.3f}-{rec['ci_high']:.3f}], {rec['n_queries']} queries")
-    if rec["tied"]:
-        line += "; statistically tied (p >= %.2f): " % TIE_ALPHA + ", ".join(
-            f"{t['config']} {t['value']:.3f} (p={t['p']:.2g})" for t in rec["tied"])
-    else:
-        line += "; no configuration is statistically tied with it"
-    return line
-
-
 def store_and_compare(run: EvalRun) -> None:
     """Compare with the previous run of this dataset, then append this run's rows."""
     from .results import find_regressions, previous_results, write_results
 
     run.regressions = find_regressions(run.results, previous_results(run.settings.db, run.results))
     write_results(run.settings.db, run.results)
-
-
-def run_eval(settings: EvalSettings) -> EvalRun:
-    """The whole evaluation in this process, without Prefect."""
-    from .report import write_report
-
-    run = load(settings)
-    ingest_dataset(run)
-    vectors = embed_queries(run)
-    for label in groups(run):
-        score_strategy(run, label, vectors)
-    aggregate(run)
-    store_and_compare(run)
-    write_report(run)
-    return run
 
 
 def state_message(run: EvalRun) -> str:
