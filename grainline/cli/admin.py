@@ -3,10 +3,6 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-from typing import Any
-
 import typer
 
 from grainline.cli import checks as chk
@@ -52,23 +48,18 @@ def sources(
         chk.existing_db(db)
     import json
 
-    from grainline.storage.inventory import delete_source, source_summaries
+    from grainline import api
+    from grainline.storage.inventory import source_summaries
     from grainline.storage.locks import TableLockTimeout
 
     try:
-        if table is None:
-            from grainline.embedding import EmbedderSettings
-            from grainline.ingest import get_embedder
-
-            table = get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
         if delete is not None:
-            root = delete if "://" in delete or delete.startswith("dataset:") else os.path.realpath(delete)
-            rec = delete_source(db, table, root)
+            table, root, rec = api.delete_source(db, delete, table, model)
             typer.echo(f"deleted source {root}: {rec.counts.docs_deleted} documents, {rec.counts.chunks_deleted} chunks; "
                        f"table {table} v{rec.version_before} -> v{rec.version_after} "
                        f"(undo: grainline restore {rec.version_before} --db {db} --table {table})")
             return
-        found = source_summaries(db, table)
+        found = source_summaries(db, table if table is not None else api.model_table(model))
     except (ValueError, TableLockTimeout) as exc:
         fail(str(exc))
     for s in found:
@@ -78,17 +69,6 @@ def sources(
         else:
             when = f"{s.last_ingested:%Y-%m-%d %H:%M:%S}" if s.last_ingested else "-"
             typer.echo(f"{s.source_root}  {s.documents} documents  {s.chunks} chunks  last ingested {when}")
-
-
-def run_kind(row: dict[str, Any]) -> str:
-    """'evaluation' for an evaluation and the ingestion of its dataset, else 'production'."""
-    return "evaluation" if row.get("flow") == "eval" or str(row.get("source") or "").startswith("dataset:") else "production"
-
-
-def _run_json(r: dict[str, Any]) -> dict[str, Any]:
-    dur = (r["finished"] - r["started"]).total_seconds() if r.get("finished") and r.get("started") else None
-    out = {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()}
-    return {**out, "kind": run_kind(r), "duration_s": None if dur is None else round(dur, 3)}
 
 
 def runs(
@@ -104,19 +84,19 @@ def runs(
         chk.positive("--last", last)
     import json
 
-    from grainline.storage.ledger import Ledger
+    from grainline.api import runs as ledger_runs
 
-    rows = [r for r in Ledger(db).runs() if kind == "all" or run_kind(r) == kind][-last:]
+    rows = ledger_runs(db, last, kind)
     if not rows and not as_json:
         typer.echo(f"no {'' if kind == 'all' else kind + ' '}runs in {db}")
     for r in rows:
-        j = _run_json(r)
         if as_json:
-            typer.echo(json.dumps(j, default=str, ensure_ascii=False))
+            typer.echo(json.dumps({k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in r.items()},
+                                  default=str, ensure_ascii=False))
             continue
-        dur = f"{j['duration_s']:.1f} s" if j["duration_s"] is not None else "-"
+        dur = f"{r['duration_s']:.1f} s" if r["duration_s"] is not None else "-"
         typer.echo(
-            f"{r['run_id']}  {r['flow']} ({j['kind']})  {r['status']}  {r['started']:%Y-%m-%d %H:%M:%S}  {dur}  "
+            f"{r['run_id']}  {r['flow']} ({r['kind']})  {r['status']}  {r['started']:%Y-%m-%d %H:%M:%S}  {dur}  "
             f"table {r['table_name']} v{r['version_before']}->v{r['version_after']}"
         )
         typer.echo(
@@ -142,48 +122,41 @@ def unlock(
     drops the moment it exits or dies, so this is only needed for a run that is stuck;
     an object-store lease expires by itself (see README, "Crashes, resume and concurrent
     writers")."""
-    from grainline.storage import locks
+    from grainline import api
+    from grainline.storage.locks import is_local
 
-    if not locks.is_local(db):
+    if not is_local(db):
         try:
-            from grainline.storage.lease import break_lease
+            import grainline.storage.lease  # noqa: F401 - needs the s3 extra
         except ImportError:
             fail(f"--db {db!r}: releasing an object-store lease needs the s3 extra: pip install \"grainline[s3]\"")
-        from grainline.redact import check_uri, redact_uri
+        from grainline.redact import redact_uri
 
         if not table:
             fail("--table is required for an object-store database")
         try:
-            check_uri(db)
-            broken = break_lease(db, table)
+            broken = api.unlock_lease(db, table)
         except (ValueError, RuntimeError, OSError) as exc:
             fail(str(exc))
-        # A holder that is still alive finds its lease gone at its next renewal and stops
-        # before committing again.
         typer.echo(f"table {table} in {redact_uri(db)}: " + ("no write lease is held" if broken is None
                    else f"broke the write lease of {broken.describe()}"))
         return
-    lock_dir = locks.lock_path(db, "x").parent
-    if not Path(db.removeprefix("file://")).exists():
-        fail(f"--db {db!r} does not exist")
-    tables = [table] if table else sorted(p.name.removesuffix(".lock") for p in lock_dir.glob("*.lock"))
-    if not tables:
+    seen = 0
+    try:
+        for lock in api.unlock_local(db, table, force):
+            seen += 1
+            if lock.state == "free":
+                note = f"; marked interrupted: {', '.join(lock.marked_interrupted)}" if lock.marked_interrupted else ""
+                typer.echo(f"table {lock.table}: not locked{note}")
+            elif lock.state == "held":
+                fail(f"table {lock.table} is being written by {lock.holder}, which is alive; stop that "
+                     f"process (its lock goes with it), or pass --force to let the next run write beside it", code=1)
+            else:
+                typer.echo(f"table {lock.table}: lock of {lock.holder} released (--force)")
+    except ValueError as exc:
+        fail(str(exc))
+    if not seen:
         typer.echo(f"no write locks in {db}")
-    for name in tables:
-        held, holder = locks.lock_status(db, name)
-        if not held:
-            from grainline.storage.ledger import Ledger
-
-            # Free now, so any run of it still 'running' in the ledger is dead.
-            stale = Ledger(db).mark_interrupted(name, current_run_id="grainline-unlock")
-            note = f"; marked interrupted: {', '.join(stale)}" if stale else ""
-            typer.echo(f"table {name}: not locked{note}")
-        elif not force:
-            fail(f"table {name} is being written by {locks.describe_holder(holder)}, which is alive; stop that "
-                  f"process (its lock goes with it), or pass --force to let the next run write beside it", code=1)
-        else:
-            locks.break_local_lock(db, name)
-            typer.echo(f"table {name}: lock of {locks.describe_holder(holder)} released (--force)")
 
 
 def restore(
@@ -195,37 +168,16 @@ def restore(
     """Roll a table back to a named version (a new version; history is kept)."""
     with checked():
         chk.existing_db(db)
-    from grainline.embedding import EmbedderSettings
-    from grainline.ingest import get_embedder
-    from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
-
-    if table is None:
-        ident = get_embedder(EmbedderSettings(model=model, device="cpu")).identity
-        table, dim = ident.table_name, ident.dim
-    else:
-        t = open_table_if_exists(connect(db), table)
-        if t is None:
-            fail(f"no table {table!r} in {db!r}")
-        dim = t.schema.field("vector").type.list_size
-    store = ChunkStore(db, table, dim)
-    if not store.exists:
-        fail(f"no table {table!r} in {db!r}")
+    from grainline.api import restore as restore_version
     from grainline.storage.lease import LeaseError
-    from grainline.storage.locks import TableLock, TableLockTimeout
+    from grainline.storage.locks import TableLockTimeout
 
-    from grainline.storage.parquet import default_export_dir, export_table, exported_version
-
-    export = default_export_dir(db, table)
     try:
-        with TableLock(db, table, timeout_s=600):  # not while an ingestion writes the table
-            now = store.restore(version)
-            # The export held the version before the restore: redo it now rather than
-            # leave it stale until the next ingestion.
-            refreshed = exported_version(export) is not None and export_table(store.table, export) is not None
+        r = restore_version(db, version, table, model)
     except (ValueError, TableLockTimeout, LeaseError) as exc:
         fail(str(exc))
-    typer.echo(f"table {table}: version {version} restored as version {now} ({store.count()} rows)"
-               + (f"; Parquet export {export} redone" if refreshed else ""))
+    typer.echo(f"table {r.table}: version {r.version} restored as version {r.now} ({r.rows} rows)"
+               + (f"; Parquet export {r.export} redone" if r.export_redone else ""))
 
 
 def maintain(
@@ -249,10 +201,9 @@ def maintain(
         settings = MaintenanceSettings(prune=prune, prune_older_than_days=prune_days, keep_versions=keep_versions, vector_index=index,
                                        drop_eval_tags_older_than_days=drop_eval_tags_days)
         if table is None:
-            from grainline.embedding import EmbedderSettings
-            from grainline.ingest import get_embedder
+            from grainline.api import model_table
 
-            table = get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
+            table = model_table(model)
         rep = maintain_table(db, table, settings)
     except (ValueError, ValidationError) as exc:
         fail(str(exc))

@@ -3,7 +3,6 @@ the stored documents."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -13,10 +12,6 @@ from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 
 
 queries_app = typer.Typer(no_args_is_help=True, help="Query sets for your own documents: import or generate questions with gold spans in a chunks table.")
-
-
-def _queryset_out(out: str | None, default: str) -> str:
-    return out or default
 
 
 def _report_queryset(path: Any, qs: Any) -> None:
@@ -38,21 +33,15 @@ def queries_import(
 ) -> None:
     """Import hand-written questions; evidence passages become character spans in the
     stored document text. Every row that cannot be used is listed with its reason."""
-    from grainline.embedding import EmbedderSettings
-    from grainline.evaluation.corpus import open_corpus
-    from grainline.evaluation.querysets import QuerySet, QuerySetError, import_queries, provenance, write_queryset
-    from grainline.redact import check_uri
+    from grainline.api import import_queryset
+    from grainline.evaluation.querysets import QuerySetError
 
     try:
-        check_uri(db)
-        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=model, head=head))
-        queries, bad = import_queries(file, docs, threshold=fuzzy_threshold)
-        qs = QuerySet(provenance(t.name, version, model_id, "import", str(file), fuzzy_threshold=fuzzy_threshold), queries, bad)
-        path = write_queryset(qs, _queryset_out(out, str(Path(file).with_suffix(".queryset.jsonl").name)))
+        path, qs, _ = import_queryset(file, db, out, table=table, model=model, head=head, fuzzy_threshold=fuzzy_threshold)
     except (ValueError, FileNotFoundError, QuerySetError) as exc:
         fail(str(exc))
     _report_queryset(path, qs)
-    if not queries:
+    if not qs.queries:
         fail(f"no row of {file} could be used; see the reasons above", code=1)
 
 
@@ -74,40 +63,31 @@ def queries_generate(
     retries: int = typer.Option(4, "--retries", min=0, help="--llm: retries of a transient HTTP error (429, 5xx, timeout, refused), with doubling waits from 1 s."),
 ) -> None:
     """Generate a query set from the stored documents."""
-    from grainline.embedding import EmbedderSettings
-    from grainline.evaluation.corpus import open_corpus
-    from grainline.evaluation.querysets import QuerySet, QuerySetError, heading_queries, provenance, write_queryset
-    from grainline.redact import check_uri
+    from grainline.api import generate_queryset
+    from grainline.evaluation.querysets import QuerySetError
 
     if not llm and source != "headings":
         fail(f"--from {source!r}: the offline generator is 'headings' (or pass --llm)")
     if llm and (not base_url or not llm_model):
         fail("--llm needs --base-url URL and --model NAME (the chat model)")
-    info: dict[str, Any] = {}
     try:
-        check_uri(db)
-        t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=embed_model, head=head))
+        settings = None
         if llm:
-            from grainline.evaluation.llmgen import LlmSettings, generate_llm_queries
+            from grainline.evaluation.llmgen import LlmSettings
 
-            target = _queryset_out(out, "llm.queryset.jsonl")
+            target = out or "llm.queryset.jsonl"
             settings = LlmSettings(base_url=base_url, model=llm_model, per_doc=per_doc, sample_docs=sample_docs, seed=seed,
                                    cache_dir=cache or f"{target}.cache", retries=retries)
-            queries, bad, info = generate_llm_queries(docs, settings, echo=lambda m: typer.echo(m, err=True))
-            qs = QuerySet(provenance(t.name, version, model_id, "llm", base_url, llm_model=llm_model, **info), queries, bad)
-        else:
-            target = _queryset_out(out, "headings.queryset.jsonl")
-            queries, bad = heading_queries(docs)
-            qs = QuerySet(provenance(t.name, version, model_id, "headings", f"table:{t.name}"), queries, bad)
-        path = write_queryset(qs, target)
+        path, qs, info = generate_queryset(db, out, table=table, model=embed_model, head=head, llm=settings,
+                                           echo=lambda m: typer.echo(m, err=True))
     except (ValueError, FileNotFoundError, QuerySetError) as exc:
         fail(str(exc))
     _report_queryset(path, qs)
     if info.get("error"):
-        fail(f"generation stopped: {info['error']}; the {len(queries)} questions finished are in {path}, "
+        fail(f"generation stopped: {info['error']}; the {len(qs.queries)} questions finished are in {path}, "
               "and a re-run resumes from the cached responses", code=1)
     if llm:
         typer.echo(f"tokens: {info['prompt_tokens']} prompt, {info['completion_tokens']} completion; "
                    f"{info['requests']} requests, {info['cached']} cached responses")
-    if not queries:
+    if not qs.queries:
         fail("no query could be generated; see the reasons above", code=1)

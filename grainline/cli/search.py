@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -116,37 +115,18 @@ def classify(
     each new record its nearest class, the cosine and the margin to the runner-up."""
     from pydantic import ValidationError
 
+    from grainline import api
     from grainline import classify as cl
-    from grainline.embedding import EmbedderSettings
     from grainline.evaluation.datasets import DatasetError
-    from grainline.ingest import get_embedder
-    from grainline.related import RelatedSettings
 
     if fmt not in ("table", "jsonl"):
         fail(f"--format must be table or jsonl, got {fmt!r}")
-    def embedder() -> Any:
-        return get_embedder(EmbedderSettings(model=model, device=device))
-
     try:
         if evaluate is not None:
-            kind, _, path = evaluate.partition(":")
-            if kind != "squad" or not path:
-                raise ValueError(f"--evaluate expects squad:PATH, got {evaluate!r}")
-            counts = [int(x) for x in per_class.split(",") if x.strip()]
-            rows = cl.squad_centroid_study(path, embedder(), counts, list(range(seeds)))
-            typer.echo(cl.format_study(rows))
+            typer.echo(cl.format_study(api.classify_study(evaluate, per_class, seeds, model=model, device=device)))
             return
-        if train is not None and input_path is None:
-            raise ValueError("--train needs --input: the records to classify")
-        from_table = None
-        if train is None or input_path is None:
-            from_table = cl.table_records(RelatedSettings(db=db, table=table, model=model, strategy=strategy), label_field)
-        fit = (cl.embed_records(cl.read_records(train, text_field, label_field, id_field), embedder())
-               if train is not None else from_table.labelled())
-        new = (cl.embed_records(cl.read_records(input_path, text_field, label_field, id_field, require_labels=False), embedder())
-               if input_path is not None else from_table.unlabelled())
-        cents = cl.Centroids.fit(fit.vectors, fit.labels)
-        preds = cents.predict(new.vectors) if len(new.ids) else []
+        fit, new, cents, preds = api.classify(train, input_path, db, table=table, strategy=strategy, model=model, device=device,
+                                              label_field=label_field, text_field=text_field, id_field=id_field)
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
         fail(str(exc))
     lines = cl.format_predictions(new, preds, fmt)
