@@ -1,16 +1,13 @@
-"""The ``grainline`` command line: the Typer ``app`` and ``main()``, the console
-script's entry point (``python -m grainline.cli`` runs the same).
-
-Each command group has its module (``ingest``, ``search``, ``evaluate``, ``queries``,
-``tune``, ``server``, ``admin``, ``bench``) whose commands parse their options, check
-them (``checks``), build the settings of the component they drive, call it and print
-what it returned; ``common`` holds the one-line errors and printing helpers they
-share. The commands are registered here, in the order ``grainline --help`` lists them.
-
-The command line is the top layer: it may import anything of grainline and nothing
-imports it. Everything heavy (torch, sentence-transformers, LanceDB, Prefect, pandas,
-pydantic models of the phases) is imported inside the command that needs it, so that
-``grainline --help`` and a mistyped option cost a fraction of a second."""
+"""The ``grainline`` command line: the Typer ``app``, registered here from one module
+per command group (``ingest``, ``search``, ``evaluate``, ``queries``, ``tune``,
+``server``, ``admin``, ``bench``) in the order ``grainline --help`` lists them, and
+``main()``, the console script (``python -m grainline.cli`` runs the same). A command
+checks its options (``checks``), builds the settings of what it drives, calls one
+function of ``grainline.api`` or of the phase, and prints; ``common`` holds the
+one-line errors and printing helpers. The top layer: it may import anything of
+grainline and nothing imports it, but everything heavy (torch, sentence-transformers,
+LanceDB, Prefect, pandas, the phases' settings) only inside the command that needs it,
+so that ``--help`` and a mistyped option cost a fraction of a second."""
 
 from __future__ import annotations
 
