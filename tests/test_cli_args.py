@@ -13,7 +13,7 @@ import typing
 
 import pytest
 
-from grainline import cli_checks as chk
+from grainline.cli import checks as chk
 
 
 def grainline(*args: str, cwd=None, home=None) -> subprocess.CompletedProcess:

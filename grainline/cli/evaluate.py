@@ -1,0 +1,117 @@
+"""``grainline eval`` and ``grainline eval-compare``. (Named ``evaluate`` rather than
+``eval``: a submodule becomes an attribute of its package, and ``eval`` would shadow
+the builtin there.)"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from grainline.cli import checks as chk
+from grainline.cli.common import (BACKEND_HELP, DB_HELP, DEVICE_HELP, MODEL_HELP, PRECISION_HELP, check_embedder_args,
+                                  checked, fail, use_server, validation_line)
+from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
+
+
+def eval_cmd(
+    dataset: str = typer.Option(None, "--dataset", help="squad:PATH, beir:PATH, scifact:PATH or spans:PATH (ingested into evaluation tables)."),
+    queries: str = typer.Option(None, "--queries", help="A query set (grainline queries ...): score the production table as ingested, every strategy present; only the queries are embedded."),
+    table: str = typer.Option(None, "--table", help="With --queries: the chunks table (default: the model's)."),
+    at: str = typer.Option(None, "--at", help="With --queries: the table's version number or tag (default: current)."),
+    primary: str = typer.Option("auto", "--primary", help="Metric the recommendation maximises (auto: span_recall@200tok, else answer@200tok, else ndcg@10)."),
+    split: str = typer.Option(None, "--split", help="beir: qrels split (default test); scifact: claims file (default dev)."),
+    strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies to compare."),
+    method: str = typer.Option("dense,bm25,hybrid", "--method", "-m", help="Comma-separated retrieval methods: dense, bm25, hybrid, svm."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help="Where the dataset's chunks and eval_results go."),
+    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
+    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    long_article: str = typer.Option("pool", "--long-article", help="pool or truncate."),
+    sample: int = typer.Option(None, "--sample", help="Score a seeded sample of N queries (the documents are all ingested and searched)."),
+    sample_docs: int = typer.Option(None, "--sample-docs", help="With --dataset: ingest a seeded sample of N documents and score only the queries about them (a quick look)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the --sample and --sample-docs draws."),
+    reports: str = typer.Option("reports", "--reports", help="Folder for reports and plots."),
+    head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
+    svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
+    svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress of ingestion, query embedding and scoring on stderr."),
+    chunk: list[str] = typer.Option([], "--chunk", help="Chunker settings to sweep, repeatable: paragraph.max_tokens=128,256 --chunk paragraph.overlap=0,32 (every combination is a configuration)."),
+) -> None:
+    """Compare chunk granularities and retrieval methods on a labelled dataset, or on
+    the production table with a query set; ends with one recommendation."""
+    with checked():
+        chk.db_uri(db)
+        if dataset is not None:
+            chk.dataset(dataset)
+        chk.strategies(strategy)
+        chk.eval_methods(method)
+        check_embedder_args(device, precision, backend)
+        chk.choice("--long-article", long_article, chk.LONG_ARTICLE)
+        if sample is not None:
+            chk.positive("--sample", sample)
+        if sample_docs is not None:
+            chk.positive("--sample-docs", sample_docs)
+    from pydantic import ValidationError
+
+    from grainline.evaluation.datasets import DatasetError
+    from grainline.evaluation.runner import recommendation_line
+    use_server()
+    from grainline.flows.evaluate import evaluate_flow
+
+    if (dataset is None) == (queries is None):
+        fail("give --dataset KIND:PATH or --queries SET (one of them)")
+    try:
+        from grainline.evaluation.runner import EvalSettings
+
+        # Bad arguments fail here, in one line, rather than inside the flow run.
+        EvalSettings(dataset=dataset, queries=queries, strategies=strategy, methods=method, db=db,
+                     chunk_sweep=chunk or {}, sample_docs=sample_docs, sample=sample)
+        if queries is not None:
+            _check_queryset(queries, table, at, db, model, device, precision, backend, head)
+        state = evaluate_flow(
+            dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
+            show_progress=progress, chunk=chunk or None, split=split, strategies=strategy, methods=method, db=db, model=model,
+            device=device, precision=precision, backend=backend, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
+            head=head, svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
+        )
+        result = state.result()
+    except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
+        fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
+    md = Path(result["report"]).read_text(encoding="utf-8")
+    typer.echo(md.split("## Plots")[0])
+    for qid, reason in result.get("skipped", [])[:50]:
+        typer.secho(f"skipped {qid}: {reason}", fg=typer.colors.YELLOW)
+    typer.echo(f"report: {result['report']}")
+    for p in result["plots"]:
+        typer.echo(f"plot:   {p}")
+    typer.secho(state.message or "", bold=True)
+    typer.secho(recommendation_line(result.get("recommendation") or {}), bold=True)
+
+
+def _check_queryset(queries: str, table: str | None, at: str | None, db: str, model: str, device: str,
+                    precision: str, backend: str, head: str | None) -> None:
+    """Refuse a query set made for another table or model before the flow starts
+    (a failure inside the flow would be logged with a traceback)."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.runner import EvalSettings, check_queryset
+
+    check_queryset(EvalSettings(queries=queries, table=table, at=at, db=db, embedder=EmbedderSettings(
+        model=model, device=device, precision=precision, backend=backend, head=head)))
+
+
+def eval_compare(
+    dataset: str = typer.Option(..., "--dataset", help="Dataset name as in the report (e.g. scifact, squad-dev-v1.1)."),
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    split: str = typer.Option(None, "--split", help="The split the runs scored (default: any)."),
+    metric: str = typer.Option("ndcg@10,recall@5,answer@100tok", "--metric", help="Comma-separated metrics."),
+) -> None:
+    """Compare models: the latest evaluation run of each model on one dataset, side by side."""
+    from grainline.evaluation.report import compare_models_markdown
+    from grainline.evaluation.results import latest_by_model
+
+    by_model = latest_by_model(db, dataset, split)
+    if not by_model:
+        fail(f"no evaluation results for dataset {dataset!r} in {db!r}; run `grainline eval --model ...` once per model")
+    typer.echo(compare_models_markdown(by_model, [m.strip() for m in metric.split(",") if m.strip()]))
