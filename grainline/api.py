@@ -291,6 +291,7 @@ def classify(train: str | None = None, input_path: str | None = None, db: str = 
     from grainline import classify as cl
     from grainline.embedding import EmbedderSettings
     from grainline.ingest import get_embedder
+    from grainline.labels import read_records, table_records
     from grainline.related import RelatedSettings
 
     def embedder() -> Any:
@@ -300,10 +301,10 @@ def classify(train: str | None = None, input_path: str | None = None, db: str = 
         raise ValueError("--train needs --input: the records to classify")
     from_table = None
     if train is None or input_path is None:
-        from_table = cl.table_records(RelatedSettings(db=db, table=table, model=model, strategy=strategy), label_field)
-    fit = (cl.embed_records(cl.read_records(train, text_field, label_field, id_field), embedder())
+        from_table = table_records(RelatedSettings(db=db, table=table, model=model, strategy=strategy), label_field)
+    fit = (cl.embed_records(read_records(train, text_field, label_field, id_field), embedder())
            if train is not None else from_table.labelled())
-    new = (cl.embed_records(cl.read_records(input_path, text_field, label_field, id_field, require_labels=False), embedder())
+    new = (cl.embed_records(read_records(input_path, text_field, label_field, id_field, require_labels=False), embedder())
            if input_path is not None else from_table.unlabelled())
     cents = cl.Centroids.fit(fit.vectors, fit.labels)
     return Classified(fit, new, cents, cents.predict(new.vectors) if len(new.ids) else [])

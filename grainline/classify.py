@@ -22,7 +22,6 @@ import numpy as np
 from grainline.labels import LabelledRecords, split_per_class
 # The classify command reaches its readers through this module until it imports them
 # from grainline.labels, where they live.
-from grainline.labels import read_records, table_records  # noqa: F401
 
 @dataclass
 class Centroids:
