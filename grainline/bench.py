@@ -100,8 +100,7 @@ def write_corpus(spec: str, folder: Path) -> int:
 def _chunks(corpus: str, strategy: str, model: str, device: str) -> tuple[list[Any], Any]:
     from grainline.chunkers import ChunkContext, settings_for
     from grainline.chunkers.base import CHUNKERS
-    from grainline.embedding import EmbedderSettings
-    from grainline.ingest import get_embedder
+    from grainline.embedding import EmbedderSettings, get_embedder
     from grainline.readers import iter_documents
 
     embedder = get_embedder(EmbedderSettings(model=model, device=device))
@@ -286,7 +285,7 @@ def machine_info() -> dict[str, Any]:
     """What figures from different machines need to be compared: the CPU, its bf16
     matrix units, the core count and the versions of the libraries that do the work
     (None: not installed)."""
-    from grainline.precision import BF16_FLAGS, cpu_flags, library_version
+    from grainline.embedding.precision import BF16_FLAGS, cpu_flags, library_version
 
     model_name = None
     try:

@@ -1,31 +1,38 @@
-"""Re-embedding with another model: the chunks of an existing table (ids, offsets,
-texts, chunker keys) go into the new model's table with new vectors. No source is
-read and nothing is chunked.
+"""Re-embedding: the rows of an existing table go into another model's table with new
+vectors. No source is read and nothing is chunked. Two ways:
 
-Chunk boundaries depend on the model only through its tokenizer and window (the
-chunkers split what does not fit; ``chunker_params`` records both), so reuse is valid
-only when the new model's window is the same and its tokenizer counts every stored
-chunk exactly as the old one did. Otherwise :class:`ReembedError` says why, and the
-documents must be ingested again. The rows get the chunker keys and chunk ids that an
-ingestion with the new model computes, so that ingestion afterwards finds every
-document unchanged."""
+- :func:`reembed`, another base model: its vectors of the stored chunk texts. Chunk
+  boundaries depend on the model only through its tokenizer and window (the chunkers
+  split what does not fit; ``chunker_params`` records both), so reuse is valid only
+  when the new model's window is the same and its tokenizer counts every stored chunk
+  exactly as the old one did. Otherwise :class:`ReembedError` says why, and the
+  documents must be ingested again. The rows get the chunker keys and chunk ids that
+  an ingestion with the new model computes, so that ingestion afterwards finds every
+  document unchanged.
+- :func:`reembed_with_head`, a tuned head: applied to the stored base vectors (the
+  head acts on final vectors, so this equals embedding the text with the head).
+
+Both write only through :class:`ChunkStore`, under the target table's write lock, and
+record the run in the ledger (flow ``reembed``), with the versions before and after."""
 
 from __future__ import annotations
 
 import json
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Any, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
 from grainline.chunkers import ChunkContext, chunker_key, chunker_params, settings_for
 from grainline.documents import Chunk, sha256_hex
-from grainline.embedding import Embedder, EmbedderSettings
-from grainline.ingest import get_embedder
+from grainline.embedding import Embedder, EmbedderSettings, Head, base_identity_of, get_embedder
 from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
+from grainline.storage.locks import TableLock
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
 from grainline.storage.maintenance import MaintenanceSettings, maintain_after_run
 from grainline.storage.sql import in_list
@@ -34,6 +41,8 @@ from grainline.storage.sql import in_list
 _CONTEXT_KEYS = ("strategy", "tokens", "model_window", "model_tokenizer")
 _CHUNK_FIELDS = ("chunk_id", "doc_id", "strategy", "chunker_key", "params", "ordinal", "start", "end", "text",
                  "n_tokens", "n_model_tokens", "exceeds_model_limit", "handling")
+# How long a re-embedding waits for the target table's write lock (as an ingestion does).
+LOCK_TIMEOUT_S = 6 * 3600
 
 
 class ReembedError(ValueError):
@@ -60,11 +69,9 @@ def translate_params(params: str, embedder: Embedder) -> str:
     return new
 
 
-def _scan(table: Any, columns: list[str], where: str | None = None) -> Iterator[pa.RecordBatch]:
-    q = table.search().select(columns).limit(None)
-    if where:
-        q = q.where(where)
-    return iter(q.to_batches(4096))
+def _scan(table: Any, columns: list[str], batch_rows: int = 4096) -> Iterator[pa.RecordBatch]:
+    """Stream selected columns of a table, ``batch_rows`` rows at a time."""
+    return iter(table.search().select(columns).limit(None).to_batches(batch_rows))
 
 
 def check_tokenizer(table: Any, embedder: Embedder) -> int:
@@ -84,6 +91,36 @@ def check_tokenizer(table: Any, embedder: Embedder) -> int:
     return n
 
 
+def _run_id() -> str:
+    return f"reembed-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+
+
+def _locked_run(db: str, rec: RunRecord, dim: int, write: Callable[[ChunkStore, RunCounts], None],
+                maintenance: MaintenanceSettings, lock_timeout_s: float) -> RunRecord:
+    """Run ``write`` on the target table (``rec.table_name``) under its write lock,
+    recorded in the ledger: 'running' first, then 'completed' (after maintenance) or
+    'failed' with the error, each with the versions before and after."""
+    with TableLock(db, rec.table_name, lock_timeout_s, run_id=rec.run_id):
+        # Opened under the lock: what it holds now is what this run changes.
+        target = ChunkStore(db, rec.table_name, dim)
+        rec.version_before = target.version()
+        ledger = Ledger(db)
+        ledger.write(rec)
+        try:
+            write(target, rec.counts)
+        except BaseException as exc:
+            rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"
+            rec.finished, rec.version_after = utcnow(), target.version()
+            ledger.write(rec)
+            raise
+        rec.status = "completed"
+        if target.exists:
+            maintain_after_run(target.table, maintenance, rec)
+        rec.finished, rec.version_after = utcnow(), target.version()
+        ledger.write(rec)
+    return rec
+
+
 def reembed(
     db: str,
     from_table: str,
@@ -91,6 +128,7 @@ def reembed(
     to_table: str | None = None,
     batch_docs: int = 64,
     maintenance: MaintenanceSettings | None = None,
+    lock_timeout_s: float = LOCK_TIMEOUT_S,
 ) -> RunRecord:
     """Embed the chunks of ``from_table`` with another model into that model's table
     (or ``to_table``), one commit per ``batch_docs`` documents. Documents the target
@@ -101,8 +139,8 @@ def reembed(
         raise ValueError(f"no table {from_table!r} in {db!r}")
     embedder = get_embedder(embedder_settings)
     ident = embedder.identity
-    target = ChunkStore(db, to_table or ident.table_name, ident.dim)
-    if target.table_name == from_table:
+    target_table = to_table or ident.table_name
+    if target_table == from_table:
         raise ReembedError(f"{from_table!r} already is the table of {ident.model_id!r}; nothing to re-embed")
     t0 = time.perf_counter()
     keys: dict[str, str] = {}  # old chunker key -> new params
@@ -112,30 +150,16 @@ def reembed(
                 keys[key] = translate_params(params, embedder)
     n_checked = check_tokenizer(source, embedder)
     new_keys = {k: chunker_key(json.loads(p)["strategy"], p) for k, p in keys.items()}
-    run_id = f"reembed-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = _run_id()
     rec = RunRecord(
-        run_id=run_id, flow="reembed", source=f"table:{from_table}", table_name=target.table_name, model_id=ident.model_id,
-        parameters={"from_table": from_table, "model": ident.as_dict(), "chunker_keys": new_keys, "batch_docs": batch_docs},
-        version_before=target.version(),
+        run_id=run_id, flow="reembed", source=f"table:{from_table}", table_name=target_table, model_id=ident.model_id,
+        parameters={"from_table": from_table, "model": ident.as_dict(), "chunker_keys": new_keys, "batch_docs": batch_docs,
+                    "chunks_checked": n_checked},
     )
-    ledger = Ledger(db)
-    ledger.write(rec)
-    counts = RunCounts()
-    counts.add_time("check", time.perf_counter() - t0)
-    try:
-        _copy(source, target, embedder, keys, new_keys, run_id, batch_docs, counts)
-    except BaseException as exc:
-        rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"
-        rec.counts, rec.finished, rec.version_after = counts, utcnow(), target.version()
-        ledger.write(rec)
-        raise
-    rec.counts, rec.status = counts, "completed"
-    rec.parameters["chunks_checked"] = n_checked
-    if target.exists:
-        maintain_after_run(target.table, maintenance or MaintenanceSettings(), rec)
-    rec.finished, rec.version_after = utcnow(), target.version()
-    ledger.write(rec)
-    return rec
+    rec.counts.add_time("check", time.perf_counter() - t0)
+    return _locked_run(db, rec, ident.dim,
+                       lambda target, counts: _copy(source, target, embedder, keys, new_keys, run_id, batch_docs, counts),
+                       maintenance or MaintenanceSettings(), lock_timeout_s)
 
 
 def _copy(source: Any, target: ChunkStore, embedder: Embedder, keys: dict[str, str], new_keys: dict[str, str],
@@ -197,3 +221,64 @@ def _copy(source: Any, target: ChunkStore, embedder: Embedder, keys: dict[str, s
         counts.docs_added += sum(1 for _, s in group if s == "added")
         counts.docs_updated += sum(1 for _, s in group if s == "updated")
         counts.add_time("write", time.perf_counter() - t0)
+
+
+def reembed_with_head(db: str, head_path: str | Path, source_table: str | None = None, target_table: str | None = None,
+                      batch_rows: int = 4096, lock_timeout_s: float = LOCK_TIMEOUT_S) -> dict[str, Any]:
+    """Apply a head to the stored vectors of a base-model table, writing every row into
+    the tuned model's table, replacing what it held. The base model is not run: the
+    head acts on final vectors, so this equals embedding the text with the head.
+
+    The source defaults to the base model's table and the target to the tuned model's
+    (``ModelIdentity.table_name`` with the head's hash). Returns the source, target,
+    rows written, the tuned model id, the target's version, the seconds taken and the
+    ledger's run id."""
+    head = Head.load(head_path)
+    base = base_identity_of(head)
+    tuned = replace(base, head=head.hash8)
+    source_table = source_table or base.table_name
+    target_table = target_table or tuned.table_name
+    if source_table == target_table:
+        raise ValueError(f"source and target table are both {source_table!r}")
+    src = open_table_if_exists(connect(db), source_table)
+    if src is None:
+        raise ValueError(f"no table {source_table!r} in {db!r} to re-embed")
+    models = set(src.search().select(["model_id"]).limit(None).to_arrow().column("model_id").unique().to_pylist())
+    if not models:
+        raise ValueError(f"table {source_table!r} in {db!r} is empty; nothing to re-embed")
+    if models - {base.model_id}:
+        raise ValueError(f"table {source_table!r} holds vectors of {sorted(models)}; the head was trained on {base.model_id}")
+    t0 = time.perf_counter()
+    rec = RunRecord(
+        run_id=_run_id(), flow="reembed", source=f"table:{source_table}", table_name=target_table, model_id=tuned.model_id,
+        parameters={"from_table": source_table, "model": tuned.as_dict(), "head": str(Path(head_path).resolve()),
+                    "batch_rows": batch_rows},
+    )
+
+    def write(target: ChunkStore, counts: RunCounts) -> None:
+        counts.chunks_deleted += target.delete("true")  # the target is replaced, not merged into
+        docs: set[str] = set()
+        # Batches are read here and written one by one: LanceDB consumes a generator given
+        # to a write on its own event loop, where reading the source again deadlocks.
+        for batch in _scan(src, list(target.schema.names), batch_rows):
+            t1 = time.perf_counter()
+            tbl = pa.Table.from_batches([batch]).select(target.schema.names)
+            vecs = tbl.column("vector").combine_chunks().flatten().to_numpy(zero_copy_only=False).reshape(-1, head.dim)
+            tbl = tbl.set_column(tbl.schema.get_field_index("vector"), "vector",
+                                 pa.FixedSizeListArray.from_arrays(pa.array(head.apply(vecs).ravel(), pa.float32()), head.dim))
+            tbl = tbl.set_column(tbl.schema.get_field_index("model_id"), "model_id",
+                                 pa.array([tuned.model_id] * tbl.num_rows, pa.string()))
+            counts.add_time("embed", time.perf_counter() - t1)
+            t1 = time.perf_counter()
+            doc_ids = sorted(set(tbl.column("doc_id").to_pylist()))
+            # all_new: the target was emptied above and the source holds each chunk once,
+            # so every row is appended.
+            res = target.upsert_documents(tbl, doc_ids, sorted(set(tbl.column("chunker_key").to_pylist())), all_new=True)
+            counts.chunks_written += res["inserted"] + res["updated"]
+            docs.update(doc_ids)
+            counts.add_time("write", time.perf_counter() - t1)
+        counts.docs_seen = counts.docs_added = len(docs)
+
+    rec = _locked_run(db, rec, head.dim, write, MaintenanceSettings(enabled=False), lock_timeout_s)
+    return {"source": source_table, "target": target_table, "rows": rec.counts.chunks_written, "model_id": tuned.model_id,
+            "version": rec.version_after, "seconds": round(time.perf_counter() - t0, 3), "run_id": rec.run_id}

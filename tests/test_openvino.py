@@ -51,7 +51,7 @@ def test_openvino_auto_follows_the_torch_rule(monkeypatch, caplog):
     a CPU with them (the flags faked) bf16 after a probe, and fp32 with a warning when
     the probe fails (the comparison made to fail: OpenVINO runs a bf16 hint in f32 on a
     CPU without bf16 units, so its vectors match exactly there)."""
-    from grainline import precision as prec
+    from grainline.embedding import precision as prec
 
     from .test_precision import this_cpu_has_bf16_units
 

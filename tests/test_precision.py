@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from grainline import precision as prec
+from grainline.embedding import precision as prec
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest
 from grainline.storage.ledger import Ledger

@@ -11,12 +11,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from grainline.embedding import Embedder, EmbedderSettings
+from grainline.embedding import Embedder, EmbedderSettings, Head
 from grainline.ingest import IngestSettings, get_embedder, run_ingest
+from grainline.reembed import reembed_with_head
 from grainline.storage.chunks import connect
-from grainline.tuning import Head, HeadSettings, reembed_table, same_class_ceiling, same_class_rate, train_head
 from grainline.labels import LabelError, labelled_subset, load_labelled_file, load_labelled_table
-from grainline.tuning_report import train_from_source
+from grainline.tuning import HeadSettings, same_class_ceiling, same_class_rate, train_from_source, train_head
 
 from .conftest import write_files
 
@@ -145,7 +145,7 @@ def test_ingestion_with_head_writes_its_own_table_and_equals_reembedding(tuned, 
     assert set(from_text.column("model_id").to_pylist()) == {tuned_ident.model_id}
     assert "pool" in from_text.column("handling").to_pylist()  # the long article was pooled before the head
 
-    res = reembed_table(db, folder, target_table="reembedded")
+    res = reembed_with_head(db, folder, target_table="reembedded")
     assert res["source"] == base_rec.table_name and res["rows"] == from_text.num_rows
     from_vectors = conn.open_table("reembedded").to_arrow()
 

@@ -35,7 +35,7 @@ def tune_train(
 
     from grainline.embedding import EmbedderSettings
     from grainline.tuning import HeadSettings
-    from grainline.tuning_report import train_from_source
+    from grainline.tuning import train_from_source
 
     try:
         hs = HeadSettings(epochs=epochs, lr=lr, temperature=temperature, classes_per_batch=classes_per_batch,
@@ -64,10 +64,10 @@ def tune_apply(
     target_table: str = typer.Option(None, "--to", help="Tuned table (default: the tuned model's chunks table)."),
 ) -> None:
     """Re-embed a table's stored vectors with a head into the tuned model's table (no model run)."""
-    from grainline.tuning import reembed_table
+    from grainline.reembed import reembed_with_head
 
     try:
-        res = reembed_table(db, head, source_table, target_table)
+        res = reembed_with_head(db, head, source_table, target_table)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
     typer.echo(f"{res['rows']} rows {res['source']} -> {res['target']} (model {res['model_id']}, "
@@ -91,7 +91,7 @@ def tune_report(
 
     from grainline.embedding import EmbedderSettings
     from grainline.tuning import HeadSettings
-    from grainline.tuning_report import markdown_table, squad_experiment
+    from grainline.tuning import markdown_table, squad_experiment
 
     kind, _, path = dataset.partition(":")
     try:

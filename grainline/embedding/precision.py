@@ -22,6 +22,8 @@ from typing import Callable
 
 import numpy as np
 
+from .identity import identity_cache_dir
+
 log = logging.getLogger("grainline.embedding")
 
 # CPU flags (as /proc/cpuinfo names them) of bf16 matrix units: with either, bf16
@@ -112,8 +114,6 @@ def choice_key(weights_sha256: str, backend: str, device_id: str, candidate: str
 
 def cache_dir() -> Path:
     """Where verdicts are cached: beside the model identities."""
-    from grainline.embedding import identity_cache_dir
-
     return identity_cache_dir().parent / "precisions"
 
 

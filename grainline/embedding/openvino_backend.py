@@ -25,6 +25,8 @@ import numpy as np
 
 import grainline
 
+from .identity import identity_cache_dir
+
 INSTALL = 'pip install "grainline[openvino]"'
 # Bump when how the IR is built changes: older cache entries are then ignored.
 _FORMAT = 1
@@ -74,8 +76,6 @@ def calibration_texts(source: str | None = None, limit: int = CALIBRATION_TEXTS)
 
 def cache_dir() -> Path:
     """Where converted models live: ``$GRAINLINE_CACHE_DIR/openvino`` (or ~/.cache/grainline)."""
-    from grainline.embedding import identity_cache_dir
-
     return identity_cache_dir().parent / "openvino"
 
 

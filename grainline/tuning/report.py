@@ -12,9 +12,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from grainline.documents import Document
-from grainline.embedding import Embedder, EmbedderSettings
-from grainline.tuning import Head, HeadSettings, same_class_ceiling, same_class_rate, train_head
-from grainline.tuning_data import LabelledRecords, labelled_subset, load_labelled_file, load_labelled_table, squad_paragraphs
+from grainline.embedding import Embedder, EmbedderSettings, Head, get_embedder
+from grainline.labels import LabelledRecords, labelled_subset, load_labelled_file, load_labelled_table, squad_paragraphs
+
+from .train import HeadSettings, same_class_ceiling, same_class_rate, train_head
 
 KS = (10, 100)
 
@@ -27,8 +28,6 @@ def default_cache_dir() -> Path:
 
 def base_embedder(settings: EmbedderSettings) -> Embedder:
     """The base model (any head in ``settings`` dropped): heads train on its vectors."""
-    from grainline.ingest import get_embedder
-
     return get_embedder(settings.model_copy(update={"head": None}))
 
 
