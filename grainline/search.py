@@ -68,26 +68,18 @@ SEARCH_METHODS: Registry[SearchFn] = Registry("search method")
 def open_chunks_table(db: str, embedder: "Embedder") -> Any:
     """The chunks table of this model, or a clear error naming what is there instead."""
     from grainline.storage.chunks import connect, open_table_if_exists
+    from grainline.storage.tables import chunk_table_names
 
     conn = connect(db)
     name = embedder.identity.table_name
     table = open_table_if_exists(conn, name)
     if table is None:
-        tables = [t for t in table_names(conn) if t.startswith("chunks_")]
+        tables = chunk_table_names(conn)
         raise ValueError(
             f"no chunks table for model {embedder.identity.model_id!r} in {db!r} (expected {name!r}); "
             f"tables there: {', '.join(tables) or 'none'}. Run `grainline ingest` first."
         )
     return table
-
-
-def table_names(conn: Any) -> list[str]:
-    """The names of the tables of a LanceDB connection (whichever listing call this
-    LanceDB version has)."""
-    if hasattr(conn, "list_tables"):
-        res = conn.list_tables()
-        return list(getattr(res, "tables", res))
-    return list(conn.table_names())
 
 
 def metadata_filter(pairs: list[str]) -> tuple[str | None, Callable[[dict[str, Any]], bool]]:

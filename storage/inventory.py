@@ -11,11 +11,11 @@ from .chunks import ChunkStore, connect, open_table_if_exists
 from .ledger import Ledger, RunRecord, utcnow
 from .locks import TableLock
 from .parquet import default_export_dir, export_table, exported_version
+from .tables import table_names
 
 
 def _names(conn: Any) -> list[str]:
-    res = conn.list_tables() if hasattr(conn, "list_tables") else conn.table_names()
-    return sorted(getattr(res, "tables", res))
+    return sorted(table_names(conn))
 
 
 def table_summaries(db: str) -> list[dict[str, Any]]:

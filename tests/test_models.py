@@ -144,7 +144,7 @@ def test_reembed_refuses_when_the_chunking_would_differ(tmp_path, embedder, mode
     first = run_ingest(settings_for_model(src, db))
     with pytest.raises(ReembedError, match="model window differs: .* cut for 254 tokens, .* takes 126"):
         reembed(db, first.table_name, EmbedderSettings(model=models["small"], device="cpu"))
-    from grainline.search import table_names
+    from grainline.storage.tables import table_names
 
     assert sorted(table_names(connect(db))) == sorted([first.table_name, "runs"])  # nothing written
 

@@ -117,13 +117,13 @@ def open_corpus(db: str, table_name: str | None, embedder_settings: Any) -> tupl
 def open_chunks_table(db: str, name: str) -> Any:
     """The production chunks table ``name`` of ``db``; a missing one is an error that
     names the chunks tables there."""
-    from grainline.search import table_names
+    from grainline.storage.tables import chunk_table_names
     from grainline.storage.chunks import connect, open_table_if_exists
 
     conn = connect(db)
     table = open_table_if_exists(conn, name)
     if table is None:
-        names = [t for t in table_names(conn) if t.startswith("chunks_")]
+        names = chunk_table_names(conn)
         raise ValueError(f"no chunks table {name!r} in {db!r} (tables there: {', '.join(names) or 'none'}); "
                          "run `grainline ingest` first or pass --table")
     return table
