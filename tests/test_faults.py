@@ -22,7 +22,7 @@ from grainline.storage.chunks import ChunkStore
 from grainline.storage.ledger import Ledger
 from grainline.storage.parquet import MARKER, exported_version, read_export
 
-from .processes import Worker
+from .forked import ForkedWorker, stop_fork_server
 
 pytestmark = pytest.mark.slow
 
@@ -33,6 +33,12 @@ WORDS = ("river mountain engine protein orbit harvest signal glacier membrane vi
          "falcon quartz canyon harbor pepper thunder marble cedar beacon saddle ember willow comet").split()
 # Columns that legitimately differ between two runs that wrote the same chunks.
 PER_RUN = ("run_id", "ingested_at")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _fork_server():
+    yield
+    stop_fork_server()
 
 
 def write_corpus(root: Path, seed: int) -> Path:
@@ -74,11 +80,11 @@ def n_versions(db: Path, table: str) -> int:
         return 0
 
 
-def kill_when(worker: Worker, db: Path, table: str, commits: int, delay: float) -> bool:
+def kill_when(worker: ForkedWorker, db: Path, table: str, commits: int, delay: float) -> bool:
     """SIGKILL the worker ``delay`` seconds after the table shows ``commits`` data
     commits (version 1 is the empty table prepare creates). False if it ended first."""
     while n_versions(db, table) < 1 + commits:
-        if worker.proc.poll() is not None:
+        if not worker.running():
             return worker.kill()
         time.sleep(0.002)
     time.sleep(delay)
@@ -103,11 +109,11 @@ def test_sigkill_at_random_points_then_rerun_matches_a_clean_run(tmp_path, embed
     # The clean run, in a process of its own like the killed ones, watched to learn when
     # each commit lands (the table's version count) and when the run ends.
     ref_db = tmp_path / "ref"
-    ref_worker = Worker("ingest", settings(src, ref_db), "clean")
+    ref_worker = ForkedWorker(settings(src, ref_db), "clean")
     ref_worker.wait_ready()
     ref_worker.go()
     commit_times: list[float] = []  # [c] = when the table showed c data commits
-    while ref_worker.proc.poll() is None:
+    while ref_worker.running():
         while n_versions(ref_db, table) > len(commit_times):
             commit_times.append(time.monotonic())
         time.sleep(0.002)
@@ -136,15 +142,15 @@ def test_sigkill_at_random_points_then_rerun_matches_a_clean_run(tmp_path, embed
 
     outcomes = Counter()
     log = []
-    nxt = Worker("ingest", settings(src, tmp_path / "trial-0" / "db"), "killed-0")
+    nxt = ForkedWorker(settings(src, tmp_path / "trial-0" / "db"), "killed-0")
     for i, (commits, delay) in enumerate(plan):
         db = tmp_path / f"trial-{i}" / "db"
         worker = nxt
         worker.wait_ready()
         worker.go()
         killed = kill_when(worker, db, table, commits, delay)
-        if i + 1 < TRIALS:  # the next worker loads its model while this trial re-runs
-            nxt = Worker("ingest", settings(src, tmp_path / f"trial-{i + 1}" / "db"), f"killed-{i + 1}")
+        if i + 1 < TRIALS:  # the next worker starts while this trial re-runs
+            nxt = ForkedWorker(settings(src, tmp_path / f"trial-{i + 1}" / "db"), f"killed-{i + 1}")
 
         store = ChunkStore(str(db), table, embedder.identity.dim)
         after_kill = rows_by_id(store)
