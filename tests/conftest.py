@@ -88,8 +88,9 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
 # longest first (this order, from the suite's --durations), so the workers finish
 # close together; the rest follow in file order.
 LONGEST_FIRST = (
-    "test_journey_serve", "test_evaluate", "test_journey_kill", "test_s3", "test_journey_worker",
-    "test_cli_faults", "test_faults", "test_kept_server", "test_concurrency", "test_journeys", "test_flow",
+    "test_scifact", "test_journey_serve", "test_journey_kill", "test_s3", "test_journey_worker",
+    "test_cli_faults", "test_kept_server", "test_concurrency", "test_faults", "test_journeys", "test_flow",
+    "test_evaluate",
 )
 
 
