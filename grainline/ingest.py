@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_key, chunker_params, settings_for
 from grainline.documents import Chunk, Document, Failure, canonical_json
 from grainline.embedding import Embedder, EmbedderSettings
+from grainline.errors import TerminalError
 from grainline.memory import release_memory
 from grainline.readers import ReaderSettings, open_source, sync_scope
 from grainline.redact import check_uri, redact_text, redact_value
@@ -309,8 +310,9 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
     return todo, counts
 
 
-class TooManyChunks(ValueError):
-    """A document cut into more chunks than ``ReaderSettings.max_chunks_per_doc``."""
+class TooManyChunks(TerminalError, ValueError):
+    """A document cut into more chunks than ``ReaderSettings.max_chunks_per_doc``: that
+    document fails (the others go on); chunking it again gives as many."""
 
 
 def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext,
@@ -528,14 +530,15 @@ def _complete(ctx: RunContext, counts: RunCounts) -> None:
         log.warning("the source %s holds no documents", redact_text(str(ctx.settings.source)))
 
 
-class ExportFailed(RuntimeError):
+class ExportFailed(TerminalError, RuntimeError):
     """The Parquet export of a run failed (its table was written in full). Terminal for
     the run; the next run exports again, since the export does not hold the table's version."""
 
 
-class LedgerWriteFailed(RuntimeError):
+class LedgerWriteFailed(TerminalError, RuntimeError):
     """The run's ledger row could not be written (e.g. the disk is full): the ``runs``
-    table may still say 'running'; the next run on the table marks it interrupted."""
+    table may still say 'running'; the next run on the table marks it interrupted.
+    Terminal: the run itself is over, and repeating it is the user's call."""
 
 
 def interrupt_signal(error: BaseException | None) -> int | None:

@@ -11,6 +11,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .commits import lance_errors
 from .schema import chunks_schema
 from .sql import in_list, quote
 
@@ -58,7 +59,8 @@ class DocState:
 
 
 class ChunkStore:
-    """Reads and writes one chunks table. Every write is a single LanceDB commit."""
+    """Reads and writes one chunks table. Every write is a single LanceDB commit; its
+    transient errors leave typed (``storage/commits.py``), so a task can retry them."""
 
     def __init__(self, db_uri: str, table_name: str, dim: int, storage_options: dict[str, str] | None = None) -> None:
         self.db_uri = db_uri
@@ -101,6 +103,7 @@ class ChunkStore:
             q = q.where(where)
         return iter(q.to_batches(batch_size))
 
+    @lance_errors()
     def doc_states(self) -> dict[str, DocState]:
         """doc_id -> what is stored for it, from a scan of three small columns."""
         states: dict[str, DocState] = {}
@@ -116,6 +119,7 @@ class ChunkStore:
                 st.hashes[key] = h if prev in (None, h) else "<mixed>"
         return states
 
+    @lance_errors()
     def vectors_by_hash(self, hashes: set[str]) -> dict[str, tuple[np.ndarray, int]]:
         """Stored vectors for these content hashes, so unchanged text is never re-embedded."""
         found: dict[str, tuple[np.ndarray, int]] = {}
@@ -130,6 +134,7 @@ class ChunkStore:
                     found.setdefault(h, (v.copy(), nw))
         return found
 
+    @lance_errors()
     def upsert_documents(self, rows: pa.Table, doc_ids: list[str], chunker_keys: list[str], all_new: bool = False) -> dict[str, int]:
         """Write the new chunks of these documents and delete their chunks (for these
         chunker keys) that no longer exist, in one commit. Returns row counts.
@@ -158,6 +163,7 @@ class ChunkStore:
         )
         return {"inserted": res.num_inserted_rows, "updated": res.num_updated_rows, "deleted": res.num_deleted_rows}
 
+    @lance_errors()
     def delete(self, where: str) -> int:
         if self._table is None:
             return 0
@@ -174,6 +180,7 @@ class ChunkStore:
             where += f" AND source_root = {quote(source_root)}"
         return self.delete(where)
 
+    @lance_errors()
     def restore(self, version: int) -> int:
         """Make ``version`` the latest version again (a new commit; history is kept)."""
         versions = [v["version"] for v in self.table.list_versions()]

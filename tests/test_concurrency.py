@@ -15,7 +15,9 @@ from grainline.ingest import IngestSettings, chunk_docs, make_plans, run_ingest
 from grainline.readers import iter_documents
 from grainline.storage.chunks import ChunkStore, connect
 from grainline.storage.ledger import Ledger
-from grainline.storage.locks import TableLock, TableLockTimeout, lock_path, retry_commit
+from grainline.storage.commits import retry_commit
+from grainline.storage.lock_protocol import TableLockTimeout
+from grainline.storage.locks import TableLock, lock_path
 
 from .processes import Worker
 from .test_evaluate import write_spans_fixture
