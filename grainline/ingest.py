@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
-import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from grainline.chunkers import CHUNKERS, ChunkContext, ChunkerSettings, chunker_key, chunker_params, settings_for
-from grainline.documents import Chunk, Document, Failure, canonical_json
+from grainline.documents import Chunk, Document, Failure
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.errors import TerminalError
 from grainline.memory import release_memory
@@ -29,6 +28,7 @@ from grainline.readers import ReaderSettings, open_source, sync_scope
 from grainline.redact import check_uri, redact_text, redact_value
 from grainline.storage.chunks import DEFAULT_DB, ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
+from grainline.storage.rows import RowStamp
 from grainline.storage.locks import TableLock
 from grainline.storage.maintenance import MaintenanceSettings, figures, maintain_after_run, vector_index_due
 from grainline.storage.parquet import default_export_dir, exported_version, export_table
@@ -402,49 +402,21 @@ def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
     return embed_chunked(ctx.embedder, ctx.store, batch, donor_stores(ctx.settings, ctx.embedder.identity.dim))
 
 
-def rows_for(ctx: RunContext, batch: EmbeddedBatch) -> pa.Table:
-    """The chunks of a batch as an Arrow table in the chunks schema."""
-    ident = ctx.embedder.identity
-    now = utcnow()
-    cols: dict[str, list[Any]] = {f.name: [] for f in ctx.store.schema}
-    vecs: list[np.ndarray] = []
-    for cd in batch.docs:
-        doc = cd.doc
-        # Once per document: each is a pass over the whole text (sha256, JSON), and a
-        # big document has tens of thousands of chunk rows.
-        meta = canonical_json(doc.metadata)
-        doc_hash = doc.content_hash
-        for c in cd.chunks:
-            for name, value in (
-                ("chunk_id", c.chunk_id), ("doc_id", c.doc_id), ("strategy", c.strategy),
-                ("chunker_key", c.chunker_key), ("params", c.params), ("ordinal", c.ordinal),
-                ("start", c.start), ("end", c.end), ("text", c.text), ("n_tokens", c.n_tokens),
-                ("n_model_tokens", c.n_model_tokens), ("exceeds_model_limit", c.exceeds_model_limit),
-                ("handling", c.handling), ("n_windows", batch.n_windows[c.content_hash]),
-                ("content_hash", c.content_hash), ("doc_hash", doc_hash), ("source", doc.source),
-                ("source_root", ctx.root), ("title", doc.title), ("metadata", meta),
-                ("model_id", ident.model_id), ("model_max_seq_length", ident.max_seq_length),
-                ("run_id", ctx.run_id), ("ingested_at", now),
-            ):
-                cols[name].append(value)
-            vecs.append(batch.vectors[c.content_hash])
-    arr = np.asarray(vecs, dtype=np.float32).reshape(-1, ident.dim)
-    cols["vector"] = pa.FixedSizeListArray.from_arrays(pa.array(arr.ravel(), pa.float32()), ident.dim)
-    return pa.Table.from_pydict(cols, schema=ctx.store.schema)
-
-
 def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
-    """Upsert the batch's chunks and drop the stale chunks of its documents, in one
-    commit; then remember the new state of those documents."""
+    """Hand the batch's chunks and vectors to storage, which upserts their rows and
+    drops the stale chunks of these documents in one commit; then remember the new
+    state of those documents."""
     t0 = time.perf_counter()
     counts = batch.counts
     if batch.docs:
         if ctx.lock is not None:
             ctx.lock.check()  # an object-store lease that lapsed: another run may write now
-        rows = rows_for(ctx, batch)
+        ident = ctx.embedder.identity
+        stamp = RowStamp(source_root=ctx.root, run_id=ctx.run_id, model_id=ident.model_id,
+                         model_max_seq_length=ident.max_seq_length, ingested_at=utcnow())
         keys = [p.key for p in ctx.plans]
-        res = ctx.store.upsert_documents(rows, [cd.doc.doc_id for cd in batch.docs], keys,
-                                         all_new=all(cd.status == "added" for cd in batch.docs))
+        res = ctx.store.write_documents([(cd.doc, cd.chunks) for cd in batch.docs], batch.vectors, batch.n_windows,
+                                        stamp, keys, all_new=all(cd.status == "added" for cd in batch.docs))
         counts.chunks_written += res["inserted"] + res["updated"]
         counts.chunks_deleted += res["deleted"]
         for cd in batch.docs:

@@ -5,17 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from .commits import lance_errors
+from .rows import RowStamp, chunk_rows
 from .schema import chunks_schema
 from .sql import in_list, quote
 
 from grainline.defaults import DEFAULT_DB  # noqa: E402,F401  (re-exported)
+from grainline.documents import Chunk, Document
 
 
 # Cache bounds of the one LanceDB session per process, in MiB. LanceDB's defaults (1 GiB
@@ -133,6 +135,15 @@ class ChunkStore:
                 for h, v, nw in zip(batch.column("content_hash").to_pylist(), vecs, batch.column("n_windows").to_pylist()):
                     found.setdefault(h, (v.copy(), nw))
         return found
+
+    def write_documents(self, docs: list[tuple[Document, list[Chunk]]], vectors: Mapping[str, np.ndarray],
+                        n_windows: Mapping[str, int], stamp: RowStamp, chunker_keys: list[str],
+                        all_new: bool = False) -> dict[str, int]:
+        """Store these documents' chunks with their vectors (both keyed by content hash)
+        as rows of this table, replacing what the table held of them for these chunker
+        keys, in one commit (:meth:`upsert_documents`). Returns row counts."""
+        rows = chunk_rows(self.schema, self.dim, docs, vectors, n_windows, stamp)
+        return self.upsert_documents(rows, [doc.doc_id for doc, _ in docs], chunker_keys, all_new=all_new)
 
     @lance_errors()
     def upsert_documents(self, rows: pa.Table, doc_ids: list[str], chunker_keys: list[str], all_new: bool = False) -> dict[str, int]:
