@@ -28,6 +28,7 @@ from grainline.storage.maintenance import MaintenanceSettings
 
 from .retry import retry_transient
 
+
 @task(name="chunk-and-embed", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def chunk_embed_task(spec: core.WorkSpec, docs: list[tuple[Document, str]]) -> core.EmbeddedBatch:
     return core.process_docs(spec, docs)
