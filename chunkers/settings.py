@@ -1,14 +1,15 @@
 """Chunker settings: one typed object per strategy, defaults readable here.
 
-Token figures are cl100k (tiktoken) tokens, except the article ``overlap``, which is in
-the embedding model's tokens because it only applies to the windows of a pooled article.
+Token figures are cl100k (tiktoken) tokens. An article is the whole document as one
+chunk: of the shared settings it takes none (a pooled article's windows overlap by the
+embedder's ``pool_overlap``), only ``long_article``.
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class ChunkerSettings(BaseModel):
@@ -56,12 +57,27 @@ class ParagraphSettings(ChunkerSettings):
 class ArticleSettings(ChunkerSettings):
     """The whole document as one chunk. ``long_article`` decides how a text longer than
     the model's window is embedded: ``pool`` averages windows that cover all of it,
-    ``truncate`` embeds the first window only."""
+    ``truncate`` embeds the first window only.
+
+    ``max_tokens``, ``min_tokens`` and ``overlap`` shape no article: they keep their
+    fixed values (part of the chunker parameters every stored article row was keyed
+    by, so stored tables stay current), and another value is an error naming the one
+    setting an article takes, rather than a setting accepted that changes nothing."""
 
     max_tokens: None = None
     min_tokens: int = 0
     overlap: int = 32
     long_article: Literal["pool", "truncate"] = "pool"
+
+    @field_validator("min_tokens", "overlap")
+    @classmethod
+    def _fixed(cls, v: int, info) -> int:
+        fixed = cls.model_fields[info.field_name].default
+        if v != fixed:
+            raise ValueError(f"an article is the whole document as one chunk, so {info.field_name} changes nothing "
+                             "(a pooled article's windows overlap by the embedder's pool_overlap); the setting an "
+                             "article takes: long_article (pool or truncate)")
+        return v
 
 
 DEFAULT_SETTINGS: dict[str, ChunkerSettings] = {

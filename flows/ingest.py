@@ -1,9 +1,10 @@
 """The ingestion flow: discover -> read -> chunk and embed in batches -> write.
 
-Thin wiring over :mod:`grainline.ingest`. Chunking and embedding are tasks submitted
-to the flow's task runner (threads by default, Dask for scale-out); the flow process
-is the single writer, and two runs that write the same table queue on the table's write
-lock, taken in ``grainline.ingest.prepare`` (storage/locks.py) inside and outside Prefect."""
+Thin wiring over :mod:`grainline.ingest`: its one batch loop (``run_batches``) runs
+here with chunking and embedding as tasks submitted to the flow's task runner (threads
+by default, Dask for scale-out) and writing as a task of the flow process, the single
+writer. Two runs that write the same table queue on the table's write lock, taken in
+``grainline.ingest.prepare`` (storage/locks.py) inside and outside Prefect."""
 
 from __future__ import annotations
 
@@ -11,7 +12,6 @@ import os
 import signal
 import threading
 import time
-from collections import deque
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -28,6 +28,7 @@ from grainline.storage.maintenance import MaintenanceSettings
 
 from .retry import retry_transient
 
+
 @task(name="chunk-and-embed", retries=1, retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
 def chunk_embed_task(spec: core.WorkSpec, docs: list[tuple[Document, str]]) -> core.EmbeddedBatch:
     return core.process_docs(spec, docs)
@@ -38,18 +39,14 @@ def write_task(ctx: core.RunContext, batch: core.EmbeddedBatch) -> RunCounts:
     return core.write_batch(ctx, batch)
 
 
-def drop_in_flight(pending: deque) -> None:
-    """Give up the batches submitted but not written when a run fails: those not started
-    are cancelled, running ones are left to end on their own (they only read the
-    table, and a re-run redoes their documents). Prefect's futures have no ``cancel``
-    (3.8); the concurrent or Dask future they wrap has."""
-    while pending:
-        cancel = getattr(getattr(pending.popleft(), "wrapped_future", None), "cancel", None)
-        if cancel is not None:
-            try:
-                cancel()
-            except Exception:  # noqa: BLE001 - the run's own error is the one to report
-                pass
+def cancel_future(future: Any) -> None:
+    """Give up a batch submitted but not written when a run fails: one not started is
+    cancelled, a running one is left to end on its own (it only reads the table, and a
+    re-run redoes its documents). Prefect's futures have no ``cancel`` (3.8); the
+    concurrent or Dask future they wrap has."""
+    cancel = getattr(getattr(future, "wrapped_future", None), "cancel", None)
+    if cancel is not None:
+        cancel()
 
 
 # After SIGINT or SIGTERM: how long the run may take to record its end (ledger row,
@@ -143,25 +140,11 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
                     ctx.lock.where if ctx.lock is not None else settings.db)
         counts = RunCounts()
         error: BaseException | None = None
-        pending: deque = deque()
         try:
-            t_read = time.perf_counter()
-            for items in core.read_batches(ctx.documents, settings.batch_docs):
-                counts.add_time("read", time.perf_counter() - t_read)
-                todo, batch_counts = core.triage(ctx, items)
-                counts.merge(batch_counts)
-                if todo:
-                    pending.append(chunk_embed_task.submit(ctx.spec, todo))
-                # Keep a few batches in flight so workers chunk and embed while this
-                # process writes; write in submission order.
-                while len(pending) > in_flight:
-                    counts.merge(write_task(ctx, pending.popleft().result()))
-                t_read = time.perf_counter()
-            while pending:
-                counts.merge(write_task(ctx, pending.popleft().result()))
+            core.run_batches(ctx, counts, submit=chunk_embed_task.submit, write=write_task, in_flight=in_flight,
+                             cancel=cancel_future)
         except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
             error = exc
-            drop_in_flight(pending)
         try:
             # A signal landing inside Prefect's task engine comes out as another error.
             rec = core.finish(ctx, counts, error, interrupted_by=ends.signum)

@@ -1,24 +1,22 @@
-"""Which errors a task retries: transient I/O (timeouts, connection drops, commit
-conflicts between writers), never terminal ones (missing files, bad arguments)."""
+"""Which errors a task retries, decided by type alone: grainline's
+:class:`~grainline.errors.TransientError` (commit conflicts between writers, a store
+briefly unavailable: ``grainline.storage`` types LanceDB's errors where it calls it)
+and the standard library's ``TimeoutError`` and ``ConnectionError``; never a
+:class:`~grainline.errors.TerminalError`, nor anything else (missing files, bad
+arguments)."""
 
 from __future__ import annotations
 
 from typing import Any
 
-_TERMINAL_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-_TRANSIENT_WORDS = ("conflict", "timed out", "timeout", "temporarily", "connection reset", "try again", "throttl", "slow down")
+from grainline.errors import TerminalError, TransientError
 
 
 def is_transient(exc: BaseException | None) -> bool:
     """True for errors worth another try."""
-    if exc is None:
+    if exc is None or isinstance(exc, TerminalError):
         return False
-    if isinstance(exc, _TERMINAL_OS_ERRORS):
-        return False
-    if isinstance(exc, (TimeoutError, ConnectionError)):
-        return True
-    message = str(exc).lower()
-    return isinstance(exc, (OSError, RuntimeError)) and any(w in message for w in _TRANSIENT_WORDS)
+    return isinstance(exc, (TransientError, TimeoutError, ConnectionError))
 
 
 def retry_transient(task: Any, task_run: Any, state: Any) -> bool:

@@ -5,16 +5,19 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from .commits import lance_errors
+from .rows import RowStamp, chunk_rows
 from .schema import chunks_schema
 from .sql import in_list, quote
 
 from grainline.defaults import DEFAULT_DB  # noqa: E402,F401  (re-exported)
+from grainline.documents import Chunk, Document
 
 
 # Cache bounds of the one LanceDB session per process, in MiB. LanceDB's defaults (1 GiB
@@ -58,7 +61,8 @@ class DocState:
 
 
 class ChunkStore:
-    """Reads and writes one chunks table. Every write is a single LanceDB commit."""
+    """Reads and writes one chunks table. Every write is a single LanceDB commit; its
+    transient errors leave typed (``storage/commits.py``), so a task can retry them."""
 
     def __init__(self, db_uri: str, table_name: str, dim: int, storage_options: dict[str, str] | None = None) -> None:
         self.db_uri = db_uri
@@ -101,6 +105,7 @@ class ChunkStore:
             q = q.where(where)
         return iter(q.to_batches(batch_size))
 
+    @lance_errors()
     def doc_states(self) -> dict[str, DocState]:
         """doc_id -> what is stored for it, from a scan of three small columns."""
         states: dict[str, DocState] = {}
@@ -116,6 +121,7 @@ class ChunkStore:
                 st.hashes[key] = h if prev in (None, h) else "<mixed>"
         return states
 
+    @lance_errors()
     def vectors_by_hash(self, hashes: set[str]) -> dict[str, tuple[np.ndarray, int]]:
         """Stored vectors for these content hashes, so unchanged text is never re-embedded."""
         found: dict[str, tuple[np.ndarray, int]] = {}
@@ -130,6 +136,16 @@ class ChunkStore:
                     found.setdefault(h, (v.copy(), nw))
         return found
 
+    def write_documents(self, docs: list[tuple[Document, list[Chunk]]], vectors: Mapping[str, np.ndarray],
+                        n_windows: Mapping[str, int], stamp: RowStamp, chunker_keys: list[str],
+                        all_new: bool = False) -> dict[str, int]:
+        """Store these documents' chunks with their vectors (both keyed by content hash)
+        as rows of this table, replacing what the table held of them for these chunker
+        keys, in one commit (:meth:`upsert_documents`). Returns row counts."""
+        rows = chunk_rows(self.schema, self.dim, docs, vectors, n_windows, stamp)
+        return self.upsert_documents(rows, [doc.doc_id for doc, _ in docs], chunker_keys, all_new=all_new)
+
+    @lance_errors()
     def upsert_documents(self, rows: pa.Table, doc_ids: list[str], chunker_keys: list[str], all_new: bool = False) -> dict[str, int]:
         """Write the new chunks of these documents and delete their chunks (for these
         chunker keys) that no longer exist, in one commit. Returns row counts.
@@ -158,6 +174,7 @@ class ChunkStore:
         )
         return {"inserted": res.num_inserted_rows, "updated": res.num_updated_rows, "deleted": res.num_deleted_rows}
 
+    @lance_errors()
     def delete(self, where: str) -> int:
         if self._table is None:
             return 0
@@ -174,6 +191,7 @@ class ChunkStore:
             where += f" AND source_root = {quote(source_root)}"
         return self.delete(where)
 
+    @lance_errors()
     def restore(self, version: int) -> int:
         """Make ``version`` the latest version again (a new commit; history is kept)."""
         versions = [v["version"] for v in self.table.list_versions()]

@@ -35,9 +35,10 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grainline.errors import TerminalError
 from grainline.redact import redact_uri
 
-from .locks import LOCK_DIR, TableLockTimeout
+from .lock_protocol import LOCK_DIR, TableLockTimeout
 
 log = logging.getLogger("grainline.storage")
 
@@ -78,7 +79,7 @@ class LeaseSettings(BaseModel):
             raise ValueError(f"{TTL_ENV}={raw!r}: the lease TTL must be seconds in (0, {MAX_TTL_S:g}]") from exc
 
 
-class LeaseError(RuntimeError):
+class LeaseError(TerminalError, RuntimeError):
     """The object-store write lease could not be used. Terminal."""
 
 
@@ -293,7 +294,6 @@ class Lease:
                 return
             except Exception as exc:  # noqa: BLE001 - a transient store error: retry soon
                 if time.monotonic() - self._renewed >= self.settings.ttl_s:
-                    # (the message must not read as transient: a retry cannot bring the lease back)
                     self._lose(f"it could not be renewed for {self.settings.ttl_s:g}s")
                     return
                 log.warning("renewing the write lease of table %s failed, retrying: %s", self.table, type(exc).__name__)

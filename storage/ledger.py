@@ -11,7 +11,7 @@ from typing import Any
 import pyarrow as pa
 
 from .chunks import connect, open_table_if_exists
-from .locks import retry_commit
+from .commits import retry_commit
 from .schema import RUNS_SCHEMA, add_missing_columns
 from .sql import quote
 

@@ -1,37 +1,25 @@
-"""Writers of one table take turns: an inter-process file lock per (database, table)
-for local databases, and a retry with backoff for commits that lose a race.
+"""Writers of one table take turns: :class:`TableLock` for any database, backed by an
+inter-process OS file lock per (database, table) for local databases
+(:class:`FileTableLock`, here).
 
 Object stores (s3://, gs://, az://, ...) have no file to lock; there a lease object,
 renewed while its holder lives and lapsing within a TTL when it dies, keeps writers of
-one table apart (``storage/lease.py``)."""
+one table apart (``storage/lease.py``). Both follow ``storage/lock_protocol.py``."""
 
 from __future__ import annotations
 
 import json
 import logging
 import os
-import random
 import socket
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, TypeVar
+
+from .lease import Lease
+from .lock_protocol import LOCK_DIR, TableLockTimeout, WriteLock, is_local
 
 log = logging.getLogger("grainline.storage")
-
-T = TypeVar("T")
-
-LOCK_DIR = "_locks"
-
-
-class TableLockTimeout(TimeoutError):
-    """Another process kept writing the table for longer than we were willing to wait."""
-
-
-def is_local(db_uri: str) -> bool:
-    """A database on this machine's file system (a plain path or file://)."""
-    return "://" not in db_uri or db_uri.startswith("file://")
-
 
 def lock_path(db_uri: str, table: str) -> Path:
     """``<db>/_locks/<table>.lock``: beside the tables, so every process that opens the
@@ -60,49 +48,33 @@ def describe_holder(holder: dict | None) -> str:
     return f"pid {holder.get('pid')} on {holder.get('host')}{run} since {holder.get('since')}"
 
 
-class TableLock:
-    """Exclusive write access to one table of a local database, across processes.
-
-    Backed by an OS lock (``flock`` on ``<db>/_locks/<table>.lock``): the kernel drops it
-    the moment its holder dies, however it dies, so a killed run can never strand the
-    table. (Prefect's global concurrency limits were used before; a slot of a run that
-    died stayed occupied, and later runs waited for hours.) A waiter says once which
-    table it waits for and who holds it. An object-store database: a lease object
-    (:class:`grainline.storage.lease.Lease`) that a killed writer leaves behind for at
-    most one TTL."""
+class FileTableLock:
+    """The write lock of one table of a local database: an OS lock (``flock`` on
+    ``<db>/_locks/<table>.lock``). The kernel drops it the moment its holder dies,
+    however it dies, so a killed run can never strand the table. (Prefect's global
+    concurrency limits were used before; a slot of a run that died stayed occupied, and
+    later runs waited for hours.) A waiter says once which table it waits for and who
+    holds it."""
 
     def __init__(self, db_uri: str, table: str, timeout_s: float, run_id: str | None = None) -> None:
         self.db_uri, self.table, self.timeout_s, self.run_id = db_uri, table, timeout_s, run_id
-        self.path = lock_path(db_uri, table) if is_local(db_uri) else None
+        self.path = lock_path(db_uri, table)
         self._lock = None
-        self._lease = None
         self.waited_s = 0.0
 
     @property
     def held(self) -> bool:
-        if self._lease is not None:
-            return self._lease.held
         return self._lock is not None and self._lock.is_locked
 
     @property
     def where(self) -> str:
-        """The lock file, or the lease object (its URI, credentials never shown)."""
-        return self._lease.where if self._lease is not None else str(self.path)
+        return str(self.path)
 
     def check(self) -> None:
-        """Before a commit: raise :class:`grainline.storage.lease.LeaseLost` when an
-        object-store lease was lost (an OS lock cannot be lost while we live)."""
-        if self._lease is not None:
-            self._lease.check()
+        """An OS lock cannot be lost while we live: nothing to check."""
 
-    def acquire(self) -> "TableLock":
+    def acquire(self) -> "FileTableLock":
         """Wait (up to ``timeout_s``) for the table; raise :class:`TableLockTimeout` naming it."""
-        if self.path is None:
-            from .lease import Lease
-
-            self._lease = Lease(self.db_uri, self.table, self.timeout_s, run_id=self.run_id).acquire()
-            self.waited_s = self._lease.waited_s
-            return self
         from filelock import FileLock, Timeout
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -141,12 +113,54 @@ class TableLock:
             pass
 
     def release(self) -> None:
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
         if self._lock is not None:
             self._lock.release()
             self._lock = None
+
+
+class TableLock:
+    """Exclusive write access to one table, for any database: a :class:`FileTableLock`
+    for a local one, a lease (:class:`grainline.storage.lease.Lease`, which a killed
+    writer leaves behind for at most one TTL) for an object store. The one entry point
+    writers use; both implementations follow ``storage.lock_protocol.WriteLock``."""
+
+    def __init__(self, db_uri: str, table: str, timeout_s: float, run_id: str | None = None) -> None:
+        self.db_uri, self.table, self.timeout_s, self.run_id = db_uri, table, timeout_s, run_id
+        self.path = lock_path(db_uri, table) if is_local(db_uri) else None
+        self._impl: WriteLock | None = None
+
+    @property
+    def waited_s(self) -> float:
+        return self._impl.waited_s if self._impl is not None else 0.0
+
+    @property
+    def held(self) -> bool:
+        return self._impl is not None and self._impl.held
+
+    @property
+    def where(self) -> str:
+        """The lock file, or the lease object (its URI, credentials never shown)."""
+        return self._impl.where if self._impl is not None else str(self.path)
+
+    def check(self) -> None:
+        """Before a commit: raise :class:`grainline.storage.lease.LeaseLost` when an
+        object-store lease was lost (an OS lock cannot be lost while we live)."""
+        if self._impl is not None:
+            self._impl.check()
+
+    def acquire(self) -> "TableLock":
+        """Wait (up to ``timeout_s``) for the table; raise :class:`TableLockTimeout` naming it."""
+        if self.path is None:
+            impl: WriteLock = Lease(self.db_uri, self.table, self.timeout_s, run_id=self.run_id)
+        else:
+            impl = FileTableLock(self.db_uri, self.table, self.timeout_s, run_id=self.run_id)
+        self._impl = impl.acquire()
+        return self
+
+    def release(self) -> None:
+        if self._impl is not None:
+            self._impl.release()
+            self._impl = None
 
     def __enter__(self) -> "TableLock":
         return self.acquire()
@@ -184,27 +198,3 @@ def break_local_lock(db_uri: str, table: str) -> bool:
         except FileNotFoundError:
             pass
     return removed
-
-
-def is_commit_conflict(exc: BaseException) -> bool:
-    """LanceDB reports a lost commit race as an error whose message says 'commit
-    conflict' (retryable or not after its own retries) or 'write contention'; the
-    Python type differs between releases (OSError, RuntimeError), the wording does not."""
-    msg = str(exc).lower()
-    return "commit conflict" in msg or "write contention" in msg
-
-
-def retry_commit(fn: Callable[[], T], what: str, attempts: int = 8, base_s: float = 0.05, max_s: float = 5.0) -> T:
-    """Run a write, retrying it with jittered exponential backoff while it loses commit
-    races. Only for writes that are safe to repeat (upserts on a key, appends of rows
-    that failed as a whole)."""
-    for attempt in range(1, attempts + 1):
-        try:
-            return fn()
-        except Exception as exc:  # noqa: BLE001 - filtered by message just below
-            if attempt == attempts or not is_commit_conflict(exc):
-                raise
-            delay = min(max_s, base_s * 2 ** (attempt - 1)) * (0.5 + random.random())
-            log.warning("%s lost a commit race (attempt %d of %d), retrying in %.2fs: %s", what, attempt, attempts, delay, exc)
-            time.sleep(delay)
-    raise AssertionError("unreachable")

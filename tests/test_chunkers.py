@@ -257,3 +257,14 @@ def test_sentence_splitting_compiles_no_pattern_per_sentence():
     spans = sentence_spans(text)
     assert len(spans) == 120 and text[spans[5][0]:spans[5][1]] == "Sentence number 5 talks about topic 35."
     assert len(set(re._cache) - before) < 10
+
+
+def test_article_rejects_settings_that_shape_nothing():
+    """An article is the whole document: an overlap or min_tokens of its own would be
+    accepted and change no vector, so it is an error naming the setting it takes; the
+    fixed values (as stored in every article row's parameters) still read back."""
+    for name, value in (("overlap", 64), ("min_tokens", 5)):
+        with pytest.raises(ValueError, match=f"{name} changes nothing.*long_article"):
+            settings_for("article", **{name: value})
+    stored = settings_for("article").model_dump()
+    assert settings_for("article", **stored) == settings_for("article")

@@ -15,7 +15,9 @@ from grainline.ingest import IngestSettings, chunk_docs, make_plans, run_ingest
 from grainline.readers import iter_documents
 from grainline.storage.chunks import ChunkStore, connect
 from grainline.storage.ledger import Ledger
-from grainline.storage.locks import TableLock, TableLockTimeout, lock_path, retry_commit
+from grainline.storage.commits import retry_commit
+from grainline.storage.lock_protocol import TableLockTimeout
+from grainline.storage.locks import TableLock, lock_path
 
 from .processes import Worker
 from .test_evaluate import write_spans_fixture
@@ -116,6 +118,24 @@ def test_a_writer_that_waits_too_long_gets_an_error_naming_the_table_and_lock(tm
     assert Ledger(db).runs() == []  # it never started
     # once the lock is free the same run goes through
     assert run_ingest(IngestSettings(source=str(src), db=db, embedder=CPU, lock_timeout_s=0.5)).status == "completed"
+
+
+def test_tasks_retry_by_type_never_by_message():
+    """A task retries transient errors by their type; words in a message decide nothing.
+    Storage types LanceDB's lost commit races once, where it calls LanceDB."""
+    from grainline.errors import TerminalError, TransientError
+    from grainline.flows.retry import is_transient
+    from grainline.storage.commits import CommitConflict, StoreUnavailable, typed
+    from grainline.storage.lease import LeaseLost
+
+    conflict = typed(OSError("Retryable commit conflict for version 7"))
+    assert isinstance(conflict, CommitConflict) and is_transient(conflict)
+    assert isinstance(typed(RuntimeError("request timed out")), StoreUnavailable)
+    assert is_transient(TimeoutError()) and is_transient(ConnectionResetError()) and is_transient(TransientError("x"))
+    for terminal in (RuntimeError("commit conflict"), OSError("try again"), LeaseLost("could not be renewed, try again"),
+                     TerminalError("timed out"), FileNotFoundError("timeout"), ValueError("conflict"), None):
+        assert not is_transient(terminal)
+    assert typed(FileNotFoundError("timed out")).__class__ is FileNotFoundError
 
 
 def test_commit_races_are_retried_other_errors_are_not():

@@ -13,7 +13,8 @@ import time
 import pytest
 
 from grainline.storage.lease import Lease, LeaseLost, LeaseSettings, LeaseTimeout, break_lease, read_lease
-from grainline.storage.locks import TableLock, TableLockTimeout
+from grainline.storage.lock_protocol import TableLockTimeout
+from grainline.storage.locks import TableLock
 
 from .s3 import s3_server  # noqa: F401 - the fixture
 

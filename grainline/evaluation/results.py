@@ -8,7 +8,7 @@ from typing import Any
 import pyarrow as pa
 
 from grainline.storage.chunks import connect, open_table_if_exists
-from grainline.storage.locks import retry_commit
+from grainline.storage.commits import retry_commit
 from grainline.storage.parquet import default_export_dir, export_table
 from grainline.storage.schema import add_missing_columns
 from grainline.storage.sql import quote

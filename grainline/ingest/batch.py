@@ -1,0 +1,207 @@
+"""One batch of documents through the steps: triage, chunk, embed, write.
+
+Each step takes and returns plain values; :func:`process_docs` (chunk and embed) runs
+in any process, :func:`triage` and :func:`write_batch` where the table state is."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from itertools import islice
+from typing import Iterable, Iterator
+
+import numpy as np
+
+from grainline.chunkers import CHUNKERS, ChunkContext
+from grainline.documents import Chunk, Document, Failure
+from grainline.embedding import Embedder
+from grainline.errors import TerminalError
+from grainline.storage.chunks import ChunkStore, DocState
+from grainline.storage.ledger import RunCounts, utcnow
+from grainline.storage.rows import RowStamp
+
+from .context import RunContext
+from .embedders import get_embedder
+from .plan import Plan, WorkSpec
+from .settings import IngestSettings
+
+
+@dataclass
+class ChunkedDoc:
+    doc: Document
+    chunks: list[Chunk]
+    status: str  # added | updated
+
+
+@dataclass
+class ChunkedBatch:
+    docs: list[ChunkedDoc] = field(default_factory=list)
+    counts: RunCounts = field(default_factory=RunCounts)
+
+
+@dataclass
+class EmbeddedBatch:
+    docs: list[ChunkedDoc]
+    vectors: dict[str, np.ndarray]  # content_hash -> vector
+    n_windows: dict[str, int]
+    counts: RunCounts
+
+
+def read_batches(documents: Iterable[Document | Failure], batch_docs: int) -> Iterator[list[Document | Failure]]:
+    """Documents (and failures) in batches of ``batch_docs``, consumed lazily."""
+    it = iter(documents)
+    while batch := list(islice(it, batch_docs)):
+        yield batch
+
+
+def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple[Document, str]], RunCounts]:
+    """Split a batch into the documents that need work (with 'added' or 'updated'),
+    counting the unchanged ones and the failures; runs where the table state is."""
+    counts = RunCounts()
+    todo: list[tuple[Document, str]] = []
+    for item in items:
+        if isinstance(item, Failure) and item.stage == "skip":
+            counts.docs_skipped += 1
+            counts.skipped.append({"where": item.where, "reason": item.reason})
+            continue
+        if isinstance(item, Failure):
+            counts.docs_failed += 1
+            counts.failures.append(item.as_dict())
+            ctx.failed_ids.add(item.doc_id or item.where)
+            continue
+        counts.docs_seen += 1
+        ctx.seen.add(item.doc_id)
+        state = ctx.states.get(item.doc_id)
+        h = item.content_hash
+        if state is not None and all(state.hashes.get(p.key) == h for p in ctx.plans):
+            counts.docs_unchanged += 1
+        else:
+            todo.append((item, "added" if state is None else "updated"))
+    return todo, counts
+
+
+class TooManyChunks(TerminalError, ValueError):
+    """A document cut into more chunks than ``ReaderSettings.max_chunks_per_doc``: that
+    document fails (the others go on); chunking it again gives as many."""
+
+
+def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ctx: ChunkContext,
+               max_chunks: int | None = None) -> ChunkedBatch:
+    """Chunk each document with every plan; a document whose chunking fails (or gives
+    one strategy more than ``max_chunks`` chunks) becomes a failure record and the
+    others go on."""
+    out = ChunkedBatch()
+    t0 = time.perf_counter()
+    plans = list(plans)
+    for doc, status in docs:
+        try:
+            chunks = []
+            for p in plans:
+                got = CHUNKERS.get(p.strategy)(doc, p.settings, chunk_ctx)
+                if max_chunks is not None and len(got) > max_chunks:
+                    raise TooManyChunks(f"{len(got)} {p.strategy} chunks > max_chunks_per_doc {max_chunks}")
+                chunks.extend(got)
+        except TooManyChunks as exc:
+            out.counts.docs_failed += 1
+            out.counts.failures.append(Failure(doc.doc_id, str(exc), "chunk").as_dict())
+            continue
+        except Exception as exc:  # noqa: BLE001 - one bad document must not stop the run
+            out.counts.docs_failed += 1
+            out.counts.failures.append(Failure(doc.doc_id, f"chunking failed: {exc!r}", "chunk").as_dict())
+            continue
+        out.docs.append(ChunkedDoc(doc, chunks, status))
+    out.counts.add_time("chunk", time.perf_counter() - t0)
+    return out
+
+
+def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBatch,
+                  donors: Iterable[ChunkStore] = ()) -> EmbeddedBatch:
+    """Vectors for every distinct content hash in the batch: reused from the table (or
+    the ``donors``, tables of the same model) when the same text was embedded before,
+    embedded otherwise."""
+    t0 = time.perf_counter()
+    wanted: dict[str, Chunk] = {}
+    for cd in batch.docs:
+        for c in cd.chunks:
+            wanted.setdefault(c.content_hash, c)
+    known = store.vectors_by_hash(set(wanted)) if store is not None and store.exists else {}
+    for donor in donors:
+        missing = set(wanted) - set(known)
+        if missing and donor.exists:
+            known.update(donor.vectors_by_hash(missing))
+    vectors = {h: v for h, (v, _) in known.items()}
+    n_windows = {h: nw for h, (_, nw) in known.items()}
+    todo = [c for h, c in wanted.items() if h not in vectors]
+    counts = batch.counts
+    if todo:
+        vecs, nws = embedder.embed_chunks(todo)
+        for c, v, nw in zip(todo, vecs, nws):
+            vectors[c.content_hash] = v
+            n_windows[c.content_hash] = nw
+    counts.chunks_embedded += len(todo)
+    counts.chunks_reused += sum(1 for cd in batch.docs for c in cd.chunks) - len(todo)
+    counts.add_time("embed", time.perf_counter() - t0)
+    return EmbeddedBatch(batch.docs, vectors, n_windows, counts)
+
+
+def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBatch:
+    """Chunk and embed documents in any process: what a distributed worker runs. The
+    model is loaded once per process; the table is opened read-only for vector reuse."""
+    embedder = get_embedder(spec.settings.embedder)
+    store = ChunkStore(spec.settings.db, spec.table, embedder.identity.dim)
+    chunked = chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window), spec.settings.reader.max_chunks_per_doc)
+    return embed_chunked(embedder, store, chunked, donor_stores(spec.settings, embedder.identity.dim))
+
+
+def donor_stores(settings: IngestSettings, dim: int) -> list[ChunkStore]:
+    """The ``reuse_from`` tables, opened for reading vectors by content hash."""
+    return [ChunkStore(settings.db, name, dim) for name in settings.reuse_from]
+
+
+def chunk_batch(ctx: RunContext, items: list[Document | Failure]) -> ChunkedBatch:
+    """Triage and chunk a batch in this process."""
+    todo, counts = triage(ctx, items)
+    batch = chunk_todo(ctx, todo)
+    counts.merge(batch.counts)
+    batch.counts = counts
+    return batch
+
+
+def chunk_todo(ctx: RunContext, todo: list[tuple[Document, str]]) -> ChunkedBatch:
+    """Chunk the documents :func:`triage` found to need work, in this process."""
+    return chunk_docs(ctx.plans, todo, ChunkContext.default(ctx.embedder.window), ctx.settings.reader.max_chunks_per_doc)
+
+
+def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
+    """Embed a chunked batch in this process."""
+    return embed_chunked(ctx.embedder, ctx.store, batch, donor_stores(ctx.settings, ctx.embedder.identity.dim))
+
+
+def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
+    """Hand the batch's chunks and vectors to storage, which upserts their rows and
+    drops the stale chunks of these documents in one commit; then remember the new
+    state of those documents."""
+    t0 = time.perf_counter()
+    counts = batch.counts
+    if batch.docs:
+        if ctx.lock is not None:
+            ctx.lock.check()  # an object-store lease that lapsed: another run may write now
+        ident = ctx.embedder.identity
+        stamp = RowStamp(source_root=ctx.root, run_id=ctx.run_id, model_id=ident.model_id,
+                         model_max_seq_length=ident.max_seq_length, ingested_at=utcnow())
+        keys = [p.key for p in ctx.plans]
+        res = ctx.store.write_documents([(cd.doc, cd.chunks) for cd in batch.docs], batch.vectors, batch.n_windows,
+                                        stamp, keys, all_new=all(cd.status == "added" for cd in batch.docs))
+        counts.chunks_written += res["inserted"] + res["updated"]
+        counts.chunks_deleted += res["deleted"]
+        for cd in batch.docs:
+            if cd.status == "added":
+                counts.docs_added += 1
+            else:
+                counts.docs_updated += 1
+            st = ctx.states.setdefault(cd.doc.doc_id, DocState(source_root=ctx.root))
+            doc_hash = cd.doc.content_hash
+            for k in keys:
+                st.hashes[k] = doc_hash
+    counts.add_time("write", time.perf_counter() - t0)
+    return counts

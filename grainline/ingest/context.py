@@ -1,0 +1,48 @@
+"""What stays the same for a whole run (:class:`RunContext`), built by ``prepare``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+from grainline.documents import Document, Failure
+from grainline.embedding import Embedder
+from grainline.storage.chunks import ChunkStore, DocState
+from grainline.storage.ledger import Ledger, RunRecord
+from grainline.storage.locks import TableLock
+
+from .plan import Plan, WorkSpec
+from .settings import IngestSettings
+
+
+@dataclass
+class RunContext:
+    """What stays the same for the whole run, built once by :func:`prepare` in the
+    process that writes."""
+
+    settings: IngestSettings
+    run_id: str
+    embedder: Embedder
+    store: ChunkStore
+    ledger: Ledger
+    spec: WorkSpec
+    root: str
+    states: dict[str, DocState]
+    record: RunRecord
+    # The source's documents, read lazily; None when they are passed in directly.
+    documents: Iterator[Document | Failure] | None = None
+    # The table's write lock, held from prepare() until finish().
+    lock: TableLock | None = None
+    # Earlier runs on this table found still 'running' (they died without a word).
+    interrupted: list[str] = field(default_factory=list)
+    seen: set[str] = field(default_factory=set)
+    failed_ids: set[str] = field(default_factory=set)
+    # Which stored doc ids this run's source covers (a full sync deletes those not
+    # seen); None: documents passed in directly, covered by their source_root label.
+    scope: Any = None
+    # Documents stored under relative ids by an older grainline, from this root.
+    legacy_ids: list[str] = field(default_factory=list)
+
+    @property
+    def plans(self) -> tuple[Plan, ...]:
+        return self.spec.plans

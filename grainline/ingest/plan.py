@@ -1,0 +1,48 @@
+"""What a run fixes before its first batch: the table it writes and each strategy's
+plan (settings, parameters, chunker key), and the picklable :class:`WorkSpec` a worker
+chunks and embeds from."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from grainline.chunkers import ChunkContext, ChunkerSettings, chunker_key, chunker_params
+from grainline.embedding import Embedder
+
+from .embedders import get_embedder
+from .settings import IngestSettings
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One strategy with its settings, parameters and key, fixed for a run."""
+
+    strategy: str
+    settings: ChunkerSettings
+    params: str
+    key: str
+
+
+@dataclass(frozen=True)
+class WorkSpec:
+    """Everything a worker needs to chunk and embed a batch, and nothing that cannot
+    be pickled: a worker on another machine rebuilds the model and table from it."""
+
+    settings: IngestSettings
+    table: str
+    plans: tuple[Plan, ...]
+
+
+def table_name_for(settings: IngestSettings) -> str:
+    """The chunks table this run writes: the model's own, unless overridden."""
+    return settings.table or get_embedder(settings.embedder).identity.table_name
+
+
+def make_plans(settings: IngestSettings, embedder: Embedder) -> tuple[Plan, ...]:
+    """Each requested strategy with its settings, parameters and chunker key."""
+    chunk_ctx = ChunkContext.default(embedder.window)
+    plans = []
+    for strategy, cs in settings.chunker_settings().items():
+        params = chunker_params(strategy, cs, chunk_ctx)
+        plans.append(Plan(strategy, cs, params, chunker_key(strategy, params)))
+    return tuple(plans)
