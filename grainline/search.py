@@ -134,7 +134,7 @@ def search(
     if not query.strip():
         raise ValueError("query is empty")
     from grainline.embedding import EmbedderSettings
-    from grainline.ingest import get_embedder
+    from grainline.embedding import get_embedder
 
     embedder = get_embedder(embedder_settings or EmbedderSettings())
     table = open_chunks_table(db, embedder)

@@ -56,7 +56,7 @@ def model_tokenizer():
 def embedder():
     """The real bundled embedding model on CPU, loaded once."""
     from grainline.embedding import EmbedderSettings
-    from grainline.ingest import get_embedder
+    from grainline.embedding import get_embedder
 
     return get_embedder(EmbedderSettings(device="cpu"))
 

@@ -38,7 +38,8 @@ def _child(conn: Any, payload: str, run_id: str, log_path: str) -> None:
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)
     os.dup2(fd, 1)
     os.dup2(fd, 2)
-    from grainline.ingest import IngestSettings, get_embedder, run_ingest
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.embedding import get_embedder
 
     settings = IngestSettings(**json.loads(payload))
     get_embedder(settings.embedder)

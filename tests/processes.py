@@ -15,7 +15,8 @@ from typing import Any
 CHILD = r"""
 import json, sys, time
 kind, payload, run_id = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3]
-from grainline.ingest import IngestSettings, get_embedder, run_ingest
+from grainline.ingest import IngestSettings, run_ingest
+from grainline.embedding import get_embedder
 if kind == "ingest":
     settings = IngestSettings(**payload)
     get_embedder(settings.embedder)

@@ -295,7 +295,7 @@ def test_a_failed_run_restores_the_table_and_says_so(tmp_path, embedder, on_erro
 
 
 def test_int8_fast_path_stays_close_to_fp32_and_gets_its_own_table(embedder):
-    from grainline.ingest import get_embedder
+    from grainline.embedding import get_embedder
 
     int8 = get_embedder(EmbedderSettings(device="cpu", precision="int8"))
     assert int8.identity.table_name == embedder.identity.table_name + "_int8"

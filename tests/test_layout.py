@@ -132,6 +132,9 @@ def declared(known: dict[str, Path]) -> dict[str, set[str] | None]:
             out[name] = None
             continue
         words = [w.strip(" ,;.") for w in re.split(r"[,;]|\band\b", m.group(1).replace("\n", " "))]
+        if "anything" in words:  # the top layer: the command line
+            out[name] = {component(n) for n in known} - {name}
+            continue
         allowed = {w for w in words if w and not w.startswith("nothing")}
         out[name] = {a if a.startswith("grainline") else f"grainline.{a}" for a in allowed}
     return out

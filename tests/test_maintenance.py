@@ -223,7 +223,8 @@ def test_ingestion_runs_maintenance_and_records_it(tmp_path, embedder):
 
 def test_unchanged_rerun_of_an_indexed_table_commits_nothing_and_keeps_the_export(tmp_path, embedder):
     from grainline.embedding import EmbedderSettings
-    from grainline.ingest import IngestSettings, get_embedder, run_ingest
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.embedding import get_embedder
     from grainline.storage.parquet import MARKER
 
     # 130 documents of 4 sentences drawn from 40: 520 sentence rows (an index of two

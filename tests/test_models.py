@@ -12,7 +12,8 @@ import pytest
 
 from grainline.chunkers import CHUNKERS
 from grainline.embedding import EmbedderSettings
-from grainline.ingest import IngestSettings, get_embedder, run_ingest
+from grainline.ingest import IngestSettings, run_ingest
+from grainline.embedding import get_embedder
 from grainline.reembed import ReembedError, reembed
 from grainline.storage.chunks import connect
 

@@ -13,7 +13,8 @@ import pytest
 
 from grainline.documents import Document
 from grainline.embedding import Embedder, EmbedderSettings
-from grainline.ingest import IngestSettings, get_embedder, run_ingest
+from grainline.ingest import IngestSettings, run_ingest
+from grainline.embedding import get_embedder
 from grainline.readers import iter_documents
 from grainline.storage.chunks import ChunkStore
 

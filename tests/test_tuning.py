@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from grainline.embedding import Embedder, EmbedderSettings, Head
-from grainline.ingest import IngestSettings, get_embedder, run_ingest
+from grainline.ingest import IngestSettings, run_ingest
+from grainline.embedding import get_embedder
 from grainline.reembed import reembed_with_head
 from grainline.storage.chunks import connect
 from grainline.labels import LabelError, labelled_subset, load_labelled_file, load_labelled_table

@@ -50,7 +50,7 @@ def sources(
 
     from grainline import api
     from grainline.storage.inventory import source_summaries
-    from grainline.storage.locks import TableLockTimeout
+    from grainline.storage.lock_protocol import TableLockTimeout
 
     try:
         if delete is not None:
@@ -123,7 +123,7 @@ def unlock(
     an object-store lease expires by itself (see README, "Crashes, resume and concurrent
     writers")."""
     from grainline import api
-    from grainline.storage.locks import is_local
+    from grainline.storage.lock_protocol import is_local
 
     if not is_local(db):
         try:
@@ -170,7 +170,7 @@ def restore(
         chk.existing_db(db)
     from grainline.api import restore as restore_version
     from grainline.storage.lease import LeaseError
-    from grainline.storage.locks import TableLockTimeout
+    from grainline.storage.lock_protocol import TableLockTimeout
 
     try:
         r = restore_version(db, version, table, model)

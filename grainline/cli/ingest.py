@@ -104,7 +104,7 @@ def ingest(
     from pydantic import ValidationError
 
     from grainline.storage.lease import LeaseError
-    from grainline.storage.locks import TableLockTimeout
+    from grainline.storage.lock_protocol import TableLockTimeout
 
     # Outside the try below: its one-line refusal exits 2, not "ingestion failed".
     use_server()

@@ -106,7 +106,7 @@ def open_corpus(db: str, table_name: str | None, embedder_settings: Any) -> tupl
     """(table, version, model id, documents) of a production chunks table at its
     current version: what a query set is made on. ``table_name`` defaults to the
     model's chunks table."""
-    from grainline.ingest import get_embedder
+    from grainline.embedding import get_embedder
 
     table = open_chunks_table(db, table_name or get_embedder(embedder_settings).identity.table_name)
     version = table.version

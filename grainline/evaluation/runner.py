@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
-from grainline.ingest import IngestSettings, get_embedder, make_plans, run_ingest
+from grainline.ingest import IngestSettings, make_plans, run_ingest
+
+from grainline.embedding import get_embedder
 from grainline.storage.chunks import connect, open_table_if_exists
 from grainline.storage.maintenance import MaintenanceSettings, ensure_fts_index
 

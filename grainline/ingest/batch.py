@@ -21,7 +21,7 @@ from grainline.storage.ledger import RunCounts, utcnow
 from grainline.storage.rows import RowStamp
 
 from .context import RunContext
-from .embedders import get_embedder
+from grainline.embedding import get_embedder
 from .plan import Plan, WorkSpec
 from .settings import IngestSettings
 

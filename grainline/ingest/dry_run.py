@@ -12,7 +12,7 @@ from grainline.storage.ledger import RunCounts
 
 from .batch import chunk_docs, read_batches, triage
 from .context import RunContext
-from .embedders import get_embedder
+from grainline.embedding import get_embedder
 from .plan import WorkSpec, make_plans, table_name_for
 from .run import sync_gone
 from .settings import IngestSettings

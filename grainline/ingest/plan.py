@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from grainline.chunkers import ChunkContext, ChunkerSettings, chunker_key, chunker_params
 from grainline.embedding import Embedder
 
-from .embedders import get_embedder
+from grainline.embedding import get_embedder
 from .settings import IngestSettings
 
 

@@ -28,7 +28,7 @@ from grainline.storage.parquet import default_export_dir, export_table, exported
 
 from .batch import EmbeddedBatch, chunk_todo, embed_batch, read_batches, triage, write_batch
 from .context import RunContext
-from .embedders import get_embedder
+from grainline.embedding import get_embedder
 from .ends import ExportFailed, drop_undo_tags, record_end
 from .plan import WorkSpec, make_plans, table_name_for
 from .settings import IngestSettings
