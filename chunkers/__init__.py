@@ -1,5 +1,8 @@
 """Chunking strategies. ``chunk_document(doc, "paragraph")`` is the entry point;
-``CHUNKERS`` lists the registered strategies."""
+``CHUNKERS`` lists the registered strategies.
+
+May import: documents, registry, tokens.
+"""
 
 from __future__ import annotations
 

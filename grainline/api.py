@@ -8,7 +8,10 @@ Each function validates its arguments with the same settings objects the CLI use
 and raises ``ValueError`` naming a bad value. The rest is what the CLI's
 housekeeping, query-set and classification commands do, as functions that return
 what those commands print: the command line only parses, calls one of them and
-prints."""
+prints.
+
+May import: classify, defaults, documents, embedding, evaluation, flows, ingest, labels, redact, related, search, storage.
+"""
 
 from __future__ import annotations
 

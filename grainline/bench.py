@@ -8,6 +8,8 @@ Stages, each in a fresh child process so its peak RSS is its own (``os.wait4``):
 3. grainline's whole ingestion (read, chunk, embed, write LanceDB and Parquet) through
    the Prefect flow, against a Prefect server that is already running;
 4. the same ingestion again with nothing changed.
+
+May import: chunkers, documents, embedding, evaluation, flows, ingest, readers, server.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ Labelled records (:mod:`grainline.labels`) come from a JSONL or CSV file of text
 label (embedded here, each text truncated at the model window as a query is), or from
 an ingested table: a key of the documents' metadata names the class, and each
 document's vector is the one :mod:`grainline.related` builds from its chunks.
+
+May import: labels, related, storage.
 """
 
 from __future__ import annotations

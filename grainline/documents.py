@@ -1,5 +1,8 @@
 """The two values that flow through grainline: a Document read from a source and
-the Chunks cut from it."""
+the Chunks cut from it.
+
+May import: nothing of grainline.
+"""
 
 from __future__ import annotations
 

@@ -13,7 +13,10 @@ vectors. No source is read and nothing is chunked. Two ways:
   head acts on final vectors, so this equals embedding the text with the head).
 
 Both write only through :class:`ChunkStore`, under the target table's write lock, and
-record the run in the ledger (flow ``reembed``), with the versions before and after."""
+record the run in the ledger (flow ``reembed``), with the versions before and after.
+
+May import: chunkers, documents, embedding, storage.
+"""
 
 from __future__ import annotations
 

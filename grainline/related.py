@@ -16,6 +16,8 @@ as a long paragraph, as pooling over windows would.
 Similarity between documents is the cosine of these vectors. The ``related_docs``
 table (:func:`precompute_related`) stores the top k for every document of a collection,
 computed block by block so only ``block_size`` x n scores are held at once.
+
+May import: defaults, embedding, storage.
 """
 
 from __future__ import annotations

@@ -7,7 +7,10 @@ is approximate: IVF_PQ candidates from at least ``NPROBES`` partitions, re-ranke
 their exact cosine (``REFINE_FACTOR`` times ``k`` of them). Without one it is exact.
 
 Imports are lazy: the CLI checks a ``--method`` against the registry before loading
-LanceDB or a model."""
+LanceDB or a model.
+
+May import: documents, embedding, evaluation, registry, storage.
+"""
 
 from __future__ import annotations
 

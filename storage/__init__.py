@@ -4,4 +4,7 @@ and the table write locks (``lock_protocol``; an OS lock in ``locks``, an object
 lease in ``lease``). LanceDB's errors are typed once, in ``commits``. Imports only the
 base (``grainline.documents``, ``errors``, ``defaults``, ``redact``, ``memory``):
 nothing of embedding, ingestion or flows. Modules are imported one by one (LanceDB is
-heavy), so this package re-exports nothing."""
+heavy), so this package re-exports nothing.
+
+May import: defaults, documents, errors, memory, redact.
+"""

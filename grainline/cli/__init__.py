@@ -7,7 +7,10 @@ function of ``grainline.api`` or of the phase, and prints; ``common`` holds the
 one-line errors and printing helpers. The top layer: it may import anything of
 grainline and nothing imports it, but everything heavy (torch, sentence-transformers,
 LanceDB, Prefect, pandas, the phases' settings) only inside the command that needs it,
-so that ``--help`` and a mistyped option cost a fraction of a second."""
+so that ``--help`` and a mistyped option cost a fraction of a second.
+
+May import: anything.
+"""
 
 from __future__ import annotations
 

@@ -7,7 +7,10 @@ OpenVINO's int8 calibration texts, the readers; nothing of ingest, storage, tuni
 above. Its modules import each other one way only: identity <- head <- settings,
 identity <- precision <- torch_backend, identity <- openvino_backend, and embedder on
 top of them all. torch, sentence-transformers and OpenVINO are imported only when a
-model is loaded."""
+model is loaded.
+
+May import: chunkers, defaults, documents, readers, tokens.
+"""
 
 from grainline.defaults import DEFAULT_MODEL
 

@@ -7,7 +7,10 @@ stored results (``results``), the report (``report``) and the whole run in one p
 (``pipeline``). It may import the base modules, chunkers, readers, storage, embedding,
 ingestion and search; never flows, the API, the server or the CLI. The names below are
 re-exported lazily: importing one submodule (the CLI's argument checks read
-``datasets``) does not import numpy, LanceDB and ingestion with it."""
+``datasets``) does not import numpy, LanceDB and ingestion with it.
+
+May import: chunkers, documents, embedding, errors, ingest, redact, registry, storage, tokens.
+"""
 
 from __future__ import annotations
 

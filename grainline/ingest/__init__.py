@@ -7,7 +7,10 @@ it with its tasks, :func:`run_ingest` and the tests with plain calls), then
 and returns plain values, so a test or another orchestrator can drive them.
 
 May import the base (``grainline.documents``, ``errors``, ``redact``, ``memory``),
-chunkers, readers, storage and embedding; never evaluation, flows, the CLI or the API."""
+chunkers, readers, storage and embedding; never evaluation, flows, the CLI or the API.
+
+May import: chunkers, defaults, documents, embedding, errors, memory, readers, redact, storage.
+"""
 
 from .batch import (ChunkedBatch, ChunkedDoc, EmbeddedBatch, TooManyChunks, chunk_batch, chunk_docs, chunk_todo,
                     donor_stores, embed_batch, embed_chunked, process_docs, read_batches, triage, write_batch)

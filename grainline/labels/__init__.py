@@ -3,7 +3,10 @@ CSV and TSV files, an ingested table's metadata, SQuAD paragraphs by article) an
 seeded train/test splits (``split``). Tuning, classification and their evaluations read
 labels only through here. It may import the base modules, storage and the evaluation
 datasets (their file errors and JSONL reader); an ingested table's document vectors
-come from :mod:`grainline.related`, imported where they are read."""
+come from :mod:`grainline.related`, imported where they are read.
+
+May import: documents, evaluation, related, storage.
+"""
 
 from .read import (
     LabelError, file_rows, load_labelled_file, load_labelled_table, read_records, squad_paragraphs, table_records,

@@ -16,6 +16,8 @@ Entry points:
 * ``iter_documents(source, settings)`` reads them lazily, file by file.
 * ``read_file(path, root, settings)`` reads one file.
 * ``READERS`` / ``register_reader`` / ``get_reader`` map a suffix to its reader.
+
+May import: documents.
 """
 
 from __future__ import annotations
