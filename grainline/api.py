@@ -89,8 +89,7 @@ def evaluate(dataset: str, db: str = DEFAULT_DB, *, strategies: Iterable[str] | 
 def model_table(model: str = DEFAULT_MODEL) -> str:
     """The name of ``model``'s chunks table (the model is loaded on the CPU to learn its
     identity: name, revision, dimension and pooling name the table)."""
-    from grainline.embedding import EmbedderSettings
-    from grainline.embedding import get_embedder
+    from grainline.embedding import EmbedderSettings, get_embedder
 
     return get_embedder(EmbedderSettings(model=model, device="cpu")).identity.table_name
 
@@ -194,8 +193,7 @@ class Restored(NamedTuple):
 def restore(db: str, version: int, table: str | None = None, model: str = DEFAULT_MODEL) -> Restored:
     """Make ``version`` of a table (``model``'s chunks table by default) current again, as a
     new version, under the table's write lock; a Parquet export that exists is redone."""
-    from grainline.embedding import EmbedderSettings
-    from grainline.embedding import get_embedder
+    from grainline.embedding import EmbedderSettings, get_embedder
     from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
     from grainline.storage.locks import TableLock
     from grainline.storage.parquet import default_export_dir, export_table, exported_version
@@ -292,8 +290,7 @@ def classify(train: str | None = None, input_path: str | None = None, db: str = 
     ``label_field``; the records of ``input_path``, else the table's unlabelled
     documents, each given its nearest class."""
     from grainline import classify as cl
-    from grainline.embedding import EmbedderSettings
-    from grainline.embedding import get_embedder
+    from grainline.embedding import EmbedderSettings, get_embedder
     from grainline.labels import read_records, table_records
     from grainline.related import RelatedSettings
 
@@ -319,8 +316,7 @@ def classify_study(dataset: str, per_class: Iterable[int] | str = (1, 5, 10), se
     fitted on ``per_class`` labelled records per class (``"1,5,10"`` or numbers), over
     ``seeds`` seeded splits each."""
     from grainline import classify as cl
-    from grainline.embedding import EmbedderSettings
-    from grainline.embedding import get_embedder
+    from grainline.embedding import EmbedderSettings, get_embedder
 
     kind, _, path = dataset.partition(":")
     if kind != "squad" or not path:

@@ -94,8 +94,7 @@ def resolve_table(settings: RelatedSettings) -> Any:
     conn = connect(settings.db)
     name = settings.table
     if name is None:
-        from grainline.embedding import EmbedderSettings
-        from grainline.embedding import get_embedder
+        from grainline.embedding import EmbedderSettings, get_embedder
 
         name = get_embedder(EmbedderSettings(model=settings.model, device="cpu")).identity.table_name
     table = open_table_if_exists(conn, name)

@@ -136,8 +136,7 @@ def search(
         raise ValueError(f"k must be at least 1, got {k}")
     if not query.strip():
         raise ValueError("query is empty")
-    from grainline.embedding import EmbedderSettings
-    from grainline.embedding import get_embedder
+    from grainline.embedding import EmbedderSettings, get_embedder
 
     embedder = get_embedder(embedder_settings or EmbedderSettings())
     table = open_chunks_table(db, embedder)

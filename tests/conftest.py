@@ -54,11 +54,12 @@ def model_tokenizer():
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real bundled embedding model on CPU, loaded once."""
-    from grainline.embedding import EmbedderSettings
-    from grainline.embedding import get_embedder
+    """The real bundled embedding model on CPU in fp32, loaded once: the reference the
+    tests compare other paths against (``--precision auto`` picks bf16 on a CPU with
+    bf16 units, whose vectors are close to fp32's, not equal)."""
+    from grainline.embedding import EmbedderSettings, get_embedder
 
-    return get_embedder(EmbedderSettings(device="cpu"))
+    return get_embedder(EmbedderSettings(device="cpu", precision="fp32"))
 
 
 @pytest.fixture(scope="session")
