@@ -1,0 +1,113 @@
+"""Journey: `grainline serve` started from the command line with its own Prefect server;
+every run is created by Prefect's scheduler or a deployment trigger, none by hand."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
+from grainline.storage.parquet import default_export_dir, exported_version, read_export
+
+from grainline.server import free_port
+
+from tests.conftest import write_files
+from tests.journey import (
+    deployment_names,
+    flow_runs,
+    ingest_runs,
+    stop_tree,
+    table_rows,
+    user_env,
+    wait_for,
+)
+from tests.evaluation.test_evaluate import write_spans_fixture
+from tests.ingest.test_ingest import CORPUS
+
+pytestmark = pytest.mark.slow
+
+
+def test_serve_runs_schedules_by_itself(tmp_path):
+    """`grainline serve` with an every-minute cron: the scheduler creates and runs the
+    ingestion by itself; an edited file is picked up by the next scheduled run (only
+    that document changes); a run killed mid-way is followed by a scheduled run that
+    completes; the evaluation fires after each ingestion; the UI talks to this server;
+    Ctrl-C stops everything."""
+    src = write_files(tmp_path / "src", CORPUS)
+    spans = write_spans_fixture(tmp_path / "spans")
+    db, home, log = tmp_path / "db", tmp_path / "prefect-home", tmp_path / "serve.log"
+    port = free_port()
+    api = f"http://127.0.0.1:{port}/api"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grainline.cli", "serve", "--source", str(src), "--db", str(db), "-s", "paragraph",
+         "--ingest-cron", "* * * * *", "--eval-dataset", f"spans:{spans}", "--eval-after-ingest",
+         "--eval-cron", "0 0 1 1 *", "--reports", str(tmp_path / "reports"), "--port", str(port),
+         "--prefect-home", str(home)],
+        env=user_env(home), cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        t0 = time.monotonic()
+        first = wait_for("a scheduled ingestion completed", lambda: ingest_runs(db, "completed", src), log)[0]
+        print(f"\nfirst scheduled ingestion completed {time.monotonic() - t0:.0f}s after `grainline serve` started")
+        # The deployments are on the server serve started (not on a temporary one), and
+        # every run there was created by the scheduler or the trigger, none by hand.
+        assert {"scheduled-ingest", "scheduled-eval"} <= deployment_names(api)
+        runs = flow_runs(api)
+        assert runs and all(r["auto_scheduled"] or r["created_by"] and r["created_by"]["type"] == "AUTOMATION"
+                            for r in runs if r["state_type"] not in ("SCHEDULED",)), runs
+        # The UI asks its own server, whatever the port.
+        assert httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()["api_url"] == api
+
+        assert first["docs_added"] == len(CORPUS) and first["docs_failed"] == 0
+        table = first["table_name"]
+        store = ChunkStore(str(db), table, 384)
+        export = default_export_dir(str(db), table)
+        wait_for("the Parquet export of the first run",
+                 lambda: exported_version(export) is not None and read_export(export).num_rows > 0, log)
+        before = table_rows(db, table)
+        assert len(before) == first["chunks_written"] == store.count()
+
+        # Edit one document: the next scheduled run updates exactly that one.
+        (src / "tides.txt").write_text("Tides\n\nThe tide tables of the harbour are printed every spring.\n")
+        wait_for("a scheduled run picked up the edit",
+                 lambda: any(r["docs_updated"] for r in ingest_runs(db, "completed", src)), log)
+        completed = ingest_runs(db, "completed", src)
+        assert sum(r["docs_updated"] for r in completed) == 1
+        assert sum(r["docs_added"] for r in completed) == len(CORPUS)
+        after = table_rows(db, table)
+        changed = {r["doc_id"] for cid, r in after.items() if cid not in before or before[cid]["run_id"] != r["run_id"]}
+        gone = {before[cid]["doc_id"] for cid in before.keys() - after.keys()}
+        assert {Path(d).name for d in changed | gone} == {"tides.txt"}, changed | gone
+        assert any("tide tables" in r["text"] for r in after.values())
+
+        # A scheduled run SIGKILLed while it runs: a later scheduled run completes.
+        def running_flow_process() -> psutil.Process | None:
+            for p in psutil.Process(proc.pid).children(recursive=True):
+                try:
+                    if "prefect.engine" in " ".join(p.cmdline()) and time.time() - p.create_time() > 3:
+                        return p
+                except psutil.NoSuchProcess:
+                    pass
+            return None
+
+        victim = wait_for("a scheduled run in progress", running_flow_process, log, every=0.5)
+        victim.kill()
+        killed_at = time.time()
+        wait_for("a scheduled run completed after the kill",
+                 lambda: [r for r in ingest_runs(db, "completed", src) if r["started"].timestamp() > killed_at], log)
+        assert not [r for r in ingest_runs(db, "running", src) if r["started"].timestamp() < killed_at - 5]
+
+        # The evaluation deployment fired after an ingestion and wrote its results.
+        wait_for("eval_results written by the triggered evaluation",
+                 lambda: (t := open_table_if_exists(connect(str(db)), "eval_results")) is not None and t.count_rows() > 0, log)
+        print(f"serve journey done in {time.monotonic() - t0:.0f}s")
+    finally:
+        stop_tree(proc)
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"{api}/health", timeout=3)
+    assert "Traceback" not in log.read_text(errors="replace").split("stopping")[-1]
