@@ -1,4 +1,4 @@
-"""Compare main-content extraction on tests/fixtures/html: for each extractor, how many
+"""Compare main-content extraction on tests/readers/fixtures/html: for each extractor, how many
 of a page's content phrases it keeps and how many chrome phrases (navigation, cookie
 banners, footers, rustdoc's help dialog) leak through; also whether the headings sit in
 paragraphs of their own. Usage: .venv/bin/python scripts/compare_html_extractors.py"""
@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "html"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "readers" / "fixtures" / "html"
 
 
 def selectolax_walk(html: str) -> str:

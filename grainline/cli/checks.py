@@ -1,7 +1,7 @@
 """Checks of command-line values, run before anything heavy is imported and before
 any Prefect server or flow run starts, so a typo costs a fraction of a second.
 
-Plain choices (devices, precisions, ...) are listed here, and tests/test_cli_args.py
+Plain choices (devices, precisions, ...) are listed here, and tests/cli/test_cli_args.py
 holds each list against the ``Literal`` of the settings field it guards; named
 things (strategies, retrieval methods, dataset kinds, readers) are looked up in
 their own registries. Every check raises :class:`ArgumentError`, one line naming the
