@@ -120,8 +120,7 @@ def unlock(
 ) -> None:
     """Show or release a table's write lock. A local lock is an OS lock that its holder
     drops the moment it exits or dies, so this is only needed for a run that is stuck;
-    an object-store lease expires by itself (see README, "Crashes, resume and concurrent
-    writers")."""
+    an object-store lease expires by itself (see docs/crashes.md)."""
     from grainline import api
     from grainline.storage.lock_protocol import is_local
 

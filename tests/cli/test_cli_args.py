@@ -1,7 +1,7 @@
 """Bad command-line values: one line naming the value and the valid ones, exit code 2,
 no traceback, and nothing started (no Prefect server, no model). Run as a user runs
-them, in a subprocess; each takes well under a second (not asserted: measured in the
-README)."""
+them, in a subprocess; each takes well under a second (not asserted: measured in
+docs/cli.md)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The Parquet export read directly by DuckDB and Polars, with the globs and queries
-the README documents, next to an eval_results export in the same database."""
+docs/storage.md documents, next to an eval_results export in the same database."""
 
 from __future__ import annotations
 
