@@ -30,7 +30,7 @@ import numpy as np
 from grainline.embedding import EmbedderSettings
 from grainline.evaluation.metrics import Hit, doc_ranking, document_metrics
 from grainline.evaluation.retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
-from grainline.evaluation.runner import EvalRun, EvalSettings, run_eval
+from grainline.evaluation import EvalRun, EvalSettings, run_eval
 from grainline.embedding import get_embedder
 from grainline.storage.chunks import connect
 

@@ -35,7 +35,7 @@ def test_bench_command_writes_all_figures(tmp_path):
     assert all(s["peak_rss_mib"] > 50 for s in rep["stages"].values())
     assert "ingest/baseline (3/1)" in res.output
     # What makes figures from different machines comparable.
-    from tests.test_precision import this_cpu_has_bf16_units
+    from tests.embedding.test_precision import this_cpu_has_bf16_units
 
     assert rep["precision"] == "auto" and rep["backend"] == "torch"
     assert rep["precision_chosen"] == ("bf16" if this_cpu_has_bf16_units() else "fp32")
