@@ -15,7 +15,7 @@ vectors. No source is read and nothing is chunked. Two ways:
 Both write only through :class:`ChunkStore`, under the target table's write lock, and
 record the run in the ledger (flow ``reembed``), with the versions before and after.
 
-May import: chunkers, documents, embedding, storage.
+May import: chunkers, documents, embedding, errors, storage.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ import pyarrow as pa
 from grainline.chunkers import ChunkContext, chunker_key, chunker_params, settings_for
 from grainline.documents import Chunk, sha256_hex
 from grainline.embedding import Embedder, EmbedderSettings, Head, base_identity_of, get_embedder
+from grainline.errors import TerminalError
 from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
 from grainline.storage.locks import TableLock
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
@@ -48,7 +49,7 @@ _CHUNK_FIELDS = ("chunk_id", "doc_id", "strategy", "chunker_key", "params", "ord
 LOCK_TIMEOUT_S = 6 * 3600
 
 
-class ReembedError(ValueError):
+class ReembedError(TerminalError, ValueError):
     """The stored chunks cannot be reused for the new model; the message says why."""
 
 

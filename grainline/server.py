@@ -1,5 +1,8 @@
 """Starting and stopping a local Prefect server (SQLite) for ``grainline serve`` and
-for the tests that need a real one, and the checks ``serve`` makes before it starts one."""
+for the tests that need a real one, and the checks ``serve`` makes before it starts one.
+
+May import: errors.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from grainline.errors import TerminalError
+
 # Usage telemetry and analytics off for every Prefect server and client grainline
 # starts (a user who wants them sets the variables themselves).
 NO_TELEMETRY = {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1"}
 
 
-class ServeError(ValueError):
+class ServeError(TerminalError, ValueError):
     """A ``grainline serve`` argument that cannot work (checked before any server starts)."""
 
 

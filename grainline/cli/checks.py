@@ -14,6 +14,8 @@ import re
 from pathlib import Path
 from typing import Iterable
 
+from grainline.errors import TerminalError
+
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
 BACKENDS = ("torch", "openvino")
@@ -26,7 +28,7 @@ RUN_KINDS = ("all", "production", "evaluation")
 _MAGIC = re.compile(r"[*?\[]")
 
 
-class ArgumentError(ValueError):
+class ArgumentError(TerminalError, ValueError):
     """A command-line value that is not one of the valid ones (exit code 2)."""
 
 

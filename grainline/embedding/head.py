@@ -108,16 +108,6 @@ def check_head_folder(folder: str | Path) -> Path:
     return p
 
 
-def check_head_folder(folder: str | Path) -> Path:
-    """The folder, if it holds a saved head; otherwise a clear error."""
-    p = Path(folder)
-    missing = [n for n in (HEAD_META, HEAD_WEIGHTS) if not (p / n).is_file()]
-    if missing:
-        raise ValueError(f"head {str(folder)!r} is not a saved head folder (missing {', '.join(missing)}); "
-                         "write one with `grainline tune train`")
-    return p
-
-
 def base_identity_of(head: Head) -> ModelIdentity:
     """The ``ModelIdentity`` of the base model a head was trained on (from its metadata)."""
     base = head.meta.get("base_model")

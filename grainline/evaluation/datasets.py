@@ -51,6 +51,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from grainline.documents import Document
+from grainline.errors import TerminalError
 
 from .jsonl import json_lines
 
@@ -115,7 +116,7 @@ class EvalDataset:
         return {q.query_id: q for q in self.queries}
 
 
-class DatasetError(ValueError):
+class DatasetError(TerminalError, ValueError):
     """A dataset file is missing or malformed; the message names the file, the line
     (where known) and the reason."""
 

@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grainline.errors import GrainlineError, TransientError
+
 from .corpus import StoredDocument
 from .datasets import GoldSpan
 from .querysets import LabelledQuery, Unresolved, _Normalised, normalise
@@ -42,11 +44,11 @@ TRANSIENT_STATUS = frozenset({408, 409, 425, 429, 500, 502, 503, 504})
 DUPLICATE_RATIO = 90.0
 
 
-class LlmError(RuntimeError):
+class LlmError(GrainlineError, RuntimeError):
     """A request failed for good (refused, bad status, not JSON); names the request."""
 
 
-class TransientLlmError(LlmError):
+class TransientLlmError(LlmError, TransientError):
     """A request failed in a way worth retrying (429, 5xx, timeout, connection)."""
 
 

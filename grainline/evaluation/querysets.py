@@ -33,6 +33,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
+from grainline.errors import TerminalError
+
 from .corpus import StoredDocument
 from .datasets import GoldSpan, Query
 from .jsonl import json_lines
@@ -51,7 +53,7 @@ FUZZY_THRESHOLD = 90.0
 FUZZY_MIN_CHARS = 24
 
 
-class QuerySetError(ValueError):
+class QuerySetError(TerminalError, ValueError):
     """A query set or its input file is unusable; the message names the file (and row)."""
 
 

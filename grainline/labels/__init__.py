@@ -5,7 +5,7 @@ labels only through here. It may import the base modules, storage and the evalua
 datasets (their file errors and JSONL reader); an ingested table's document vectors
 come from :mod:`grainline.related`, imported where they are read.
 
-May import: documents, evaluation, related, storage.
+May import: documents, errors, evaluation, related, storage.
 """
 
 from .read import (

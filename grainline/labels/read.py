@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 
+from grainline.errors import TerminalError
 from grainline.evaluation.datasets import DatasetError, iter_jsonl, squad_json
 
 from .records import LabelledRecords
@@ -27,7 +28,7 @@ JSONL_SUFFIXES = (".jsonl", ".ndjson")
 DELIMITERS = {".csv": ",", ".tsv": "\t"}
 
 
-class LabelError(ValueError):
+class LabelError(TerminalError, ValueError):
     """A labelled input is missing or malformed; the message says where and why."""
 
     def __init__(self, where: str, reason: str, line: int | None = None, column: str | None = None) -> None:
