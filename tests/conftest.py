@@ -54,9 +54,18 @@ def model_tokenizer():
 
 @pytest.fixture(scope="session")
 def embedder():
-    """The real bundled embedding model on CPU in fp32, loaded once: the reference the
-    tests compare other paths against (``--precision auto`` picks bf16 on a CPU with
-    bf16 units, whose vectors are close to fp32's, not equal)."""
+    """The real bundled embedding model on CPU, loaded once, at the default settings an
+    ingestion uses (``--precision auto``: bf16 on a CPU with bf16 units)."""
+    from grainline.embedding import EmbedderSettings, get_embedder
+
+    return get_embedder(EmbedderSettings(device="cpu"))
+
+
+@pytest.fixture(scope="session")
+def fp32_embedder():
+    """The bundled model on CPU in fp32, loaded once: the reference that other paths
+    (half precision, grainline's batching) are compared against; auto's bf16 vectors are
+    close to fp32's, not equal."""
     from grainline.embedding import EmbedderSettings, get_embedder
 
     return get_embedder(EmbedderSettings(device="cpu", precision="fp32"))

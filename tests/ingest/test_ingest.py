@@ -322,7 +322,7 @@ def assert_close_with_same_top_documents(embedder, fast, min_cos: float, mean_co
 
 
 @pytest.mark.parametrize("precision", ["fp16", "bf16"])
-def test_half_precision_paths_match_fp32_per_chunk(embedder, precision):
+def test_half_precision_paths_match_fp32_per_chunk(fp32_embedder, precision):
     """The GPU fast paths (fp16 is the CUDA default) checked on CPU: every chunk's vector,
     pooled long articles included, within cosine 0.999 of the fp32 baseline's, and in the
     same table (the vectors are interchangeable)."""
@@ -332,28 +332,28 @@ def test_half_precision_paths_match_fp32_per_chunk(embedder, precision):
     from grainline.readers import iter_documents
 
     half = Embedder(EmbedderSettings(device="cpu", precision=precision))
-    assert half.identity.table_name == embedder.identity.table_name
+    assert half.identity.table_name == fp32_embedder.identity.table_name
     doc = next(d for d in iter_documents(str(DEMO_CORPUS)) if isinstance(d, Document) and len(d.text) > 3000)
     doc = Document(doc.doc_id, doc.text[:3000], doc.title)  # an article of a few model windows
-    ctx = ChunkContext.default(embedder.window)
+    ctx = ChunkContext.default(fp32_embedder.window)
     chunks = chunk_document(doc, "sentence", settings_for("sentence"), ctx)[:16]
     chunks += chunk_document(doc, "article", settings_for("article", long_article="pool"), ctx)
     assert chunks[-1].handling == "pool"
-    ref = embedder.model.encode([c.text for c in chunks if c.handling != "pool"], batch_size=32, normalize_embeddings=True)
+    ref = fp32_embedder.model.encode([c.text for c in chunks if c.handling != "pool"], batch_size=32, normalize_embeddings=True)
     got, _ = half.embed_chunks(chunks)
-    base, _ = embedder.embed_chunks(chunks)
+    base, _ = fp32_embedder.embed_chunks(chunks)
     plain = got[[i for i, c in enumerate(chunks) if c.handling != "pool"]]
     assert got.dtype == np.float32 and got.shape == (len(chunks), 384)
     assert float((plain * ref).sum(axis=1).min()) > 0.999
     assert float((got * base).sum(axis=1).min()) > 0.999
 
 
-def test_budgeted_batches_match_a_plain_encode(embedder):
+def test_budgeted_batches_match_a_plain_encode(fp32_embedder):
     """grainline's batching (length-sorted, token budget) gives sentence-transformers'
     own vectors, in input order."""
     texts = ["short one", "a much longer text " * 40, "medium length sentence about tides and the moon", "x"] * 5
-    ref = embedder.model.encode(texts, batch_size=32, normalize_embeddings=True)
-    got = embedder.encode(texts)
+    ref = fp32_embedder.model.encode(texts, batch_size=32, normalize_embeddings=True)
+    got = fp32_embedder.encode(texts)
     assert got.shape == (20, 384) and got.dtype == np.float32
     assert float((ref * got).sum(axis=1).min()) > 0.9999
 
