@@ -8,10 +8,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 
-from grainline.embedding import DEFAULT_MODEL
-from grainline.storage.chunks import DEFAULT_DB
+from grainline.evaluation.model import EvalSettings
+from grainline.ingest import IngestSettings
 
 INGEST_DEPLOYMENT = "scheduled-ingest"
 EVAL_DEPLOYMENT = "scheduled-eval"
@@ -24,41 +24,33 @@ def _absolute(uri: str) -> str:
     return str(Path(uri).expanduser().resolve())
 
 
+def _pinned(settings: Any, **paths: str | None) -> Any:
+    """``settings`` with the given path fields made absolute (globs and URIs kept)."""
+    update = {k: (v if v is None or "*" in v else _absolute(v)) for k, v in paths.items()}
+    return settings.model_copy(update=update)
+
+
 class ScheduleSettings(BaseModel):
-    """What runs on a schedule; every field has a default a team can read here."""
+    """What runs on a schedule, and when. What a run does is the flows' own settings
+    (``ingest``, ``evaluate``), stored whole as each deployment's ``settings`` parameter;
+    only the schedule and the retries are declared here."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    source: str = Field(description="Folder, file or glob to ingest.")
-    db: str = DEFAULT_DB
-    strategies: str = "sentence,paragraph,article"
-    model: str = DEFAULT_MODEL
-    sync: Literal["incremental", "full"] = "full"
-    runner: str = "local"
+    ingest: IngestSettings
+    # None: no evaluation deployment. Its ``dataset`` (KIND:PATH) is what it scores.
+    evaluate: EvalSettings | None = None
+    runner: str = "local"  # where the ingestion's tasks run: local, dask or dask://HOST:PORT
     ingest_cron: str = "0 2 * * *"  # every night at 02:00
-    eval_dataset: str | None = None  # e.g. squad:/data/squad/dev-v1.1.json
-    eval_split: str | None = None
-    eval_strategies: str = "sentence,paragraph,article"
-    eval_methods: str = "dense,bm25,hybrid"
-    eval_sample: int | None = None
     eval_cron: str = "0 4 * * 0"  # Sundays at 04:00
     # Also evaluate whenever a run of the ingestion deployment completes (a Prefect
     # deployment trigger on its flow-run Completed event), beside eval_cron.
     eval_after_ingest: bool = False
-    reports_dir: str = "reports"
     timezone: str = "UTC"
     # A run retries once after a failure (which has already restored the table).
     retries: int = 1
     retry_delay_seconds: int = 300
     timeout_seconds: int = 6 * 3600
-
-    @field_validator("db")
-    @classmethod
-    def _no_credentials(cls, v: str) -> str:
-        # Deployment parameters are stored by Prefect: credentials stay in the environment.
-        from grainline.redact import check_uri
-
-        return check_uri(v)
 
     @field_validator("ingest_cron", "eval_cron")
     @classmethod
@@ -72,49 +64,48 @@ class ScheduleSettings(BaseModel):
                              "day-of-month (1-31) month (1-12) day-of-week (0-6), e.g. '0 2 * * *' or '*/15 * * * *'") from None
         return v
 
+    @model_validator(mode="after")
+    def _evaluate_has_dataset(self) -> "ScheduleSettings":
+        if self.evaluate is not None and not self.evaluate.dataset:
+            raise ValueError("a scheduled evaluation needs a dataset (KIND:PATH)")
+        return self
+
 
 def build_deployments(cfg: ScheduleSettings) -> list[Any]:
-    """The ingestion deployment, and the evaluation one when a dataset is set."""
+    """The ingestion deployment, and the evaluation one when ``cfg.evaluate`` is set.
+
+    Each deployment stores its flow's settings whole, as the one parameter
+    ``settings`` (paths made absolute: scheduled runs start in a folder of their own).
+    Prefect merges a custom run's parameters into the deployment's one level deep, so
+    a run that changes one setting passes the whole ``settings`` object, edited."""
     from prefect.schedules import Cron
 
     from grainline.flows.evaluate import evaluate_flow
     from grainline.flows.ingest import ingest_flow
 
     opts = dict(retries=cfg.retries, retry_delay_seconds=cfg.retry_delay_seconds, timeout_seconds=cfg.timeout_seconds)
+    ing = _pinned(cfg.ingest, source=cfg.ingest.source, db=cfg.ingest.db, parquet_dir=cfg.ingest.parquet_dir)
+    strategies = ",".join(ing.strategies)
     deployments = [
         ingest_flow.with_options(**opts).to_deployment(
             name=INGEST_DEPLOYMENT,
             schedule=Cron(cfg.ingest_cron, timezone=cfg.timezone),
-            parameters={
-                "source": _absolute(cfg.source) if "*" not in cfg.source else cfg.source,
-                "strategies": cfg.strategies,
-                "model": cfg.model,
-                "db": _absolute(cfg.db),
-                "sync": cfg.sync,
-                "runner": cfg.runner,
-            },
+            parameters={"settings": ing.model_dump(mode="json"), "runner": cfg.runner},
             tags=["grainline", "ingest"],
-            description=f"Ingest {cfg.source} ({cfg.strategies}) into {cfg.db} with {cfg.model}, {cfg.sync} sync.",
+            description=f"Ingest {ing.source} ({strategies}) into {ing.db} with {ing.embedder.model}, {ing.sync} sync.",
         )
     ]
-    if cfg.eval_dataset:
-        kind, _, path = cfg.eval_dataset.partition(":")
+    if cfg.evaluate is not None:
+        ev = cfg.evaluate
+        kind, _, path = (ev.dataset or "").partition(":")
+        ev = _pinned(ev, db=ev.db, reports_dir=ev.reports_dir).model_copy(update={"dataset": f"{kind}:{_absolute(path)}"})
         deployments.append(
             evaluate_flow.with_options(**opts).to_deployment(
                 name=EVAL_DEPLOYMENT,
                 schedule=Cron(cfg.eval_cron, timezone=cfg.timezone),
-                parameters={
-                    "dataset": f"{kind}:{_absolute(path)}",
-                    "split": cfg.eval_split,
-                    "strategies": cfg.eval_strategies,
-                    "methods": cfg.eval_methods,
-                    "model": cfg.model,
-                    "db": _absolute(cfg.db),
-                    "sample": cfg.eval_sample,
-                    "reports_dir": _absolute(cfg.reports_dir),
-                },
+                parameters={"settings": ev.model_dump(mode="json")},
                 tags=["grainline", "evaluation"],
-                description=f"Compare {cfg.eval_strategies} x {cfg.eval_methods} on {cfg.eval_dataset}.",
+                description=f"Compare {','.join(ev.strategies)} x {','.join(ev.methods)} on {ev.dataset}.",
                 triggers=[after_ingestion_trigger()] if cfg.eval_after_ingest else None,
             )
         )

@@ -15,10 +15,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
-from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
 from grainline.evaluation import runner
 from grainline.evaluation.model import EvalRun, EvalSettings
-from grainline.storage.chunks import DEFAULT_DB
 
 from .retry import retry_transient
 
@@ -70,49 +68,18 @@ def report_task(run: EvalRun) -> dict[str, Any]:
 
 
 @flow(name="grainline-evaluate", description="Compare chunk granularities (sentence/paragraph/article) x retrieval methods on a labelled dataset or on the production table with a query set.")
-def evaluate_flow(
-    dataset: str | None = None,
-    split: str | None = None,
-    queries: str | None = None,
-    table: str | None = None,
-    at: str | None = None,
-    primary: str = "auto",
-    sample_docs: int | None = None,
-    show_progress: bool = False,
-    chunk: list[str] | None = None,
-    strategies: str | list[str] = "sentence,paragraph,article",
-    methods: str | list[str] = "dense,bm25,hybrid",
-    db: str = DEFAULT_DB,
-    model: str = DEFAULT_MODEL,
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "torch",
-    long_article: str = "pool",
-    sample: int | None = None,
-    seed: int = 0,
-    reports_dir: str = "reports",
-    head: str | None = None,
-    svm_c: float = 0.1,
-    svm_candidates: int = 1000,
-) -> Any:
+def evaluate_flow(settings: EvalSettings) -> Any:
     """Evaluate and report; the final state's message states the recommendation and
     any metric that fell below the previous run's interval.
 
-    ``dataset`` (KIND:PATH) ingests a labelled dataset into evaluation tables of its
-    own; ``queries`` (a query set from ``grainline queries``) instead scores the
-    production table ``table`` (default: the model's) at version or tag ``at``
-    (default: current) for every strategy present, embedding only the queries.
-    ``chunk`` sweeps chunker settings (``["paragraph.max_tokens=128,256"]``): each
-    combination is a configuration of its own."""
+    ``settings`` (:class:`grainline.evaluation.model.EvalSettings`, the one declaration
+    of an evaluation's options): ``dataset`` (KIND:PATH) ingests a labelled dataset into
+    evaluation tables of its own; ``queries`` (a query set from ``grainline queries``)
+    instead scores the production table ``table`` (default: the model's) at version or
+    tag ``at`` (default: current) for every strategy present, embedding only the
+    queries. ``chunk_sweep`` (``{"paragraph": {"max_tokens": [128, 256]}}``) makes
+    every combination a configuration of its own."""
     logger = get_run_logger()
-    settings = EvalSettings(
-        dataset=dataset, split=split, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
-        strategies=strategies, methods=methods, db=db, progress=show_progress, chunk_sweep=chunk or {},
-        long_article=long_article, sample=sample, seed=seed, reports_dir=reports_dir,
-        embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head,
-                                  show_progress=show_progress),
-        svm={"c": svm_c, "candidates": svm_candidates},
-    )
     run = load_task(settings)
     ingest_task(run)  # with a query set: only swept configurations the table lacks
     vectors = embed_queries_task(run)

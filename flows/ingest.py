@@ -20,11 +20,7 @@ from prefect.cache_policies import NO_CACHE
 
 from grainline import ingest as core
 from grainline.documents import Document
-from grainline.embedding import DEFAULT_MODEL, EmbedderSettings
-from grainline.readers import ReaderSettings
-from grainline.storage.chunks import DEFAULT_DB
 from grainline.storage.ledger import RunCounts
-from grainline.storage.maintenance import MaintenanceSettings
 
 from .retry import retry_transient
 
@@ -154,6 +150,10 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         # The outcome (kept or restored, the undo command) travels with the error, so
         # whoever reports it (the CLI) can say it in one line.
         error.add_note(rec.error or "")
+        if rec.status == "interrupted" and isinstance(error, Exception):
+            # The signal became another error inside Prefect: say it was the signal.
+            raise core.RunInterrupted(ends.signum or core.interrupt_signal(error) or signal.SIGTERM,
+                                      " ".join((rec.error or "").split())) from error
         raise error
     c = rec.counts
     logger.info(
@@ -183,50 +183,16 @@ def _ingest_distributed(settings: core.IngestSettings, in_flight: int) -> dict[s
 
 
 @flow(name="grainline-ingest", description="Ingest documents into sentence/paragraph/article chunk vectors in LanceDB and Parquet.")
-def ingest_flow(
-    source: str,
-    strategies: str | list[str] = "sentence,paragraph,article",
-    model: str = DEFAULT_MODEL,
-    device: str = "auto",
-    precision: str = "auto",
-    backend: str = "torch",
-    batch_size: int = 64,
-    db: str = DEFAULT_DB,
-    sync: str = "incremental",
-    long_article: str = "pool",
-    batch_docs: int = 64,
-    export_parquet: bool = True,
-    show_progress: bool = False,
-    runner: str = "local",
-    dask_workers: int = 2,
-    reader: dict[str, Any] | None = None,
-    chunker_overrides: dict[str, dict[str, Any]] | None = None,
-    head: str | None = None,
-    on_error: str = "keep",
-    maintain: bool = True,
-) -> dict[str, Any]:
-    """Ingest ``source`` (folder, file or glob) with the given strategies; returns the
+def ingest_flow(settings: core.IngestSettings, runner: str = "local", dask_workers: int = 2) -> dict[str, Any]:
+    """Ingest ``settings.source`` (folder, file or glob) as ``settings`` say; returns the
     run's ledger record as a dict and publishes its counts as a Markdown artifact.
 
-    ``runner``: ``local`` (default), ``dask`` (a local cluster of ``dask_workers``
-    processes) or ``dask://HOST:PORT`` (an existing scheduler). ``on_error``: ``keep``
-    (default; a re-run resumes) or ``restore`` (roll the table back on failure).
-    ``maintain``: compact, prune and index the table after a successful run."""
-    settings = core.IngestSettings(
-        source=source,
-        strategies=strategies,
-        db=db,
-        sync=sync,
-        long_article=long_article,
-        batch_docs=batch_docs,
-        export_parquet=export_parquet,
-        chunker_overrides=chunker_overrides or {},
-        on_error=on_error,
-        embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, batch_size=batch_size,
-                                  show_progress=show_progress, head=head),
-        reader=ReaderSettings(**(reader or {})),
-        maintenance=MaintenanceSettings(enabled=maintain),
-    )
+    ``settings`` is the one declaration of an ingestion's options
+    (:class:`grainline.ingest.IngestSettings`); Prefect validates it as the run's
+    parameter, so the UI's run form and a deployment's stored parameters show the same
+    fields. Only where the run executes is separate: ``runner`` is ``local`` (default),
+    ``dask`` (a local cluster of ``dask_workers`` processes) or ``dask://HOST:PORT`` (an
+    existing scheduler)."""
     if runner == "local":
         return _ingest(settings, in_flight=1)
     sub = _ingest_distributed.with_options(task_runner=task_runner_for(runner, dask_workers))

@@ -163,11 +163,14 @@ def stage_embed(corpus: str, strategy: str, model: str, device: str, batch_size:
 
 def stage_ingest(corpus: str, strategy: str, model: str, device: str, db: str, batch_size: int = 64, precision: str = "auto",
                  backend: str = "torch", **_: Any) -> dict[str, Any]:
+    from grainline.embedding import EmbedderSettings
     from grainline.flows.ingest import ingest_flow
+    from grainline.ingest import IngestSettings
 
+    settings = IngestSettings(source=corpus, strategies=strategy, db=db, batch_docs=256, embedder=EmbedderSettings(
+        model=model, device=device, batch_size=batch_size, precision=precision, backend=backend))
     t0 = time.perf_counter()
-    result = ingest_flow(source=corpus, strategies=strategy, model=model, device=device, db=db, batch_size=batch_size,
-                         batch_docs=256, precision=precision, backend=backend)
+    result = ingest_flow(settings)
     secs = time.perf_counter() - t0
     c = result["counts"]
     return {"seconds": secs, "chunks_written": c["chunks_written"], "chunks_embedded": c["chunks_embedded"],

@@ -125,7 +125,7 @@ def validation_line(exc: Any) -> str:
 
 
 # Settings fields whose command-line option has another name.
-_OPTION_OF = {"strategies": "--strategy", "reports_dir": "--reports", "eval_sample": "--eval-sample"}
+_OPTION_OF = {"strategies": "--strategy", "reports_dir": "--reports"}
 
 
 def validation_message(err: dict) -> str:

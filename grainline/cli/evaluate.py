@@ -57,25 +57,32 @@ def eval_cmd(
 
     from grainline.evaluation.datasets import DatasetError
     from grainline.evaluation.runner import recommendation_line
+    if (dataset is None) == (queries is None):  # before any server starts
+        fail("give --dataset KIND:PATH or --queries SET (one of them)")
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.runner import EvalSettings, check_queryset
+
+    try:
+        # Bad arguments fail here, in one line, rather than inside the flow run.
+        settings = EvalSettings(
+            dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
+            progress=progress, chunk_sweep=chunk or {}, split=split, strategies=strategy, methods=method, db=db,
+            long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
+            embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head,
+                                      show_progress=progress),
+            svm={"c": svm_c, "candidates": svm_candidates},
+        )
+        if queries is not None:
+            # A query set made for another table or model is refused before the flow
+            # starts (a failure inside the flow would be logged with a traceback).
+            check_queryset(settings)
+    except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
+        fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
     use_server()
     from grainline.flows.evaluate import evaluate_flow
 
-    if (dataset is None) == (queries is None):
-        fail("give --dataset KIND:PATH or --queries SET (one of them)")
     try:
-        from grainline.evaluation.runner import EvalSettings
-
-        # Bad arguments fail here, in one line, rather than inside the flow run.
-        EvalSettings(dataset=dataset, queries=queries, strategies=strategy, methods=method, db=db,
-                     chunk_sweep=chunk or {}, sample_docs=sample_docs, sample=sample)
-        if queries is not None:
-            _check_queryset(queries, table, at, db, model, device, precision, backend, head)
-        state = evaluate_flow(
-            dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
-            show_progress=progress, chunk=chunk or None, split=split, strategies=strategy, methods=method, db=db, model=model,
-            device=device, precision=precision, backend=backend, long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
-            head=head, svm_c=svm_c, svm_candidates=svm_candidates, return_state=True,
-        )
+        state = evaluate_flow(settings, return_state=True)
         result = state.result()
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
         fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
@@ -88,17 +95,6 @@ def eval_cmd(
         typer.echo(f"plot:   {p}")
     typer.secho(state.message or "", bold=True)
     typer.secho(recommendation_line(result.get("recommendation") or {}), bold=True)
-
-
-def _check_queryset(queries: str, table: str | None, at: str | None, db: str, model: str, device: str,
-                    precision: str, backend: str, head: str | None) -> None:
-    """Refuse a query set made for another table or model before the flow starts
-    (a failure inside the flow would be logged with a traceback)."""
-    from grainline.embedding import EmbedderSettings
-    from grainline.evaluation.runner import EvalSettings, check_queryset
-
-    check_queryset(EvalSettings(queries=queries, table=table, at=at, db=db, embedder=EmbedderSettings(
-        model=model, device=device, precision=precision, backend=backend, head=head)))
 
 
 def eval_compare(

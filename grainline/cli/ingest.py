@@ -9,7 +9,7 @@ import typer
 from grainline import DEMO_CORPUS
 from grainline.cli import checks as chk
 from grainline.cli.common import (BACKEND_HELP, DB_HELP, check_embedder_args, checked, fail, interrupted, one_line,
-                                  print_hits, use_server)
+                                  print_hits, use_server, validation_message)
 from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 
 
@@ -49,10 +49,10 @@ def _print_ingest(result: dict[str, Any], source: str = "") -> None:
                     fg=typer.colors.YELLOW, err=True)
 
 
-def _run_ingest_flow(**kwargs: Any) -> dict[str, Any]:
+def _run_ingest_flow(settings: Any, runner: str = "local", dask_workers: int = 2) -> dict[str, Any]:
     from grainline.flows.ingest import ingest_flow
 
-    return ingest_flow(**kwargs)
+    return ingest_flow(settings, runner=runner, dask_workers=dask_workers)
 
 
 def ingest(
@@ -96,58 +96,56 @@ def ingest(
         chk.positive("--batch-docs", batch_docs)
         chk.positive("--dask-workers", dask_workers)
         overrides = chk.chunk_options(chunk)
-    if dry_run:
-        _dry_run(source=source, strategies=strategy, db=db, model=model, device=device, precision=precision, backend=backend,
-                 sync=sync, long_article=long_article, overrides=overrides, head=head,
-                 reader={"id_field": id_field, "text_field": text_field, "title_field": title_field})
-        return
     from pydantic import ValidationError
 
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, RunInterrupted
+    from grainline.readers import ReaderSettings
     from grainline.storage.lease import LeaseError
     from grainline.storage.lock_protocol import TableLockTimeout
+    from grainline.storage.maintenance import MaintenanceSettings
 
+    try:
+        settings = IngestSettings(
+            source=source, strategies=strategy, db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
+            export_parquet=parquet, chunker_overrides=overrides, on_error=on_error,
+            embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend,
+                                      batch_size=batch_size, show_progress=progress, head=head),
+            reader=ReaderSettings(id_field=id_field, text_field=text_field, title_field=title_field),
+            maintenance=MaintenanceSettings(enabled=maintain_after),
+        )
+    except ValidationError as exc:
+        fail("; ".join(validation_message(e) for e in exc.errors()))
+    if dry_run:
+        _dry_run(settings)
+        return
     # Outside the try below: its one-line refusal exits 2, not "ingestion failed".
     use_server()
     try:
-        result = _run_ingest_flow(
-            reader={"id_field": id_field, "text_field": text_field, "title_field": title_field},
-            chunker_overrides=overrides,
-            source=source, strategies=strategy, model=model, device=device, precision=precision, backend=backend,
-            batch_size=batch_size, db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
-            export_parquet=parquet, show_progress=progress, runner=runner, dask_workers=dask_workers, head=head,
-            on_error=on_error, maintain=maintain_after,
-        )
+        result = _run_ingest_flow(settings, runner=runner, dask_workers=dask_workers)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         fail(str(exc))
     except (TableLockTimeout, LeaseError) as exc:  # another run holds the table, or the lease was lost
         fail(str(exc), code=1)
+    except RunInterrupted as exc:  # a signal that became another error inside Prefect
+        fail(str(exc), code=128 + exc.signum)
     except KeyboardInterrupt as exc:
         interrupted(exc)
     except Exception as exc:  # noqa: BLE001 - the run's end is in the ledger; one line here
-        line = one_line(exc)
-        if line.startswith("interrupted by SIG"):  # a signal that became another error inside Prefect
-            import signal
-
-            fail(line, code=128 + int(signal.Signals[line.split()[2].rstrip(";")]))
-        fail(f"ingestion failed: {line}", code=1)
+        fail(f"ingestion failed: {one_line(exc)}", code=1)
     _print_ingest(result, source)
     if strict and result["counts"]["docs_failed"]:
         fail(f"{result['counts']['docs_failed']} document(s) failed (--strict)", code=1)
 
 
-def _dry_run(source: str, strategies: str, db: str, model: str, device: str, precision: str, backend: str, sync: str,
-             long_article: str, overrides: dict, head: str | None, reader: dict) -> None:
+def _dry_run(settings: Any) -> None:
     from pydantic import ValidationError
 
-    from grainline.embedding import EmbedderSettings
-    from grainline.ingest import IngestSettings, dry_run
-    from grainline.readers import ReaderSettings
+    from grainline.ingest import dry_run
 
+    source = settings.source
     try:
-        plan = dry_run(IngestSettings(
-            source=source, strategies=strategies, db=db, sync=sync, long_article=long_article, chunker_overrides=overrides,
-            embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head),
-            reader=ReaderSettings(**reader)))
+        plan = dry_run(settings)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
         fail(str(exc))
     typer.echo(f"dry run: {source} -> table {plan['table']} (nothing embedded or written)")
@@ -180,7 +178,9 @@ def demo(
 
     typer.secho(f"Ingesting {source} into {redact_uri(db)} (sentence, paragraph, article) ...", bold=True)
     use_server()
-    result = _run_ingest_flow(source=source, strategies="sentence,paragraph,article", db=db, show_progress=True)
+    from grainline.ingest import IngestSettings
+
+    result = _run_ingest_flow(IngestSettings(source=source, db=db, embedder=EmbedderSettings(show_progress=True)))
     _print_ingest(result)
     for query in DEMO_QUERIES:
         for strategy in ("sentence", "paragraph", "article"):

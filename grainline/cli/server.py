@@ -43,15 +43,23 @@ def serve(
         chk.runner(runner)
         if eval_dataset is not None:
             chk.dataset(eval_dataset)
+        if eval_sample is not None:
+            chk.positive("--eval-sample", eval_sample)
     from pydantic import ValidationError
 
     from grainline.deployments.schedules import ScheduleSettings
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.model import EvalSettings
+    from grainline.ingest import IngestSettings
 
     try:
+        embedder = EmbedderSettings(model=model)
         cfg = ScheduleSettings(
-            source=source, db=db, strategies=strategy, model=model, sync=sync, runner=runner,
-            ingest_cron=ingest_cron, eval_dataset=eval_dataset, eval_cron=eval_cron, eval_sample=eval_sample,
-            eval_after_ingest=eval_after_ingest, reports_dir=reports, timezone=timezone,
+            ingest=IngestSettings(source=source, db=db, strategies=strategy, sync=sync, embedder=embedder),
+            evaluate=None if eval_dataset is None else EvalSettings(
+                dataset=eval_dataset, db=db, sample=eval_sample, reports_dir=reports, embedder=embedder),
+            runner=runner, ingest_cron=ingest_cron, eval_cron=eval_cron, eval_after_ingest=eval_after_ingest,
+            timezone=timezone,
         )
     except ValidationError as exc:
         fail("; ".join(validation_message(e) for e in exc.errors()))

@@ -16,7 +16,7 @@ from .batch import (ChunkedBatch, ChunkedDoc, EmbeddedBatch, TooManyChunks, chun
                     donor_stores, embed_batch, embed_chunked, process_docs, read_batches, triage, write_batch)
 from .context import RunContext
 from .dry_run import dry_run
-from .ends import ExportFailed, LedgerWriteFailed, interrupt_signal, record_end, record_precision, undo_command
+from .ends import ExportFailed, LedgerWriteFailed, RunInterrupted, interrupt_signal, record_end, record_precision, undo_command
 from .plan import Plan, WorkSpec, make_plans, table_name_for
 from .run import export_dir, finish, prepare, run_batches, run_ingest, sync_gone
 from .settings import STRATEGIES, IngestSettings, parse_strategies
@@ -24,7 +24,7 @@ from .summary import summary_markdown
 
 __all__ = [
     "STRATEGIES", "ChunkedBatch", "ChunkedDoc", "EmbeddedBatch", "ExportFailed", "IngestSettings", "LedgerWriteFailed",
-    "Plan", "RunContext", "TooManyChunks", "WorkSpec", "chunk_batch", "chunk_docs", "chunk_todo", "donor_stores",
+    "Plan", "RunContext", "RunInterrupted", "TooManyChunks", "WorkSpec", "chunk_batch", "chunk_docs", "chunk_todo", "donor_stores",
     "dry_run", "embed_batch", "embed_chunked", "export_dir", "finish", "interrupt_signal",
     "make_plans", "parse_strategies", "prepare", "process_docs", "read_batches", "record_end", "record_precision",
     "run_batches", "run_ingest", "summary_markdown", "sync_gone", "table_name_for", "triage", "undo_command",

@@ -31,6 +31,17 @@ class LedgerWriteFailed(TerminalError, RuntimeError):
     Terminal: the run itself is over, and repeating it is the user's call."""
 
 
+class RunInterrupted(TerminalError, RuntimeError):
+    """A run stopped by SIGINT or SIGTERM whose signal surfaced as another error (inside
+    Prefect's task engine, say). ``signum`` is the signal; the message is the ledger's
+    account of the run (interrupted, what was kept or restored). Terminal: the user
+    stopped it."""
+
+    def __init__(self, signum: int, outcome: str) -> None:
+        super().__init__(outcome)
+        self.signum = signum
+
+
 def interrupt_signal(error: BaseException | None) -> int | None:
     """The signal that stopped a run: SIGINT for KeyboardInterrupt, else the ``signal``
     of a termination exception (Prefect's TerminationSignal for SIGTERM), else None."""

@@ -66,12 +66,14 @@ def write_spans_fixture(folder):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_evaluation_flow_end_to_end(tmp_path, embedder):
+    from grainline.embedding import EmbedderSettings
+    from grainline.evaluation.model import EvalSettings
     from grainline.flows.evaluate import evaluate_flow
 
     data = write_spans_fixture(tmp_path / "spans")
     db, reports = str(tmp_path / "db"), str(tmp_path / "reports")
-    kw = dict(dataset=f"spans:{data}", db=db, device="cpu", reports_dir=reports)
-    state = evaluate_flow(**kw, return_state=True)
+    settings = EvalSettings(dataset=f"spans:{data}", db=db, embedder=EmbedderSettings(device="cpu"), reports_dir=reports)
+    state = evaluate_flow(settings, return_state=True)
     assert state.is_completed()
     out = state.result()
     assert out["n_queries"] == 5 and out["skipped_queries"] == 1
@@ -98,7 +100,7 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     assert stored.num_rows == len(rows)
 
     # a second run embeds only the queries and appends its own rows
-    again = evaluate_flow(**kw, return_state=True)
+    again = evaluate_flow(settings, return_state=True)
     assert again.result()["run_id"] != out["run_id"]
     from grainline.storage.ledger import Ledger
 

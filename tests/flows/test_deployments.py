@@ -89,10 +89,11 @@ def test_scheduled_deployments_on_a_real_server(api, tmp_path, embedder):
         (sched,) = ingest.schedules
         assert (sched.schedule.cron, sched.schedule.timezone, sched.active) == ("15 3 * * *", "Europe/Paris", True)
         assert evaluate.schedules[0].schedule.cron == "30 4 * * 1"
-        assert ingest.parameters["source"] == str(src) and ingest.parameters["db"] == str(db)
-        assert ingest.parameters["sync"] == "full"
+        settings = ingest.parameters["settings"]  # the flow's IngestSettings, stored whole
+        assert settings["source"] == str(src) and settings["db"] == str(db)
+        assert settings["sync"] == "full"
         assert set(ingest.tags) == {"grainline", "ingest"} and "full sync" in ingest.description
-        assert evaluate.parameters["dataset"] == f"spans:{spans}"
+        assert evaluate.parameters["settings"]["dataset"] == f"spans:{spans}"
 
         # one run of each, triggered through the API
         run = run_deployment("grainline-ingest/scheduled-ingest", timeout=300)
@@ -110,10 +111,13 @@ def test_scheduled_deployments_on_a_real_server(api, tmp_path, embedder):
         assert connect(str(db)).open_table("eval_results").count_rows() > 0
 
         # two overlapping runs that write the same table: both complete, one after the other
+        # (a custom run passes the deployment's settings whole, edited: Prefect merges
+        # run parameters one level deep)
         a = run_deployment("grainline-ingest/scheduled-ingest", timeout=0,
-                           parameters={"strategies": "sentence", "db": str(db / "race")})
+                           parameters={"settings": {**settings, "strategies": ["sentence"], "db": str(db / "race")}})
         b = run_deployment("grainline-ingest/scheduled-ingest", timeout=0,
-                           parameters={"strategies": "paragraph,article", "db": str(db / "race")})
+                           parameters={"settings": {**settings, "strategies": ["paragraph", "article"],
+                                                    "db": str(db / "race")}})
         runs = asyncio.run(_wait_final([a.id, b.id]))
         assert all(r.state.is_completed() for r in runs), [r.state for r in runs]
         ledger = Ledger(str(db / "race")).runs("ingest")
@@ -135,13 +139,15 @@ def test_scheduled_deployments_on_a_real_server(api, tmp_path, embedder):
 
 @pytest.mark.usefixtures("prefect_harness")
 def test_dask_runner_writes_the_same_rows_as_the_default_runner(tmp_path, embedder):
+    from grainline.embedding import EmbedderSettings
     from grainline.flows.ingest import ingest_flow
+    from grainline.ingest import IngestSettings
 
     src = write_files(tmp_path / "src", {**CORPUS, **{f"more/{i}.txt": f"Note {i}\n\nThis note number {i} is about "
                                                        f"topic {i % 3}. It has a second sentence." for i in range(10)}})
-    kw = dict(source=str(src), device="cpu", batch_docs=3, export_parquet=False)
-    local = ingest_flow(db=str(tmp_path / "local"), **kw)
-    dask = ingest_flow(db=str(tmp_path / "dask"), runner="dask", dask_workers=2, **kw)
+    kw = dict(source=str(src), embedder=EmbedderSettings(device="cpu"), batch_docs=3, export_parquet=False)
+    local = ingest_flow(IngestSettings(db=str(tmp_path / "local"), **kw))
+    dask = ingest_flow(IngestSettings(db=str(tmp_path / "dask"), **kw), runner="dask", dask_workers=2)
     assert local["counts"]["chunks_written"] == dask["counts"]["chunks_written"] > 0
 
     def rows(db):

@@ -26,11 +26,14 @@ CORPUS = {
 def test_flow_runs_publishes_artifact_and_records_ledger(tmp_path, embedder):
     from prefect.client.orchestration import get_client
 
+    from grainline.embedding import EmbedderSettings
     from grainline.flows.ingest import ingest_flow
+    from grainline.ingest import IngestSettings
 
     src = write_files(tmp_path / "src", CORPUS)
     db = str(tmp_path / "db")
-    result = ingest_flow(source=str(src), strategies="sentence,paragraph", db=db, device="cpu")
+    result = ingest_flow(IngestSettings(source=str(src), strategies="sentence,paragraph", db=db,
+                                        embedder=EmbedderSettings(device="cpu")))
     assert result["status"] == "completed"
     c = result["counts"]
     assert (c["docs_seen"], c["docs_added"], c["docs_failed"]) == (2, 2, 1)
