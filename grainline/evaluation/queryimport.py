@@ -147,14 +147,14 @@ def import_queries(path: str | Path, docs: dict[str, StoredDocument], threshold:
         if progress is not None:
             progress(n)
         doc_id = ""
-        if row.doc_id and not row.error:
+        if row.doc_id:
             got, why = resolve_doc(row.doc_id, docs)
-            if why:
-                refuse(row, why, row.doc_id)
+            if row.error or why:  # an unusable row still counts against the document it names
+                refuse(row, row.error or why or "", got or row.doc_id)
                 continue
             doc_id = got or ""
         if row.error:
-            refuse(row, row.error, doc_id)
+            refuse(row, row.error)
             continue
         if not row.question:
             refuse(row, "empty question", doc_id)

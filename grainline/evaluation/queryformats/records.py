@@ -131,7 +131,8 @@ class RecordFormat(QueryFormat):
             try:
                 yield cls.from_record(where, rec)
             except FieldError as exc:
-                yield SourceRow(where, error=str(exc))
+                doc = rec.get("doc_id")
+                yield SourceRow(where, doc_id=doc if isinstance(doc, str) else "", error=str(exc))
 
 
 def record_formats() -> list[type[RecordFormat]]:
