@@ -228,22 +228,30 @@ class QuerySetWritten(NamedTuple):
 
 
 def import_queryset(file: str, db: str = DEFAULT_DB, out: str | None = None, *, table: str | None = None,
-                    model: str = DEFAULT_MODEL, head: str | None = None, fuzzy_threshold: float = 90.0) -> QuerySetWritten:
-    """Hand-written questions (CSV, TSV or JSONL) as a query set on a chunks table
-    (``model``'s or ``head``'s by default): evidence passages become character spans of
-    the stored text. Written to ``out`` (default: FILE's name + ``.queryset.jsonl``)."""
+                    model: str = DEFAULT_MODEL, head: str | None = None, fuzzy_threshold: float = 90.0,
+                    fmt: str | None = None, split: str | None = None) -> QuerySetWritten:
+    """Questions from a file as a query set on a chunks table (``model``'s or
+    ``head``'s by default): grainline's CSV/TSV/JSONL rows, a Ragas test set, a
+    LlamaIndex ``EmbeddingQAFinetuneDataset`` JSON or a BEIR folder (``fmt``: grainline,
+    ragas, llamaindex, beir; detected when unambiguous; ``split`` a BEIR qrels split).
+    Evidence passages become character spans of the stored text. Written to ``out``
+    (default: FILE's name + ``.queryset.jsonl``); the set's ``matches`` count what was
+    matched how, per document."""
     from pathlib import Path
 
     from grainline.embedding import EmbedderSettings
     from grainline.evaluation.corpus import open_corpus
-    from grainline.evaluation.querysets import QuerySet, import_queries, provenance, write_queryset
+    from grainline.evaluation.queryimport import import_queries
+    from grainline.evaluation.querysets import QuerySet, provenance, write_queryset
     from grainline.redact import check_uri
 
     check_uri(db)
     t, version, model_id, docs = open_corpus(db, table, EmbedderSettings(model=model, head=head))
-    queries, bad = import_queries(file, docs, threshold=fuzzy_threshold)
-    qs = QuerySet(provenance(t.name, version, model_id, "import", str(file), fuzzy_threshold=fuzzy_threshold), queries, bad)
-    return QuerySetWritten(write_queryset(qs, out or str(Path(file).with_suffix(".queryset.jsonl").name)), qs, {})
+    res = import_queries(file, docs, threshold=fuzzy_threshold, fmt=fmt, split=split)
+    qs = QuerySet(provenance(t.name, version, model_id, "import", str(file), fuzzy_threshold=fuzzy_threshold,
+                             input_format=res.fmt), res.queries, res.unresolved, matches=res.report, notes=res.notes)
+    name = Path(file).name if Path(file).is_dir() else Path(file).with_suffix(".queryset.jsonl").name
+    return QuerySetWritten(write_queryset(qs, out or (name + ".queryset.jsonl" if Path(file).is_dir() else name)), qs, {})
 
 
 def generate_queryset(db: str = DEFAULT_DB, out: str | None = None, *, table: str | None = None, model: str = DEFAULT_MODEL,

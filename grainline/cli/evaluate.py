@@ -88,6 +88,8 @@ def eval_cmd(
         fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
     md = Path(result["report"]).read_text(encoding="utf-8")
     typer.echo(md.split("## Plots")[0])
+    if queries is not None:
+        _queryset_counts(queries, len(result.get("skipped", [])))
     for qid, reason in result.get("skipped", [])[:50]:
         typer.secho(f"skipped {qid}: {reason}", fg=typer.colors.YELLOW)
     typer.echo(f"report: {result['report']}")
@@ -95,6 +97,22 @@ def eval_cmd(
         typer.echo(f"plot:   {p}")
     typer.secho(state.message or "", bold=True)
     typer.secho(recommendation_line(result.get("recommendation") or {}), bold=True)
+
+
+def _queryset_counts(queries: str, n_skipped: int) -> None:
+    """What the scores rest on: the set's queries and, for an imported set, how its
+    labels were matched (the counts its import printed)."""
+    from grainline.cli.common import printable
+    from grainline.evaluation.querysets import QuerySetError, match_lines, read_header
+
+    try:
+        header = read_header(Path(queries))
+    except QuerySetError:
+        return
+    typer.echo(f"query set {printable(queries)}: {header.get('n_queries', '?')} queries, {n_skipped} skipped or "
+               "unresolved rows listed below")
+    for line in match_lines(header.get("matches") or {}):
+        typer.echo(printable(line))
 
 
 def eval_compare(

@@ -15,15 +15,24 @@ queries_app = typer.Typer(no_args_is_help=True, help="Query sets for your own do
 
 
 def _report_queryset(path: Any, qs: Any) -> None:
+    from grainline.cli.common import printable
+    from grainline.evaluation.querysets import match_lines
+
+    for u in qs.notes:
+        typer.echo(f"note {printable(u.row)}: {printable(u.reason)}")
     for u in qs.unresolved:
-        typer.secho(f"unresolved {u.row}: {u.reason}", fg=typer.colors.YELLOW)
+        typer.secho(f"unresolved {printable(u.row)}: {printable(u.reason)}", fg=typer.colors.YELLOW)
+    for line in match_lines(qs.matches):
+        typer.echo(printable(line))
     typer.echo(f"{len(qs.queries)} queries, {len(qs.unresolved)} unresolved -> {path} (version {qs.version}; "
                f"table {qs.provenance['table']} v{qs.provenance['table_version']}, generator {qs.provenance['generator']})")
 
 
 @queries_app.command("import")
 def queries_import(
-    file: str = typer.Argument(..., help="CSV, TSV or JSONL with a 'question' column and any of doc_id, answer, evidence (optional id)."),
+    file: str = typer.Argument(..., help="CSV, TSV or JSONL with a 'question' column and any of doc_id, answer, evidence (optional id); or a Ragas test set, a LlamaIndex EmbeddingQAFinetuneDataset JSON, a BEIR folder."),
+    fmt: str = typer.Option(None, "--format", help="grainline, ragas, llamaindex or beir (default: detected when only one fits)."),
+    split: str = typer.Option(None, "--split", help="beir: the qrels split (default: test, or the only one)."),
     db: str = typer.Option(DEFAULT_DB, "--db", help="The database whose chunks table the queries are for."),
     out: str = typer.Option(None, "--out", help="The query set to write (default: FILE's name + .queryset.jsonl)."),
     table: str = typer.Option(None, "--table", help="The chunks table (default: the model's)."),
@@ -34,11 +43,12 @@ def queries_import(
     """Import hand-written questions; evidence passages become character spans in the
     stored document text. Every row that cannot be used is listed with its reason."""
     from grainline.api import import_queryset
-    from grainline.evaluation.querysets import QuerySetError
+    from grainline.errors import TerminalError
 
     try:
-        path, qs, _ = import_queryset(file, db, out, table=table, model=model, head=head, fuzzy_threshold=fuzzy_threshold)
-    except (ValueError, FileNotFoundError, QuerySetError) as exc:
+        path, qs, _ = import_queryset(file, db, out, table=table, model=model, head=head, fuzzy_threshold=fuzzy_threshold,
+                                      fmt=fmt, split=split)
+    except (ValueError, FileNotFoundError, OSError, UnicodeDecodeError, TerminalError) as exc:
         fail(str(exc))
     _report_queryset(path, qs)
     if not qs.queries:

@@ -1,7 +1,7 @@
 """Evaluation of chunk granularities and retrieval methods on labelled queries.
 
-It holds the datasets and query sets (``datasets``, ``querysets``, ``llmgen``,
-``corpus``), the scoring (``metrics``, ``retrieval``, ``stats``), the run's model
+It holds the datasets and query sets (``datasets``, ``querysets``, ``queryimport``,
+``queryformats``: the query-file formats, ``llmgen``, ``corpus``), the scoring (``metrics``, ``retrieval``, ``stats``), the run's model
 (``model``: settings, run record, recommendation rules), its steps (``runner``), the
 stored results (``results``), the report (``report``) and the whole run in one process
 (``pipeline``). It may import the base modules, chunkers, readers, storage, embedding,

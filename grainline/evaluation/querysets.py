@@ -9,11 +9,15 @@ The first line is the header::
      "provenance": {"table": "chunks_...", "table_version": 7, "model_id": "...",
                     "generator": "import|headings|llm", "source": "questions.csv",
                     "llm_model": null, "prompt_hash": null, "created": "2026-...Z"},
-     "n_queries": 40, "unresolved": [{"row": "questions.csv:12", "reason": "..."}]}
+     "n_queries": 40, "unresolved": [{"row": "questions.csv:12", "reason": "..."}],
+     "matches": {"format": "grainline", "exact": 50, "normalised": 3, "fuzzy": 1, "document": 0,
+                 "unresolved": 1, "offsets_checked": 0, "offsets_differ": 0,
+                 "by_document": {"a.md": {"exact": 20, ..., "unresolved": 0}, ...}},
+     "notes": [{"row": "questions.csv:7", "reason": "evidence[1]: offsets ... found by search instead"}]}
 
-then one query per line::
+(``matches`` and ``notes`` only in imported sets) then one query per line::
 
-    {"id": "q-3", "text": "...", "spans": [{"doc_id": "a.md", "start": 10, "end": 80}],
+    {"id": "q-3", "text": "...", "spans": [{"doc_id": "a.md", "start": 10, "end": 80, "match": "exact"}],
      "answers": ["..."], "relevant": {"a.md": 1}, "doc_hashes": {"a.md": "..."},
      "match": "exact"}
 
@@ -24,20 +28,18 @@ is skipped (with that reason) when the set is evaluated, never scored as a miss.
 
 from __future__ import annotations
 
-import csv
 import json
 import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from grainline.errors import TerminalError
 
 from .corpus import StoredDocument
 from .datasets import GoldSpan, Query
-from .jsonl import json_lines
 
 log = logging.getLogger("grainline.evaluation")
 
@@ -78,11 +80,14 @@ class LabelledQuery:
     answers: list[str] = field(default_factory=list)
     relevant: dict[str, int] = field(default_factory=dict)
     doc_hashes: dict[str, str] = field(default_factory=dict)
-    match: str = ""
+    match: str = ""  # how the spans were found (the weakest: exact < normalised < fuzzy), or "document"
+    matches: list[str] = field(default_factory=list)  # how each span was found
 
     def as_dict(self) -> dict[str, Any]:
-        return {"id": self.query_id, "text": self.text,
-                "spans": [{"doc_id": s.doc_id, "start": s.start, "end": s.end} for s in self.spans],
+        spans = [{"doc_id": s.doc_id, "start": s.start, "end": s.end} for s in self.spans]
+        for span, how in zip(spans, self.matches):
+            span["match"] = how
+        return {"id": self.query_id, "text": self.text, "spans": spans,
                 "answers": self.answers, "relevant": self.relevant, "doc_hashes": self.doc_hashes, "match": self.match}
 
     def to_query(self) -> Query:
@@ -98,6 +103,10 @@ class QuerySet:
     unresolved: list[Unresolved] = field(default_factory=list)
     version: int = 1
     path: str = ""
+    # An import's counts of what was matched how, per document (see match_lines), and
+    # its notes on rows resolved otherwise than the file said.
+    matches: dict[str, Any] = field(default_factory=dict)
+    notes: list[Unresolved] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -132,6 +141,10 @@ def write_queryset(qs: QuerySet, path: str | Path) -> Path:
     header = {"format": QUERYSET_FORMAT, "format_version": QUERYSET_FORMAT_VERSION, "version": qs.version,
               "provenance": qs.provenance, "n_queries": len(qs.queries),
               "unresolved": [u.as_dict() for u in qs.unresolved]}
+    if qs.matches:
+        header["matches"] = qs.matches
+    if qs.notes:
+        header["notes"] = [u.as_dict() for u in qs.notes]
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
         fh.write(json.dumps(header, ensure_ascii=False) + "\n")
@@ -171,13 +184,38 @@ def read_queryset(path: str | Path) -> QuerySet:
             try:
                 obj = json.loads(raw)
                 spans = [GoldSpan(str(s["doc_id"]), int(s["start"]), int(s["end"])) for s in obj.get("spans", [])]
+                matches = [str(s.get("match", "")) for s in obj.get("spans", [])]
                 queries.append(LabelledQuery(str(obj["id"]), str(obj["text"]), spans, list(obj.get("answers", [])),
                                              {str(k): int(v) for k, v in obj.get("relevant", {}).items()},
-                                             dict(obj.get("doc_hashes", {})), str(obj.get("match", ""))))
+                                             dict(obj.get("doc_hashes", {})), str(obj.get("match", "")),
+                                             matches if any(matches) else []))
             except (json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise QuerySetError(f"{path}:{lineno}: malformed query line ({type(exc).__name__}: {exc})") from None
     unresolved = [Unresolved(str(u.get("row")), str(u.get("reason"))) for u in header.get("unresolved", [])]
-    return QuerySet(dict(header.get("provenance", {})), queries, unresolved, int(header.get("version", 1)), str(path))
+    notes = [Unresolved(str(u.get("row")), str(u.get("reason"))) for u in header.get("notes", [])]
+    return QuerySet(dict(header.get("provenance", {})), queries, unresolved, int(header.get("version", 1)), str(path),
+                    dict(header.get("matches") or {}), notes)
+
+
+def _counts(c: dict[str, Any]) -> str:
+    parts = [f"{int(c.get(k, 0))} {k}" for k in ("exact", "normalised", "fuzzy")]
+    if c.get("document"):
+        parts.append(f"{int(c['document'])} document-level")
+    return ", ".join(parts) + f"; {int(c.get('unresolved', 0))} unresolved rows"
+
+
+def match_lines(matches: dict[str, Any]) -> list[str]:
+    """An import's counts as lines: what was matched how (passages found exactly, up
+    to whitespace and case, fuzzily; document-level labels) and the unresolved rows,
+    per document, then in all. Empty for a set that was not imported."""
+    if not matches:
+        return []
+    lines = [f"  {doc}: {_counts(c)}" for doc, c in matches.get("by_document", {}).items()]
+    total = f"matches ({matches.get('format', '?')} format): {_counts(matches)}"
+    if matches.get("offsets_checked"):
+        total += (f"; {matches['offsets_checked']} passages with offsets, "
+                  f"{matches.get('offsets_differ', 0)} of them pointing at other text")
+    return [total] + lines
 
 
 # --------------------------------------------------------------------------- evidence -> spans
@@ -255,127 +293,6 @@ def find_evidence(evidence: str, doc: StoredDocument, threshold: float = FUZZY_T
         s, e = norm.span(res.dest_start, res.dest_end - res.dest_start)
         return Match(doc.doc_id, s, e, f"fuzzy:{res.score:.1f}", res.score)
     return float(res.score)
-
-
-# --------------------------------------------------------------------------- import
-
-
-def _rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(where, row) for each data row of a CSV, TSV or JSONL file."""
-    suffix = path.suffix.lower()
-    if suffix in (".jsonl", ".ndjson"):
-        for line in json_lines(path):
-            where = f"{path.name}:{line.number}"
-            if line.error is not None:
-                yield where, {"__error__": line.error}
-            else:
-                yield where, line.value if isinstance(line.value, dict) else {"__error__": "not a JSON object"}
-        return
-    if suffix not in (".csv", ".tsv", ".tab"):
-        raise QuerySetError(f"{path}: unknown query file type {suffix!r}; expected .csv, .tsv or .jsonl")
-    with path.open(encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter="\t" if suffix in (".tsv", ".tab") else ",")
-        names = [n.strip().lower() for n in (reader.fieldnames or [])]
-        if "question" not in names:
-            raise QuerySetError(f"{path}:1: no 'question' column (columns: {', '.join(names) or 'none'}); "
-                                "expected question plus any of doc_id, answer, evidence")
-        end = 1
-        for row in reader:
-            # A quoted field may hold line breaks: name the line the record starts on.
-            start, end = end + 1, reader.line_num
-            yield f"{path.name}:{start}", {str(k).strip().lower(): v for k, v in row.items() if k is not None}
-
-
-def _field(row: dict[str, Any], name: str) -> str:
-    v = row.get(name)
-    return "" if v is None else str(v).strip()
-
-
-def import_queries(path: str | Path, docs: dict[str, StoredDocument], threshold: float = FUZZY_THRESHOLD,
-                   progress: Any = None) -> tuple[list[LabelledQuery], list[Unresolved]]:
-    """Each row of a CSV/TSV/JSONL file (``question`` plus any of ``doc_id``,
-    ``answer``, ``evidence``, optional ``id``) as a labelled query on ``docs``; every
-    row that cannot be used is returned with its reason, none is dropped silently.
-
-    ``evidence`` becomes a gold span in its document (or, without ``doc_id``, in every
-    document where it is found exactly, else in the best fuzzy match); ``doc_id``
-    alone makes a document-level label, ``answer`` an answer string."""
-    path = Path(path)
-    if not path.is_file():
-        raise QuerySetError(f"{path}: query file does not exist")
-    out: list[LabelledQuery] = []
-    bad: list[Unresolved] = []
-    seen: set[str] = set()
-    norm_cache: dict[str, _Normalised] = {}
-    for n, (where, row) in enumerate(_rows(path), start=1):
-        if progress is not None:
-            progress(n)
-        if "__error__" in row:
-            bad.append(Unresolved(where, row["__error__"]))
-            continue
-        question = _field(row, "question")
-        if not question:
-            bad.append(Unresolved(where, "empty question"))
-            continue
-        qid = _field(row, "id") or f"q{n}"
-        if qid in seen:
-            bad.append(Unresolved(where, f"duplicate id {qid!r}"))
-            continue
-        doc_id, answer, evidence = _field(row, "doc_id"), _field(row, "answer"), _field(row, "evidence")
-        if doc_id and doc_id not in docs:
-            # People write the path they know (guide/bees.md); files are stored under
-            # their real paths (/data/docs/guide/bees.md): a unique path suffix names one.
-            found = [d for d in docs if d.endswith("/" + doc_id.lstrip("/"))]
-            if len(found) > 1:
-                bad.append(Unresolved(where, f"document {doc_id!r} is ambiguous: {', '.join(sorted(found)[:3])} ..."))
-                continue
-            if not found:
-                bad.append(Unresolved(where, f"document {doc_id!r} is not in the table"))
-                continue
-            given, doc_id = doc_id, found[0]
-        else:
-            given = doc_id
-        if not (doc_id or answer or evidence):
-            bad.append(Unresolved(where, "nothing to score against: give doc_id, answer or evidence"))
-            continue
-        q = LabelledQuery(qid, question, answers=[answer] if answer else [])
-        if evidence:
-            matches, best = _resolve(evidence, [docs[doc_id]] if doc_id else list(docs.values()), threshold, norm_cache)
-            if not matches:
-                scope = f"document {given!r}" if doc_id else "any document"
-                bad.append(Unresolved(where, f"evidence not found in {scope} (best fuzzy score {best:.0f} < {threshold:.0f})"))
-                continue
-            q.spans = [GoldSpan(m.doc_id, m.start, m.end) for m in matches]
-            q.match = matches[0].how
-            q.relevant = {m.doc_id: 1 for m in matches}
-        elif doc_id:
-            q.relevant = {doc_id: 1}
-        q.doc_hashes = {d: docs[d].doc_hash for d in q.relevant}
-        seen.add(qid)
-        out.append(q)
-    return out, bad
-
-
-def _resolve(evidence: str, candidates: list[StoredDocument], threshold: float,
-             norm_cache: dict[str, _Normalised]) -> tuple[list[Match], float]:
-    """Exact matches in every candidate if there are any (a passage duplicated across
-    documents is gold in each), else the normalised ones, else the best fuzzy one."""
-    found: list[Match] = []
-    best = 0.0
-    for doc in candidates:
-        m = find_evidence(evidence, doc, threshold, norm_cache)
-        if isinstance(m, Match):
-            found.append(m)
-        else:
-            best = max(best, m)
-    for how in ("exact", "normalised"):
-        tier = [m for m in found if m.how == how]
-        if tier:
-            return tier, 100.0
-    if found:
-        top = max(found, key=lambda m: (m.score, [-ord(c) for c in m.doc_id]))
-        return [top], top.score
-    return [], best
 
 
 # --------------------------------------------------------------------------- offline: headings
