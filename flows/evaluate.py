@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_link_artifact, create_markdown_artifact
+from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.states import Completed
 
@@ -88,9 +88,15 @@ def evaluate_flow(settings: EvalSettings) -> Any:
     aggregate_task(run)
     regressions = store_task(run)
     report = report_task(run)
-    create_markdown_artifact(markdown=report["markdown"], key="grainline-eval-report", description=f"grainline evaluation {run.run_id}")
-    for p in report["plots"]:
-        create_link_artifact(link=f"file://{p}", link_text=p.rsplit("/", 1)[-1], key="grainline-eval-plot")
+    # The images travel inside the artifacts: the UI cannot open the report folder.
+    from grainline.evaluation.report import embedded_markdown, plot_images
+
+    create_markdown_artifact(markdown=embedded_markdown(report["markdown"], report["plots"]), key="grainline-eval-report",
+                             description=f"grainline evaluation {run.run_id}")
+    for img in plot_images(report["plots"]):
+        create_markdown_artifact(markdown=f"### {img['name']}\n\n![{img['name']}]({img['data_uri']})\n",
+                                 key="grainline-eval-plot-" + img["name"].replace("_", "-"),
+                                 description=f"grainline evaluation {run.run_id}: {img['name']}")
     message = runner.state_message(run)
     for g in regressions:
         logger.warning("regression: %s/%s %s %.4f below previous interval (low %.4f)", g["strategy"], g["method"], g["metric"], g["value"], g["previous_ci_low"])

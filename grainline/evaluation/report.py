@@ -227,6 +227,15 @@ def plot_images(paths: list[str | Path]) -> list[dict[str, str]]:
     return out
 
 
+def embedded_markdown(md: str, pngs: list[str | Path]) -> str:
+    """The report's Markdown with each plot's relative link replaced by the image itself
+    (a data URI): a Prefect artifact is shown by the UI, which cannot read the report
+    folder, so a link to a file there would be a broken image."""
+    for img in plot_images(pngs):
+        md = md.replace(f"]({Path(img['name']).name}.png)", f"]({img['data_uri']})")
+    return md
+
+
 def write_report(run: EvalRun) -> tuple[Path, list[Path], str]:
     """reports/<run_id>/report.md plus the plots; returns (report path, plot paths, markdown)."""
     out = Path(run.settings.reports_dir) / run.run_id

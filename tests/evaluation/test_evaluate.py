@@ -4,6 +4,7 @@ and the regression check (the SciFact trust anchors are in test_scifact.py)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +116,33 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
 
     (img,) = [i for i in plot_images(plots) if i["name"] == "primary_metric_history"]
     assert img["data_uri"].startswith("data:image/png;base64,iVBORw0KGgo")
+
+    # The flow run's artifacts hold the plots themselves (the UI cannot follow a file://
+    # link): the report with every plot inline, and one artifact per plot.
+    import asyncio
+    import base64
+    import re
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def artifacts(flow_run_id):
+        async with get_client() as client:
+            return await client.read_artifacts(artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+    arts = {a.key: a for a in asyncio.run(artifacts(again.state_details.flow_run_id))}
+    images = lambda md: re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)  # noqa: E731
+    inline = dict(images(arts["grainline-eval-report"].data))
+    assert set(inline) == {Path(p).stem for p in plots}
+    assert "file://" not in arts["grainline-eval-report"].data
+    for p in plots:
+        stem = Path(p).stem
+        ((name, b64),) = images(arts["grainline-eval-plot-" + stem.replace("_", "-")].data)
+        png = base64.b64decode(b64)
+        # the very image on disk, a PNG and not an empty one
+        assert name == stem and png == Path(p).read_bytes() and png.startswith(b"\x89PNG") and len(png) > 2000
+        assert base64.b64decode(inline[stem]) == png
 
 
 def test_regression_is_a_metric_below_the_previous_interval():
