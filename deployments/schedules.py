@@ -43,8 +43,8 @@ class ScheduleSettings(BaseModel):
     runner: str = "local"  # where the ingestion's tasks run: local, dask or dask://HOST:PORT
     ingest_cron: str = "0 2 * * *"  # every night at 02:00
     eval_cron: str = "0 4 * * 0"  # Sundays at 04:00
-    # Also evaluate whenever a run of the ingestion deployment completes (a Prefect
-    # deployment trigger on its flow-run Completed event), beside eval_cron.
+    # Also evaluate whenever a run of the ingestion deployment completes having changed
+    # its table (a deployment trigger on grainline's ingest-completed event), beside eval_cron.
     eval_after_ingest: bool = False
     timezone: str = "UTC"
     # A run retries once after a failure (which has already restored the table).
@@ -113,13 +113,20 @@ def build_deployments(cfg: ScheduleSettings) -> list[Any]:
 
 
 def after_ingestion_trigger() -> Any:
-    """Fire when a flow run of the scheduled ingestion deployment completes."""
+    """Fire when a run of the scheduled ingestion deployment completes having changed its
+    table (an unchanged re-run has nothing new to evaluate).
+
+    It listens for grainline's own ``grainline.ingest.completed`` event
+    (``grainline.flows.ingest.announce_completed`` says why not Prefect's flow-run
+    Completed event)."""
     from prefect.events import DeploymentEventTrigger
+
+    from grainline.flows.ingest import INGEST_COMPLETED
 
     return DeploymentEventTrigger(
         name="evaluate-after-ingestion",
-        match={"prefect.resource.id": "prefect.flow-run.*"},
-        expect={"prefect.flow-run.Completed"},
+        match={"prefect.resource.id": "grainline.table.*", "grainline.changed": "true"},
+        expect={INGEST_COMPLETED},
         match_related={"prefect.resource.role": "deployment", "prefect.resource.name": INGEST_DEPLOYMENT},
     )
 

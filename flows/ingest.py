@@ -107,6 +107,33 @@ class SignalEnd:
             os._exit(128 + (self.signum or signal.SIGTERM))
 
 
+# Emitted when an ingestion run completes; the evaluation deployment's trigger listens
+# for it (deployments/schedules.py).
+INGEST_COMPLETED = "grainline.ingest.completed"
+
+
+def announce_completed(rec: Any) -> None:
+    """Emit :data:`INGEST_COMPLETED` for the run's table, labelled with whether the run
+    changed it (``grainline.changed``: "true"/"false").
+
+    Why an event of grainline's own rather than Prefect's ``prefect.flow-run.Completed``:
+    a scheduled run's state events follow its Scheduled event, which the scheduler's
+    bulk insert never emits, so the server's trigger service holds the whole chain back
+    as waiting for that event (minutes; the Completed event of the first scheduled runs
+    never fired). This event follows nothing and is evaluated as it arrives. Prefect
+    attaches the flow run, flow and deployment as related resources."""
+    from prefect.events import emit_event
+
+    c = rec.counts
+    changed = bool(c.docs_added or c.docs_updated or c.docs_deleted)
+    emit_event(
+        event=INGEST_COMPLETED,
+        resource={"prefect.resource.id": f"grainline.table.{rec.table_name}", "prefect.resource.name": rec.table_name,
+                  "grainline.changed": "true" if changed else "false"},
+        payload={"run_id": rec.run_id, "version_after": rec.version_after, "chunks_written": c.chunks_written},
+    )
+
+
 def task_runner_for(runner: str, dask_workers: int = 2) -> Any:
     """``local`` (threads), ``dask`` (a local Dask cluster) or ``dask://HOST:PORT`` /
     ``tcp://HOST:PORT`` (an existing Dask scheduler)."""
@@ -163,6 +190,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
     for f in c.failures:
         logger.warning("failed: %s (%s): %s", f["where"], f["stage"], f["reason"])
     summary = core.summary_markdown(rec)
+    announce_completed(rec)
     create_markdown_artifact(markdown=summary, key="grainline-ingest-summary", description=f"grainline ingestion {rec.run_id}")
     return {
         "run_id": rec.run_id,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -64,6 +65,18 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         assert httpx.get(f"http://127.0.0.1:{port}/ui-settings", timeout=10).json()["api_url"] == api
 
         assert first["docs_added"] == len(CORPUS) and first["docs_failed"] == 0
+
+        # The first completed ingestion starts exactly one evaluation, at once; the next
+        # scheduled runs change nothing and start none.
+        def triggered() -> list[dict]:
+            return [r for r in flow_runs(api) if (r.get("created_by") or {}).get("type") == "AUTOMATION"]
+
+        fired = wait_for("the evaluation the first ingestion triggered", triggered, log, timeout=90, every=1)
+        assert len(fired) == 1, fired
+        finished = first["finished"] if first["finished"].tzinfo else first["finished"].replace(tzinfo=timezone.utc)
+        lag = datetime.fromisoformat(fired[0]["created"]) - finished
+        print(f"evaluation triggered {lag.total_seconds():.1f}s after the first ingestion finished")
+        assert lag.total_seconds() < 30, lag
         table = first["table_name"]
         store = ChunkStore(str(db), table, 384)
         export = default_export_dir(str(db), table)
@@ -102,6 +115,8 @@ def test_serve_runs_schedules_by_itself(tmp_path):
                  lambda: [r for r in ingest_runs(db, "completed", src) if r["started"].timestamp() > killed_at], log)
         assert not [r for r in ingest_runs(db, "running", src) if r["started"].timestamp() < killed_at - 5]
 
+        # Only the ingestions that changed the table (the first, the edit) started one.
+        assert 1 <= len(triggered()) <= 2, triggered()
         # The evaluation deployment fired after an ingestion and wrote its results.
         wait_for("eval_results written by the triggered evaluation",
                  lambda: (t := open_table_if_exists(connect(str(db)), "eval_results")) is not None and t.count_rows() > 0, log)
