@@ -205,13 +205,14 @@ def _write_partitioned(batches: Any, folder: Path | str, schema: pa.Schema, fs: 
         Path(folder).mkdir(parents=True, exist_ok=True)  # an empty table still gets a (complete) export
 
 
-def read_export(out_dir: str) -> pa.Table:
-    """Read an export back (every Parquet file under it; ``strategy`` is in the files)."""
+def read_export(out_dir: str, columns: list[str] | None = None) -> pa.Table:
+    """Read an export back (every Parquet file under it; ``strategy`` is in the files),
+    all columns or only ``columns``."""
     import pyarrow.dataset as ds
 
     if _is_local(out_dir):
         return ds.dataset(out_dir.removeprefix("file://"), format="parquet", exclude_invalid_files=False,
-                          ignore_prefixes=[".", "_"]).to_table()
+                          ignore_prefixes=[".", "_"]).to_table(columns=columns)
     fs, path = filesystem(out_dir)
     return ds.dataset(path, filesystem=fs, format="parquet", exclude_invalid_files=False,
-                      ignore_prefixes=[".", "_"]).to_table()
+                      ignore_prefixes=[".", "_"]).to_table(columns=columns)

@@ -1,5 +1,5 @@
 """The database's housekeeping: ``tables``, ``sources``, ``runs``, ``unlock``,
-``restore``, ``maintain`` and ``reembed``."""
+``restore``, ``maintain``, ``check`` and ``reembed``."""
 
 from __future__ import annotations
 
@@ -194,6 +194,7 @@ def maintain(
         chk.existing_db(db)
     from pydantic import ValidationError
 
+    from grainline.storage.check import NotADatabase, check_database
     from grainline.storage.maintenance import MaintenanceSettings, maintain_table
 
     try:
@@ -203,7 +204,17 @@ def maintain(
             from grainline.api import model_table
 
             table = model_table(model)
+        # A damaged table is never maintained (and so never recorded as healthy):
+        # compaction would rewrite damage into new files and pruning drop the versions
+        # it could be restored from.
+        found = check_database(db, only=table)
+        if found.problems:
+            for p in found.problems:
+                typer.echo(p.line())
+            fail(f"table {table} is damaged ({len(found.problems)} problems above); not maintained", code=1)
         rep = maintain_table(db, table, settings)
+    except NotADatabase as exc:
+        fail(str(exc))
     except (ValueError, ValidationError) as exc:
         fail(str(exc))
     b, a = rep.before, rep.after
@@ -212,6 +223,31 @@ def maintain(
                f"unindexed rows {b.unindexed_rows} -> {a.unindexed_rows}, vector index {a.vector_index or 'none (exact search)'}")
     for action in rep.actions:
         typer.echo(f"  - {action}")
+
+
+def check(
+    db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
+    table: str = typer.Option(None, "--table", help="Check only this table (default: every table)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the problems as one JSON list of {kind, table, where, reason}."),
+) -> None:
+    """Verify a database as fsck verifies a disk: tables and ledger versions, chunk rows,
+    duplicate ids, the Parquet export, locks. One line per problem and exit 1, or an
+    "ok" line and exit 0."""
+    from grainline.storage.check import NotADatabase, check_database, problems_json
+
+    try:
+        report = check_database(db, only=table)
+    except NotADatabase as exc:
+        fail(str(exc))
+    if as_json:
+        typer.echo(problems_json(report))
+    else:
+        for p in report.problems:
+            typer.echo(p.line())
+        if report.ok:
+            typer.echo(report.summary())
+    if not report.ok:
+        raise typer.Exit(1)
 
 
 def reembed(
