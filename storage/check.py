@@ -69,6 +69,11 @@ class Problem:
         return asdict(self)
 
 
+# Kinds that mean the table itself is damaged; a stale export or a dead lock holder is
+# reported too, but is about files beside the table, which the next run rewrites.
+TABLE_DAMAGE = frozenset({"open", "version", "row", "duplicate"})
+
+
 @dataclass
 class CheckReport:
     """What a check looked at, and the problems it found."""
@@ -84,6 +89,11 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+    @property
+    def damage(self) -> list[Problem]:
+        """The problems that mean a table itself is damaged (:data:`TABLE_DAMAGE`)."""
+        return [p for p in self.problems if p.kind in TABLE_DAMAGE]
 
     def summary(self) -> str:
         """One line: what was checked."""

@@ -208,10 +208,12 @@ def maintain(
         # compaction would rewrite damage into new files and pruning drop the versions
         # it could be restored from.
         found = check_database(db, only=table)
-        if found.problems:
-            for p in found.problems:
+        if found.damage:
+            for p in found.damage:
                 typer.echo(p.line())
-            fail(f"table {table} is damaged ({len(found.problems)} problems above); not maintained", code=1)
+            fail(f"table {table} is damaged ({len(found.damage)} problems above); not maintained", code=1)
+        for p in found.problems:  # beside the table (export, locks): said, not blocking
+            typer.secho(f"warning: {p.line()}", fg=typer.colors.YELLOW, err=True)
         rep = maintain_table(db, table, settings)
     except NotADatabase as exc:
         fail(str(exc))
