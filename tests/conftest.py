@@ -107,3 +107,24 @@ LONGEST_FIRST = (
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.stem, len(rank)))
+
+
+# GRAINLINE_TEST_CPU_LOG=FILE appends one line per test: the CPU seconds its worker and
+# the children it waited for spent (user+sys), to find where the suite's CPU goes. Kept
+# servers that outlive a test are not counted here.
+_CPU_LOG = os.environ.get("GRAINLINE_TEST_CPU_LOG")
+if _CPU_LOG:
+    import resource
+
+    def _cpu_now() -> float:
+        own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item, nextitem):
+        import time
+
+        cpu, wall = _cpu_now(), time.monotonic()
+        yield
+        with open(_CPU_LOG, "a", encoding="utf-8") as log:
+            log.write(f"{_cpu_now() - cpu:.1f}\t{time.monotonic() - wall:.1f}\t{item.nodeid}\n")
