@@ -9,7 +9,7 @@ their exact cosine (``REFINE_FACTOR`` times ``k`` of them). Without one it is ex
 Imports are lazy: the CLI checks a ``--method`` against the registry before loading
 LanceDB or a model.
 
-May import: documents, embedding, evaluation, registry, storage.
+May import: chunkers, documents, embedding, evaluation, registry, storage.
 """
 
 from __future__ import annotations
@@ -125,28 +125,98 @@ def search(
     where: str | None = None,
     method: str = "dense",
     metadata: list[str] | None = None,
+    returns: str | None = None,
 ) -> list[SearchHit]:
     """The ``k`` chunks of ``strategy`` that best match ``query`` by ``method``
     (``dense``, ``bm25``, ``hybrid``, or ``svm`` from the evaluation's retrieval
     registry, so what an evaluation recommends can be searched with); ``where`` is a
     SQL filter on the table's columns, ``metadata`` ``KEY=VALUE`` pairs every hit's
-    document metadata must hold."""
+    document metadata must hold. ``returns`` (small-to-big): a coarser strategy whose
+    chunks are returned instead, the ``k`` that hold the best ``strategy`` hits, each
+    once, with the score of its best child and that child under ``row["matched"]``."""
     fn = SEARCH_METHODS.get(method)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
     if not query.strip():
         raise ValueError("query is empty")
+    if returns is not None:
+        from grainline.chunkers.nesting import check_coarser
+
+        check_coarser(strategy, returns)
     from grainline.embedding import EmbedderSettings, get_embedder
 
     embedder = get_embedder(embedder_settings or EmbedderSettings())
     table = open_chunks_table(db, embedder)
     meta_sql, exact = metadata_filter(metadata or [])
     filt = " AND ".join(f"({w})" for w in (where, meta_sql) if w) or None
-    # The exact metadata check can drop a LIKE match: ask for more, keep k.
-    req = SearchRequest(table, query, strategy, k * 4 if meta_sql else k, filt,
-                        lambda: embedder.embed_queries([query])[0])
-    hits = [h for h in fn(req) if exact(h.row)][:k]
-    return [SearchHit(i + 1, h.score, h.row) for i, h in enumerate(hits)]
+    vector_fn = _once(lambda: embedder.embed_queries([query])[0])
+    # The exact metadata check can drop a LIKE match: ask for more, keep k. Small-to-big
+    # asks for more children until k parents are found or the children run out.
+    want = k * 4 if meta_sql else k
+    if returns is not None:
+        want *= 8
+    while True:
+        children = fn(SearchRequest(table, query, strategy, want, filt, vector_fn))
+        hits = [h for h in children if exact(h.row)]
+        if returns is not None:
+            hits = parent_hits(table, hits, strategy, returns)
+        if len(hits) >= k or len(children) < want or returns is None or want >= MAX_CHILDREN:
+            break
+        want = min(want * 4, MAX_CHILDREN)
+    return [SearchHit(i + 1, h.score, h.row) for i, h in enumerate(hits[:k])]
+
+
+# Small-to-big reads at most this many child hits to fill k parents.
+MAX_CHILDREN = 4096
+
+
+def _once(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` called on first use only (the query is embedded once however many times
+    small-to-big asks for more children)."""
+    box: list[Any] = []
+
+    def call() -> Any:
+        if not box:
+            box.append(fn())
+        return box[0]
+
+    return call
+
+
+def stored_strategies(table: Any) -> list[str]:
+    """The strategies a chunks table holds rows of."""
+    col = table.search().select(["strategy"]).limit(None).to_arrow().column("strategy")
+    return sorted(set(col.unique().to_pylist()))
+
+
+def parent_hits(table: Any, hits: list[SearchHit], strategy: str, parent: str) -> list[SearchHit]:
+    """Each hit's enclosing ``parent`` chunk from the same table (its document's chunk of
+    that strategy overlapping it most), first occurrence only, in the hits' order."""
+    from grainline.chunkers.nesting import Parents, expand
+    from grainline.storage.sql import quote
+
+    if not hits:
+        return []
+    docs = list(dict.fromkeys(h.row["doc_id"] for h in hits))
+    rows: list[dict[str, Any]] = []
+    for i in range(0, len(docs), 500):  # a bounded IN list per query
+        ids = ", ".join(quote(d) for d in docs[i:i + 500])
+        rows += (table.search().where(f"strategy = {quote(parent)} AND doc_id IN ({ids})")
+                 .select(RESULT_COLUMNS).limit(None).to_list())
+    if not rows:
+        stored = stored_strategies(table)
+        if parent not in stored:
+            raise ValueError(f"--return {parent}: table {table.name} holds no {parent} chunks "
+                             f"(strategies stored: {', '.join(stored) or 'none'})")
+        return []
+    by_id = {r["chunk_id"]: r for r in rows}
+    parents = Parents((r["doc_id"], r["start"], r["end"], r["chunk_id"]) for r in rows)
+    out = []
+    for h, cid in expand(hits, lambda h: (h.row["doc_id"], h.row["start"], h.row["end"]), parents):
+        matched = {"strategy": strategy, "chunk_id": h.row["chunk_id"], "start": h.row["start"], "end": h.row["end"],
+                   "text": h.row["text"]}
+        out.append(SearchHit(len(out) + 1, h.score, {**by_id[cid], "matched": matched}))
+    return out
 
 
 def registry_search(table: Any, query: str, vector: Any, strategy: str, k: int, method: str, dim: int) -> list[SearchHit]:

@@ -103,6 +103,10 @@ def print_hits(query: str, strategy: str, hits: list, as_json: bool = False) -> 
         text = " ".join(h.row["text"].split())
         snippet = textwrap.shorten(text, width=150, placeholder=" ...")
         typer.echo(f"  {h.rank}. {h.score:.3f}  {printable(h.row['doc_id'])} [{h.row['start']}:{h.row['end']}]  {printable(snippet)}")
+        if "matched" in h.row:  # small-to-big: the hit inside it
+            m = h.row["matched"]
+            typer.echo(f"       via {m['strategy']} [{m['start']}:{m['end']}]: "
+                       + printable(textwrap.shorten(" ".join(m["text"].split()), width=120, placeholder=" ...")))
 
 
 def printable(text: str) -> str:
@@ -125,7 +129,7 @@ def validation_line(exc: Any) -> str:
 
 
 # Settings fields whose command-line option has another name.
-_OPTION_OF = {"strategies": "--strategy", "reports_dir": "--reports"}
+_OPTION_OF = {"strategies": "--strategy", "reports_dir": "--reports", "small_to_big": "--small-to-big"}
 
 
 def validation_message(err: dict) -> str:

@@ -37,6 +37,7 @@ def eval_cmd(
     svm_c: float = typer.Option(0.1, "--svm-c", help="svm method: the SVM's C (regularisation)."),
     svm_candidates: int = typer.Option(1000, "--svm-candidates", help="svm method: dense hits it re-ranks per query."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Progress of ingestion, query embedding and scoring on stderr."),
+    small_to_big: str = typer.Option("sentence->paragraph,paragraph->article", "--small-to-big", help="Small-to-big configurations scored beside the flat ones: CHILD->PARENT searches CHILD chunks and returns the PARENT chunks that hold them (comma-separated; none: off)."),
     chunk: list[str] = typer.Option([], "--chunk", help="Chunker settings to sweep, repeatable: paragraph.max_tokens=128,256 --chunk paragraph.overlap=0,32 (every combination is a configuration)."),
 ) -> None:
     """Compare chunk granularities and retrieval methods on a labelled dataset, or on
@@ -70,7 +71,7 @@ def eval_cmd(
             long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head,
                                       show_progress=progress),
-            svm={"c": svm_c, "candidates": svm_candidates},
+            svm={"c": svm_c, "candidates": svm_candidates}, small_to_big=small_to_big,
         )
         if queries is not None:
             # A query set made for another table or model is refused before the flow

@@ -26,10 +26,18 @@ def search(
     backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
+    returns: str = typer.Option(None, "--return", help="Small-to-big: return the coarser chunks (paragraph or article) that hold the best --strategy hits, each once."),
 ) -> None:
     """Search one strategy's chunks: dense, bm25, hybrid or svm."""
     with checked():
         chk.strategies(strategy)
+        if returns is not None:
+            from grainline.chunkers.nesting import check_coarser
+
+            try:
+                check_coarser(strategy, returns)
+            except ValueError as exc:
+                raise chk.ArgumentError(f"--return {returns}: {exc}") from None
         chk.search_method(method)
         chk.positive("-k", k)
         check_embedder_args(device, precision, backend)
@@ -43,10 +51,10 @@ def search(
     try:
         hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision,
                                                                      backend=backend, head=head),
-                         where=sql_filter, method=method, metadata=where)
+                         where=sql_filter, method=method, metadata=where, returns=returns)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc))
-    print_hits(query, strategy, hits, as_json)
+    print_hits(query, returns or strategy, hits, as_json)
 
 
 def related(

@@ -68,6 +68,10 @@ class EvalSettings(BaseModel):
     chunk_sweep: dict[str, dict[str, list[Any]]] = Field(default_factory=dict)
     embedder: EmbedderSettings = Field(default_factory=EmbedderSettings)
     svm: SvmSettings = Field(default_factory=SvmSettings)  # options of the ``svm`` method
+    # Small-to-big configurations, scored beside the flat ones wherever the run holds
+    # both strategies (each once, not swept): search CHILD's chunks, return each hit's
+    # enclosing PARENT chunk, parents deduplicated.
+    small_to_big: list[str] = Field(default_factory=lambda: ["sentence->paragraph", "paragraph->article"])
 
     @field_validator("strategies", mode="before")
     @classmethod
@@ -97,6 +101,16 @@ class EvalSettings(BaseModel):
                 settings_for(strategy, **combo)  # a bad value fails here, naming the setting
         return sweep
 
+    @field_validator("small_to_big", mode="before")
+    @classmethod
+    def _small_to_big(cls, v: Any) -> list[str]:
+        from grainline.chunkers.nesting import parse_pair
+
+        if v is None or v == "none":
+            return []
+        items = [p.strip() for p in v.split(",")] if isinstance(v, str) else list(v)
+        return list(dict.fromkeys("->".join(parse_pair(p)) for p in items if p))
+
     @model_validator(mode="after")
     def _one_source(self) -> "EvalSettings":
         if (self.dataset is None) == (self.queries is None):
@@ -121,6 +135,10 @@ class Config:
     # How the report names the chunking: the strategy, or with the settings that tell
     # apart several configurations of one strategy (a sweep).
     label: str = ""
+    # Small-to-big: the labels of the configuration searched (its table and version
+    # above) and of the one whose enclosing chunks are returned; None for a flat one.
+    child: str | None = None
+    parent: str | None = None
 
     def __post_init__(self) -> None:
         self.label = self.label or self.strategy

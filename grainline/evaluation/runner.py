@@ -228,7 +228,31 @@ def load_production(settings: EvalSettings) -> EvalRun:
                                version if in_prod else None, tag if in_prod else None, label)
                         for m in settings.methods]
     run.production = True
+    add_small_to_big(run)
     return run
+
+
+def add_small_to_big(run: EvalRun) -> None:
+    """Append the settings' small-to-big configurations (``sentence->paragraph``: search
+    sentence chunks, return their paragraphs) for every method, where the run holds
+    both strategies once each (a swept strategy has no single parent or child)."""
+    from grainline.chunkers.nesting import parse_pair
+
+    flat = [c for c in run.configs if c.parent is None]
+    for pair in run.settings.small_to_big:
+        child, parent = parse_pair(pair)
+        kids = [c for c in flat if c.strategy == child]
+        parents = {c.method: c for c in flat if c.strategy == parent}
+        if len({c.label for c in kids}) != 1 or len({c.label for c in parents.values()}) != 1:
+            continue
+        label = f"{child}->{parent}"
+        for k in kids:
+            p = parents.get(k.method)
+            if p is None:
+                continue
+            params = json.dumps({child: json.loads(k.params or "{}"), parent: json.loads(p.params or "{}")}, sort_keys=True)
+            run.configs.append(Config(label, f"{k.chunker_key}>{p.chunker_key}", params, k.method, k.table_name,
+                                      k.table_version, k.table_tag, label, child=k.label, parent=p.label))
 
 
 def groups(run: EvalRun) -> list[str]:
@@ -275,6 +299,7 @@ def ingest_dataset(run: EvalRun) -> None:
         Config(st, plan.key, json.dumps(json.loads(plan.params), sort_keys=True), m, table, version, tag, label)
         for (st, plan, table, version, tag), label in zip(made, labels) for m in s.methods
     ]
+    add_small_to_big(run)
     run.seconds["ingest"] = time.perf_counter() - t0
     run.ingest_counts = totals
 
@@ -355,19 +380,19 @@ def score_strategy(run: EvalRun, label: str, query_vectors: dict[str, np.ndarray
     configs = [c for c in run.configs if c.label == label]
     if not configs:
         raise ValueError(f"no configuration {label!r} in this run (have: {', '.join(groups(run))})")
-    table = open_table_if_exists(connect(s.db), configs[0].table_name)
-    if table is None:
-        raise ValueError(f"evaluation table {configs[0].table_name!r} is missing from {s.db!r}")
-    if configs[0].table_tag:
-        # Read exactly the tagged version, even if another run writes the table meanwhile.
-        table.checkout(configs[0].table_tag)
-    elif configs[0].table_version is not None:
-        table.checkout(configs[0].table_version)
     dim = get_embedder(s.embedder).identity.dim
-    progress(run, f"loading {label} chunks from {configs[0].table_name} v{table.version}")
-    index = ChunkIndex.load(table, configs[0].chunker_key, dim)
-    ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key, index=index, query_vectors=query_vectors,
-                           options={"svm": s.svm})
+    table, index = _load_index(run, configs[0], dim)
+    parents = None
+    if configs[0].parent is not None:
+        # Small-to-big: search the child's chunks, score the parents that hold them.
+        from grainline.chunkers.nesting import Parents
+
+        (pcfg, *_) = [c for c in run.configs if c.label == configs[0].parent]
+        _, pindex = _load_index(run, pcfg, dim)
+        parents = (pindex, Parents((d, int(a), int(b), i) for i, (d, a, b) in
+                                   enumerate(zip(pindex.doc_ids, pindex.starts, pindex.ends))))
+    ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key.split(">")[0], index=index,
+                           query_vectors=query_vectors, options={"svm": s.svm})
     texts = run.dataset.texts_by_id()
     queries = {q.query_id: q for q in run.queries}
     cache = ctx.options.setdefault("_runs", {})
@@ -377,10 +402,36 @@ def score_strategy(run: EvalRun, label: str, query_vectors: dict[str, np.ndarray
         t0 = time.perf_counter()
         hits = RETRIEVERS.get(cfg.method)(ctx, run.queries, s.depth)
         cache[cfg.method] = hits
+        if parents is not None:
+            hits = {qid: parent_hits(hs, *parents) for qid, hs in hits.items()}
         run.seconds[f"retrieve {cfg.name}"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         run.per_query[cfg.name] = score_queries(hits, queries, texts)
         run.seconds[f"score {cfg.name}"] = time.perf_counter() - t0
+
+
+def _load_index(run: EvalRun, cfg: Config, dim: int) -> tuple[Any, ChunkIndex]:
+    """A configuration's table at the version the run tagged, and its chunks in memory."""
+    s = run.settings
+    table = open_table_if_exists(connect(s.db), cfg.table_name)
+    if table is None:
+        raise ValueError(f"evaluation table {cfg.table_name!r} is missing from {s.db!r}")
+    if cfg.table_tag:
+        # Read exactly the tagged version, even if another run writes the table meanwhile.
+        table.checkout(cfg.table_tag)
+    elif cfg.table_version is not None:
+        table.checkout(cfg.table_version)
+    progress(run, f"loading {cfg.label} chunks from {cfg.table_name} v{table.version}")
+    key = cfg.chunker_key.split(">")[0]
+    return table, ChunkIndex.load(table, key, dim)
+
+
+def parent_hits(hits: list[Hit], pindex: ChunkIndex, parents: Any) -> list[Hit]:
+    """Child hits -> the parent chunks that hold them, in the children's order, each
+    parent once, with the score of its best child."""
+    from grainline.chunkers.nesting import expand
+
+    return [pindex.hit(i, h.score) for h, i in expand(hits, lambda h: (h.doc_id, h.start, h.end), parents)]
 
 
 def score_queries(

@@ -81,7 +81,8 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     assert "best nDCG@10" in state.message and "no regressions" in state.message
     rows = out["results"]
     assert {(r["strategy"], r["method"]) for r in rows} == {
-        (s, m) for s in ("sentence", "paragraph", "article") for m in ("dense", "bm25", "hybrid")
+        (s, m) for s in ("sentence", "paragraph", "article", "sentence->paragraph", "paragraph->article")
+        for m in ("dense", "bm25", "hybrid")
     }
     by = {(r["strategy"], r["method"], r["metric"]): r for r in rows}
     # with 4 clearly separated topics every method finds the right document first
@@ -198,3 +199,52 @@ def test_documents_sample_keeps_the_queries_about_them(tmp_path):
     assert {q.query_id for q in run.queries} == expected
     with pytest.raises(ValueError, match="sample_docs samples a dataset"):
         EvalSettings(queries="x.jsonl", sample_docs=2)
+
+
+def test_small_to_big_returns_the_parents_of_the_child_hits(tmp_path, embedder):
+    """sentence->paragraph searches sentences and scores their paragraphs: the documents
+    rank exactly as the sentences' do (a parent lies in its child's document), every
+    span the top 5 sentences cover is covered by the top 5 paragraphs, and the hits are
+    paragraph chunks, each once."""
+    from grainline.evaluation import runner
+
+    data = write_spans_fixture(tmp_path / "spans")
+    settings = EvalSettings(dataset=f"spans:{data}", methods="dense,bm25", db=str(tmp_path / "db"),
+                            reports_dir=str(tmp_path / "reports"), embedder=EmbedderSettings(device="cpu"),
+                            n_bootstrap=100, n_permutations=100)
+    run = run_eval(settings)
+    names = [c.name for c in run.configs]
+    assert names[-4:] == ["sentence->paragraph/dense", "sentence->paragraph/bm25",
+                          "paragraph->article/dense", "paragraph->article/bm25"]
+    for child, pair in (("sentence", "sentence->paragraph"), ("paragraph", "paragraph->article")):
+        for method in ("dense", "bm25"):
+            small, big = run.per_query[f"{child}/{method}"], run.per_query[f"{pair}/{method}"]
+            assert small.keys() == big.keys()
+            for qid in small:
+                for m in ("ndcg@10", "recall@1", "mrr@10"):
+                    assert big[qid][m] == small[qid][m], (pair, method, qid, m)
+                assert big[qid]["span_recall@5"] >= small[qid]["span_recall@5"] - 1e-12
+    # the hits themselves: parent chunks of the paragraph table, no parent twice
+    (cfg,) = [c for c in run.configs if c.name == "sentence->paragraph/dense"]
+    (pcfg,) = [c for c in run.configs if c.name == "paragraph/dense"]
+    dim = embedder.identity.dim
+    _t, child_index = runner._load_index(run, cfg, dim)
+    _t, pindex = runner._load_index(run, pcfg, dim)
+    from grainline.chunkers.nesting import Parents
+    from grainline.evaluation.retrieval import RETRIEVERS, RetrievalContext
+
+    vectors = runner.embed_queries(run)
+    ctx = RetrievalContext(table=_t, chunker_key=cfg.chunker_key.split(">")[0], index=child_index,
+                           query_vectors=vectors)
+    parents = Parents((d, int(a), int(b), i) for i, (d, a, b) in enumerate(zip(pindex.doc_ids, pindex.starts, pindex.ends)))
+    paragraphs = set(zip(pindex.doc_ids, pindex.starts.tolist(), pindex.ends.tolist()))
+    for qid, hits in RETRIEVERS.get("dense")(ctx, run.queries, 50).items():
+        up = runner.parent_hits(hits, pindex, parents)
+        spans = [(h.doc_id, h.start, h.end) for h in up]
+        assert len(spans) == len(set(spans)) and set(spans) <= paragraphs
+        assert up[0].score == hits[0].score and up[0].doc_id == hits[0].doc_id
+        assert up[0].start <= hits[0].start and hits[0].end <= up[0].end
+    # off, and a pair that is not small-to-big
+    assert EvalSettings(dataset="spans:x", small_to_big="none").small_to_big == []
+    with pytest.raises(ValueError, match="can only return a coarser strategy"):
+        EvalSettings(dataset="spans:x", small_to_big=["article->sentence"])

@@ -226,3 +226,36 @@ def test_search_with_the_evaluation_methods(ingested, tmp_path):
         assert [h["rank"] for h in hits] == list(range(1, len(hits) + 1)) and len(hits) <= 2 and {h["strategy"] for h in hits} == {"paragraph"}
     res = cli("search", "x", "--method", "svd", "--db", db, home=str(tmp_path / "ph"))
     assert res.returncode == 2 and "--method 'svd' is not valid; valid: bm25, dense, hybrid, svm" in res.stderr
+
+
+def test_search_small_to_big_returns_each_enclosing_chunk_once(ingested, tmp_path):
+    """`grainline search --strategy sentence --return paragraph`: the paragraphs that hold
+    the best sentences, each once, with the sentence that matched; a strategy the table
+    does not store, or one that is not coarser, is one line."""
+    root, db, _ = ingested
+    for method in ("dense", "bm25", "hybrid"):
+        res = cli("search", "basaltic lava vent", "--method", method, "--strategy", "sentence", "--return", "paragraph",
+                  "-k", "3", "--db", db, "--device", "cpu", "--json", home=str(tmp_path / "ph"))
+        assert res.returncode == 0, res.stderr
+        hits = [json.loads(x) for x in res.stdout.strip().splitlines()]
+        assert 1 <= len(hits) <= 3 and [h["rank"] for h in hits] == list(range(1, len(hits) + 1))
+        assert {h["strategy"] for h in hits} == {"paragraph"} and len({h["chunk_id"] for h in hits}) == len(hits)
+        for h in hits:
+            m = h["matched"]
+            assert m["strategy"] == "sentence" and h["start"] <= m["start"] and m["end"] <= h["end"]
+            assert h["text"][m["start"] - h["start"]:m["end"] - h["start"]] == m["text"]
+        assert hits[0]["doc_id"].endswith("/web/volcano.html") and "Basaltic lava" in hits[0]["matched"]["text"], (method, hits)
+    res = cli("search", "basaltic lava", "--strategy", "paragraph", "--return", "article", "-k", "2", "--db", db,
+              "--device", "cpu", home=str(tmp_path / "ph"))
+    assert res.returncode == 0 and "article chunks for" in res.stdout and "via paragraph [" in res.stdout, res.stdout
+
+    res = cli("search", "lava", "--strategy", "paragraph", "--return", "sentence", "--db", db, home=str(tmp_path / "ph"))
+    assert res.returncode == 2 and "--return sentence: paragraph chunks can only return a coarser strategy (article)" in res.stderr
+    assert "Traceback" not in res.stderr
+    only = str(tmp_path / "only")
+    rec = run_ingest(IngestSettings(source=str(root / "src"), db=only, strategies=["sentence", "paragraph"],
+                                    embedder=EmbedderSettings(device="cpu"), export_parquet=False))
+    res = cli("search", "lava", "--strategy", "sentence", "--return", "article", "--db", only, "--device", "cpu",
+              home=str(tmp_path / "ph"))
+    assert res.returncode == 2 and "Traceback" not in res.stderr, res.stderr
+    assert f"--return article: table {rec.table_name} holds no article chunks (strategies stored: paragraph, sentence)" in res.stderr
