@@ -78,6 +78,7 @@ def build_deployments(cfg: ScheduleSettings) -> list[Any]:
     ``settings`` (paths made absolute: scheduled runs start in a folder of their own).
     Prefect merges a custom run's parameters into the deployment's one level deep, so
     a run that changes one setting passes the whole ``settings`` object, edited."""
+    from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
     from prefect.schedules import Cron
 
     from grainline.flows.evaluate import evaluate_flow
@@ -107,6 +108,9 @@ def build_deployments(cfg: ScheduleSettings) -> list[Any]:
                 tags=["grainline", "evaluation"],
                 description=f"Compare {','.join(ev.strategies)} x {','.join(ev.methods)} on {ev.dataset}.",
                 triggers=[after_ingestion_trigger()] if cfg.eval_after_ingest else None,
+                # One at a time; a run that arrives meanwhile waits, and gives way to
+                # any run that started after it was requested (flows/coalesce.py).
+                concurrency_limit=ConcurrencyLimitConfig(limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE),
             )
         )
     return deployments

@@ -80,6 +80,14 @@ def evaluate_flow(settings: EvalSettings) -> Any:
     queries. ``chunk_sweep`` (``{"paragraph": {"max_tokens": [128, 256]}}``) makes
     every combination a configuration of its own."""
     logger = get_run_logger()
+    from .coalesce import COALESCED, superseded_by
+
+    later = superseded_by()
+    if later is not None:
+        message = (f"coalesced: flow run {later.name} started after this run was requested and evaluates "
+                   f"the same dataset and tables")
+        logger.info(message)
+        return Completed(name=COALESCED, message=message)
     run = load_task(settings)
     ingest_task(run)  # with a query set: only swept configurations the table lacks
     vectors = embed_queries_task(run)

@@ -37,8 +37,8 @@ def test_serve_runs_schedules_by_itself(tmp_path):
     """`grainline serve` with an every-minute cron: the scheduler creates and runs the
     ingestion by itself; an edited file is picked up by the next scheduled run (only
     that document changes); a run killed mid-way is followed by a scheduled run that
-    completes; the evaluation fires after each ingestion; the UI talks to this server;
-    Ctrl-C stops everything."""
+    completes; the evaluation fires after each ingestion; a burst of evaluation requests
+    is coalesced; the UI talks to this server; Ctrl-C stops everything."""
     src = write_files(tmp_path / "src", CORPUS)
     spans = write_spans_fixture(tmp_path / "spans")
     db, home, log = tmp_path / "db", tmp_path / "prefect-home", tmp_path / "serve.log"
@@ -49,7 +49,8 @@ def test_serve_runs_schedules_by_itself(tmp_path):
          "--ingest-cron", "* * * * *", "--eval-dataset", f"spans:{spans}", "--eval-after-ingest",
          "--eval-cron", "0 0 1 1 *", "--reports", str(tmp_path / "reports"), "--port", str(port),
          "--prefect-home", str(home)],
-        env=user_env(home), cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
+        # Runs waiting for the evaluation's one slot retry every 5 s (Prefect's default is 30).
+        env=user_env(home, PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS="5"), cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
         t0 = time.monotonic()
@@ -120,6 +121,34 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         # The evaluation deployment fired after an ingestion and wrote its results.
         wait_for("eval_results written by the triggered evaluation",
                  lambda: (t := open_table_if_exists(connect(str(db)), "eval_results")) is not None and t.count_rows() > 0, log)
+
+        # A burst of evaluation requests (three Run clicks in the UI, each a POST of
+        # create_flow_run) never runs two evaluations at once, and every request that
+        # waits gives way to an evaluation that started after it was made.
+        dep = httpx.get(f"{api}/deployments/name/grainline-evaluate/scheduled-eval", timeout=10).json()
+        burst = [httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10).json()["id"]
+                 for _ in range(3)]
+
+        def evaluations() -> list[dict]:
+            return httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
+                "flow_runs": {"deployment_id": {"any_": [dep["id"]]}}, "limit": 200}).json()
+
+        def burst_done() -> list[dict] | None:
+            runs = {r["id"]: r for r in evaluations()}
+            done = [runs[i] for i in burst if runs[i]["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+            return done if len(done) == len(burst) else None
+
+        done = wait_for("the burst of evaluations ended", burst_done, log, timeout=300)
+        assert all(r["state_type"] == "COMPLETED" for r in done), [(r["name"], r["state_name"]) for r in done]
+        coalesced = [r for r in done if r["state_name"] == "Coalesced"]
+        print(f"burst of {len(burst)} evaluation requests: {[r['state_name'] for r in done]}")
+        assert 1 <= len(coalesced) <= 2, [(r["name"], r["state_name"]) for r in done]
+        real = [r for r in evaluations() if r["state_type"] == "COMPLETED" and r["state_name"] != "Coalesced"]
+        spans_ = sorted((datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"])) for r in real)
+        assert all(a[1] <= b[0] for a, b in zip(spans_, spans_[1:])), spans_  # one at a time
+        for r in coalesced:
+            created = datetime.fromisoformat(r["created"])
+            assert any(datetime.fromisoformat(x["start_time"]) >= created for x in real), r
         print(f"serve journey done in {time.monotonic() - t0:.0f}s")
     finally:
         stop_tree(proc)
