@@ -242,9 +242,10 @@ def add_small_to_big(run: EvalRun) -> None:
     for pair in run.settings.small_to_big:
         child, parent = parse_pair(pair)
         kids = [c for c in flat if c.strategy == child]
-        parents = {c.method: c for c in flat if c.strategy == parent}
-        if len({c.label for c in kids}) != 1 or len({c.label for c in parents.values()}) != 1:
-            continue
+        bigs = [c for c in flat if c.strategy == parent]
+        if len({c.label for c in kids}) != 1 or len({c.label for c in bigs}) != 1:
+            continue  # a strategy missing, or swept into several configurations
+        parents = {c.method: c for c in bigs}
         label = f"{child}->{parent}"
         for k in kids:
             p = parents.get(k.method)

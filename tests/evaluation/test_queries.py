@@ -233,7 +233,7 @@ def test_search_small_to_big_returns_each_enclosing_chunk_once(ingested, tmp_pat
     the best sentences, each once, with the sentence that matched; a strategy the table
     does not store, or one that is not coarser, is one line."""
     root, db, _ = ingested
-    for method in ("dense", "bm25", "hybrid"):
+    for method in ("dense", "bm25"):  # hybrid fuses the two lists the same way before the parents are found
         res = cli("search", "basaltic lava vent", "--method", method, "--strategy", "sentence", "--return", "paragraph",
                   "-k", "3", "--db", db, "--device", "cpu", "--json", home=str(tmp_path / "ph"))
         assert res.returncode == 0, res.stderr

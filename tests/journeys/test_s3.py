@@ -430,6 +430,7 @@ def test_eval_on_a_spans_dataset_writes_its_results_to_the_store(stack, s3_env, 
               "--method", "dense,bm25", "--reports", str(tmp_path / "reports"))
     assert "spans: 5 queries; best nDCG@10" in run.stdout, run.stdout[-2000:]
     results = connect(db).open_table("eval_results").to_arrow()
-    assert set(results.column("strategy").to_pylist()) == {"sentence", "paragraph"}
+    # the two flat strategies and the small-to-big pair of them
+    assert set(results.column("strategy").to_pylist()) == {"sentence", "paragraph", "sentence->paragraph"}
     assert set(results.column("method").to_pylist()) == {"dense", "bm25"}
     assert_no_secret(server, run.stdout, run.stderr(), json.dumps(Ledger(db).runs(), default=str))
