@@ -142,8 +142,14 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         assert all(r["state_type"] == "COMPLETED" for r in done), [(r["name"], r["state_name"]) for r in done]
         coalesced = [r for r in done if r["state_name"] == "Coalesced"]
         print(f"burst of {len(burst)} evaluation requests: {[r['state_name'] for r in done]}")
-        assert 1 <= len(coalesced) <= 2, [(r["name"], r["state_name"]) for r in done]
+        # The three requests came within milliseconds, so one evaluation that starts after
+        # them serves all three: at most one of the burst evaluates. That one may be a run
+        # requested before the burst (the trigger of the last changing ingestion, still
+        # waiting for the slot), and then all three give way to it.
+        assert len(burst) - 1 <= len(coalesced) <= len(burst), [(r["name"], r["state_name"]) for r in done]
         real = [r for r in evaluations() if r["state_type"] == "COMPLETED" and r["state_name"] != "Coalesced"]
+        burst_at = min(datetime.fromisoformat(r["created"]) for r in done)
+        assert [r for r in real if datetime.fromisoformat(r["start_time"]) >= burst_at], real
         spans_ = sorted((datetime.fromisoformat(r["start_time"]), datetime.fromisoformat(r["end_time"])) for r in real)
         assert all(a[1] <= b[0] for a, b in zip(spans_, spans_[1:])), spans_  # one at a time
         for r in coalesced:
