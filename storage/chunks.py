@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .commits import lance_errors
+from .lance_import import import_lancedb
 from .rows import RowStamp, chunk_rows
 from .schema import chunks_schema
 from .sql import in_list, quote
@@ -30,7 +31,7 @@ INDEX_CACHE_MB = int(os.environ.get("GRAINLINE_LANCE_INDEX_CACHE_MB", "512"))
 @lru_cache(maxsize=1)
 def lance_session() -> Any:
     """The LanceDB session every connection of this process shares (bounded caches)."""
-    import lancedb
+    lancedb = import_lancedb()
 
     return lancedb.Session(
         index_cache_size_bytes=INDEX_CACHE_MB << 20, metadata_cache_size_bytes=METADATA_CACHE_MB << 20
@@ -40,7 +41,7 @@ def lance_session() -> Any:
 def connect(db_uri: str, storage_options: dict[str, str] | None = None) -> Any:
     """Open a LanceDB database: a local folder or any LanceDB URI (s3://, gs://, ...).
     Object-store credentials come from the environment, never from arguments."""
-    import lancedb
+    lancedb = import_lancedb()
 
     return lancedb.connect(db_uri, storage_options=storage_options or None, session=lance_session())
 

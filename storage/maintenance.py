@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grainline.memory import release_memory
 
+from .lance_import import import_lancedb
+
 log = logging.getLogger("grainline.maintenance")
 
 # Vector indexes grainline builds are named with the row count they were trained on,
@@ -182,6 +184,7 @@ def ensure_fts_index(table: Any) -> bool:
         stats = table.index_stats(FTS_INDEX)
         if stats is not None and getattr(stats, "num_unindexed_rows", 0) == 0:
             return False
+    import_lancedb()
     from lancedb.index import FTS
 
     table.create_index(
@@ -193,6 +196,7 @@ def ensure_fts_index(table: Any) -> bool:
 def build_vector_index(table: Any, rows: int) -> str:
     """Train an IVF_PQ (cosine) index on ``vector`` over the table's ``rows`` rows,
     replacing any older one; returns its name."""
+    import_lancedb()
     from lancedb.index import IvfPq
 
     dim = table.schema.field("vector").type.list_size
