@@ -198,6 +198,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         "table": rec.table_name,
         "model_id": rec.model_id,
         "precision": rec.parameters.get("precision"),
+        "backend": rec.parameters.get("backend"),
         "version_before": rec.version_before,
         "version_after": rec.version_after,
         "counts": c.as_dict(),

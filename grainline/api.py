@@ -28,7 +28,7 @@ __all__ = ["Document", "classify", "classify_study", "delete_source", "evaluate"
 _STRATEGIES = ("sentence", "paragraph", "article")
 
 
-def _embedder(model: str, device: str, precision: str = "auto", backend: str = "torch") -> Any:
+def _embedder(model: str, device: str, precision: str = "auto", backend: str = "auto") -> Any:
     from grainline.embedding import EmbedderSettings
 
     return EmbedderSettings(model=model, device=device, precision=precision, backend=backend)

@@ -135,7 +135,7 @@ def stage_baseline(corpus: str, strategy: str, model: str, device: str, **_: Any
             "model_tokens": _model_tokens(chunks, embedder.window.max_tokens)}
 
 
-def stage_prepare(model: str, device: str, precision: str = "auto", backend: str = "torch", **_: Any) -> dict[str, Any]:
+def stage_prepare(model: str, device: str, precision: str = "auto", backend: str = "auto", **_: Any) -> dict[str, Any]:
     """Load the model once, so that a converted model (backend openvino) is built and
     cached before anything is timed, as a downloaded model would be."""
     from grainline.embedding import Embedder, EmbedderSettings
@@ -146,7 +146,7 @@ def stage_prepare(model: str, device: str, precision: str = "auto", backend: str
 
 
 def stage_embed(corpus: str, strategy: str, model: str, device: str, batch_size: int = 64, precision: str = "auto",
-                backend: str = "torch", **_: Any) -> dict[str, Any]:
+                backend: str = "auto", **_: Any) -> dict[str, Any]:
     from grainline.embedding import Embedder, EmbedderSettings
 
     chunks, _e = _chunks(corpus, strategy, model, device)
@@ -158,11 +158,12 @@ def stage_embed(corpus: str, strategy: str, model: str, device: str, batch_size:
     embedder.embed_chunks(chunks)
     secs = time.perf_counter() - t0
     return {"seconds": secs, "model_load_seconds": load, "chunks": len(chunks),
-            "model_tokens": _model_tokens(chunks, embedder.window.max_tokens), "precision": embedder.precision}
+            "model_tokens": _model_tokens(chunks, embedder.window.max_tokens), "precision": embedder.precision,
+            "backend": embedder.backend_choice.describe()}
 
 
 def stage_ingest(corpus: str, strategy: str, model: str, device: str, db: str, batch_size: int = 64, precision: str = "auto",
-                 backend: str = "torch", **_: Any) -> dict[str, Any]:
+                 backend: str = "auto", **_: Any) -> dict[str, Any]:
     from grainline.embedding import EmbedderSettings
     from grainline.flows.ingest import ingest_flow
     from grainline.ingest import IngestSettings
@@ -217,7 +218,7 @@ def parse_stages(value: str | Sequence[str]) -> list[str]:
 
 def bench(dataset: str, strategy: str, output: str | None, model: str, device: str, batch_size: int = 64,
           precision: str = "auto", stages: str | Sequence[str] = BENCH_STAGES, keep: bool = False,
-          backend: str = "torch") -> dict[str, Any]:
+          backend: str = "auto") -> dict[str, Any]:
     """The chosen stages (default all four) on one corpus; returns (and writes, with
     ``output``) the figures. Ratios are given for the stages that ran. The corpus,
     database and Prefect home live in a temporary folder, removed unless ``keep``."""
@@ -265,6 +266,7 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         "dataset": dataset, "strategy": strategy, "model": model, "device": dev, "precision": precision, "backend": backend,
         # What auto (or the setting) ran at: the embedding stages report it.
         "precision_chosen": next((st["precision"] for st in results.values() if st.get("precision")), None),
+        "backend_chosen": next((st["backend"] for st in results.values() if st.get("backend")), None),
         "machine": machine_info(),
         "load_average_at_start": list(load_at_start),
         "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
@@ -311,7 +313,7 @@ def format_report(rep: dict[str, Any]) -> str:
     tokens = f"{rep['model_tokens']} model tokens; " if rep.get("model_tokens") else ""
     lines = [
         f"grainline bench: {rep['dataset']} / {rep['strategy']}: {rep['documents']} documents, {rep['chunks']} chunks, "
-        f"{tokens}model {rep['model']} on {rep['device']} ({rep['device_name']}, backend {rep.get('backend', 'torch')}, "
+        f"{tokens}model {rep['model']} on {rep['device']} ({rep['device_name']}, backend {rep.get('backend_chosen') or rep.get('backend', 'torch')}, "
         f"precision {rep['precision']}" + (f" -> {rep['precision_chosen']}" if rep.get("precision_chosen") else "") + ")",
     ]
     if rep.get("load_average_at_start"):

@@ -258,7 +258,7 @@ def reembed(
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
 ) -> None:

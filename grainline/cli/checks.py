@@ -18,7 +18,7 @@ from grainline.errors import TerminalError
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16", "int8")
-BACKENDS = ("torch", "openvino")
+BACKENDS = ("auto", "torch", "openvino")
 SYNC_MODES = ("incremental", "full")
 LONG_ARTICLE = ("pool", "truncate")
 ON_ERROR = ("keep", "restore")

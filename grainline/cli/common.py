@@ -14,7 +14,8 @@ from grainline.cli import checks as chk
 
 
 # Rich markup would read [openvino] as a style tag and drop it: escaped.
-BACKEND_HELP = 'torch, or openvino (CPU; pip install "grainline\\[openvino]").'
+BACKEND_HELP = ('openvino (CPU; pip install "grainline\\[openvino]"), torch, or auto: on a CPU the faster '
+                'of the two, timed once per machine; torch on a GPU and for int8.')
 DB_HELP = "LanceDB URI (local folder, s3://...)."
 MODEL_HELP = "sentence-transformers name or local path (each model has its own table)."
 DEVICE_HELP = "auto, cpu, cuda, cuda:N or mps."

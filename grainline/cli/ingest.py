@@ -38,6 +38,8 @@ def _print_ingest(result: dict[str, Any], source: str = "") -> None:
     typer.echo("  seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in c["stage_seconds"].items()))
     if prec := result.get("precision"):
         typer.echo(f"  precision: {prec['chosen']} ({prec['setting']}: {prec['reason']})")
+    if backend := result.get("backend"):
+        typer.echo(f"  backend: {backend['chosen']} ({backend['setting']}: {backend['reason']})")
     for f in c["failures"]:
         typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
     skipped = c.get("skipped") or []
@@ -62,7 +64,7 @@ def ingest(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32; checked once per machine), fp32, fp16, bf16, int8 (CPU)."),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     batch_size: int = typer.Option(64, "--batch-size", help="Chunks per model forward pass."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="Documents per commit."),
     sync: str = typer.Option("incremental", "--sync", help="incremental, or full (also delete documents gone from the source)."),

@@ -23,7 +23,7 @@ def search(
     model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help="Must match the ingestion's (int8 has its own table)."),
-    backend: str = typer.Option("torch", "--backend", help=BACKEND_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print hits as JSON lines."),
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     returns: str = typer.Option(None, "--return", help="Small-to-big: return the coarser chunks (paragraph or article) that hold the best --strategy hits, each once."),

@@ -17,6 +17,7 @@ from grainline.chunkers import ModelWindow
 from grainline.documents import Chunk
 from grainline.tokens import HFTokenCounter
 
+from . import backends
 from . import precision as prec
 from . import torch_backend
 from .head import Head
@@ -31,11 +32,35 @@ class Embedder:
     def __init__(self, settings: EmbedderSettings | None = None) -> None:
         self.settings = settings or EmbedderSettings()
         self.path = resolve_model_path(self.settings.model)
+        # backend auto's timed candidates, by backend: the winner's loaded model is kept.
+        self._trials: dict[str, Embedder] = {}
+
+    @cached_property
+    def backend_choice(self) -> backends.BackendChoice:
+        """Which backend computes the vectors: the settings' own, or what auto chose for
+        this model and machine (cached; the first time, both are timed)."""
+        if self.settings.backend != "auto":
+            return backends.BackendChoice(self.settings.backend, "set explicitly", auto=False)
+        fixed = backends.fixed_choice(self.settings.device, self.settings.precision)
+        if fixed is not None:
+            return fixed
+        return backends.choose(backends.choice_key(self._weights_sha256, self.settings.precision), self._trial_encoder)
+
+    @property
+    def backend(self) -> str:
+        """The backend the vectors come from: torch or openvino."""
+        return self.backend_choice.backend
+
+    def _trial_encoder(self, backend: str) -> Callable[[Sequence[str]], np.ndarray]:
+        trial = Embedder(self.settings.model_copy(update={"backend": backend, "show_progress": False}))
+        trial.model  # noqa: B018 - load (and for openvino, convert) before any timing
+        self._trials[backend] = trial
+        return trial.encode
 
     @cached_property
     def device(self) -> str:
         # Lazy: choosing a device imports torch, which a run with nothing to embed skips.
-        return "cpu" if self.settings.backend == "openvino" else torch_backend.pick_device(self.settings.device)
+        return "cpu" if self.backend == "openvino" else torch_backend.pick_device(self.settings.device)
 
     @property
     def loaded(self) -> bool:
@@ -47,7 +72,11 @@ class Embedder:
         if Path(self.path).exists():
             # A local model never needs the hub; make sure nothing tries to reach it.
             os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        if self.settings.backend == "openvino":
+        trial = self._trials.get(self.backend)
+        if trial is not None and trial.loaded:  # auto timed it: no second load
+            self.precision_choice = trial.precision_choice
+            return trial.model
+        if self.backend == "openvino":
             from . import openvino_backend
 
             precision = self._resolve_precision(
@@ -80,7 +109,7 @@ class Embedder:
         if candidate == "fp32":
             self.precision_choice = prec.PrecisionChoice("fp32", "fp32", why)
         else:
-            key = prec.choice_key(self._weights_sha256, self.settings.backend, torch_backend.device_id(self.device), candidate,
+            key = prec.choice_key(self._weights_sha256, self.backend, torch_backend.device_id(self.device), candidate,
                                   self.settings.auto_min_cosine)
             self.precision_choice = prec.choose(key, candidate, why, self.settings.auto_min_cosine, probe)
         return self.precision_choice.precision
@@ -88,6 +117,7 @@ class Embedder:
     def unload(self) -> None:
         """Free the model weights; the next use loads them again."""
         self.__dict__.pop("model", None)
+        self._trials.clear()
 
     @cached_property
     def head(self) -> Head | None:
@@ -165,7 +195,7 @@ class Embedder:
             dim=int(dim),
             max_seq_length=int(model.max_seq_length),
             # The converted model's hash is its source's: IR files are derived data.
-            weights_sha256=self._weights_sha256 if self.settings.backend == "openvino" else weights_hash(folder),
+            weights_sha256=self._weights_sha256 if self.backend == "openvino" else weights_hash(folder),
             variant=self._variant,
         )
 
@@ -239,7 +269,7 @@ class Embedder:
     def _forward(self) -> Iterator[Callable[[list[str]], np.ndarray]]:
         """A function from a batch of texts to their (unnormalised) float32 embeddings."""
         model = self.model
-        if self.settings.backend == "openvino":
+        if self.backend == "openvino":
             yield model.embed
             return
         import torch

@@ -30,10 +30,13 @@ class EmbedderSettings(BaseModel):
     # The cosine against fp32 every probe text must reach for auto to keep a faster
     # precision: fp16 and bf16 vectors share the fp32 table, so they must be interchangeable.
     auto_min_cosine: float = Field(default=0.999, gt=0, le=1)
+    # auto: on a CPU, whichever of torch and OpenVINO embeds faster on this machine
+    # (timed once per model and machine, cached; both give torch fp32's vectors, so they
+    # share a table); torch on a GPU, for fp16 and for int8 (embedding/backends.py).
     # torch: sentence-transformers as is. openvino (CPU; pip install "grainline[openvino]"):
     # the model converted once to OpenVINO IR and cached; with int8, quantised by NNCF
     # on calibration texts, and its vectors get a table of their own.
-    backend: Literal["torch", "openvino"] = "torch"
+    backend: Literal["auto", "torch", "openvino"] = "auto"
     # int8 calibration texts for the openvino backend (anything grainline reads);
     # None: the bundled demo corpus.
     calibration: str | None = None

@@ -134,9 +134,13 @@ def drop_undo_tags(ctx: RunContext) -> None:
 
 
 def record_precision(rec: RunRecord, embedder: Embedder) -> None:
-    """The precision the run's vectors were made at (what ``auto`` chose, and why) in the
-    record's parameters; only once the model is loaded: an unchanged run never loads it."""
+    """The precision and the backend the run's vectors were made with (what ``auto``
+    chose, and why) in the record's parameters; only once the model is loaded: an
+    unchanged run never loads it."""
     if embedder.loaded:
         choice = embedder.precision_choice
         rec.parameters["precision"] = {"setting": embedder.settings.precision, "chosen": embedder.precision,
                                        "reason": choice.reason if choice is not None else "set explicitly"}
+        backend = embedder.backend_choice
+        rec.parameters["backend"] = {"setting": embedder.settings.backend, "chosen": backend.backend,
+                                     "reason": backend.reason, "speedup_over_torch": backend.speedup}

@@ -56,6 +56,11 @@ def test_ingest_cli_chooses_for_this_cpu_and_records_it(tmp_path, embedder):
     rec = Ledger(str(db)).runs("ingest")[-1]
     assert rec["parameters"]["precision"]["setting"] == "auto"
     assert rec["parameters"]["precision"]["chosen"] == expected
+    # The backend auto chose is printed and recorded the same way (tests/embedding/test_backends.py).
+    backend = next(line for line in out.stdout.splitlines() if line.strip().startswith("backend:"))
+    recorded = rec["parameters"]["backend"]
+    assert recorded["setting"] == "auto" and recorded["chosen"] in ("torch", "openvino"), recorded
+    assert backend.split()[1] == recorded["chosen"] and recorded["reason"] in backend, backend
     # Either way the vectors go into the fp32 table and stay within cosine 0.999 of fp32's.
     from grainline.storage.chunks import connect
 
@@ -77,7 +82,7 @@ def amx_cpu(monkeypatch, tmp_path):
 
 
 def test_auto_on_a_bf16_cpu_probes_once_then_reads_the_cache(amx_cpu, embedder, tmp_path):
-    first = Embedder(EmbedderSettings(device="cpu"))
+    first = Embedder(EmbedderSettings(device="cpu", backend="torch"))
     assert first.precision == "bf16" and amx_cpu == [1]
     choice = first.precision_choice
     assert not choice.cached and choice.min_cosine >= 0.999 and "amx_bf16" in choice.reason
@@ -88,13 +93,13 @@ def test_auto_on_a_bf16_cpu_probes_once_then_reads_the_cache(amx_cpu, embedder, 
     ref = Embedder(EmbedderSettings(device="cpu", precision="fp32")).encode(texts)
     assert float((first.encode(texts) * ref).sum(axis=1).min()) > 0.999
 
-    second = Embedder(EmbedderSettings(device="cpu"))
+    second = Embedder(EmbedderSettings(device="cpu", backend="torch"))
     assert second.precision == "bf16" and second.precision_choice.cached
     assert amx_cpu == [1]  # no second probe
     # An ingestion records the choice, into the fp32 table.
     src = write_files(tmp_path / "src", DOCS)
     rec = run_ingest(IngestSettings(source=str(src), strategies=["paragraph"], db=str(tmp_path / "db"), export_parquet=False,
-                                    embedder=EmbedderSettings(device="cpu", batch_size=16)))
+                                    embedder=EmbedderSettings(device="cpu", backend="torch", batch_size=16)))
     assert rec.table_name == embedder.identity.table_name
     assert Ledger(str(tmp_path / "db")).runs("ingest")[-1]["parameters"]["precision"]["chosen"] == "bf16"
     assert amx_cpu == [1]
@@ -102,7 +107,7 @@ def test_auto_on_a_bf16_cpu_probes_once_then_reads_the_cache(amx_cpu, embedder, 
 
 def test_auto_falls_back_to_fp32_and_says_why_once(amx_cpu, caplog):
     # No bf16 vector reaches cosine 1 against fp32: the probe must fail.
-    settings = EmbedderSettings(device="cpu", auto_min_cosine=1.0)
+    settings = EmbedderSettings(device="cpu", backend="torch", auto_min_cosine=1.0)
     with caplog.at_level(logging.WARNING, logger="grainline.embedding"):
         e = Embedder(settings)
         assert e.precision == "fp32"
