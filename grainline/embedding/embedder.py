@@ -44,7 +44,11 @@ class Embedder:
         fixed = backends.fixed_choice(self.settings.device, self.settings.precision)
         if fixed is not None:
             return fixed
-        return backends.choose(backends.choice_key(self._weights_sha256, self.settings.precision), self._trial_encoder)
+        try:
+            weights = self._weights_sha256
+        except ValueError:  # a hub model not downloaded yet: torch fetches it; timed once it is on disk
+            return backends.BackendChoice("torch", f"model {self.settings.model!r} is not on disk yet, and torch downloads it")
+        return backends.choose(backends.choice_key(weights, self.settings.precision), self._trial_encoder)
 
     @property
     def backend(self) -> str:

@@ -73,6 +73,10 @@ def test_fixed_choices_stay_on_torch_and_say_why(monkeypatch):
     assert missing.backend == "torch" and 'pip install "grainline[openvino]"' in missing.reason
     # Explicit backends are never second-guessed.
     assert Embedder(EmbedderSettings(backend="torch")).backend_choice.describe() == "torch"
+    monkeypatch.setattr(backends, "openvino_installed", lambda: True)
+    # A hub model not on disk: torch downloads it (OpenVINO converts only local weights).
+    hub = Embedder(EmbedderSettings(model="grainline-tests/no-such-model")).backend_choice
+    assert hub.backend == "torch" and "is not on disk yet" in hub.reason
 
 
 def _encoders(seconds: dict[str, float], refuse: bool = False):
