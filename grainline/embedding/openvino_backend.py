@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -119,7 +120,10 @@ class OpenVINOModel:
             config["INFERENCE_PRECISION_HINT"] = inference_precision
         core = ov.Core()
         self._compiled = core.compile_model(core.read_model(folder / "model.xml"), "CPU", config)
-        self._request = self._compiled.create_infer_request()
+        # An infer request runs one inference at a time ("Infer Request is busy" from a
+        # second thread), and an ingestion embeds from several task threads: one request
+        # per thread, all on the one compiled model.
+        self._requests = threading.local()
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -151,8 +155,12 @@ class OpenVINOModel:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The model's sentence embeddings (as its own modules leave them) for one batch."""
-        out = self._request.infer(self.features(texts))
-        return np.asarray(out[self._compiled.output(0)], dtype=np.float32)
+        request = getattr(self._requests, "request", None)
+        if request is None:
+            request = self._requests.request = self._compiled.create_infer_request()
+        out = request.infer(self.features(texts))
+        # A copy: the output tensor is the request's buffer, overwritten by its next call.
+        return np.array(out[self._compiled.output(0)], dtype=np.float32)
 
 
 def load(st_path: str, weights_sha256: str, precision: str, calibration: str | None = None) -> OpenVINOModel:

@@ -38,13 +38,29 @@ def test_openvino_vectors_match_torch_per_chunk(embedder, precision):
     Both share the fp32 table (the vectors are interchangeable)."""
     ov = Embedder(EmbedderSettings(backend="openvino", precision=precision))
     assert ov.identity.table_name == embedder.identity.table_name
-    if embedder.precision != "fp32":  # auto chose bf16 on this CPU: compare with fp32 itself
-        embedder = get_embedder(EmbedderSettings(device="cpu", precision="fp32"))
+    # The reference is torch at fp32 itself (the default backend may be OpenVINO here).
+    embedder = get_embedder(EmbedderSettings(device="cpu", backend="torch", precision="fp32"))
     texts = demo_paragraphs()[:48] + ["x", "word " * 400]  # a one-token text and one past the window
     a, b = embedder.encode(texts), ov.encode(texts)
     assert b.shape == a.shape and b.dtype == np.float32
     cos = (a * b).sum(axis=1)
     assert cos.min() > (0.99999 if precision == "fp32" else 0.999), cos.min()
+
+
+def test_one_openvino_model_embeds_from_several_threads_at_once():
+    """An ingestion embeds from several task threads: one converted model serves them
+    all at once (an infer request per thread), each getting its own texts' vectors."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    ov = Embedder(EmbedderSettings(backend="openvino", precision="fp32"))
+    texts = demo_paragraphs()[:40]
+    groups = [texts[i::4] for i in range(4)]
+    alone = [ov.encode(g) for g in groups]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(lambda g: [ov.encode(g) for _ in range(3)], groups))
+    for a, runs in zip(alone, together):
+        for b in runs:
+            assert np.allclose(a, b, atol=1e-6)
 
 
 def test_openvino_auto_follows_the_torch_rule(monkeypatch, caplog):
