@@ -255,10 +255,14 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     b = results.get("baseline")
     n_chunks = b["chunks"] if b else results["ingest"]["chunks_written"]
     n_tokens = b["model_tokens"] if b else None
+    flops = model_flops_per_token(model, n_tokens / n_chunks) if n_tokens and n_chunks else None
+    peak = fp32_fma_peak_gflops() if not pick_device(device).startswith(("cuda", "mps")) else None
     for st in results.values():
         # every stage handles the same chunk texts (the re-run finds them all stored)
         st["chunks_per_s"] = n_chunks / st["seconds"] if st["seconds"] else None
         st["model_tokens_per_s"] = n_tokens / st["seconds"] if st["seconds"] and n_tokens else None
+        if flops and peak and st["model_tokens_per_s"]:
+            st["share_of_fp32_fma_peak"] = st["model_tokens_per_s"] * flops / 1e9 / peak["gflops"]
     import torch
 
     dev = pick_device(device)
@@ -273,6 +277,8 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         "documents": n_docs, "chunks": n_chunks, "model_tokens": n_tokens,
         "prefect_server_start_seconds": server_start,
         "model_prepare_seconds": prepare_seconds,
+        "model_mflop_per_token": flops / 1e6 if flops else None,
+        "fp32_fma_peak": peak,
         "work_dir": str(work) if keep else None,
         "stages": results,
     }
@@ -283,6 +289,41 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     if output:
         Path(output).write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def model_flops_per_token(model: str, avg_tokens: float) -> float | None:
+    """FLOPs a BERT-like encoder spends per token: two per multiply-add of every linear
+    layer (attention projections, feed-forward), plus attention's scores and weighted
+    sum over the ``avg_tokens`` of a text. None when the model's config.json is not on disk."""
+    from grainline.embedding import resolve_model_path
+
+    folder = Path(resolve_model_path(model))
+    config = next((c for c in (folder / "config.json", *folder.glob("*/config.json")) if c.is_file()), None)
+    if config is None:
+        return None
+    try:
+        cfg = json.loads(config.read_text(encoding="utf-8"))
+        hidden, layers, inner = int(cfg["hidden_size"]), int(cfg["num_hidden_layers"]), int(cfg["intermediate_size"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    linear = layers * (4 * hidden * hidden + 2 * hidden * inner)
+    attention = layers * 2 * hidden * avg_tokens
+    return 2.0 * (linear + attention)
+
+
+def fp32_fma_peak_gflops() -> dict[str, Any] | None:
+    """This CPU's fp32 peak: CPUs x 2 FMA pipes x lanes (8 with AVX2, 16 with AVX-512)
+    x 2 FLOPs x the clock /proc/cpuinfo reports (its current clock, not the boost)."""
+    from grainline.embedding.precision import cpu_flags
+
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            mhz = next(float(line.partition(":")[2]) for line in fh if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        return None
+    lanes = 16 if "avx512f" in cpu_flags() else 8
+    cpus = os.cpu_count() or 1
+    return {"gflops": cpus * 2 * lanes * 2 * mhz / 1000, "cpus": cpus, "fma_pipes": 2, "lanes": lanes, "mhz": mhz}
 
 
 BENCH_LIBRARIES = ("torch", "sentence-transformers", "transformers", "lancedb", "pyarrow", "openvino", "nncf", "prefect", "pysbd")
@@ -323,9 +364,16 @@ def format_report(rep: dict[str, Any]) -> str:
         lines.append(f"Prefect server start-up (not counted below): {rep['prefect_server_start_seconds']:.1f} s")
     if rep.get("model_prepare_seconds") is not None:
         lines.append(f"Model conversion, cached for later runs (not counted below): {rep['model_prepare_seconds']:.1f} s")
-    lines += ["", f"{'stage':<10} {'seconds':>9} {'chunks/s':>10} {'tokens/s':>11} {'peak RSS MiB':>13}"]
+    peak = rep.get("fp32_fma_peak")
+    if peak and rep.get("model_mflop_per_token"):
+        lines.append(f"fp32 FMA peak: {peak['cpus']} CPUs x {peak['fma_pipes']} FMA pipes x {peak['lanes']} lanes x 2 x "
+                     f"{peak['mhz'] / 1000:.2f} GHz = {peak['gflops']:.0f} GFLOP/s; the model costs "
+                     f"{rep['model_mflop_per_token']:.1f} MFLOP per token")
+    lines += ["", f"{'stage':<10} {'seconds':>9} {'chunks/s':>10} {'tokens/s':>11} {'peak RSS MiB':>13} {'of peak':>8}"]
     for name, s in rep["stages"].items():
-        lines.append(f"{name:<10} {s['seconds']:>9.2f} {s['chunks_per_s'] or 0:>10.1f} {s['model_tokens_per_s'] or 0:>11.0f} {s['peak_rss_mib']:>13.0f}")
+        share = f"{100 * s['share_of_fp32_fma_peak']:>7.1f}%" if s.get("share_of_fp32_fma_peak") else f"{'':>8}"
+        lines.append(f"{name:<10} {s['seconds']:>9.2f} {s['chunks_per_s'] or 0:>10.1f} {s['model_tokens_per_s'] or 0:>11.0f} "
+                     f"{s['peak_rss_mib']:>13.0f} {share}")
     lines.append("")
     for key, label in (("embed_vs_baseline", "embed/baseline  (2/1)"), ("ingest_vs_baseline", "ingest/baseline (3/1)"),
                        ("rerun_vs_ingest", "rerun/ingest    (4/3)")):

@@ -37,7 +37,15 @@ def test_bench_command_writes_all_figures(tmp_path):
     # What makes figures from different machines comparable.
     from tests.embedding.test_precision import this_cpu_has_bf16_units
 
-    assert rep["precision"] == "auto" and rep["backend"] == "torch"
+    assert rep["precision"] == "auto" and rep["backend"] == "auto"
+    # What auto ran on, and why (tests/embedding/test_backends.py checks the choice itself).
+    assert rep["backend_chosen"].split()[0] in ("torch", "openvino") and "(auto: " in rep["backend_chosen"]
+    assert f"backend {rep['backend_chosen']}" in res.output
+    # The ceiling: the model's cost per token (MiniLM-L6: 21.2 MFLOP of linear layers plus
+    # attention) and each stage's share of this CPU's fp32 FMA peak.
+    assert 21.2 < rep["model_mflop_per_token"] < 30 and rep["fp32_fma_peak"]["gflops"] > 10
+    assert 0 < rep["stages"]["embed"]["share_of_fp32_fma_peak"] < 1
+    assert "fp32 FMA peak: " in res.output
     assert rep["precision_chosen"] == ("bf16" if this_cpu_has_bf16_units() else "fp32")
     assert rep["stages"]["embed"]["precision"] == rep["stages"]["ingest"]["precision"] == rep["precision_chosen"]
     flags = rep["machine"]["cpu_flags"]
