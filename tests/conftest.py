@@ -63,12 +63,13 @@ def embedder():
 
 @pytest.fixture(scope="session")
 def fp32_embedder():
-    """The bundled model on CPU in fp32, loaded once: the reference that other paths
-    (half precision, grainline's batching) are compared against; auto's bf16 vectors are
+    """The bundled model on CPU in fp32 on torch (sentence-transformers itself), loaded
+    once: the reference that other paths (half precision, grainline's batching, the
+    OpenVINO backend auto may choose) are compared against; auto's bf16 vectors are
     close to fp32's, not equal."""
     from grainline.embedding import EmbedderSettings, get_embedder
 
-    return get_embedder(EmbedderSettings(device="cpu", precision="fp32"))
+    return get_embedder(EmbedderSettings(device="cpu", precision="fp32", backend="torch"))
 
 
 @pytest.fixture(scope="session")

@@ -331,7 +331,7 @@ def test_half_precision_paths_match_fp32_per_chunk(fp32_embedder, precision):
     from grainline.embedding import Embedder
     from grainline.readers import iter_documents
 
-    half = Embedder(EmbedderSettings(device="cpu", precision=precision))
+    half = Embedder(EmbedderSettings(device="cpu", precision=precision, backend="torch"))
     assert half.identity.table_name == fp32_embedder.identity.table_name
     doc = next(d for d in iter_documents(str(DEMO_CORPUS)) if isinstance(d, Document) and len(d.text) > 3000)
     doc = Document(doc.doc_id, doc.text[:3000], doc.title)  # an article of a few model windows
@@ -392,12 +392,14 @@ def test_unchanged_rerun_never_loads_the_model(tmp_path, embedder):
         "from grainline.embedding import EmbedderSettings\n"
         "from grainline.ingest import IngestSettings, run_ingest\n"
         f"rec = run_ingest(IngestSettings(source={str(src)!r}, db={str(db)!r}, strategies=['paragraph'], embedder=EmbedderSettings(device='cpu')))\n"
-        "print(json.dumps([rec.counts.docs_unchanged, rec.counts.chunks_embedded, 'torch' in sys.modules, 'sentence_transformers' in sys.modules]))\n"
+        "print(json.dumps([rec.counts.docs_unchanged, rec.counts.chunks_embedded,\n"
+        "                  [m in sys.modules for m in ('torch', 'sentence_transformers', 'openvino')]]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [4, 0, False, False]
-    # ... and once a document changes, the model loads and embeds it.
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [4, 0, [False, False, False]]
+    # ... and once a document changes, the model loads (on torch, or on OpenVINO where
+    # backend auto chose it) and embeds it.
     (src / "tides.txt").write_text("Tides\n\nThe Moon pulls the oceans.\n", encoding="utf-8")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    unchanged, embedded, torch_loaded, _ = json.loads(out.stdout.strip().splitlines()[-1])
-    assert (unchanged, torch_loaded) == (3, True) and embedded >= 1
+    unchanged, embedded, (torch_loaded, _, openvino_loaded) = json.loads(out.stdout.strip().splitlines()[-1])
+    assert unchanged == 3 and (torch_loaded or openvino_loaded) and embedded >= 1

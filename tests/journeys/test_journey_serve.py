@@ -99,19 +99,28 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         assert {Path(d).name for d in changed | gone} == {"tides.txt"}, changed | gone
         assert any("tide tables" in r["text"] for r in after.values())
 
-        # A scheduled run SIGKILLed while it runs: a later scheduled run completes.
-        def running_flow_process() -> psutil.Process | None:
+        # A scheduled ingestion SIGKILLed while it runs (its own flow-run process, found
+        # by the run id the runner gives it, while the server says the run is RUNNING):
+        # the run ends Crashed, and a later scheduled run completes.
+        ingest_dep = httpx.get(f"{api}/deployments/name/grainline-ingest/scheduled-ingest", timeout=10).json()
+
+        def running_ingestion() -> tuple[psutil.Process, str] | None:
+            running = {r["id"] for r in flow_runs(api)
+                       if r["state_type"] == "RUNNING" and r["deployment_id"] == ingest_dep["id"]}
             for p in psutil.Process(proc.pid).children(recursive=True):
                 try:
-                    if "prefect.engine" in " ".join(p.cmdline()) and time.time() - p.create_time() > 3:
-                        return p
-                except psutil.NoSuchProcess:
+                    run_id = p.environ().get("PREFECT__FLOW_RUN_ID")
+                    if run_id in running and "prefect.engine" in " ".join(p.cmdline()):
+                        return p, run_id
+                except psutil.Error:  # gone meanwhile
                     pass
             return None
 
-        victim = wait_for("a scheduled run in progress", running_flow_process, log, every=0.5)
+        victim, victim_run = wait_for("a scheduled ingestion in progress", running_ingestion, log, every=0.25)
         victim.kill()
         killed_at = time.time()
+        wait_for("the killed run marked crashed", lambda: httpx.get(f"{api}/flow_runs/{victim_run}", timeout=10)
+                 .json()["state_type"] == "CRASHED", log, timeout=120)
         wait_for("a scheduled run completed after the kill",
                  lambda: [r for r in ingest_runs(db, "completed", src) if r["started"].timestamp() > killed_at], log)
         assert not [r for r in ingest_runs(db, "running", src) if r["started"].timestamp() < killed_at - 5]
@@ -125,9 +134,12 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         # A burst of evaluation requests (three Run clicks in the UI, each a POST of
         # create_flow_run) never runs two evaluations at once, and every request that
         # waits gives way to an evaluation that started after it was made.
-        dep = httpx.get(f"{api}/deployments/name/grainline-evaluate/scheduled-eval", timeout=10).json()
-        burst = [httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10).json()["id"]
-                 for _ in range(3)]
+        got = httpx.get(f"{api}/deployments/name/grainline-evaluate/scheduled-eval", timeout=10)
+        assert got.status_code == 200, (got.status_code, got.text)
+        dep = got.json()
+        posts = [httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10) for _ in range(3)]
+        assert all(r.status_code == 201 for r in posts), [(r.status_code, r.text[:500]) for r in posts]
+        burst = [r.json()["id"] for r in posts]
 
         def evaluations() -> list[dict]:
             return httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
