@@ -91,7 +91,7 @@ class Cli:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise
+            pytest.fail(f"grainline {' '.join(self.proc.args[3:])} did not end within {timeout:.0f}s:\n{self.stderr()[-4000:]}")
         self.out.seek(0)
         self.stdout = self.out.read()
         return self
