@@ -261,7 +261,8 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         # every stage handles the same chunk texts (the re-run finds them all stored)
         st["chunks_per_s"] = n_chunks / st["seconds"] if st["seconds"] else None
         st["model_tokens_per_s"] = n_tokens / st["seconds"] if st["seconds"] and n_tokens else None
-        if flops and peak and st["model_tokens_per_s"]:
+        # Only stages that ran the model: a re-run that embeds nothing has no share.
+        if flops and peak and st["model_tokens_per_s"] and st.get("chunks_embedded", 1):
             st["share_of_fp32_fma_peak"] = st["model_tokens_per_s"] * flops / 1e9 / peak["gflops"]
     import torch
 
