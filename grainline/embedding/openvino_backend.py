@@ -121,9 +121,11 @@ class OpenVINOModel:
         core = ov.Core()
         self._compiled = core.compile_model(core.read_model(folder / "model.xml"), "CPU", config)
         # An infer request runs one inference at a time ("Infer Request is busy" from a
-        # second thread), and an ingestion embeds from several task threads: one request
-        # per thread, all on the one compiled model.
-        self._requests = threading.local()
+        # second thread), and an ingestion embeds from several task threads: they take
+        # turns on the one request (each inference already uses every core), and the
+        # shared Rust tokenizer is used under the same lock.
+        self._request = self._compiled.create_infer_request()
+        self._lock = threading.Lock()
 
     @cached_property
     def tokenizer(self) -> Any:
@@ -155,12 +157,10 @@ class OpenVINOModel:
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """The model's sentence embeddings (as its own modules leave them) for one batch."""
-        request = getattr(self._requests, "request", None)
-        if request is None:
-            request = self._requests.request = self._compiled.create_infer_request()
-        out = request.infer(self.features(texts))
-        # A copy: the output tensor is the request's buffer, overwritten by its next call.
-        return np.array(out[self._compiled.output(0)], dtype=np.float32)
+        with self._lock:
+            out = self._request.infer(self.features(texts))
+            # A copy: the output tensor is the request's buffer, overwritten by its next call.
+            return np.array(out[self._compiled.output(0)], dtype=np.float32)
 
 
 def load(st_path: str, weights_sha256: str, precision: str, calibration: str | None = None) -> OpenVINOModel:

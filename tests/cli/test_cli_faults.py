@@ -54,8 +54,12 @@ def cli_env(tmp_path: Path) -> dict[str, str]:
 
 def grainline(tmp_path: Path, *args: str, timeout: float = 400) -> subprocess.CompletedProcess:
     """``grainline ARGS`` in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "grainline.cli", *args], env=cli_env(tmp_path),
-                          capture_output=True, text=True, timeout=timeout)
+    try:
+        return subprocess.run([sys.executable, "-m", "grainline.cli", *args], env=cli_env(tmp_path),
+                              capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired as exc:  # show where it stopped
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        pytest.fail(f"grainline {' '.join(args)} did not end within {timeout:.0f}s:\n{err[-4000:]}")
 
 
 def ingest_args(src: Path, db: Path, *extra: str) -> list[str]:

@@ -49,7 +49,7 @@ def test_openvino_vectors_match_torch_per_chunk(embedder, precision):
 
 def test_one_openvino_model_embeds_from_several_threads_at_once():
     """An ingestion embeds from several task threads: one converted model serves them
-    all at once (an infer request per thread), each getting its own texts' vectors."""
+    in turns (one infer request, under a lock), each getting its own texts' vectors."""
     from concurrent.futures import ThreadPoolExecutor
 
     ov = Embedder(EmbedderSettings(backend="openvino", precision="fp32"))
