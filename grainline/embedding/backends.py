@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from .identity import identity_cache_dir
-from .precision import PROBES, cpu_flags, library_version
+from .precision import PROBES, cpu_flags, library_version, write_verdict
 
 log = logging.getLogger("grainline.embedding")
 
@@ -108,15 +108,9 @@ def read_choice(key: str) -> BackendChoice | None:
 
 
 def write_choice(key: str, choice: BackendChoice) -> None:
-    """Cache a verdict (atomically; a read-only cache only costs a timing next time)."""
-    f = cache_dir() / f"{key}.json"
-    try:
-        f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({k: v for k, v in asdict(choice).items() if k not in ("cached", "auto")}), encoding="utf-8")
-        os.replace(tmp, f)
-    except OSError:
-        pass
+    """Cache a verdict (a read-only cache only costs a timing next time)."""
+    write_verdict(cache_dir() / f"{key}.json",
+                  {k: v for k, v in asdict(choice).items() if k not in ("cached", "auto")})
 
 
 def timing_texts(limit: int = TIMING_TEXTS) -> list[str]:

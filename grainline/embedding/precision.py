@@ -127,16 +127,21 @@ def read_choice(key: str) -> PrecisionChoice | None:
         return None  # a missing or damaged entry only costs a probe
 
 
-def write_choice(key: str, choice: PrecisionChoice) -> None:
-    """Cache a verdict (atomically; a read-only cache only costs a probe next time)."""
-    f = cache_dir() / f"{key}.json"
+def write_verdict(f: Path, data: dict) -> None:
+    """Write a cached verdict as JSON, atomically; a read-only cache is no error (the
+    verdict is only reached again next time)."""
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
         tmp = f.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({k: v for k, v in asdict(choice).items() if k != "cached"}), encoding="utf-8")
+        tmp.write_text(json.dumps(data), encoding="utf-8")
         os.replace(tmp, f)
     except OSError:
         pass
+
+
+def write_choice(key: str, choice: PrecisionChoice) -> None:
+    """Cache a verdict (a read-only cache only costs a probe next time)."""
+    write_verdict(cache_dir() / f"{key}.json", {k: v for k, v in asdict(choice).items() if k != "cached"})
 
 
 def probe_cosines(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
