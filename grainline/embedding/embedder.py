@@ -79,6 +79,7 @@ class Embedder:
         trial = self._trials.get(self.backend)
         if trial is not None and trial.loaded:  # auto timed it: no second load
             self.precision_choice = trial.precision_choice
+            self._trials.clear()  # the other backend's model is not kept in memory
             return trial.model
         if self.backend == "openvino":
             from . import openvino_backend
