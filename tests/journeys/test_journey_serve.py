@@ -138,8 +138,12 @@ def test_serve_runs_schedules_by_itself(tmp_path):
         assert got.status_code == 200, (got.status_code, got.text)
         dep = got.json()
         posts = [httpx.post(f"{api}/deployments/{dep['id']}/create_flow_run", json={}, timeout=10) for _ in range(3)]
-        assert all(r.status_code == 201 for r in posts), [(r.status_code, r.text[:500]) for r in posts]
+        # Prefect answers 201 or 200 for a new run (it compares the row's creation time
+        # with a clock read taken after the run was built), so success is any 2xx and
+        # three distinct new runs.
+        assert all(r.is_success for r in posts), [(r.status_code, r.text[:300]) for r in posts]
         burst = [r.json()["id"] for r in posts]
+        assert len(set(burst)) == 3, burst
 
         def evaluations() -> list[dict]:
             return httpx.post(f"{api}/flow_runs/filter", timeout=10, json={
