@@ -32,6 +32,9 @@ from tests.ingest.test_ingest import CORPUS
 
 pytestmark = pytest.mark.slow
 
+# The state types a flow run ends in.
+ENDED = ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
+
 
 def test_serve_runs_schedules_by_itself(tmp_path):
     """`grainline serve` with an every-minute cron: the scheduler creates and runs the
@@ -109,26 +112,23 @@ def test_serve_runs_schedules_by_itself(tmp_path):
             # around it), so that no part of the run outlives the kill.
             running = {r["id"] for r in flow_runs(api)
                        if r["state_type"] == "RUNNING" and r["deployment_id"] == ingest_dep["id"]}
-            found: dict[str, list[psutil.Process]] = {}
+            procs: dict[str, list[psutil.Process]] = {}
+            engines: set[str] = set()
             for p in psutil.Process(proc.pid).children(recursive=True):
                 try:
                     run_id = p.environ().get("PREFECT__FLOW_RUN_ID")
                     if run_id in running:
-                        found.setdefault(run_id, []).append(p)
+                        procs.setdefault(run_id, []).append(p)
+                        if "prefect.engine" in " ".join(p.cmdline()):
+                            engines.add(run_id)
                 except psutil.Error:  # gone meanwhile
                     pass
-            for run_id, procs in found.items():
-                for p in procs:
-                    try:
-                        if "prefect.engine" in " ".join(p.cmdline()):
-                            return procs, run_id
-                    except psutil.Error:
-                        pass
-            return None
+            run_id = next(iter(engines), None)
+            return (procs[run_id], run_id) if run_id else None
 
         def end_of(run_id: str) -> str | None:
             state = httpx.get(f"{api}/flow_runs/{run_id}", timeout=10).json()["state_type"]
-            return state if state in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
+            return state if state in ENDED else None
 
         # A run seen RUNNING may report Completed in the milliseconds before the kill
         # lands (CI caught one so): that kill hit nothing, and the next scheduled run is
@@ -176,7 +176,7 @@ def test_serve_runs_schedules_by_itself(tmp_path):
 
         def burst_done() -> list[dict] | None:
             runs = {r["id"]: r for r in evaluations()}
-            done = [runs[i] for i in burst if runs[i]["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")]
+            done = [runs[i] for i in burst if runs[i]["state_type"] in ENDED]
             return done if len(done) == len(burst) else None
 
         done = wait_for("the burst of evaluations ended", burst_done, log, timeout=300)
