@@ -9,7 +9,8 @@ from __future__ import annotations
 from grainline.documents import Chunk, Document
 
 from . import strategies as _strategies  # noqa: F401  (fills the registry)
-from .base import CHUNKERS, ChunkContext, ModelWindow, chunker_key, chunker_params
+from .base import CHUNKERS, ChunkContext, ModelWindow, chunker_key, chunker_params, superseded_keys
+from .segment import DEFAULT_SEGMENTER, SEGMENTERS
 from .settings import DEFAULT_SETTINGS, ArticleSettings, ChunkerSettings, ParagraphSettings, SentenceSettings
 
 SETTINGS_TYPES: dict[str, type[ChunkerSettings]] = {
@@ -47,6 +48,9 @@ __all__ = [
     "chunk_document",
     "chunker_key",
     "chunker_params",
+    "superseded_keys",
+    "SEGMENTERS",
+    "DEFAULT_SEGMENTER",
     "settings_for",
     "SETTINGS_TYPES",
     "DEFAULT_SETTINGS",

@@ -3,6 +3,7 @@ Chunks with stable ids."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
@@ -49,6 +50,19 @@ def chunker_params(strategy: str, settings: ChunkerSettings, ctx: ChunkContext) 
         params["model_window"] = ctx.model.max_tokens
         params["model_tokenizer"] = ctx.model.name
     return canonical_json(params)
+
+
+def superseded_keys(strategy: str, settings: ChunkerSettings, ctx: ChunkContext) -> tuple[str, ...]:
+    """Chunker keys of rows that a strategy's chunks with ``settings`` replace: those cut
+    before the sentence segmenter was a setting (always pysbd, so their parameters lack
+    ``segmenter``). An ingestion that re-chunks a document drops its rows under these
+    keys, so a table moves to a new segmenter one document at a time, never holding
+    both cuts of one document."""
+    if "segmenter" not in type(settings).model_fields:
+        return ()
+    legacy = json.loads(chunker_params(strategy, settings, ctx))
+    legacy.pop("segmenter", None)
+    return (chunker_key(strategy, canonical_json(legacy)),)
 
 
 def chunker_key(strategy: str, params: str) -> str:

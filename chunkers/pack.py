@@ -5,18 +5,21 @@ from __future__ import annotations
 
 from grainline.tokens import TokenCounter
 
-from .segment import Span, sentence_spans, trim
+from .segment import DEFAULT_SEGMENTER, Span, sentence_spans, trim
 
 
 def merge_small(
-    text: str, spans: list[Span], counter: TokenCounter, min_tokens: int, max_tokens: int | None
-) -> list[Span]:
+    text: str, spans: list[Span], counter: TokenCounter, min_tokens: int, max_tokens: int | None,
+    counts: list[int] | None = None,
+) -> tuple[list[Span], list[int]]:
     """Join each unit under ``min_tokens`` to the next one (or, for the last, to the
-    previous one) as long as the result stays within ``max_tokens``."""
+    previous one) as long as the result stays within ``max_tokens``. ``counts`` are the
+    units' token counts when known; returns the units and their counts."""
+    if counts is None:
+        counts = counter.count_many([text[s:e] for s, e in spans])
     if min_tokens <= 0 or len(spans) < 2:
-        return list(spans)
+        return list(spans), list(counts)
     limit = max_tokens if max_tokens is not None else float("inf")
-    counts = counter.count_many([text[s:e] for s, e in spans])
     out: list[list[int]] = []  # [start, end, tokens]
     for (s, e), n in zip(spans, counts):
         if out and out[-1][2] < min_tokens:
@@ -30,22 +33,24 @@ def merge_small(
         if joined <= limit:
             out[-2][1], out[-2][2] = out[-1][1], joined
             out.pop()
-    return [(s, e) for s, e, _ in out]
+    return [(s, e) for s, e, _ in out], [n for _, _, n in out]
 
 
-def fit(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: int) -> list[Span]:
-    """Split ``span`` into pieces of at most ``max_tokens``: whole sentences packed
-    together first; a single sentence that is still too long is cut at token boundaries.
-    Consecutive pieces share up to ``overlap`` tokens."""
+def fit(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: int,
+        segmenter: str = DEFAULT_SEGMENTER, count: int | None = None) -> list[Span]:
+    """Split ``span`` into pieces of at most ``max_tokens``: whole sentences (found by
+    ``segmenter``) packed together first; a single sentence that is still too long is
+    cut at token boundaries. Consecutive pieces share up to ``overlap`` tokens.
+    ``count`` is the span's token count when the caller knows it."""
     s, e = span
-    if counter.count(text[s:e]) <= max_tokens:
+    if (count if count is not None else counter.count(text[s:e])) <= max_tokens:
         return [span]
-    sentences = sentence_spans(text, s, e)
+    sentences = sentence_spans(text, s, e, segmenter=segmenter)
     if len(sentences) <= 1:
         return _token_windows(text, span, counter, max_tokens, overlap)
     pieces: list[Span] = []
     for sent in sentences:
-        pieces.extend(fit(text, sent, counter, max_tokens, overlap))
+        pieces.extend(fit(text, sent, counter, max_tokens, overlap, segmenter))
     return _pack(text, pieces, counter, max_tokens, overlap)
 
 

@@ -11,6 +11,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .segment import DEFAULT_SEGMENTER, SEGMENTERS
+
 
 class ChunkerSettings(BaseModel):
     """Shared shape: ``max_tokens`` per chunk, ``min_tokens`` below which a unit merges
@@ -43,6 +45,15 @@ class SentenceSettings(ChunkerSettings):
     max_tokens: int | None = Field(default=128, ge=8)
     min_tokens: int = 4
     overlap: int = 0
+    # Which SEGMENTERS entry finds sentences (part of the chunker key: another
+    # segmenter cuts other chunks).
+    segmenter: str = DEFAULT_SEGMENTER
+
+    @field_validator("segmenter")
+    @classmethod
+    def _known_segmenter(cls, v: str) -> str:
+        SEGMENTERS.get(v)
+        return v
 
 
 class ParagraphSettings(ChunkerSettings):
@@ -52,6 +63,14 @@ class ParagraphSettings(ChunkerSettings):
     max_tokens: int | None = Field(default=256, ge=8)
     min_tokens: int = 24
     overlap: int = 32
+    # Splits a paragraph over max_tokens at sentences (see SentenceSettings).
+    segmenter: str = DEFAULT_SEGMENTER
+
+    @field_validator("segmenter")
+    @classmethod
+    def _known_segmenter(cls, v: str) -> str:
+        SEGMENTERS.get(v)
+        return v
 
 
 class ArticleSettings(ChunkerSettings):

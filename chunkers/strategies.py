@@ -4,39 +4,61 @@ Document -> list[Chunk]; they differ only in the units they start from."""
 from __future__ import annotations
 
 from grainline.documents import Chunk, Document
+from grainline.tokens import TokenCounter
 
 from .base import CHUNKERS, ChunkContext, chunker_params, make_chunks
 from .pack import fit, merge_small
-from .segment import Span, paragraph_spans, sentence_spans, trim
+from .segment import DEFAULT_SEGMENTER, Span, paragraph_spans, sentence_spans, trim
 from .settings import ArticleSettings, ChunkerSettings
 
 
+def _refit(text: str, units: list[Span], counts: list[int], counter: TokenCounter, max_tokens: int, overlap: int,
+           segmenter: str) -> tuple[list[Span], list[int], list[int]]:
+    """Units over ``max_tokens`` split by :func:`fit`, the others kept with their
+    counts. Returns the units, their counts (only the pieces are counted anew) and, for
+    each, the index of the unit it came from, or -1 for a piece of a split one."""
+    out: list[Span] = []
+    out_counts: list[int] = []
+    origin: list[int] = []
+    for i, (span, n) in enumerate(zip(units, counts)):
+        if n <= max_tokens:
+            out.append(span)
+            out_counts.append(n)
+            origin.append(i)
+            continue
+        for piece in fit(text, span, counter, max_tokens, overlap, segmenter, count=n):
+            out.append(piece)
+            out_counts.append(-1)
+            origin.append(-1)
+    fresh = [i for i, o in enumerate(origin) if o < 0]
+    for i, n in zip(fresh, counter.count_many([text[out[i][0]:out[i][1]] for i in fresh])):
+        out_counts[i] = n
+    return out, out_counts, origin
+
+
 def _split_units(doc: Document, strategy: str, units: list[Span], settings: ChunkerSettings, ctx: ChunkContext) -> list[Chunk]:
+    # Each text is counted once per tokenizer: a unit that stays whole keeps its count,
+    # only the pieces of a split unit are counted anew.
     text = doc.text
-    units = merge_small(text, units, ctx.tokens, settings.min_tokens, settings.max_tokens)
+    segmenter = getattr(settings, "segmenter", DEFAULT_SEGMENTER)
+    units, n_tokens = merge_small(text, units, ctx.tokens, settings.min_tokens, settings.max_tokens)
     if settings.max_tokens is not None:
-        units = [p for u in units for p in fit(text, u, ctx.tokens, settings.max_tokens, settings.overlap)]
+        units, n_tokens, _ = _refit(text, units, n_tokens, ctx.tokens, settings.max_tokens, settings.overlap, segmenter)
     handling = ["plain"] * len(units)
     if ctx.model is not None:
         # The model's tokenizer often needs more tokens than cl100k for the same text;
         # anything over the model's window is split again rather than truncated.
-        model_counts = ctx.model.counter.count_many([text[s:e] for s, e in units])
-        fitted: list[Span] = []
-        handling = []
-        overlap = min(settings.overlap, ctx.model.max_tokens // 4)
-        for span, n in zip(units, model_counts):
-            if n <= ctx.model.max_tokens:
-                fitted.append(span)
-                handling.append("plain")
-            else:
-                pieces = fit(text, span, ctx.model.counter, ctx.model.max_tokens, overlap)
-                fitted.extend(pieces)
-                handling.extend(["split"] * len(pieces))
-        units = fitted
         n_model = ctx.model.counter.count_many([text[s:e] for s, e in units])
+        overlap = min(settings.overlap, ctx.model.max_tokens // 4)
+        units, n_model, origin = _refit(text, units, n_model, ctx.model.counter, ctx.model.max_tokens, overlap, segmenter)
+        if any(o < 0 for o in origin):
+            handling = ["split" if o < 0 else "plain" for o in origin]
+            pieces = [i for i, o in enumerate(origin) if o < 0]
+            n_tokens = [n_tokens[o] if o >= 0 else -1 for o in origin]
+            for i, n in zip(pieces, ctx.tokens.count_many([text[units[i][0]:units[i][1]] for i in pieces])):
+                n_tokens[i] = n
     else:
         n_model = [-1] * len(units)
-    n_tokens = ctx.tokens.count_many([text[s:e] for s, e in units])
     exceeds = [ctx.model is not None and n > ctx.model.max_tokens for n in n_model]
     params = chunker_params(strategy, settings, ctx)
     return make_chunks(doc, strategy, params, units, n_tokens, n_model, handling, exceeds)
@@ -44,8 +66,10 @@ def _split_units(doc: Document, strategy: str, units: list[Span], settings: Chun
 
 @CHUNKERS.register("sentence")
 def sentence_chunks(doc: Document, settings: ChunkerSettings, ctx: ChunkContext) -> list[Chunk]:
-    """One chunk per sentence (pysbd), tiny fragments merged, long ones cut at tokens."""
-    return _split_units(doc, "sentence", sentence_spans(doc.text), settings, ctx)
+    """One chunk per sentence (``settings.segmenter``), tiny fragments merged, long ones
+    cut at tokens."""
+    segmenter = getattr(settings, "segmenter", DEFAULT_SEGMENTER)
+    return _split_units(doc, "sentence", sentence_spans(doc.text, segmenter=segmenter), settings, ctx)
 
 
 @CHUNKERS.register("paragraph")

@@ -190,8 +190,9 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
         stamp = RowStamp(source_root=ctx.root, run_id=ctx.run_id, model_id=ident.model_id,
                          model_max_seq_length=ident.max_seq_length, ingested_at=utcnow())
         keys = [p.key for p in ctx.plans]
+        replaced = [k for p in ctx.plans for k in p.replaces]
         res = ctx.store.write_documents([(cd.doc, cd.chunks) for cd in batch.docs], batch.vectors, batch.n_windows,
-                                        stamp, keys, all_new=all(cd.status == "added" for cd in batch.docs))
+                                        stamp, keys + replaced, all_new=all(cd.status == "added" for cd in batch.docs))
         counts.chunks_written += res["inserted"] + res["updated"]
         counts.chunks_deleted += res["deleted"]
         for cd in batch.docs:

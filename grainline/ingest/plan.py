@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from grainline.chunkers import ChunkContext, ChunkerSettings, chunker_key, chunker_params
+from grainline.chunkers import ChunkContext, ChunkerSettings, chunker_key, chunker_params, superseded_keys
 from grainline.embedding import Embedder
 
 from grainline.embedding import get_embedder
@@ -21,6 +21,9 @@ class Plan:
     settings: ChunkerSettings
     params: str
     key: str
+    # Keys of rows this plan's chunks replace when it re-chunks a document (rows cut
+    # before a setting existed: chunkers.superseded_keys).
+    replaces: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -44,5 +47,5 @@ def make_plans(settings: IngestSettings, embedder: Embedder) -> tuple[Plan, ...]
     plans = []
     for strategy, cs in settings.chunker_settings().items():
         params = chunker_params(strategy, cs, chunk_ctx)
-        plans.append(Plan(strategy, cs, params, chunker_key(strategy, params)))
+        plans.append(Plan(strategy, cs, params, chunker_key(strategy, params), superseded_keys(strategy, cs, chunk_ctx)))
     return tuple(plans)
