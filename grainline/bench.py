@@ -78,11 +78,12 @@ def corpus_documents(spec: str) -> Iterator[Document]:
     yield from load_dataset(spec).documents
 
 
-def write_corpus(spec: str, folder: Path) -> int:
+def write_corpus(spec: str, folder: Path) -> tuple[int, int]:
     """The corpus as JSONL files under ``folder`` (so ingestion reads it like any
-    source), written in a streaming way; returns the number of documents."""
+    source), written in a streaming way; returns the number of documents and of
+    UTF-8 bytes of their text."""
     folder.mkdir(parents=True, exist_ok=True)
-    n = 0
+    n = n_bytes = 0
     part = None
     for doc in corpus_documents(spec):
         if n % 10_000 == 0:
@@ -91,9 +92,10 @@ def write_corpus(spec: str, folder: Path) -> int:
             part = open(folder / f"part-{n // 10_000:05d}.jsonl", "w", encoding="utf-8")
         part.write(json.dumps({"id": doc.doc_id, "title": doc.title, "text": doc.text}) + "\n")
         n += 1
+        n_bytes += len(doc.text.encode("utf-8"))
     if part:
         part.close()
-    return n
+    return n, n_bytes
 
 
 # ----------------------------------------------------------------------------- stages
@@ -229,7 +231,7 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
     load_at_start = os.getloadavg()  # figures taken on a busy machine say so
     work = Path(tempfile.mkdtemp(prefix="grainline-bench-"))
     corpus = work / "corpus"
-    n_docs = write_corpus(dataset, corpus)
+    n_docs, n_bytes = write_corpus(dataset, corpus)
     server_start = None
     server = None
     env = dict(os.environ, PREFECT_SERVER_ANALYTICS_ENABLED="false", HF_HUB_OFFLINE="1")
@@ -264,6 +266,8 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         # Only stages that ran the model: a re-run that embeds nothing has no share.
         if flops and peak and st["model_tokens_per_s"] and st.get("chunks_embedded", 1):
             st["share_of_fp32_fma_peak"] = st["model_tokens_per_s"] * flops / 1e9 / peak["gflops"]
+    if "ingest" in results:
+        results["ingest"]["steps"] = ingest_steps(results["ingest"], n_bytes, n_tokens)
     import torch
 
     dev = pick_device(device)
@@ -275,7 +279,7 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         "machine": machine_info(),
         "load_average_at_start": list(load_at_start),
         "device_name": torch.cuda.get_device_name(0) if dev.startswith("cuda") else f"cpu x{torch.get_num_threads()} threads",
-        "documents": n_docs, "chunks": n_chunks, "model_tokens": n_tokens,
+        "documents": n_docs, "corpus_mb": n_bytes / 1e6, "chunks": n_chunks, "model_tokens": n_tokens,
         "prefect_server_start_seconds": server_start,
         "model_prepare_seconds": prepare_seconds,
         "model_mflop_per_token": flops / 1e6 if flops else None,
@@ -284,12 +288,26 @@ def bench(dataset: str, strategy: str, output: str | None, model: str, device: s
         "stages": results,
     }
     for key, (num, den) in {"embed_vs_baseline": ("embed", "baseline"), "ingest_vs_baseline": ("ingest", "baseline"),
-                            "rerun_vs_ingest": ("rerun", "ingest")}.items():
+                            "rerun_vs_ingest": ("rerun", "ingest"), "ingest_vs_embed": ("ingest", "embed")}.items():
         if num in results and den in results:
             report[key] = results[num]["seconds"] / results[den]["seconds"]
     if output:
         Path(output).write_text(json.dumps(report, indent=2, default=str))
     return report
+
+
+def ingest_steps(ingest: dict[str, Any], n_bytes: int, n_tokens: int | None) -> dict[str, Any]:
+    """Where the ingest stage's time went: each step's seconds (as the run's ledger
+    counts them, summed over batches), the corpus MB/s and model tokens/s at that step's
+    pace, and the share of the stage spent outside the model (everything but the
+    embed step, Prefect and start-up included)."""
+    steps: dict[str, Any] = {}
+    for name, secs in (ingest.get("stage_seconds") or {}).items():
+        steps[name] = {"seconds": secs, "mb_per_s": n_bytes / 1e6 / secs if secs else None,
+                       "model_tokens_per_s": n_tokens / secs if secs and n_tokens and name == "embed" else None}
+    embed = (ingest.get("stage_seconds") or {}).get("embed")
+    total = ingest.get("seconds")
+    return {"by_step": steps, "outside_model_share": (total - embed) / total if total and embed is not None else None}
 
 
 def model_flops_per_token(model: str, avg_tokens: float) -> float | None:
@@ -327,7 +345,7 @@ def fp32_fma_peak_gflops() -> dict[str, Any] | None:
     return {"gflops": cpus * 2 * lanes * 2 * mhz / 1000, "cpus": cpus, "fma_pipes": 2, "lanes": lanes, "mhz": mhz}
 
 
-BENCH_LIBRARIES = ("torch", "sentence-transformers", "transformers", "lancedb", "pyarrow", "openvino", "nncf", "prefect", "pysbd")
+BENCH_LIBRARIES = ("torch", "sentence-transformers", "transformers", "lancedb", "pyarrow", "openvino", "nncf", "prefect", "pysbd", "blingfire")
 
 
 def machine_info() -> dict[str, Any]:
@@ -336,15 +354,21 @@ def machine_info() -> dict[str, Any]:
     (None: not installed)."""
     from grainline.embedding.precision import BF16_FLAGS, cpu_flags, library_version
 
-    model_name = None
+    info: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            model_name = next((line.partition(":")[2].strip() for line in fh if line.startswith("model name")), None)
+            for line in fh:
+                key, _, value = line.partition(":")
+                if not line.strip():
+                    break  # the first processor's block is enough
+                info.setdefault(key.strip(), value.strip())
     except OSError:
         pass
     flags = cpu_flags()
     return {
-        "cpu": model_name, "cpu_count": os.cpu_count(),
+        # "AMD EPYC" alone names no generation: the family and model numbers do.
+        "cpu": info.get("model name"), "cpu_family_model": f"{info.get('cpu family', '?')}/{info.get('model', '?')}",
+        "cpu_count": os.cpu_count(),
         "cpu_flags": {f: f in flags for f in (*BF16_FLAGS, "amx_tile", "amx_int8", "avx512f", "avx512_vnni", "avx2")},
         "python": sys.version.split()[0],
         "libraries": {name: library_version(name) for name in BENCH_LIBRARIES},
@@ -358,6 +382,11 @@ def format_report(rep: dict[str, Any]) -> str:
         f"{tokens}model {rep['model']} on {rep['device']} ({rep['device_name']}, backend {rep.get('backend_chosen') or rep.get('backend', 'torch')}, "
         f"precision {rep['precision']}" + (f" -> {rep['precision_chosen']}" if rep.get("precision_chosen") else "") + ")",
     ]
+    m = rep.get("machine") or {}
+    if m.get("cpu"):
+        on = [f for f, present in (m.get("cpu_flags") or {}).items() if present]
+        lines.append(f"CPU: {m['cpu']} (family/model {m.get('cpu_family_model')}), {m.get('cpu_count')} CPUs; "
+                     f"flags: {' '.join(on) or 'none of the listed'}")
     if rep.get("load_average_at_start"):
         lines.append("load average at start: " + " ".join(f"{x:.2f}" for x in rep["load_average_at_start"])
                      + f" ({rep['machine']['cpu_count']} CPUs)")
@@ -375,9 +404,16 @@ def format_report(rep: dict[str, Any]) -> str:
         share = f"{100 * s['share_of_fp32_fma_peak']:>7.1f}%" if s.get("share_of_fp32_fma_peak") else f"{'':>8}"
         lines.append(f"{name:<10} {s['seconds']:>9.2f} {s['chunks_per_s'] or 0:>10.1f} {s['model_tokens_per_s'] or 0:>11.0f} "
                      f"{s['peak_rss_mib']:>13.0f} {share}")
+    steps = (rep["stages"].get("ingest") or {}).get("steps")
+    if steps and steps["by_step"]:
+        lines += ["", f"ingest by step ({rep.get('corpus_mb', 0):.2f} MB of text): "
+                  + ", ".join(f"{k} {v['seconds']:.2f} s" + (f" ({v['mb_per_s']:.2f} MB/s)" if v["mb_per_s"] else "")
+                              for k, v in steps["by_step"].items())]
+        if steps["outside_model_share"] is not None:
+            lines.append(f"share of the ingest stage outside the model: {100 * steps['outside_model_share']:.1f}%")
     lines.append("")
     for key, label in (("embed_vs_baseline", "embed/baseline  (2/1)"), ("ingest_vs_baseline", "ingest/baseline (3/1)"),
-                       ("rerun_vs_ingest", "rerun/ingest    (4/3)")):
+                       ("rerun_vs_ingest", "rerun/ingest    (4/3)"), ("ingest_vs_embed", "ingest/embed    (3/2)")):
         if key in rep:
             lines.append(f"{label} = {rep[key]:.3f}")
     return "\n".join(lines)
