@@ -34,6 +34,15 @@ def test_bench_command_writes_all_figures(tmp_path):
     assert rep["stages"]["rerun"]["chunks_embedded"] == 0 and rep["stages"]["rerun"]["chunks_written"] == 0
     assert all(s["peak_rss_mib"] > 50 for s in rep["stages"].values())
     assert "ingest/baseline (3/1)" in res.output
+    # Where the ingest stage's time went: each step as the ledger counts it, the corpus's
+    # MB/s at that step's pace, and the share spent outside the model.
+    steps = rep["stages"]["ingest"]["steps"]
+    assert {"read", "chunk", "embed", "write"} <= set(steps["by_step"]) and rep["corpus_mb"] > 0
+    chunk = steps["by_step"]["chunk"]
+    assert chunk["mb_per_s"] == pytest.approx(rep["corpus_mb"] / chunk["seconds"])
+    assert 0 < steps["outside_model_share"] < 1 and rep["ingest_vs_embed"] > 0
+    assert "share of the ingest stage outside the model: " in res.output and "ingest/embed    (3/2)" in res.output
+    assert rep["machine"]["cpu_family_model"] and f"family/model {rep['machine']['cpu_family_model']}" in res.output
     # What makes figures from different machines comparable.
     from tests.embedding.test_precision import this_cpu_has_bf16_units
 
