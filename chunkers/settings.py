@@ -7,11 +7,20 @@ embedder's ``pool_overlap``), only ``long_article``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .segment import DEFAULT_SEGMENTER, SEGMENTERS
+
+
+def _known_segmenter(name: str) -> str:
+    SEGMENTERS.get(name)  # an unknown one is an error listing the known ones
+    return name
+
+
+# A name from the SEGMENTERS registry.
+SegmenterName = Annotated[str, AfterValidator(_known_segmenter)]
 
 
 class ChunkerSettings(BaseModel):
@@ -47,13 +56,7 @@ class SentenceSettings(ChunkerSettings):
     overlap: int = 0
     # Which SEGMENTERS entry finds sentences (part of the chunker key: another
     # segmenter cuts other chunks).
-    segmenter: str = DEFAULT_SEGMENTER
-
-    @field_validator("segmenter")
-    @classmethod
-    def _known_segmenter(cls, v: str) -> str:
-        SEGMENTERS.get(v)
-        return v
+    segmenter: SegmenterName = DEFAULT_SEGMENTER
 
 
 class ParagraphSettings(ChunkerSettings):
@@ -64,13 +67,7 @@ class ParagraphSettings(ChunkerSettings):
     min_tokens: int = 24
     overlap: int = 32
     # Splits a paragraph over max_tokens at sentences (see SentenceSettings).
-    segmenter: str = DEFAULT_SEGMENTER
-
-    @field_validator("segmenter")
-    @classmethod
-    def _known_segmenter(cls, v: str) -> str:
-        SEGMENTERS.get(v)
-        return v
+    segmenter: SegmenterName = DEFAULT_SEGMENTER
 
 
 class ArticleSettings(ChunkerSettings):
