@@ -60,7 +60,16 @@ def _pack(text: str, pieces: list[Span], counter: TokenCounter, max_tokens: int,
     i = 0
     n = len(pieces)
     while i < n:
-        j = i + 1
+        # Grow the group while the pieces' own counts fit (cheap), check that once on the
+        # joined text, then go on piece by piece with exact counts: counting every
+        # prefix afresh made a long block quadratic. Same groups as counting every
+        # prefix, as a longer text never has fewer tokens.
+        j, total = i + 1, counts[i]
+        while j < n and total + counts[j] <= max_tokens:
+            total += counts[j]
+            j += 1
+        while j > i + 1 and counter.count(text[pieces[i][0]:pieces[j - 1][1]]) > max_tokens:
+            j -= 1
         while j < n and counter.count(text[pieces[i][0]:pieces[j][1]]) <= max_tokens:
             j += 1
         groups.append((pieces[i][0], pieces[j - 1][1]))

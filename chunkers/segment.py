@@ -22,7 +22,9 @@ Segmenter = Callable[[str], list[Span]]
 SEGMENTERS: Registry[Segmenter] = Registry("sentence segmenter")
 DEFAULT_SEGMENTER = "blingfire"
 
-_BLANK_LINE = re.compile(r"\n[ \t\f\v]*\n\s*")
+# A blank line, whatever the line ends (readers turn CRLF and CR into LF; text passed
+# in directly may still have them).
+_BLANK_LINE = re.compile(r"(?>\r\n|\n|\r)[ \t\f\v]*(?>\r\n|\n|\r)\s*")
 
 
 def trim(text: str, start: int, end: int) -> Span | None:
@@ -155,7 +157,7 @@ _MAX_SEGMENT_CHARS = 20_000
 # A line break followed by a lower-case letter is a hard wrap inside a sentence, so it
 # is shown to the segmenter as a space (same length, so offsets stay exact); breaks
 # before headings, list items and capitals end a sentence.
-_SOFT_WRAP = re.compile(r"(?<=\S)[ \t]*\n(?=[ \t]*[a-z(,;])")
+_SOFT_WRAP = re.compile(r"(?<=\S)[ \t]*(?>\r\n|\n|\r)(?=[ \t]*[a-z(,;])")
 _LINE_BREAK = re.compile(r"[\r\n]+")
 
 

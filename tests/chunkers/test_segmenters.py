@@ -133,3 +133,18 @@ def test_blingfire_agrees_with_pysbd_on_squad_and_scifact():
         print(f"{name}: boundary F1 blingfire vs pysbd {f1:.4f}")
         assert f1 >= 0.97, (name, f1)
     assert re.sub(r"\s", "", paragraphs[0])  # the data is real text
+
+
+@pytest.mark.parametrize("segmenter", SEGMENTER_NAMES)
+def test_crlf_and_cr_line_ends_read_as_lf(segmenter):
+    """Readers turn CRLF and CR into LF; text passed in directly keeps them, and a blank
+    line or a wrapped line is the same whatever ends the lines."""
+    from grainline.chunkers.segment import paragraph_spans
+
+    for nl in ("\n", "\r\n", "\r"):
+        text = f"A sentence that is{nl}wrapped here. Next one.{nl}# Heading{nl}{nl}New paragraph.{nl}"
+        assert [text[s:e] for s, e in paragraph_spans(text)] == [
+            f"A sentence that is{nl}wrapped here. Next one.{nl}# Heading", "New paragraph."]
+        got = sentences(text, segmenter)
+        assert got[1:] == ["Next one.", "# Heading", "New paragraph."]
+        assert got[0] == f"A sentence that is{nl}wrapped here.", (nl, got)
