@@ -143,10 +143,11 @@ def _blingfire_fn():
             import blingfire
         except ImportError as exc:  # pragma: no cover - a dependency
             raise ImportError("the blingfire segmenter needs blingfire: pip install blingfire") from exc
-        fn = blingfire.blingfire.TextToSentencesWithOffsets
-        fn.argtypes = [ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
-        fn.restype = ctypes.c_int
-        _local.blingfire = fn
+        # A function object of our own over blingfire's library: typing the one its
+        # wrapper uses would change how that wrapper's calls are converted.
+        proto = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p,
+                                 ctypes.c_void_p, ctypes.c_int)
+        fn = _local.blingfire = proto(("TextToSentencesWithOffsets", blingfire.blingfire))
     return fn
 
 
