@@ -18,22 +18,26 @@ def _refit(text: str, units: list[Span], counts: list[int], counter: TokenCounte
     counts. Returns the units, their counts (only the pieces are counted anew) and, for
     each, the index of the unit it came from, or -1 for a piece of a split one."""
     out: list[Span] = []
-    out_counts: list[int] = []
     origin: list[int] = []
     for i, (span, n) in enumerate(zip(units, counts)):
         if n <= max_tokens:
             out.append(span)
-            out_counts.append(n)
             origin.append(i)
             continue
         for piece in fit(text, span, counter, max_tokens, overlap, segmenter, count=n):
             out.append(piece)
-            out_counts.append(-1)
             origin.append(-1)
+    return out, _carried_counts(text, out, origin, counts, counter), origin
+
+
+def _carried_counts(text: str, units: list[Span], origin: list[int], counts: list[int], counter: TokenCounter) -> list[int]:
+    """Each unit's count: carried over from the unit it came from (``origin``), counted
+    anew for the pieces of a split unit (origin -1)."""
+    out = [counts[o] if o >= 0 else -1 for o in origin]
     fresh = [i for i, o in enumerate(origin) if o < 0]
-    for i, n in zip(fresh, counter.count_many([text[out[i][0]:out[i][1]] for i in fresh])):
-        out_counts[i] = n
-    return out, out_counts, origin
+    for i, n in zip(fresh, counter.count_many([text[units[i][0]:units[i][1]] for i in fresh])):
+        out[i] = n
+    return out
 
 
 def _split_units(doc: Document, strategy: str, units: list[Span], settings: ChunkerSettings, ctx: ChunkContext) -> list[Chunk]:
@@ -53,10 +57,7 @@ def _split_units(doc: Document, strategy: str, units: list[Span], settings: Chun
         units, n_model, origin = _refit(text, units, n_model, ctx.model.counter, ctx.model.max_tokens, overlap, segmenter)
         if any(o < 0 for o in origin):
             handling = ["split" if o < 0 else "plain" for o in origin]
-            pieces = [i for i, o in enumerate(origin) if o < 0]
-            n_tokens = [n_tokens[o] if o >= 0 else -1 for o in origin]
-            for i, n in zip(pieces, ctx.tokens.count_many([text[units[i][0]:units[i][1]] for i in pieces])):
-                n_tokens[i] = n
+            n_tokens = _carried_counts(text, units, origin, n_tokens, ctx.tokens)
     else:
         n_model = [-1] * len(units)
     exceeds = [ctx.model is not None and n > ctx.model.max_tokens for n in n_model]
