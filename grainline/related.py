@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from grainline.embedding import DEFAULT_MODEL
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
 from grainline.storage.sql import in_list, quote
+from grainline.storage.tables import open_or_create
 
 log = logging.getLogger("grainline.related")
 
@@ -189,9 +190,7 @@ def precompute_related(settings: RelatedSettings) -> dict[str, Any]:
     dv = document_vectors(table, settings.strategy)
     t_vectors = time.perf_counter() - t0
     conn = connect(settings.db)
-    out = open_table_if_exists(conn, RELATED_TABLE)
-    if out is None:
-        out = conn.create_table(RELATED_TABLE, schema=RELATED_SCHEMA, exist_ok=True)
+    out = open_or_create(conn, settings.db, RELATED_TABLE, RELATED_SCHEMA)
     source = f"source_table = {quote(dv.table_name)} AND strategy = {quote(settings.strategy)}"
     now = datetime.now(timezone.utc)
     inserted = updated = deleted = 0

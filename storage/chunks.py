@@ -16,6 +16,7 @@ from .lance_import import import_lancedb
 from .rows import RowStamp, chunk_rows
 from .schema import chunks_schema
 from .sql import in_list, quote
+from .tables import open_or_create, open_table_if_exists  # noqa: F401  (open_table_if_exists re-exported)
 
 from grainline.defaults import DEFAULT_DB  # noqa: E402,F401  (re-exported)
 from grainline.documents import Chunk, Document
@@ -44,13 +45,6 @@ def connect(db_uri: str, storage_options: dict[str, str] | None = None) -> Any:
     lancedb = import_lancedb()
 
     return lancedb.connect(db_uri, storage_options=storage_options or None, session=lance_session())
-
-
-def open_table_if_exists(db: Any, name: str) -> Any | None:
-    try:
-        return db.open_table(name)
-    except (ValueError, FileNotFoundError):
-        return None
 
 
 @dataclass
@@ -83,8 +77,8 @@ class ChunkStore:
     @property
     def table(self) -> Any:
         if self._table is None:
-            # exist_ok: another writer may have created it since we looked.
-            self._table = self.db.create_table(self.table_name, schema=self.schema, exist_ok=True)
+            # Another writer (an evaluation, a second model's run) may be creating it too.
+            self._table = open_or_create(self.db, self.db_uri, self.table_name, self.schema)
         return self._table
 
     @property

@@ -24,14 +24,15 @@ T = TypeVar("T")
 
 # A missing file or a denied permission never passes, whatever its message says.
 _TERMINAL_OS_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
-_CONFLICT_WORDS = ("commit conflict", "write contention")
+_CONFLICT_WORDS = ("commit conflict", "write contention", "incompatible transaction")
 _UNAVAILABLE_WORDS = ("timed out", "timeout", "temporarily", "connection reset", "try again", "throttl", "slow down")
 
 
 class CommitConflict(TransientError, RuntimeError):
     """A commit lost a race with another writer of the same table (LanceDB's 'commit
-    conflict' or 'write contention'); the write can be made again. A RuntimeError too,
-    as LanceDB's own error was for callers that catch that."""
+    conflict', 'write contention' or 'incompatible transaction'); the write can be
+    made again. A RuntimeError too, as LanceDB's own error was for callers that catch
+    that."""
 
 
 class StoreUnavailable(TransientError, OSError):

@@ -10,10 +10,11 @@ from typing import Any
 
 import pyarrow as pa
 
-from .chunks import connect, open_table_if_exists
+from .chunks import connect
 from .commits import retry_commit
 from .schema import RUNS_SCHEMA, add_missing_columns
 from .sql import quote
+from .tables import open_or_create, open_table_if_exists
 
 RUNS_TABLE = "runs"
 
@@ -110,13 +111,12 @@ class Ledger:
     """The ``runs`` table of a database."""
 
     def __init__(self, db_uri: str, storage_options: dict[str, str] | None = None) -> None:
+        self.db_uri = db_uri
         self.db = connect(db_uri, storage_options)
         self._migrated = False
 
     def _table(self):
-        t = open_table_if_exists(self.db, RUNS_TABLE)
-        if t is None:
-            t = retry_commit(lambda: self.db.create_table(RUNS_TABLE, schema=RUNS_SCHEMA, exist_ok=True), "creating the runs table")
+        t = open_or_create(self.db, self.db_uri, RUNS_TABLE, RUNS_SCHEMA)
         if not self._migrated:
             # A runs table from an older grainline lacks the newer columns: add them
             # (null for old rows) before writing a row in the current schema.

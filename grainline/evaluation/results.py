@@ -12,6 +12,7 @@ from grainline.storage.commits import retry_commit
 from grainline.storage.parquet import default_export_dir, export_table
 from grainline.storage.schema import add_missing_columns
 from grainline.storage.sql import quote
+from grainline.storage.tables import open_or_create
 
 EVAL_TABLE = "eval_results"
 
@@ -86,9 +87,9 @@ def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) 
     table = open_table_if_exists(conn, EVAL_TABLE)
     data = pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
     if table is None:
-        # Created empty, then appended to: create_table(data=..., exist_ok=True) drops
-        # the data when another evaluation created the table a moment before.
-        table = retry_commit(lambda: conn.create_table(EVAL_TABLE, schema=EVAL_SCHEMA, exist_ok=True), "creating eval_results")
+        # Created empty, then appended to: create_table(data=...) drops the data when
+        # another evaluation created the table a moment before.
+        table = open_or_create(conn, db_uri, EVAL_TABLE, EVAL_SCHEMA)
     else:
         add_missing_columns(table, EVAL_SCHEMA)  # an eval_results table from an older grainline
     retry_commit(lambda: table.add(data), f"eval_results rows of {rows[0]['run_id'] if rows else 'a run'}")
