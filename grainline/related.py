@@ -34,25 +34,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grainline.embedding import DEFAULT_MODEL
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
-from grainline.storage.sql import in_list, quote
-from grainline.storage.tables import open_or_create
+from grainline.storage.related_docs import RELATED_KEY, RELATED_SCHEMA, RELATED_TABLE, RelatedWriter  # noqa: F401  (re-exported)
+from grainline.storage.sql import quote
 
 log = logging.getLogger("grainline.related")
 
-RELATED_TABLE = "related_docs"
-RELATED_SCHEMA = pa.schema([
-    pa.field("doc_id", pa.string(), nullable=False),
-    pa.field("rank", pa.int32(), nullable=False),
-    pa.field("related_doc_id", pa.string(), nullable=False),
-    pa.field("score", pa.float32()),
-    pa.field("source_table", pa.string(), nullable=False),
-    pa.field("strategy", pa.string(), nullable=False),
-    pa.field("model_id", pa.string()),
-    pa.field("table_version", pa.int64()),
-    pa.field("computed_at", pa.timestamp("us", tz="UTC")),
-])
-# One row per (collection, strategy, document, rank): what a re-run overwrites.
-RELATED_KEY = ["source_table", "strategy", "doc_id", "rank"]
 
 
 class RelatedSettings(BaseModel):
@@ -189,41 +175,30 @@ def precompute_related(settings: RelatedSettings) -> dict[str, Any]:
     table = resolve_table(settings)
     dv = document_vectors(table, settings.strategy)
     t_vectors = time.perf_counter() - t0
-    conn = connect(settings.db)
-    out = open_or_create(conn, settings.db, RELATED_TABLE, RELATED_SCHEMA)
-    source = f"source_table = {quote(dv.table_name)} AND strategy = {quote(settings.strategy)}"
     now = datetime.now(timezone.utc)
-    inserted = updated = deleted = 0
-    for rows in _blocks(len(dv.doc_ids), settings.block_size):
-        idx, sc = top_related(dv, rows, settings.k)
-        kk = idx.shape[1]
-        doc_ids = [dv.doc_ids[i] for i in rows]
-        data = pa.table({
-            "doc_id": np.repeat(np.array(doc_ids, dtype=object), kk).tolist(),
-            "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(rows)),
-            "related_doc_id": [dv.doc_ids[j] for j in idx.ravel()],
-            "score": sc.ravel().astype(np.float32),
-            "source_table": [dv.table_name] * (len(rows) * kk),
-            "strategy": [settings.strategy] * (len(rows) * kk),
-            "model_id": [dv.model_id] * (len(rows) * kk),
-            "table_version": [dv.table_version] * (len(rows) * kk),
-            "computed_at": pa.array([now] * (len(rows) * kk), pa.timestamp("us", tz="UTC")),
-        }, schema=RELATED_SCHEMA)
-        scope = f"{source} AND {in_list('doc_id', doc_ids)}"
-        res = (out.merge_insert(RELATED_KEY).when_matched_update_all().when_not_matched_insert_all()
-               .when_not_matched_by_source_delete(scope).execute(data))
-        inserted += res.num_inserted_rows
-        updated += res.num_updated_rows
-        deleted += res.num_deleted_rows
-    stored = set(out.search().where(source).select(["doc_id"]).limit(None).to_arrow().column("doc_id").to_pylist())
-    gone = sorted(stored - set(dv.doc_ids))
-    for i in range(0, len(gone), 1000):
-        before = out.count_rows()
-        out.delete(f"{source} AND {in_list('doc_id', gone[i:i + 1000])}")
-        deleted += before - out.count_rows()
+    with RelatedWriter(settings.db, dv.table_name, settings.strategy, dv.model_id,
+                       {"k": settings.k, "table_version": dv.table_version}) as out:
+        for rows in _blocks(len(dv.doc_ids), settings.block_size):
+            idx, sc = top_related(dv, rows, settings.k)
+            kk = idx.shape[1]
+            doc_ids = [dv.doc_ids[i] for i in rows]
+            n = len(rows) * kk
+            out.upsert(pa.table({
+                "doc_id": np.repeat(np.array(doc_ids, dtype=object), kk).tolist(),
+                "rank": np.tile(np.arange(1, kk + 1, dtype=np.int32), len(rows)),
+                "related_doc_id": [dv.doc_ids[j] for j in idx.ravel()],
+                "score": sc.ravel().astype(np.float32),
+                "source_table": [dv.table_name] * n,
+                "strategy": [settings.strategy] * n,
+                "model_id": [dv.model_id] * n,
+                "table_version": [dv.table_version] * n,
+                "computed_at": pa.array([now] * n, pa.timestamp("us", tz="UTC")),
+            }, schema=RELATED_SCHEMA), doc_ids)
+        out.keep_only(set(dv.doc_ids))
+        stored = out.rows()
     return {
         "table": dv.table_name, "table_version": dv.table_version, "strategy": settings.strategy,
-        "documents": len(dv.doc_ids), "k": settings.k, "rows": out.count_rows(source),
-        "inserted": inserted, "updated": updated, "deleted": deleted,
+        "documents": len(dv.doc_ids), "k": settings.k, "rows": stored, "run_id": out.record.run_id,
+        "inserted": out.inserted, "updated": out.updated, "deleted": out.deleted,
         "seconds_vectors": round(t_vectors, 3), "seconds_total": round(time.perf_counter() - t0, 3),
     }

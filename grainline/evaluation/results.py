@@ -8,39 +8,9 @@ from typing import Any
 import pyarrow as pa
 
 from grainline.storage.chunks import connect, open_table_if_exists
-from grainline.storage.commits import retry_commit
+from grainline.storage.eval_results import EVAL_SCHEMA, EVAL_TABLE, append_eval_results  # noqa: F401  (re-exported)
 from grainline.storage.parquet import default_export_dir, export_table
-from grainline.storage.schema import add_missing_columns
 from grainline.storage.sql import quote
-from grainline.storage.tables import open_or_create
-
-EVAL_TABLE = "eval_results"
-
-EVAL_SCHEMA = pa.schema(
-    [
-        pa.field("run_id", pa.string()),
-        pa.field("time", pa.timestamp("us", tz="UTC")),
-        pa.field("dataset", pa.string()),
-        pa.field("dataset_spec", pa.string()),
-        pa.field("split", pa.string()),
-        pa.field("strategy", pa.string()),
-        pa.field("chunker_key", pa.string()),
-        pa.field("params", pa.string()),
-        pa.field("method", pa.string()),
-        pa.field("model_id", pa.string()),
-        pa.field("metric", pa.string()),
-        pa.field("value", pa.float64()),
-        pa.field("ci_low", pa.float64()),
-        pa.field("ci_high", pa.float64()),
-        pa.field("n_queries", pa.int64()),
-        pa.field("n_skipped", pa.int64()),
-        pa.field("table_name", pa.string()),
-        pa.field("table_version", pa.int64()),
-        pa.field("sample", pa.int64()),
-        pa.field("table_tag", pa.string()),  # tag on (table_name, table_version); pruning keeps it
-        pa.field("config", pa.string()),  # the chunking as the report names it (strategy, or with swept settings)
-    ]
-)
 
 
 def previous_results(db_uri: str, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,16 +53,7 @@ def find_regressions(rows: list[dict[str, Any]], previous: list[dict[str, Any]])
 
 def write_results(db_uri: str, rows: list[dict[str, Any]], export: bool = True) -> str | None:
     """Append the rows to ``eval_results`` and refresh its Parquet export."""
-    conn = connect(db_uri)
-    table = open_table_if_exists(conn, EVAL_TABLE)
-    data = pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
-    if table is None:
-        # Created empty, then appended to: create_table(data=...) drops the data when
-        # another evaluation created the table a moment before.
-        table = open_or_create(conn, db_uri, EVAL_TABLE, EVAL_SCHEMA)
-    else:
-        add_missing_columns(table, EVAL_SCHEMA)  # an eval_results table from an older grainline
-    retry_commit(lambda: table.add(data), f"eval_results rows of {rows[0]['run_id'] if rows else 'a run'}")
+    table = append_eval_results(db_uri, rows)
     if export:
         out = default_export_dir(db_uri, EVAL_TABLE)
         export_table(table, out)

@@ -8,6 +8,7 @@ import pytest
 from grainline.documents import Document
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest
+from grainline.storage.ledger import Ledger
 from grainline.related import RELATED_TABLE, RelatedSettings, document_vectors, precompute_related, related, resolve_table
 from grainline.storage.chunks import connect
 
@@ -96,6 +97,13 @@ def test_precompute_twice_gives_k_rows_per_document(tmp_path, embedder):
     rows = _stored(db)
     assert third["documents"] == 7 and len(rows) == 14
     assert "chess-2" not in {r["doc_id"] for r in rows} | {r["related_doc_id"] for r in rows}
+
+    # each precomputation is a run in the ledger, on related_docs, with its counts
+    runs = Ledger(db).runs("related")
+    assert [r["run_id"] for r in runs] == [first["run_id"], again["run_id"], third["run_id"]]
+    assert {(r["status"], r["table_name"], r["source"]) for r in runs} == {("completed", RELATED_TABLE, table)}
+    assert [(r["chunks_written"], r["chunks_deleted"]) for r in runs] == [(24, 0), (24, 0), (14, 10)]
+    assert [r["version_before"] for r in runs[1:]] == [r["version_after"] for r in runs[:-1]]
 
 
 @pytest.mark.usefixtures("prefect_harness")
