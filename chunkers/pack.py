@@ -48,14 +48,24 @@ def fit(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: 
     sentences = sentence_spans(text, s, e, segmenter=segmenter)
     if len(sentences) <= 1:
         return _token_windows(text, span, counter, max_tokens, overlap)
+    # The sentences counted in one batch, and each count used twice: to see which
+    # sentences fit whole, and to pack them (one call per sentence was most of the
+    # time on a long block of short sentences).
     pieces: list[Span] = []
-    for sent in sentences:
-        pieces.extend(fit(text, sent, counter, max_tokens, overlap, segmenter))
-    return _pack(text, pieces, counter, max_tokens, overlap)
+    counts: list[int] = []
+    for sent, n in zip(sentences, counter.count_many([text[a:b] for a, b in sentences])):
+        if n <= max_tokens:
+            pieces.append(sent)
+            counts.append(n)
+        else:
+            parts = fit(text, sent, counter, max_tokens, overlap, segmenter, count=n)
+            pieces.extend(parts)
+            counts.extend(counter.count_many([text[a:b] for a, b in parts]))
+    return _pack(text, pieces, counter, max_tokens, overlap, counts)
 
 
-def _pack(text: str, pieces: list[Span], counter: TokenCounter, max_tokens: int, overlap: int) -> list[Span]:
-    counts = counter.count_many([text[s:e] for s, e in pieces])
+def _pack(text: str, pieces: list[Span], counter: TokenCounter, max_tokens: int, overlap: int,
+          counts: list[int]) -> list[Span]:
     groups: list[Span] = []
     i = 0
     n = len(pieces)
