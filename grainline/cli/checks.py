@@ -130,7 +130,8 @@ def chunk_options(items: list[str]) -> dict[str, dict[str, object]]:
         except pydantic.ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
-            raise ArgumentError(f"--chunk {strategy}.{where}: {err['msg']}") from None
+            msg = str(err["msg"]).removeprefix("Value error, ")
+            raise ArgumentError(f"--chunk {strategy}.{where}: {msg}") from None
     return out
 
 

@@ -44,6 +44,8 @@ CASES = [
     (["ingest", "{src}", "--chunk", "paragraph.max_tokns=3"], ["max_tokns", "max_tokens, min_tokens, overlap"]),
     (["ingest", "{src}", "--chunk", "sentense.max_tokens=3"], ["'sentense'", "article, paragraph, sentence"]),
     (["ingest", "{src}", "--chunk", "paragraph.max_tokens=-3"], ["paragraph.max_tokens", "greater than"]),
+    (["ingest", "{src}", "--chunk", "sentence.segmenter=nltk"], ["sentence.segmenter", "'nltk'", "blingfire, pysbd"]),
+    (["ingest", "{src}", "--chunk", "article.overlap=5"], ["article", "changes nothing"]),
     (["ingest", "{src}/missing"], ["missing", "does not exist"]),
     (["ingest", "{src}/report.docx"], ["'.docx'", ".txt"]),
     (["search", "bees", "--method", "bm52", "--db", "{src}"], ["'bm52'", "bm25, dense, hybrid"]),
@@ -71,6 +73,7 @@ def test_bad_value_is_one_line_and_exit_2(tmp_path, src, args, expected):
     assert len(lines) == 1 and lines[0].startswith("error: "), out.stderr
     for piece in expected:
         assert piece in lines[0], (piece, lines[0])
+    assert "Value error" not in lines[0]  # pydantic's wording, not ours
     assert "Traceback" not in out.stderr + out.stdout
     # Nothing started: no Prefect server ever wrote its home.
     assert not home.exists()
