@@ -7,7 +7,7 @@ import json
 from dataclasses import dataclass
 from typing import Callable
 
-from grainline.documents import Chunk, Document, canonical_json, sha256_hex
+from grainline.documents import Chunk, Document, canonical_json, sha256_hex, sha256_of
 from grainline.registry import Registry
 from grainline.tokens import TiktokenCounter, TokenCounter
 
@@ -83,11 +83,16 @@ def make_chunks(
     """Chunks for ``spans`` of ``doc`` with ids derived from document, strategy,
     parameters and offsets, so the same input always yields the same ids."""
     key = chunker_key(strategy, params)
+    # Every id hashes the same prefix (document, strategy, parameters): hash it once and
+    # copy it; the ids are those of sha256_hex(doc_id, strategy, params, start, end).
+    prefix = sha256_of(doc.doc_id, strategy, params, "")
     out = []
     for i, (s, e) in enumerate(spans):
+        h = prefix.copy()
+        h.update(f"{s}\x1f{e}".encode())
         out.append(
             Chunk(
-                chunk_id=sha256_hex(doc.doc_id, strategy, params, str(s), str(e)),
+                chunk_id=h.hexdigest()[:32],
                 doc_id=doc.doc_id,
                 strategy=strategy,
                 chunker_key=key,

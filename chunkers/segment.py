@@ -186,7 +186,9 @@ def _sentences_in_block(text: str, start: int, end: int, fn: Segmenter) -> list[
                 out.extend(_sentences_in_block(text, *s, fn))
             pos = cut
         return out
-    shown = _SOFT_WRAP.sub(lambda m: " " * len(m.group(0)), text[start:end])
+    shown = text[start:end]
+    if "\n" in shown or "\r" in shown:  # most blocks are one line: no regex pass
+        shown = _SOFT_WRAP.sub(lambda m: " " * len(m.group(0)), shown)
     spans: list[Span] = []
     # Anything a segmenter leaves out becomes part of the following sentence, and the
     # rest of a line after its last sentence part of that sentence: no text is lost.

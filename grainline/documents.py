@@ -12,14 +12,20 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def sha256_hex(*parts: str, length: int = 32) -> str:
-    """Hash of the parts joined by a separator that cannot occur in normal text."""
+def sha256_of(*parts: str) -> "hashlib._Hash":
+    """A SHA-256 hasher fed the parts joined by a separator that cannot occur in normal
+    text (``\x1f``); ``copy()`` it to hash many texts that share these parts first."""
     h = hashlib.sha256()
     for i, part in enumerate(parts):
         if i:
             h.update(b"\x1f")
         h.update(part.encode("utf-8", "surrogatepass"))
-    return h.hexdigest()[:length]
+    return h
+
+
+def sha256_hex(*parts: str, length: int = 32) -> str:
+    """Hash of the parts joined by a separator that cannot occur in normal text."""
+    return sha256_of(*parts).hexdigest()[:length]
 
 
 def canonical_json(value: Any) -> str:
