@@ -37,14 +37,17 @@ def merge_small(
 
 
 def fit(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: int,
-        segmenter: str = DEFAULT_SEGMENTER, count: int | None = None) -> list[Span]:
+        segmenter: str = DEFAULT_SEGMENTER, count: int | None = None) -> tuple[list[Span], list[int]]:
     """Split ``span`` into pieces of at most ``max_tokens``: whole sentences (found by
     ``segmenter``) packed together first; a single sentence that is still too long is
     cut at token boundaries. Consecutive pieces share up to ``overlap`` tokens.
-    ``count`` is the span's token count when the caller knows it."""
+    ``count`` is the span's token count when the caller knows it. Returns the pieces
+    and their counts: each piece was counted on the way (to check that it fits), so
+    the caller need not count it again."""
     s, e = span
-    if (count if count is not None else counter.count(text[s:e])) <= max_tokens:
-        return [span]
+    n = count if count is not None else counter.count(text[s:e])
+    if n <= max_tokens:
+        return [span], [n]
     sentences = sentence_spans(text, s, e, segmenter=segmenter)
     if len(sentences) <= 1:
         return _token_windows(text, span, counter, max_tokens, overlap)
@@ -58,31 +61,43 @@ def fit(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: 
             pieces.append(sent)
             counts.append(n)
         else:
-            parts = fit(text, sent, counter, max_tokens, overlap, segmenter, count=n)
+            parts, part_counts = fit(text, sent, counter, max_tokens, overlap, segmenter, count=n)
             pieces.extend(parts)
-            counts.extend(counter.count_many([text[a:b] for a, b in parts]))
+            counts.extend(part_counts)
     return _pack(text, pieces, counter, max_tokens, overlap, counts)
 
 
 def _pack(text: str, pieces: list[Span], counter: TokenCounter, max_tokens: int, overlap: int,
-          counts: list[int]) -> list[Span]:
+          counts: list[int]) -> tuple[list[Span], list[int]]:
     groups: list[Span] = []
+    group_counts: list[int] = []
     i = 0
     n = len(pieces)
     while i < n:
         # Grow the group while the pieces' own counts fit (cheap), check that once on the
         # joined text, then go on piece by piece with exact counts: counting every
         # prefix afresh made a long block quadratic. Same groups as counting every
-        # prefix, as a longer text never has fewer tokens.
+        # prefix, as a longer text never has fewer tokens. The last count that fitted
+        # is the group's.
         j, total = i + 1, counts[i]
         while j < n and total + counts[j] <= max_tokens:
             total += counts[j]
             j += 1
-        while j > i + 1 and counter.count(text[pieces[i][0]:pieces[j - 1][1]]) > max_tokens:
+        group_n = counts[i]
+        while j > i + 1:
+            joined = counter.count(text[pieces[i][0]:pieces[j - 1][1]])
+            if joined <= max_tokens:
+                group_n = joined
+                break
             j -= 1
-        while j < n and counter.count(text[pieces[i][0]:pieces[j][1]]) <= max_tokens:
+        while j < n:
+            joined = counter.count(text[pieces[i][0]:pieces[j][1]])
+            if joined > max_tokens:
+                break
+            group_n = joined
             j += 1
         groups.append((pieces[i][0], pieces[j - 1][1]))
+        group_counts.append(group_n)
         if j >= n:
             break
         # The next group starts with trailing pieces of this one that fit in ``overlap``,
@@ -93,10 +108,11 @@ def _pack(text: str, pieces: list[Span], counter: TokenCounter, max_tokens: int,
             k -= 1
             carried += counts[k]
         i = k
-    return groups
+    return groups, group_counts
 
 
-def _token_windows(text: str, span: Span, counter: TokenCounter, max_tokens: int, overlap: int) -> list[Span]:
+def _token_windows(text: str, span: Span, counter: TokenCounter, max_tokens: int,
+                   overlap: int) -> tuple[list[Span], list[int]]:
     s, e = span
     size = max_tokens
     while size > 1:
@@ -104,7 +120,8 @@ def _token_windows(text: str, span: Span, counter: TokenCounter, max_tokens: int
         out = [w for ws, we in windows if (w := trim(text, s + ws, s + we)) is not None]
         # A window's text can tokenize to slightly more than its token slice (merges at
         # the cut); shrink the window until every piece fits.
-        if all(counter.count(text[a:b]) <= max_tokens for a, b in out):
-            return out
+        counts = counter.count_many([text[a:b] for a, b in out])
+        if all(n <= max_tokens for n in counts):
+            return out, counts
         size -= max(1, size // 16)
     raise ValueError(f"cannot fit span {span} into {max_tokens} tokens")  # pragma: no cover

@@ -15,19 +15,23 @@ from .settings import ArticleSettings, ChunkerSettings
 def _refit(text: str, units: list[Span], counts: list[int], counter: TokenCounter, max_tokens: int, overlap: int,
            segmenter: str) -> tuple[list[Span], list[int], list[int]]:
     """Units over ``max_tokens`` split by :func:`fit`, the others kept with their
-    counts. Returns the units, their counts (only the pieces are counted anew) and, for
-    each, the index of the unit it came from, or -1 for a piece of a split one."""
+    counts. Returns the units, their counts (a piece's is the count that showed it
+    fits) and, for each, the index of the unit it came from, or -1 for a piece of a
+    split one."""
     out: list[Span] = []
+    out_counts: list[int] = []
     origin: list[int] = []
     for i, (span, n) in enumerate(zip(units, counts)):
         if n <= max_tokens:
             out.append(span)
+            out_counts.append(n)
             origin.append(i)
             continue
-        for piece in fit(text, span, counter, max_tokens, overlap, segmenter, count=n):
-            out.append(piece)
-            origin.append(-1)
-    return out, _carried_counts(text, out, origin, counts, counter), origin
+        pieces, piece_counts = fit(text, span, counter, max_tokens, overlap, segmenter, count=n)
+        out.extend(pieces)
+        out_counts.extend(piece_counts)
+        origin.extend([-1] * len(pieces))
+    return out, out_counts, origin
 
 
 def _carried_counts(text: str, units: list[Span], origin: list[int], counts: list[int], counter: TokenCounter) -> list[int]:

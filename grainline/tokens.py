@@ -40,6 +40,25 @@ def tiktoken_encoding() -> Any:
         ) from exc
 
 
+@lru_cache(maxsize=4)
+def _cl100k_token_tables(enc: Any) -> tuple[Any, Any]:
+    """Per token id of ``enc``: how many characters start in its bytes, and whether its
+    first byte continues a character (1) or not (0). Ids without bytes get zeros."""
+    import numpy as np
+
+    chars = np.zeros(enc.n_vocab, dtype=np.int64)
+    inside = np.zeros(enc.n_vocab, dtype=np.int64)
+    for t in range(enc.n_vocab):
+        try:
+            b = enc.decode_single_token_bytes(t)
+        except KeyError:  # the gap below the special tokens
+            continue
+        if b:
+            chars[t] = sum(1 for c in b if not 0x80 <= c < 0xC0)
+            inside[t] = 1 if 0x80 <= b[0] < 0xC0 else 0
+    return chars, inside
+
+
 def _window_spans(starts: list[int], text_len: int, size: int, overlap: int) -> list[tuple[int, int]]:
     """Windows over tokens given each token's starting character."""
     if size <= 0:
@@ -79,14 +98,21 @@ class TiktokenCounter:
         return [len(encode(t)) for t in texts]
 
     def token_starts(self, text: str) -> list[int]:
-        tokens = self._enc.encode(text, disallowed_special=())
-        _, offsets = self._enc.decode_with_offsets(tokens)
+        import numpy as np
+
+        tokens = np.asarray(self._enc.encode(text, disallowed_special=()), dtype=np.int64)
+        if tokens.size == 0:
+            return []
+        # The offsets of tiktoken's decode_with_offsets, computed over arrays: a token
+        # starts after the characters of the tokens before it (its bytes that are not
+        # UTF-8 continuation bytes), one character earlier when it begins inside a
+        # character. Its per-token Python loop was most of the time on long texts.
+        chars, inside = _cl100k_token_tables(self._enc)
+        before = np.concatenate(([0], np.cumsum(chars[tokens])[:-1]))
+        offsets = np.maximum(0, before - inside[tokens])
         # Several tokens of one multi-byte character share an offset; keep them together.
-        out: list[int] = []
-        for off in offsets:
-            if not out or off > out[-1]:
-                out.append(off)
-        return out
+        keep = np.concatenate(([True], offsets[1:] > np.maximum.accumulate(offsets)[:-1]))
+        return offsets[keep].tolist()
 
     def windows(self, text: str, size: int, overlap: int) -> list[tuple[int, int]]:
         return _window_spans(self.token_starts(text), len(text), size, overlap)

@@ -268,3 +268,26 @@ def test_article_rejects_settings_that_shape_nothing():
             settings_for("article", **{name: value})
     stored = settings_for("article").model_dump()
     assert settings_for("article", **stored) == settings_for("article")
+
+
+def _reference_token_starts(text: str) -> list[int]:
+    """tiktoken's own offsets (decode_with_offsets), one per character that starts a token."""
+    _, offsets = TOK._enc.decode_with_offsets(TOK._enc.encode(text, disallowed_special=()))
+    out: list[int] = []
+    for off in offsets:
+        if not out or off > out[-1]:
+            out.append(off)
+    return out
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=300))
+def test_token_starts_are_tiktokens_offsets(text):
+    starts = TOK.token_starts(text)
+    assert starts == _reference_token_starts(text)
+    assert all(0 <= s < len(text) for s in starts) and starts == sorted(set(starts))
+
+
+@pytest.mark.parametrize("text", ["", "😀", "é" * 5, "a\x00b", "Καλημέρα 你好，世界。 😀🎉 مرحبا", "word " * 400])
+def test_token_starts_exact_cases(text):
+    assert TOK.token_starts(text) == _reference_token_starts(text)
