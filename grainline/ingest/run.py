@@ -29,7 +29,7 @@ from grainline.storage.parquet import default_export_dir, export_table, exported
 from .batch import EmbeddedBatch, chunk_todo, embed_batch, read_batches, triage, write_batch
 from .context import RunContext
 from grainline.embedding import get_embedder
-from .ends import ExportFailed, drop_undo_tags, record_end
+from .ends import ExportFailed, drop_undo_tags, record_end, record_precision
 from .plan import WorkSpec, make_plans, table_name_for
 from .settings import IngestSettings
 
@@ -212,6 +212,8 @@ def _complete(ctx: RunContext, counts: RunCounts) -> None:
             and vector_index_due(ctx.settings.maintenance, figures(ctx.store.table))):
         # Training the index reads every vector of the table: the model is not needed
         # for it, and a big one would sit under that peak (it reloads when next used).
+        # What the loaded model chose (precision, backend) goes into the record first.
+        record_precision(ctx.record, ctx.embedder)
         ctx.embedder.unload()
     # The batches' freed buffers go back to the system before maintenance and the
     # export allocate in proportion to the table (grainline/memory.py).

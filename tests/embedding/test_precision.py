@@ -16,7 +16,9 @@ import pytest
 from grainline.embedding import precision as prec
 from grainline.embedding import Embedder, EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest
+from grainline.storage.chunks import connect
 from grainline.storage.ledger import Ledger
+from grainline.storage.maintenance import vector_index
 
 from tests.conftest import write_files
 
@@ -42,7 +44,11 @@ def test_ingest_cli_chooses_for_this_cpu_and_records_it(tmp_path, embedder):
     """The path users run: `grainline ingest` with the default precision picks bf16 on a
     CPU with AMX / AVX512-BF16 and fp32 elsewhere, says so, and the ledger records it."""
     expected = "bf16" if this_cpu_has_bf16_units() else "fp32"
-    src = write_files(tmp_path / "src", DOCS)
+    # Enough paragraphs for the run to train the vector index, which unloads the model
+    # first: what the model chose must be in the ledger all the same.
+    log = "\n\n".join(f"Entry {i}: the weather station on the northern ridge logged {i} storms this season, "
+                        "and the wind from the west brought rain on most of those days." for i in range(270))
+    src = write_files(tmp_path / "src", {**DOCS, "log.txt": log})
     db = tmp_path / "db"
     out = subprocess.run([sys.executable, "-m", "grainline.cli", "ingest", str(src), "--db", str(db), "--device", "cpu",
                           "--no-progress", "-s", "paragraph"], capture_output=True, text=True, timeout=600,
@@ -54,6 +60,7 @@ def test_ingest_cli_chooses_for_this_cpu_and_records_it(tmp_path, embedder):
     units = [f for f in ("amx_bf16", "avx512_bf16") if f in _cpu_flags()]
     assert (f"bf16 matrix units ({units[0]}" in line) if expected == "bf16" else ("no bf16 matrix units" in line), line
     rec = Ledger(str(db)).runs("ingest")[-1]
+    assert vector_index(connect(str(db)).open_table(embedder.identity.table_name)) is not None
     assert rec["parameters"]["precision"]["setting"] == "auto"
     assert rec["parameters"]["precision"]["chosen"] == expected
     # The backend auto chose is printed and recorded the same way (tests/embedding/test_backends.py).
@@ -62,8 +69,6 @@ def test_ingest_cli_chooses_for_this_cpu_and_records_it(tmp_path, embedder):
     assert recorded["setting"] == "auto" and recorded["chosen"] in ("torch", "openvino"), recorded
     assert backend.split()[1] == recorded["chosen"] and recorded["reason"] in backend, backend
     # Either way the vectors go into the fp32 table and stay within cosine 0.999 of fp32's.
-    from grainline.storage.chunks import connect
-
     rows = connect(str(db)).open_table(embedder.identity.table_name).to_arrow().to_pylist()
     ref = Embedder(EmbedderSettings(device="cpu", precision="fp32")).encode([r["text"] for r in rows])
     assert float((np.array([r["vector"] for r in rows]) * ref).sum(axis=1).min()) > 0.999
