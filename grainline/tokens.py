@@ -48,16 +48,8 @@ def _cl100k_token_tables(enc: Any) -> tuple[Any, Any]:
 
     chars = np.zeros(enc.n_vocab, dtype=np.int64)
     inside = np.zeros(enc.n_vocab, dtype=np.int64)
-    ranks = getattr(enc, "_mergeable_ranks", None)
-    if isinstance(ranks, dict):
-        ranks = {**ranks, **{k.encode(): v for k, v in getattr(enc, "_special_tokens", {}).items()}}
-    else:  # another tiktoken layout: ask token by token (slower)
-        ranks = {}
-        for t in range(enc.n_vocab):
-            try:
-                ranks[enc.decode_single_token_bytes(t)] = t
-            except KeyError:  # the gap below the special tokens
-                pass
+    # tiktoken keeps the byte strings of its tokens in these two maps (bytes -> id).
+    ranks = {**enc._mergeable_ranks, **{k.encode(): v for k, v in enc._special_tokens.items()}}
     # Every token's bytes in one buffer: counting over it is one numpy pass, where a
     # Python loop over 100k tokens took 0.2 s, paid by the first long sentence.
     ids = np.fromiter(ranks.values(), dtype=np.int64, count=len(ranks))

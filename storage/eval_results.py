@@ -51,11 +51,11 @@ def append_eval_results(db_uri: str, rows: list[dict[str, Any]]) -> Any:
     Returns the table. Evaluations on one database append at the same time; they take
     turns on the table's lock."""
     data = pa.Table.from_pylist(rows, schema=EVAL_SCHEMA)
-    run = rows[0]["run_id"] if rows else "a run"
-    with TableLock(db_uri, EVAL_TABLE, LOCK_TIMEOUT_S, run_id=run if rows else None):
+    run = rows[0]["run_id"] if rows else None
+    with TableLock(db_uri, EVAL_TABLE, LOCK_TIMEOUT_S, run_id=run):
         # Created empty, then appended to: create_table(data=...) drops the data when
         # another evaluation created the table a moment before.
         table = open_or_create(connect(db_uri), db_uri, EVAL_TABLE, EVAL_SCHEMA)
         add_missing_columns(table, EVAL_SCHEMA)
-        retry_commit(lambda: table.add(data), f"eval_results rows of {run}")
+        retry_commit(lambda: table.add(data), f"eval_results rows of run {run}")
     return table
