@@ -22,9 +22,7 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -36,8 +34,7 @@ from grainline.documents import Chunk, sha256_hex
 from grainline.embedding import Embedder, EmbedderSettings, Head, base_identity_of, get_embedder
 from grainline.errors import TerminalError
 from grainline.storage.chunks import ChunkStore, connect, open_table_if_exists
-from grainline.storage.locks import TableLock
-from grainline.storage.ledger import Ledger, RunCounts, RunRecord, utcnow
+from grainline.storage.ledger import RunCounts, RunRecord, new_run_id, recorded_run, utcnow
 from grainline.storage.maintenance import MaintenanceSettings, maintain_after_run
 from grainline.storage.sql import in_list
 
@@ -95,33 +92,16 @@ def check_tokenizer(table: Any, embedder: Embedder) -> int:
     return n
 
 
-def _run_id() -> str:
-    return f"reembed-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-
-
 def _locked_run(db: str, rec: RunRecord, dim: int, write: Callable[[ChunkStore, RunCounts], None],
                 maintenance: MaintenanceSettings, lock_timeout_s: float) -> RunRecord:
     """Run ``write`` on the target table (``rec.table_name``) under its write lock,
-    recorded in the ledger: 'running' first, then 'completed' (after maintenance) or
-    'failed' with the error, each with the versions before and after."""
-    with TableLock(db, rec.table_name, lock_timeout_s, run_id=rec.run_id):
-        # Opened under the lock: what it holds now is what this run changes.
-        target = ChunkStore(db, rec.table_name, dim)
-        rec.version_before = target.version()
-        ledger = Ledger(db)
-        ledger.write(rec)
-        try:
-            write(target, rec.counts)
-        except BaseException as exc:
-            rec.status, rec.error = "failed", f"{type(exc).__name__}: {exc}"
-            rec.finished, rec.version_after = utcnow(), target.version()
-            ledger.write(rec)
-            raise
-        rec.status = "completed"
+    recorded in the ledger (:func:`grainline.storage.ledger.recorded_run`), with
+    maintenance after a successful write."""
+    with recorded_run(db, rec, lambda: ChunkStore(db, rec.table_name, dim), lambda t: t.version(),
+                      lock_timeout_s) as target:
+        write(target, rec.counts)
         if target.exists:
-            maintain_after_run(target.table, maintenance, rec)
-        rec.finished, rec.version_after = utcnow(), target.version()
-        ledger.write(rec)
+            maintain_after_run(target.table, maintenance, rec)  # records its own failure, never raises
     return rec
 
 
@@ -154,7 +134,7 @@ def reembed(
                 keys[key] = translate_params(params, embedder)
     n_checked = check_tokenizer(source, embedder)
     new_keys = {k: chunker_key(json.loads(p)["strategy"], p) for k, p in keys.items()}
-    run_id = _run_id()
+    run_id = new_run_id("reembed")
     rec = RunRecord(
         run_id=run_id, flow="reembed", source=f"table:{from_table}", table_name=target_table, model_id=ident.model_id,
         parameters={"from_table": from_table, "model": ident.as_dict(), "chunker_keys": new_keys, "batch_docs": batch_docs,
@@ -254,7 +234,7 @@ def reembed_with_head(db: str, head_path: str | Path, source_table: str | None =
         raise ValueError(f"table {source_table!r} holds vectors of {sorted(models)}; the head was trained on {base.model_id}")
     t0 = time.perf_counter()
     rec = RunRecord(
-        run_id=_run_id(), flow="reembed", source=f"table:{source_table}", table_name=target_table, model_id=tuned.model_id,
+        run_id=new_run_id("reembed"), flow="reembed", source=f"table:{source_table}", table_name=target_table, model_id=tuned.model_id,
         parameters={"from_table": source_table, "model": tuned.as_dict(), "head": str(Path(head_path).resolve()),
                     "batch_rows": batch_rows},
     )

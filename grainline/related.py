@@ -34,7 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grainline.embedding import DEFAULT_MODEL
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
-from grainline.storage.related_docs import RELATED_KEY, RELATED_SCHEMA, RELATED_TABLE, RelatedWriter  # noqa: F401  (re-exported)
+from grainline.storage.related_docs import RELATED_KEY, RELATED_SCHEMA, RELATED_TABLE, related_writer  # noqa: F401  (re-exported)
 from grainline.storage.sql import quote
 
 log = logging.getLogger("grainline.related")
@@ -176,8 +176,8 @@ def precompute_related(settings: RelatedSettings) -> dict[str, Any]:
     dv = document_vectors(table, settings.strategy)
     t_vectors = time.perf_counter() - t0
     now = datetime.now(timezone.utc)
-    with RelatedWriter(settings.db, dv.table_name, settings.strategy, dv.model_id,
-                       {"k": settings.k, "table_version": dv.table_version}) as out:
+    with related_writer(settings.db, dv.table_name, settings.strategy, dv.model_id,
+                        {"k": settings.k, "table_version": dv.table_version}) as (out, record):
         for rows in _blocks(len(dv.doc_ids), settings.block_size):
             idx, sc = top_related(dv, rows, settings.k)
             kk = idx.shape[1]
@@ -198,7 +198,7 @@ def precompute_related(settings: RelatedSettings) -> dict[str, Any]:
         stored = out.rows()
     return {
         "table": dv.table_name, "table_version": dv.table_version, "strategy": settings.strategy,
-        "documents": len(dv.doc_ids), "k": settings.k, "rows": stored, "run_id": out.record.run_id,
+        "documents": len(dv.doc_ids), "k": settings.k, "rows": stored, "run_id": record.run_id,
         "inserted": out.inserted, "updated": out.updated, "deleted": out.deleted,
         "seconds_vectors": round(t_vectors, 3), "seconds_total": round(time.perf_counter() - t0, 3),
     }

@@ -4,23 +4,34 @@ starts and updated when it ends, so a run that died still shows as 'running'."""
 from __future__ import annotations
 
 import json
+import uuid
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable, Iterator, TypeVar
 
 import pyarrow as pa
 
 from .chunks import connect
 from .commits import retry_commit
+from .locks import TableLock
 from .schema import RUNS_SCHEMA, add_missing_columns
 from .sql import quote
 from .tables import open_or_create, open_table_if_exists
 
 RUNS_TABLE = "runs"
 
+T = TypeVar("T")
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+def new_run_id(kind: str) -> str:
+    """A run id: its kind, the UTC time to the second and six random hex digits
+    (``ingest-20261206T101500-3f9c1a``), so ids sort by start and never collide."""
+    return f"{kind}-{utcnow():%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
 
 
 @dataclass
@@ -162,3 +173,28 @@ class Ledger:
             r["maintenance"] = json.loads(r["maintenance"]) if r.get("maintenance") else None
         rows.sort(key=lambda r: r["started"])
         return rows
+
+
+@contextmanager
+def recorded_run(db_uri: str, record: RunRecord, open_target: Callable[[], T], version: Callable[[T], int | None],
+                 lock_timeout_s: float) -> Iterator[T]:
+    """A run that writes one table (``record.table_name``): under the table's write
+    lock, the target is opened (``open_target``: what it holds now is what the run
+    changes) and the run recorded in the ledger as 'running'; when the block ends, as
+    'completed', or 'failed' with the error (then re-raised), each time with the
+    table's ``version`` before and after. Yields the opened target."""
+    with TableLock(db_uri, record.table_name, lock_timeout_s, run_id=record.run_id):
+        target = open_target()
+        record.version_before = version(target)
+        ledger = Ledger(db_uri)
+        ledger.write(record)
+        try:
+            yield target
+        except BaseException as exc:
+            record.status, record.error = "failed", f"{type(exc).__name__}: {exc}"
+            record.finished, record.version_after = utcnow(), version(target)
+            ledger.write(record)
+            raise
+        record.status = "completed"
+        record.finished, record.version_after = utcnow(), version(target)
+        ledger.write(record)

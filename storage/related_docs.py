@@ -3,16 +3,14 @@ the table's write lock and recorded in the ledger like any other run."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime, timezone
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import pyarrow as pa
 
 from .chunks import connect
 from .commits import retry_commit
-from .ledger import Ledger, RunRecord, utcnow
-from .locks import TableLock
+from .ledger import RunRecord, new_run_id, recorded_run
 from .sql import in_list, quote
 from .tables import open_or_create
 
@@ -34,38 +32,15 @@ LOCK_TIMEOUT_S = 600.0
 
 
 class RelatedWriter:
-    """One precomputation of a collection's related documents, as a context manager:
-    entering takes the table's lock and records a 'running' run in the ledger; leaving
-    records 'completed', or 'failed' with the error, and the versions before and after.
+    """The writes of one precomputation of a collection's related documents, to the
+    table :func:`related_writer` opened. Blocks are upserts on :data:`RELATED_KEY`
+    scoped to their documents (a document's ranks beyond the new k go too), so
+    re-running a block, or the whole run, is safe."""
 
-    Blocks are upserts on :data:`RELATED_KEY` scoped to their documents (a document's
-    ranks beyond the new k go too), so re-running a block, or the whole run, is safe."""
-
-    def __init__(self, db_uri: str, source_table: str, strategy: str, model_id: str,
-                 parameters: dict[str, Any], lock_timeout_s: float = LOCK_TIMEOUT_S) -> None:
-        self.db_uri, self.source_table, self.strategy = db_uri, source_table, strategy
+    def __init__(self, table: Any, source_table: str, strategy: str) -> None:
+        self._table = table
         self.scope = f"source_table = {quote(source_table)} AND strategy = {quote(strategy)}"
         self.inserted = self.updated = self.deleted = 0
-        self.record = RunRecord(
-            run_id=f"related-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}",
-            flow="related", source=source_table, table_name=RELATED_TABLE, model_id=model_id,
-            parameters={"strategy": strategy, **parameters},
-        )
-        self._lock = TableLock(db_uri, RELATED_TABLE, lock_timeout_s, run_id=self.record.run_id)
-        self._table: Any = None
-        self._ledger: Ledger | None = None
-
-    def __enter__(self) -> "RelatedWriter":
-        self._lock.acquire()
-        try:
-            self._table = open_or_create(connect(self.db_uri), self.db_uri, RELATED_TABLE, RELATED_SCHEMA)
-            self.record.version_before = self._table.version
-            self._ledger = Ledger(self.db_uri)
-            self._ledger.write(self.record)
-        except BaseException:
-            self._lock.release()
-            raise
-        return self
 
     def upsert(self, data: pa.Table, doc_ids: list[str]) -> None:
         """The top-k rows of ``doc_ids`` (this collection and strategy): they replace
@@ -96,15 +71,20 @@ class RelatedWriter:
         """How many rows this collection and strategy have now."""
         return self._table.count_rows(self.scope)
 
-    def __exit__(self, exc_type, exc, tb) -> None:
-        rec, ledger = self.record, self._ledger
+
+@contextmanager
+def related_writer(db_uri: str, source_table: str, strategy: str, model_id: str, parameters: dict[str, Any],
+                   lock_timeout_s: float = LOCK_TIMEOUT_S) -> Iterator[tuple[RelatedWriter, RunRecord]]:
+    """A precomputation as a run on ``related_docs``: its write lock held and the run in
+    the ledger (:func:`grainline.storage.ledger.recorded_run`), with the rows written
+    and deleted as the run's counts. Yields the writer and the run's record."""
+    record = RunRecord(run_id=new_run_id("related"), flow="related", source=source_table, table_name=RELATED_TABLE,
+                       model_id=model_id, parameters={"strategy": strategy, **parameters})
+    with recorded_run(db_uri, record, lambda: open_or_create(connect(db_uri), db_uri, RELATED_TABLE, RELATED_SCHEMA),
+                      lambda t: t.version, lock_timeout_s) as table:
+        writer = RelatedWriter(table, source_table, strategy)
         try:
-            rec.counts.chunks_written = self.inserted + self.updated
-            rec.counts.chunks_deleted = self.deleted
-            rec.status = "completed" if exc is None else "failed"
-            rec.error = None if exc is None else f"{type(exc).__name__}: {exc}"
-            rec.finished, rec.version_after = utcnow(), self._table.version
-            if ledger is not None:
-                ledger.write(rec)
-        finally:
-            self._lock.release()
+            yield writer, record
+        finally:  # the counts go into the record whichever way the run ends
+            record.counts.chunks_written = writer.inserted + writer.updated
+            record.counts.chunks_deleted = writer.deleted

@@ -14,7 +14,6 @@ import logging
 import random
 import re
 import time
-import uuid
 from datetime import datetime, timezone
 from typing import Any
 
@@ -24,6 +23,7 @@ from grainline.ingest import IngestSettings, make_plans, run_ingest
 
 from grainline.embedding import get_embedder
 from grainline.storage.chunks import connect, open_table_if_exists
+from grainline.storage.ledger import new_run_id
 from grainline.storage.maintenance import MaintenanceSettings, ensure_fts_index
 
 from .datasets import EvalDataset, Query, load_dataset
@@ -64,7 +64,7 @@ def load(settings: EvalSettings) -> EvalRun:
     if settings.sample is not None and settings.sample < len(queries):
         queries = random.Random(settings.seed).sample(queries, settings.sample)
         queries.sort(key=lambda q: q.query_id)
-    run_id = f"eval-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = new_run_id("eval")
     return EvalRun(settings=settings, run_id=run_id, dataset=ds, queries=queries)
 
 
@@ -197,7 +197,7 @@ def load_production(settings: EvalSettings) -> EvalRun:
     picked = list(queries)
     if settings.sample is not None and settings.sample < len(picked):
         picked = sorted(random.Random(settings.seed).sample(picked, settings.sample), key=lambda q: q.query_id)
-    run_id = f"eval-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = new_run_id("eval")
     run = EvalRun(settings=settings, run_id=run_id, dataset=ds, queries=picked, model_id=model_id)
     present = stored_configs(table)
     wanted: list[tuple[str, str, str, str | None, dict[str, Any]]] = []  # strategy, key, params, table, combo

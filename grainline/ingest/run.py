@@ -9,9 +9,7 @@ import json
 import logging
 import shlex
 import time
-import uuid
 from collections import deque
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -21,7 +19,7 @@ from grainline.memory import release_memory
 from grainline.readers import open_source, sync_scope
 from grainline.redact import redact_text, redact_value
 from grainline.storage.chunks import ChunkStore, DocState
-from grainline.storage.ledger import Ledger, RunCounts, RunRecord
+from grainline.storage.ledger import Ledger, RunCounts, RunRecord, new_run_id
 from grainline.storage.locks import TableLock
 from grainline.storage.maintenance import figures, maintain_after_run, vector_index_due
 from grainline.storage.parquet import default_export_dir, export_table, exported_version
@@ -52,7 +50,7 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     embedder = get_embedder(settings.embedder)
     table_name = table_name_for(settings)
     # Named before the lock is taken: the lock's holder record names the run.
-    run_id = run_id or f"ingest-{datetime.now(timezone.utc):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    run_id = run_id or new_run_id("ingest")
     lock = TableLock(settings.db, table_name, settings.lock_timeout_s, run_id=run_id).acquire()
     try:
         ctx = _prepare_locked(settings, run_id, root, documents, embedder, lock, exclusive=lock.held)
