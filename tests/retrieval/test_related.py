@@ -130,3 +130,25 @@ def test_related_command(corpus):
     assert first[0] == "1." and first[2] == "bread-1" and 0 < float(first[1]) <= 1
     res = CliRunner().invoke(app, ["related", "bread-9", "--db", db, "--table", table])
     assert res.exit_code == 2 and "unknown document id 'bread-9'" in res.output
+
+
+def test_related_all_from_the_command_line_is_a_run_in_the_ledger(corpus, tmp_path):
+    """The path users run: `grainline related --all` in its own process (a flow run on a
+    Prefect server), then `grainline runs` shows it as a completed run on related_docs."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    db, table = corpus
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "prefect-home"))
+    out = subprocess.run([sys.executable, "-m", "grainline.cli", "related", "--all", "-k", "2", "--db", db, "--table", table],
+                         capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    listed = subprocess.run([sys.executable, "-m", "grainline.cli", "runs", "--db", db, "--json"],
+                            capture_output=True, text=True, timeout=300, env=env)
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    runs = [r for r in map(json.loads, listed.stdout.splitlines()) if r["flow"] == "related"]  # one JSON object a line
+    assert runs and runs[-1]["status"] == "completed" and runs[-1]["table_name"] == RELATED_TABLE
+    assert runs[-1]["source"] == table and runs[-1]["chunks_written"] == 16  # 8 documents x k=2
+    assert len(_stored(db)) == 16
