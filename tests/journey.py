@@ -87,7 +87,12 @@ def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float =
             proc.wait(10)
             pytest.fail(f"{proc.args[:4]} did not stop within {timeout}s of signal {sig}")
     _, alive = psutil.wait_procs(tree, timeout=30)
-    left = [" ".join(p.cmdline()[:4]) for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    left = []
     for p in alive:
-        p.kill()
+        try:  # a process may end between any two of these calls; then it is not left
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                left.append(" ".join(p.cmdline()[:4]))
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
     assert not left, f"processes left behind: {left}"
