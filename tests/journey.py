@@ -72,14 +72,20 @@ def table_rows(db: Path, table: str) -> dict[str, dict]:
 
 
 def stop_tree(proc: subprocess.Popen, sig: int = signal.SIGINT, timeout: float = 90) -> None:
-    """Stop a command as a user does (Ctrl-C by default) and check that it took every
-    process it started with it: servers, runners, flow-run processes, workers."""
+    """Stop a command as a user does (Ctrl-C by default, which a terminal sends to the
+    whole foreground process group) and check that it took every process it started
+    with it: servers, runners, flow-run processes, workers. The command must lead its
+    own process group (``start_new_session=True``), as a terminal's foreground job does."""
     try:
         tree = psutil.Process(proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         tree = []
     if proc.poll() is None:
-        proc.send_signal(sig)
+        try:
+            assert os.getpgid(proc.pid) == proc.pid, "start the command with start_new_session=True"
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:  # it ended by itself meanwhile
+            pass
         try:
             proc.wait(timeout)
         except subprocess.TimeoutExpired:
