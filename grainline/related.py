@@ -34,11 +34,10 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grainline.embedding import DEFAULT_MODEL
 from grainline.storage.chunks import DEFAULT_DB, connect, open_table_if_exists
-from grainline.storage.related_docs import RELATED_KEY, RELATED_SCHEMA, RELATED_TABLE, related_writer  # noqa: F401  (re-exported)
+from grainline.storage.related_docs import RELATED_SCHEMA, related_writer
 from grainline.storage.sql import quote
 
 log = logging.getLogger("grainline.related")
-
 
 
 class RelatedSettings(BaseModel):

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import pyarrow as pa
-
 from grainline.storage.chunks import connect, open_table_if_exists
-from grainline.storage.eval_results import EVAL_SCHEMA, EVAL_TABLE, append_eval_results  # noqa: F401  (re-exported)
+from grainline.storage.eval_results import EVAL_TABLE, append_eval_results
 from grainline.storage.parquet import default_export_dir, export_table
 from grainline.storage.sql import quote
 

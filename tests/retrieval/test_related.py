@@ -9,8 +9,9 @@ from grainline.documents import Document
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest
 from grainline.storage.ledger import Ledger
-from grainline.related import RELATED_TABLE, RelatedSettings, document_vectors, precompute_related, related, resolve_table
+from grainline.related import RelatedSettings, document_vectors, precompute_related, related, resolve_table
 from grainline.storage.chunks import connect
+from grainline.storage.related_docs import RELATED_TABLE
 
 # Two documents per topic; each document has two paragraphs.
 DOCS = {
