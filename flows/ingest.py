@@ -17,6 +17,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from grainline import ingest as core
 from grainline.documents import Document
@@ -31,8 +32,16 @@ def chunk_embed_task(spec: core.WorkSpec, docs: list[tuple[Document, str]]) -> c
 
 
 @task(name="write", retries=3, retry_delay_seconds=[1, 4, 15], retry_condition_fn=retry_transient, cache_policy=NO_CACHE)
-def write_task(ctx: core.RunContext, batch: core.EmbeddedBatch) -> RunCounts:
-    return core.write_batch(ctx, batch)
+def write_task(run_id: str, batch: core.EmbeddedBatch) -> RunCounts:
+    # The run's context (every stored document's state) is looked up, not passed:
+    # Prefect walks a task's arguments on each call.
+    return core.write_batch(core.active_run(run_id), batch)
+
+
+def write_batch(ctx: core.RunContext, batch: core.EmbeddedBatch) -> RunCounts:
+    """The write task called for one batch: arguments of the batch's size only (the
+    batch is quoted: its vectors are inputs of no other task)."""
+    return write_task(ctx.run_id, quote(batch))
 
 
 def cancel_future(future: Any) -> None:
@@ -164,7 +173,7 @@ def _ingest(settings: core.IngestSettings, in_flight: int) -> dict[str, Any]:
         counts = RunCounts()
         error: BaseException | None = None
         try:
-            core.run_batches(ctx, counts, submit=chunk_embed_task.submit, write=write_task, in_flight=in_flight,
+            core.run_batches(ctx, counts, submit=chunk_embed_task.submit, write=write_batch, in_flight=in_flight,
                              cancel=cancel_future)
         except BaseException as exc:  # recorded in the ledger (the table kept or restored per on_error), then re-raised
             error = exc

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .commits import lance_errors
-from .lance_import import import_lancedb
+from .lance_import import import_lance, import_lancedb
 from .rows import RowStamp, chunk_rows
 from .schema import chunks_schema
 from .sql import in_list, quote
@@ -85,6 +85,10 @@ class ChunkStore:
     def exists(self) -> bool:
         return self._table is not None
 
+    def checkout(self, version: int) -> None:
+        """Read the table as it was at ``version`` from now on (read-only)."""
+        self.table.checkout(version)
+
     def version(self) -> int | None:
         return self._table.version if self._table is not None else None
 
@@ -146,28 +150,51 @@ class ChunkStore:
         chunker keys) that no longer exist, in one commit. Returns row counts.
 
         ``all_new``: the caller knows the table holds no row of these documents (a
-        first ingestion), so the rows are appended: a merge on ``chunk_id`` joins the
-        whole table (LanceDB 0.40 uses no scalar index when it also deletes by source),
-        and its memory and time grow with the table."""
+        first ingestion), so the rows are appended. Otherwise the documents' old rows
+        are found through ``doc_id`` (a scalar index, or the fragments' statistics)
+        and replaced (:meth:`_replace`): the cost follows the batch and the fragments
+        that hold its documents, never the size of the table (a merge on ``chunk_id``
+        that also deletes by source joins the whole table: 1.9 s a batch at 200k rows)."""
         if not doc_ids:
             return {"inserted": 0, "updated": 0, "deleted": 0}
         rows = rows.cast(self.schema) if rows.schema != self.schema else rows
-        if all_new and pc.count_distinct(rows.column("chunk_id")).as_py() == rows.num_rows:
+        rows = _last_per_chunk(rows)
+        if all_new:
             if rows.num_rows:
                 self.table.add(rows)
             return {"inserted": rows.num_rows, "updated": 0, "deleted": 0}
-        scope = f"{in_list('doc_id', doc_ids)} AND {in_list('chunker_key', chunker_keys)}"
-        if rows.num_rows == 0:
-            deleted = self.delete(scope)
-            return {"inserted": 0, "updated": 0, "deleted": deleted}
-        res = (
-            self.table.merge_insert("chunk_id")
-            .when_matched_update_all()
-            .when_not_matched_insert_all()
-            .when_not_matched_by_source_delete(scope)
-            .execute(rows)
+        return self._replace(rows, f"{in_list('doc_id', doc_ids)} AND {in_list('chunker_key', chunker_keys)}")
+
+    def _replace(self, rows: pa.Table, scope: str) -> dict[str, int]:
+        """Delete the rows ``scope`` selects and add ``rows``, as one Lance commit (an
+        ``Update``: deletion vectors on the fragments that held the old rows, new
+        fragments for the new ones), so no reader and no crash ever sees a document half
+        replaced. LanceDB's own API has no delete-and-insert in one commit except a
+        merge that joins the whole table; pylance's transaction API (the lance version
+        LanceDB bundles) does it, as LanceDB's merge does inside."""
+        lance = import_lance()
+        from lance.fragment import write_fragments
+
+        ds = self.table.to_lance()
+        old = ds.to_table(columns=["chunk_id"], filter=scope, with_row_address=True)
+        if old.num_rows == 0 and rows.num_rows == 0:
+            return {"inserted": 0, "updated": 0, "deleted": 0}
+        updated, removed = [], []
+        for frag_id in np.unique(np.asarray(old.column("_rowaddr")) >> 32).tolist():
+            meta = ds.get_fragment(int(frag_id)).delete(scope)
+            if meta is None:
+                removed.append(int(frag_id))
+            else:
+                updated.append(meta)
+        new = write_fragments(rows, ds, schema=self.schema, storage_options=_storage_options(ds)) if rows.num_rows else []
+        lance.LanceDataset.commit(
+            ds, lance.LanceOperation.Update(removed_fragment_ids=removed, updated_fragments=updated, new_fragments=new),
+            read_version=ds.version, storage_options=_storage_options(ds),
         )
-        return {"inserted": res.num_inserted_rows, "updated": res.num_updated_rows, "deleted": res.num_deleted_rows}
+        self.table.checkout_latest()
+        old_ids = set(old.column("chunk_id").to_pylist())
+        kept = sum(1 for c in rows.column("chunk_id").to_pylist() if c in old_ids)
+        return {"inserted": rows.num_rows - kept, "updated": kept, "deleted": len(old_ids) - kept}
 
     @lance_errors()
     def delete(self, where: str) -> int:
@@ -197,3 +224,18 @@ class ChunkStore:
         self.table.checkout(version)
         self.table.restore()
         return self.table.version
+
+
+def _last_per_chunk(rows: pa.Table) -> pa.Table:
+    """One row per ``chunk_id``, the last given (a batch may name one chunk twice)."""
+    ids = rows.column("chunk_id")
+    if pc.count_distinct(ids).as_py() == rows.num_rows:
+        return rows
+    last = {c: i for i, c in enumerate(ids.to_pylist())}
+    return rows.take(pa.array(sorted(last.values()), pa.int64()))
+
+
+def _storage_options(ds: Any) -> dict[str, str] | None:
+    """The storage options a pylance dataset was opened with (credentials for an
+    object store come from the environment), for the writes made beside it."""
+    return getattr(ds, "_storage_options", None) or None

@@ -50,3 +50,15 @@ def import_lancedb() -> ModuleType:
             _defer_package_init(_CLIENT)
         import lancedb
     return lancedb
+
+
+def import_lance() -> ModuleType:
+    """``import lance`` (pylance, pinned to the lance version LanceDB bundles): the
+    transaction and fragment API that LanceDB's own API does not expose."""
+    import_lancedb()
+    try:
+        import lance
+    except ImportError as exc:  # pragma: no cover - a dependency
+        raise RuntimeError("grainline needs pylance (the lance version LanceDB bundles): "
+                           "pip install 'pylance==13.0.0'") from exc
+    return lance

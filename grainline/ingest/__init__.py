@@ -14,7 +14,7 @@ May import: chunkers, defaults, documents, embedding, errors, memory, readers, r
 
 from .batch import (ChunkedBatch, ChunkedDoc, EmbeddedBatch, TooManyChunks, chunk_batch, chunk_docs, chunk_todo,
                     donor_stores, embed_batch, embed_chunked, process_docs, read_batches, triage, write_batch)
-from .context import RunContext
+from .context import RunContext, active_run
 from .dry_run import dry_run
 from .ends import ExportFailed, LedgerWriteFailed, RunInterrupted, interrupt_signal, record_end, record_precision, undo_command
 from .plan import Plan, WorkSpec, make_plans, table_name_for
@@ -23,7 +23,7 @@ from .settings import STRATEGIES, IngestSettings, parse_strategies
 from .summary import summary_markdown
 
 __all__ = [
-    "STRATEGIES", "ChunkedBatch", "ChunkedDoc", "EmbeddedBatch", "ExportFailed", "IngestSettings", "LedgerWriteFailed",
+    "STRATEGIES", "active_run", "ChunkedBatch", "ChunkedDoc", "EmbeddedBatch", "ExportFailed", "IngestSettings", "LedgerWriteFailed",
     "Plan", "RunContext", "RunInterrupted", "TooManyChunks", "WorkSpec", "chunk_batch", "chunk_docs", "chunk_todo", "donor_stores",
     "dry_run", "embed_batch", "embed_chunked", "export_dir", "finish", "interrupt_signal",
     "make_plans", "parse_strategies", "prepare", "process_docs", "read_batches", "record_end", "record_precision",

@@ -23,6 +23,7 @@ from grainline.storage.rows import RowStamp
 from .context import RunContext
 from grainline.embedding import get_embedder
 from .plan import Plan, WorkSpec
+from .reuse import RecentVectors, known_vectors, recent_vectors, snapshot_store
 from .settings import IngestSettings
 
 
@@ -115,20 +116,17 @@ def chunk_docs(plans: Iterable[Plan], docs: list[tuple[Document, str]], chunk_ct
 
 
 def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBatch,
-                  donors: Iterable[ChunkStore] = ()) -> EmbeddedBatch:
-    """Vectors for every distinct content hash in the batch: reused from the table (or
-    the ``donors``, tables of the same model) when the same text was embedded before,
-    embedded otherwise."""
+                  donors: Iterable[ChunkStore] = (), recent: RecentVectors | None = None) -> EmbeddedBatch:
+    """Vectors for every distinct content hash in the batch: reused when the same text
+    was embedded before (this run's ``recent`` map, the table ``store``, the ``donors``,
+    tables of the same model), embedded otherwise; the batch's vectors then go into
+    ``recent``."""
     t0 = time.perf_counter()
     wanted: dict[str, Chunk] = {}
     for cd in batch.docs:
         for c in cd.chunks:
             wanted.setdefault(c.content_hash, c)
-    known = store.vectors_by_hash(set(wanted)) if store is not None and store.exists else {}
-    for donor in donors:
-        missing = set(wanted) - set(known)
-        if missing and donor.exists:
-            known.update(donor.vectors_by_hash(missing))
+    known = known_vectors(store, donors, recent, set(wanted))
     vectors = {h: v for h, (v, _) in known.items()}
     n_windows = {h: nw for h, (_, nw) in known.items()}
     todo = [c for h, c in wanted.items() if h not in vectors]
@@ -138,6 +136,8 @@ def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBa
         for c, v, nw in zip(todo, vecs, nws):
             vectors[c.content_hash] = v
             n_windows[c.content_hash] = nw
+    if recent is not None:
+        recent.put_many({h: (vectors[h], n_windows[h]) for h in wanted})
     counts.chunks_embedded += len(todo)
     counts.chunks_reused += sum(1 for cd in batch.docs for c in cd.chunks) - len(todo)
     counts.add_time("embed", time.perf_counter() - t0)
@@ -146,11 +146,20 @@ def embed_chunked(embedder: Embedder, store: ChunkStore | None, batch: ChunkedBa
 
 def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBatch:
     """Chunk and embed documents in any process: what a distributed worker runs. The
-    model is loaded once per process; the table is opened read-only for vector reuse."""
+    model is loaded once per process; the table is read (for vector reuse) as it was
+    when the run started, opened once per process."""
     embedder = get_embedder(spec.settings.embedder)
-    store = ChunkStore(spec.settings.db, spec.table, embedder.identity.dim)
     chunked = chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window), spec.settings.reader.max_chunks_per_doc)
-    return embed_chunked(embedder, store, chunked, donor_stores(spec.settings, embedder.identity.dim))
+    return embed_spec(spec, embedder, chunked)
+
+
+def embed_spec(spec: WorkSpec, embedder: Embedder, chunked: ChunkedBatch) -> EmbeddedBatch:
+    """Embed a chunked batch of the run ``spec`` describes, reusing what it can."""
+    dim = embedder.identity.dim
+    store = snapshot_store(spec.settings.db, spec.table, dim, spec.reuse_version, spec.run_id) if spec.run_id else \
+        ChunkStore(spec.settings.db, spec.table, dim)
+    return embed_chunked(embedder, store, chunked, donor_stores(spec.settings, dim),
+                         recent_vectors(spec.run_id) if spec.run_id else None)
 
 
 def donor_stores(settings: IngestSettings, dim: int) -> list[ChunkStore]:
@@ -174,7 +183,7 @@ def chunk_todo(ctx: RunContext, todo: list[tuple[Document, str]]) -> ChunkedBatc
 
 def embed_batch(ctx: RunContext, batch: ChunkedBatch) -> EmbeddedBatch:
     """Embed a chunked batch in this process."""
-    return embed_chunked(ctx.embedder, ctx.store, batch, donor_stores(ctx.settings, ctx.embedder.identity.dim))
+    return embed_spec(ctx.spec, ctx.embedder, batch)
 
 
 def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:

@@ -46,3 +46,28 @@ class RunContext:
     @property
     def plans(self) -> tuple[Plan, ...]:
         return self.spec.plans
+
+
+# The runs this process is writing, by run id: the flow's write task is handed the run id
+# and looks its context up here, since Prefect walks every task argument on every call
+# (to record task inputs), and a context holding the state of every stored document
+# made each batch cost in proportion to the table.
+_ACTIVE: dict[str, RunContext] = {}
+
+
+def register_run(ctx: RunContext) -> None:
+    """Make ``ctx`` findable by its run id in this process, until :func:`forget_run`."""
+    _ACTIVE[ctx.run_id] = ctx
+
+
+def forget_run(run_id: str) -> None:
+    """The run is over in this process."""
+    _ACTIVE.pop(run_id, None)
+
+
+def active_run(run_id: str) -> RunContext:
+    """The context of a run this process is writing (registered by ``prepare``)."""
+    try:
+        return _ACTIVE[run_id]
+    except KeyError:
+        raise LookupError(f"run {run_id} is not being written by this process") from None

@@ -34,6 +34,10 @@ class WorkSpec:
     settings: IngestSettings
     table: str
     plans: tuple[Plan, ...]
+    # The run (its recent-vector map) and the table version it started from: vectors
+    # are reused from that version, whose rows the content_hash index covers.
+    run_id: str = ""
+    reuse_version: int | None = None
 
 
 def table_name_for(settings: IngestSettings) -> str:

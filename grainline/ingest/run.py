@@ -25,7 +25,7 @@ from grainline.storage.maintenance import figures, maintain_after_run, vector_in
 from grainline.storage.parquet import default_export_dir, export_table, exported_version
 
 from .batch import EmbeddedBatch, chunk_todo, embed_batch, read_batches, triage, write_batch
-from .context import RunContext
+from .context import RunContext, forget_run, register_run
 from grainline.embedding import get_embedder
 from .ends import ExportFailed, drop_undo_tags, record_end, record_precision
 from .plan import WorkSpec, make_plans, table_name_for
@@ -58,6 +58,7 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         lock.release()
         raise
     ctx.scope = scope
+    register_run(ctx)
     if scope is not None:
         # Ids of files were paths relative to the ingested root before they became real
         # paths. Nothing is rewritten behind the user's back: a full sync of this root
@@ -96,7 +97,8 @@ def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents:
     ledger.write(record)
     ctx = RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
-        spec=WorkSpec(settings, store.table_name, plans), root=root, states={}, record=record,
+        spec=WorkSpec(settings, store.table_name, plans, run_id=run_id, reuse_version=record.version_before),
+        root=root, states={}, record=record,
         documents=documents, lock=lock, interrupted=interrupted,
     )
     try:
@@ -185,6 +187,7 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
             raise late
         return rec
     finally:
+        forget_run(ctx.run_id)
         if ctx.lock is not None:
             ctx.lock.release()
 
