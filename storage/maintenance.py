@@ -3,8 +3,12 @@ tagged ones, never the newest few), build or refresh the vector index (IVF_PQ, o
 on tables large enough to train it) and the full-text (BM25) index, and report the
 figures the ledger keeps: fragments, versions, rows the vector index does not cover.
 
-LanceDB 0.40's ``optimize()`` does compaction, pruning and folding new rows into
-existing indexes in one call; the parts here decide its arguments and the indexes."""
+Every step costs what changed since the last pass, not the table: LanceDB 0.40's
+``optimize()`` merges each index's new rows into one segment (rewriting the index) and
+compacts every fragment under a million rows, 6 s after a ten-row change at 400k rows;
+here compaction stops at ``compact_target_rows``, new rows go into each index as a delta
+of their own (Lance's ``optimize_indices(num_indices_to_merge=0)``: 0.04 s at 400k
+rows), and the deltas are merged once there are ``max_index_deltas`` of them."""
 
 from __future__ import annotations
 
@@ -28,6 +32,12 @@ log = logging.getLogger("grainline.maintenance")
 # so maintenance can tell when the table has outgrown the index's partitions.
 VECTOR_INDEX_PREFIX = "vector_ivfpq_rows"
 FTS_INDEX = "text_idx"
+# Scalar indexes grainline keeps on the chunks table (column -> index name).
+SCALAR_INDEXES = {"doc_id": "doc_id_idx", "content_hash": "content_hash_idx"}
+# Fragments grow to this many rows by compaction (128k rows: about 200 MiB of 384-d
+# vectors and text); bigger ones are never rewritten by it.
+COMPACT_TARGET_ROWS = 131_072
+MAX_INDEX_DELTAS = 16
 # Product quantisation trains 256 centroids per sub-vector (8 bits), and IVF training
 # wants about that many rows per partition: fewer rows cannot train an index.
 PQ_MIN_ROWS = 256
@@ -54,6 +64,17 @@ class MaintenanceSettings(BaseModel):
     # Train the index again once the table holds this many times the rows it was trained on.
     retrain_growth: float = Field(default=2.0, gt=1.0)
     fts_index: bool = True
+    # Scalar (BTREE) indexes on doc_id and content_hash: a changed document's rows and
+    # a chunk text's stored vector are found through them, not by a scan of the table.
+    scalar_indexes: bool = True
+    # Compaction merges fragments smaller than this many rows (the small fragments a
+    # run's batches write) and never rewrites a fragment that has reached it, so a
+    # pass rewrites what the runs since the last one wrote, not the table.
+    compact_target_rows: int = Field(default=COMPACT_TARGET_ROWS, ge=1024)
+    # New rows go into each index as a delta of their own (a cost in proportion to
+    # them); once an index has more deltas than this, they are merged into one (a
+    # cost in proportion to the index, paid once every so many changing runs).
+    max_index_deltas: int = Field(default=MAX_INDEX_DELTAS, ge=1)
     # Evaluation tags (``eval-...``) older than this are deleted, so pruning can pass
     # them; None keeps them (and the versions from the oldest one on) for ever.
     drop_eval_tags_older_than_days: float | None = Field(default=None, ge=0)
@@ -169,21 +190,74 @@ def drop_old_eval_tags(table: Any, days: float, now: datetime | None = None) -> 
     return sorted(old)
 
 
-def _optimize(table: Any, older_than: timedelta) -> None:
+def _cleanup(table: Any, older_than: timedelta) -> None:
     with warnings.catch_warnings():
         # A zero window warns about concurrent readers; the window here is never zero.
         warnings.simplefilter("ignore", UserWarning)
-        table.optimize(cleanup_older_than=older_than)
+        table.cleanup_old_versions(older_than)
+
+
+def small_fragments(table: Any, target_rows: int) -> int:
+    """How many fragments hold fewer than ``target_rows`` rows (read from the
+    manifest: no data file is opened)."""
+    return sum(1 for f in table.to_lance().get_fragments() if f.metadata.physical_rows < target_rows)
+
+
+def compact(table: Any, target_rows: int) -> Any:
+    """Merge the fragments smaller than ``target_rows`` into fragments of up to that
+    size; bigger fragments are left as they are (LanceDB's ``optimize()`` merges
+    everything under a million rows, so a run that added ten rows rewrote a table of
+    400k: 6 s). Returns Lance's compaction metrics."""
+    return table.compact_files(target_rows_per_fragment=target_rows, materialize_deletions_threshold=0.3)
+
+
+def index_deltas(table: Any) -> dict[str, tuple[int, int]]:
+    """Index name -> (deltas, unindexed rows) for every index of the table."""
+    out = {}
+    for ix in table.list_indices():
+        st = table.index_stats(ix.name)
+        if st is not None:
+            out[ix.name] = (int(getattr(st, "num_indices", 1) or 1), int(getattr(st, "num_unindexed_rows", 0) or 0))
+    return out
+
+
+def fold_into_indexes(table: Any, max_deltas: int) -> list[str]:
+    """Add the rows no index covers yet to every index, as one new delta each (work in
+    proportion to those rows); an index past ``max_deltas`` deltas has them merged into
+    one. Returns what was done, in words."""
+    actions = []
+    deltas = index_deltas(table)
+    pending = {name: n for name, (_, n) in deltas.items() if n}
+    if pending:
+        table.to_lance().optimize.optimize_indices(num_indices_to_merge=0)
+        table.checkout_latest()
+        actions.append(f"indexed {max(pending.values())} new rows as a delta of {', '.join(sorted(pending))}")
+    for name, (count, _) in index_deltas(table).items():
+        if count > max_deltas:
+            table.to_lance().optimize.optimize_indices(num_indices_to_merge=count, index_names=[name])
+            table.checkout_latest()
+            actions.append(f"merged the {count} deltas of index {name}")
+    return actions
+
+
+def ensure_scalar_indexes(table: Any) -> list[str]:
+    """Build the missing BTREE indexes on ``doc_id`` and ``content_hash`` (once per
+    table; later rows are folded in as deltas); returns the names built."""
+    have = {getattr(ix, "name", None) for ix in table.list_indices()}
+    built = []
+    for column, name in SCALAR_INDEXES.items():
+        if name not in have:
+            table.create_scalar_index(column, index_type="BTREE", name=name)
+            built.append(name)
+    return built
 
 
 def ensure_fts_index(table: Any) -> bool:
-    """Build (or rebuild, when rows were added since) the native BM25 index on
-    ``text``, with English stemming and stop words; True when it built one."""
-    indices = {getattr(ix, "name", None): ix for ix in table.list_indices()}
-    if FTS_INDEX in indices:
-        stats = table.index_stats(FTS_INDEX)
-        if stats is not None and getattr(stats, "num_unindexed_rows", 0) == 0:
-            return False
+    """Build the native BM25 index on ``text`` (English stemming and stop words) when
+    the table has none; rows added later go in as deltas (:func:`fold_into_indexes`),
+    and a search covers the rows outside it too. True when it built one."""
+    if FTS_INDEX in {getattr(ix, "name", None) for ix in table.list_indices()}:
+        return False
     import_lancedb()
     from lancedb.index import FTS
 
@@ -226,40 +300,44 @@ def vector_index_due(settings: MaintenanceSettings, fig: TableFigures) -> str | 
 
 
 def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, now: datetime | None = None) -> list[str]:
-    """What the table needs from maintenance (empty: nothing). LanceDB's ``optimize()``
-    can commit a new version even on a table that needs nothing (it re-commits an
-    IVF_PQ index of two or more partitions), which would make an unchanged re-run
-    look like a change, so maintenance only optimizes when something here is due."""
+    """What the table needs from maintenance (empty: nothing), so a table that needs
+    nothing gets no new version and an unchanged re-run does not look like a change."""
     due = []
     if settings.compact:
-        if fig.small_fragments > 1:
-            due.append(f"{fig.small_fragments} small fragments")
-        if fig.vector_index is not None and fig.unindexed_rows:
-            due.append(f"{fig.unindexed_rows} rows outside the vector index")
-        if settings.prune:
-            now = now or datetime.now()
-            older_than, why = prune_window(table, settings, now)
-            if older_than < _NEVER and table.list_versions()[0]["timestamp"] < now - older_than:
-                due.append(f"old versions to prune ({why})")
+        small = small_fragments(table, settings.compact_target_rows) if fig.fragments > 1 else 0
+        if small > 1:
+            due.append(f"{small} small fragments")
+    for name, (count, unindexed) in index_deltas(table).items():
+        if unindexed:
+            due.append(f"{unindexed} rows outside index {name}")
+        elif count > settings.max_index_deltas:
+            due.append(f"index {name} has {count} deltas")
+    if settings.prune:
+        now = now or datetime.now()
+        older_than, why = prune_window(table, settings, now)
+        if older_than < _NEVER and table.list_versions()[0]["timestamp"] < now - older_than:
+            due.append(f"old versions to prune ({why})")
     why = vector_index_due(settings, fig)
     if why:
         due.append(why)
-    if settings.fts_index and fig.rows:
-        if FTS_INDEX not in {getattr(ix, "name", None) for ix in table.list_indices()}:
+    if fig.rows:
+        names = {getattr(ix, "name", None) for ix in table.list_indices()}
+        if settings.fts_index and FTS_INDEX not in names:
             due.append("no full-text index")
-        else:
-            stats = table.index_stats(FTS_INDEX)
-            if stats is None or getattr(stats, "num_unindexed_rows", 0):
-                due.append("rows outside the full-text index")
+        if settings.scalar_indexes and not set(SCALAR_INDEXES.values()) <= names:
+            due.append("no scalar index on doc_id or content_hash")
     return due
 
 
 def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datetime | None = None,
              wrote: bool = False) -> MaintenanceReport:
-    """One maintenance pass over ``table`` (a LanceDB table at its latest version).
-    ``wrote``: the caller changed the table since the last pass, so it gets the full
-    pass; otherwise a table that needs nothing (:func:`pending_work`) is left as it is,
-    with no new version."""
+    """One maintenance pass over ``table`` (a LanceDB table at its latest version), in
+    proportion to what changed since the last one: the small fragments runs wrote are
+    compacted, new rows go into every index as a delta, old versions are pruned; the
+    vector index is trained again only when the table has grown ``retrain_growth``
+    times past the rows it was trained on. ``wrote``: the caller changed the table
+    since the last pass; otherwise a table that needs nothing (:func:`pending_work`)
+    is left as it is, with no new version."""
     settings = settings or MaintenanceSettings()
     t0 = time.perf_counter()
     before = figures(table)
@@ -275,29 +353,20 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
         report.version_after = table.version
         report.seconds = round(time.perf_counter() - t0, 4)
         return report
-    if settings.compact:
-        # Compact and fold new rows into the indexes first, then prune with a window
-        # computed just before: the two clocks then differ by milliseconds.
-        _optimize(table, _NEVER)
-        report.actions.append(f"optimize: fragments {before.fragments} -> {figures(table).fragments}, "
-                              f"{before.unindexed_rows if before.vector_index else 0} new rows folded into the vector index")
-        older_than, why = prune_window(table, settings, now)
-        if older_than < _NEVER:
-            n = len(table.list_versions())
-            try:
-                _optimize(table, older_than)
-                report.actions.append(f"pruned {n - len(table.list_versions())} versions ({why})")
-            except RuntimeError as exc:
-                if "tagged version" not in str(exc):
-                    raise
-                # A tag created since we looked: prune nothing this time.
-                report.actions.append(f"not pruned: {exc}")
-        else:
-            report.actions.append(f"not pruned ({why})")
-    # Each step below allocates in proportion to the table and frees it all at the end:
-    # handing that back in between keeps the peak that of the largest step, not a sum.
-    release_memory()
+    if settings.compact and before.fragments > 1 and small_fragments(table, settings.compact_target_rows) > 1:
+        # Before the new rows go into the indexes: fragments under different index
+        # deltas are not merged by Lance, so this run's fragments are merged first.
+        m = compact(table, settings.compact_target_rows)
+        if m.fragments_removed:
+            report.actions.append(f"compacted {m.fragments_removed} small fragments into {m.fragments_added}")
     rows = figures(table).rows
+    if settings.scalar_indexes and rows:
+        built = ensure_scalar_indexes(table)
+        if built:
+            report.actions.append(f"built scalar indexes {', '.join(built)}")
+    # Each step below allocates in proportion to what it reads and frees it all at the
+    # end: handing that back in between keeps the peak that of the largest step.
+    release_memory()
     if settings.vector_index:
         ix = vector_index(table)
         if rows < settings.min_rows_for_index:
@@ -311,6 +380,23 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
     release_memory()
     if settings.fts_index and rows and ensure_fts_index(table):
         report.actions.append(f"built full-text index {FTS_INDEX}")
+    report.actions.extend(fold_into_indexes(table, settings.max_index_deltas))
+    if settings.prune:
+        older_than, why = prune_window(table, settings, now)
+        if older_than < _NEVER:
+            n = len(table.list_versions())
+            try:
+                _cleanup(table, older_than)
+                report.actions.append(f"pruned {n - len(table.list_versions())} versions ({why})")
+            except RuntimeError as exc:
+                if "tagged version" not in str(exc):
+                    raise
+                # A tag created since we looked: prune nothing this time.
+                report.actions.append(f"not pruned: {exc}")
+        else:
+            report.actions.append(f"not pruned ({why})")
+    else:
+        report.actions.append("not pruned (pruning off)")
     report.after = figures(table)
     report.version_after = table.version
     report.seconds = round(time.perf_counter() - t0, 4)
