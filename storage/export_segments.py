@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 # Physical rows of a fragment per segment: at most what one deleted row costs to
 # re-export (about 35 MB of 384-dim rows), against files per strategy (610 for 10M rows).
@@ -61,36 +62,95 @@ def schema_fingerprint(schema: pa.Schema) -> str:
     return hashlib.blake2b(f"{FORMAT}/{SEGMENT_ROWS}/{text}".encode(), digest_size=8).hexdigest()
 
 
-def _scan(table: Any) -> pa.Table:
+_COLUMNS = ["_rowaddr", "_row_last_updated_at_version"]
+
+
+def _scan(table: Any) -> pa.RecordBatchReader:
     try:
-        return table.search().select(["_rowaddr", "_row_last_updated_at_version"]).with_row_id(True).limit(None).to_arrow()
+        return table.search().select(_COLUMNS).with_row_id(True).limit(None).to_batches()
     except Exception:  # noqa: BLE001 - a table whose format keeps no row versions
-        return table.search().select(["_rowaddr"]).with_row_id(True).limit(None).to_arrow()
+        return table.search().select(_COLUMNS[:1]).with_row_id(True).limit(None).to_batches()
+
+
+class _OutOfOrder(Exception):
+    """The scan did not come in row-address order."""
+
+
+class _Open:
+    """A segment being read: its fingerprint so far, and its row ids."""
+
+    def __init__(self, schema_fp: str, key: int, fragment: int, segment: int) -> None:
+        self.key, self.fragment, self.segment = key, fragment, segment
+        self.prefix = f"{schema_fp}/{fragment}/{segment}/".encode()
+        # Two hashes, so that the fingerprint is the same however the scan cuts batches.
+        self.offsets = hashlib.blake2b(digest_size=16)
+        self.versions = hashlib.blake2b(digest_size=16)
+        self.ids: list[np.ndarray] = []
+        self.last = -1
+
+    def add(self, offset: np.ndarray, upd: np.ndarray, rid: np.ndarray) -> None:
+        if int(offset[0]) <= self.last:
+            raise _OutOfOrder
+        self.last = int(offset[-1])
+        self.offsets.update(offset.astype("<u4").tobytes())
+        self.versions.update(upd.astype("<u8").tobytes())
+        self.ids.append(rid.copy())
+
+    def close(self) -> Segment:
+        fp = hashlib.blake2b(self.prefix + self.offsets.digest() + self.versions.digest(), digest_size=8).hexdigest()
+        return Segment(self.fragment, self.segment, fp, np.concatenate(self.ids) if self.ids else np.array([], np.uint64))
+
+
+def _segments_of(batches: Any, schema_fp: str, in_order: bool) -> list[Segment]:
+    out: list[Segment] = []
+    closed: set[int] = set()
+    cur: _Open | None = None
+    for b in batches:
+        if b.num_rows == 0:
+            continue
+        names = b.schema.names
+
+        def column(name: str) -> np.ndarray:
+            return b.column(names.index(name)).to_numpy(zero_copy_only=False).astype(np.uint64, copy=False)
+
+        addr, rid = column("_rowaddr"), column("_rowid")
+        upd = column(_COLUMNS[1]) if _COLUMNS[1] in names else np.zeros(len(addr), np.uint64)
+        if in_order and len(addr) > 1 and not bool(np.all(addr[1:] > addr[:-1])):
+            raise _OutOfOrder
+        frag = addr >> np.uint64(32)
+        offset = addr & np.uint64(0xFFFFFFFF)
+        seg = offset // np.uint64(SEGMENT_ROWS)
+        key = (frag << np.uint64(_SEG_BITS)) | seg
+        starts = np.concatenate(([0], np.flatnonzero(np.diff(key)) + 1))
+        ends = np.concatenate((starts[1:], [len(key)]))
+        for s, e in zip(starts.tolist(), ends.tolist()):
+            k = int(key[s])
+            if cur is None or cur.key != k:
+                if cur is not None:
+                    out.append(cur.close())
+                    closed.add(cur.key)
+                if k in closed:
+                    raise _OutOfOrder
+                cur = _Open(schema_fp, k, int(frag[s]), int(seg[s]))
+            cur.add(offset[s:e], upd[s:e], rid[s:e])
+    if cur is not None:
+        out.append(cur.close())
+    return out
 
 
 def live_segments(table: Any, schema_fp: str) -> list[Segment]:
-    """The table's segments that hold live rows, in fragment order."""
-    got = _scan(table)
-    addr = got.column("_rowaddr").to_numpy().astype(np.uint64)
-    rid = got.column("_rowid").to_numpy().astype(np.uint64)
-    upd = (got.column("_row_last_updated_at_version").to_numpy().astype(np.uint64)
-           if "_row_last_updated_at_version" in got.column_names else np.zeros(len(addr), np.uint64))
-    order = np.argsort(addr, kind="stable")
-    addr, rid, upd = addr[order], rid[order], upd[order]
-    frag = addr >> np.uint64(32)
-    offset = addr & np.uint64(0xFFFFFFFF)
-    seg = offset // np.uint64(SEGMENT_ROWS)
-    key = (frag << np.uint64(_SEG_BITS)) | seg
-    starts = np.concatenate(([0], np.flatnonzero(np.diff(key)) + 1)) if len(key) else np.array([], np.int64)
-    ends = np.concatenate((starts[1:], [len(key)])) if len(key) else starts
-    out = []
-    for s, e in zip(starts.tolist(), ends.tolist()):
-        f, g = int(frag[s]), int(seg[s])
-        h = hashlib.blake2b(f"{schema_fp}/{f}/{g}/".encode(), digest_size=8)
-        h.update(offset[s:e].astype("<u4").tobytes())
-        h.update(upd[s:e].astype("<u8").tobytes())
-        out.append(Segment(f, g, h.hexdigest(), rid[s:e]))
-    return out
+    """The table's segments that hold live rows, in fragment order. Streamed: what
+    stays in memory is 8 bytes a live row (the row ids to take), not the scan."""
+    try:
+        return _segments_of(_scan(table), schema_fp, in_order=True)
+    except _OutOfOrder:
+        # A scan out of row-address order (not seen with LanceDB 0.40): sort it whole.
+        return _segments_sorted(_scan(table).read_all(), schema_fp)
+
+
+def _segments_sorted(got: pa.Table, schema_fp: str) -> list[Segment]:
+    order = pc.sort_indices(got, sort_keys=[("_rowaddr", "ascending")])
+    return _segments_of(got.take(order).to_batches(), schema_fp, in_order=True)
 
 
 @dataclass

@@ -287,3 +287,21 @@ def same_rows_of(out: Path, table) -> None:
     rows = con.sql(f'select {", ".join(cols)} from "{table.name}" order by chunk_id').fetchall()
     assert [dict(zip(cols, (*r[:3], list(r[3])))) for r in rows] == want
     assert exported_version(str(out)) == table.version
+
+
+def test_fingerprints_do_not_depend_on_how_the_scan_cuts_or_orders_its_batches(tmp_path):
+    from grainline.storage.export_segments import _OutOfOrder, _scan, _segments_of, _segments_sorted, live_segments
+
+    table = table_of(tmp_path, SEGMENT_ROWS + 10, 50)
+    table.delete("ordinal % 7 = 0")
+    want = [(s.key, s.fingerprint, s.row_ids.tolist()) for s in live_segments(table, "fp")]
+    assert [k for k, _, _ in want] == [(0, 0), (0, 1), (1, 0)]
+    whole = _scan(table).read_all()
+    for size in (1, 333, 100_000):
+        got = _segments_of(whole.to_batches(max_chunksize=size), "fp", in_order=True)
+        assert [(s.key, s.fingerprint, s.row_ids.tolist()) for s in got] == want
+    # out of order: refused, and live_segments then sorts the scan whole, to the same
+    shuffled = pa.Table.from_batches(list(reversed(whole.to_batches(max_chunksize=100))))
+    with pytest.raises(_OutOfOrder):
+        _segments_of(shuffled.to_batches(), "fp", in_order=True)
+    assert [(s.key, s.fingerprint, s.row_ids.tolist()) for s in _segments_sorted(shuffled, "fp")] == want
