@@ -182,12 +182,16 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
     names the signal when the caller saw one (the error may be what it became)."""
     try:
         late: BaseException | None = None
-        if ctx.manifest is not None:
-            # Entries of the files whose documents are committed, whatever the error
-            # (each says only what the table holds); a full sync that saw the whole
-            # source also drops the entries of files gone from it.
+        if ctx.manifest is not None and (error is None or ctx.settings.on_error == "keep"):
+            # Entries of the files whose documents are committed, error or not (each
+            # says only what the table holds; a failed run keeps its commits); a full
+            # sync that saw the whole source also drops the entries of files gone.
             full = error is None and ctx.settings.sync == "full" and ctx.scope is not None
-            ctx.manifest.close(ctx, ctx.scope if full else None)
+            try:
+                ctx.manifest.close(ctx, ctx.scope if full else None)
+            except BaseException as exc:  # an interrupt: recorded below like any late error
+                if error is None:
+                    late = error = exc
         if error is None:
             try:
                 _complete(ctx, counts)
