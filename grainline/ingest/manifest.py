@@ -90,15 +90,14 @@ class ManifestRun:
         agrees with. A manifest that cannot be read skips nothing (a warning)."""
         self.keys = [p.key for p in ctx.plans]
         self.sig = reader_signature(ctx.settings)
-        self.store = SourceManifest(ctx.settings.db, ctx.store.table_name)
         try:
+            self.store = SourceManifest(ctx.settings.db, ctx.store.table_name)
             entries = self.store.load()
+            self.trusted = trusted_entries(entries, ctx.states, self.keys, self.sig)
+            self.known = set(entries)
         except Exception as exc:  # noqa: BLE001 - an optimisation: without it every file is read
-            log.warning("could not read the source manifest %s, every file is read: %s: %s",
-                        self.store.table_name, type(exc).__name__, exc)
-            entries = {}
-        self.known = set(entries)
-        self.trusted = trusted_entries(entries, ctx.states, self.keys, self.sig)
+            log.warning("could not read the source manifest of %s, every file is read: %s: %s",
+                        ctx.store.table_name, type(exc).__name__, exc)
 
     def unchanged(self, fid: str, stat: FileStat) -> int | None:
         """The reader's predicate: the number of documents of a file to count as

@@ -198,3 +198,35 @@ def test_the_predicate_is_asked_with_the_stat_and_skips_reading(tmp_path, moving
     items = list(open_source(src, None, lambda fid, st: asked.append((fid, st.size)) or 3)[1])
     assert asked == [(str((src / "m.moving").resolve()), 9)]
     assert items == [Unchanged(str((src / "m.moving").resolve()), "m.moving", 3)]
+
+
+def test_a_document_that_fails_chunking_leaves_its_file_without_entry(tmp_path):
+    """An entry is written only once the file's documents are committed: one whose
+    document failed at chunking (too many chunks) has none, and is read again."""
+    from grainline.readers import ReaderSettings
+
+    long = " ".join(f"Sentence number {w} talks at some length about rivers, mountains and the weather." for w in
+                    ("one", "two", "three", "four", "five")) + "\n"
+    src, db = corpus(tmp_path / "src", {"long.txt": long}), tmp_path / "db"
+    os.utime(src / "long.txt", (HOUR_AGO, HOUR_AGO))
+    s = settings(src, db, reader=ReaderSettings(max_chunks_per_doc=2))
+    first = run_ingest(s)
+    assert first.counts.docs_failed == 1 and first.counts.failures[0]["stage"] == "chunk"
+    assert str((src / "long.txt").resolve()) not in SourceManifest(str(db), first.table_name).load()
+    again = run_ingest(s)
+    assert (again.counts.files_read, again.counts.files_unchanged, again.counts.docs_failed) == (1, 4, 1)
+
+
+def test_entries_flushed_during_the_run(tmp_path, monkeypatch):
+    """Flushed at every batch (not only at the end, so a killed run keeps most of
+    them): each flush writes the files whose documents are committed by then."""
+    from grainline.ingest import manifest as run_manifest
+
+    monkeypatch.setattr(run_manifest, "FLUSH_EVERY_S", 0.0)
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    first = run_ingest(settings(src, db, batch_docs=1))
+    store = SourceManifest(str(db), first.table_name)
+    assert len(store.load()) == 4
+    versions = connect(str(db)).open_table(store.table_name).list_versions()
+    assert len(versions) >= 4  # created, then one commit per flush that had entries
+    assert run_ingest(settings(src, db, batch_docs=1)).counts.files_unchanged == 4
