@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 
@@ -51,8 +54,9 @@ class Document:
     title: str = ""
     metadata: dict[str, Any] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def content_hash(self) -> str:
+        # Cached: the reader (for the source manifest) and triage both need it.
         return sha256_hex(self.text, self.title, canonical_json(self.metadata))
 
 
@@ -99,3 +103,52 @@ class Failure:
 
     def as_dict(self) -> dict[str, str]:
         return {"where": self.where, "reason": self.reason, "stage": self.stage}
+
+
+@dataclass(frozen=True)
+class FileStat:
+    """What ``os.stat`` said of a file, and when it was asked (``taken_ns``, wall clock,
+    read just before the call): what the source manifest compares to skip a file."""
+
+    size: int
+    mtime_ns: int
+    ino: int
+    ctime_ns: int
+    taken_ns: int
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> "FileStat":
+        """Stat ``path`` (following symlinks) now; raises OSError as ``os.stat`` does."""
+        taken = time.time_ns()
+        st = os.stat(path)
+        return cls(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, taken)
+
+    def same_file(self, other: "FileStat") -> bool:
+        """Same size, modification time and inode (ctime is kept, not compared)."""
+        return (self.size, self.mtime_ns, self.ino) == (other.size, other.mtime_ns, other.ino)
+
+
+@dataclass(frozen=True)
+class Unchanged:
+    """A file of the source not read: its stat matches the source manifest, which says
+    it gave ``n_docs`` documents, all stored unchanged (``readers.open_source`` yields it
+    only when given an ``unchanged`` predicate)."""
+
+    file_id: str
+    where: str
+    n_docs: int
+
+
+@dataclass(frozen=True)
+class FileRead:
+    """Follows the documents of a file that was read (``readers.open_source`` yields it
+    only when given an ``unchanged`` predicate): ``stat`` as taken *before* reading (None
+    when the file could not be stat'ed), ``docs`` the ``(doc_id, content_hash)`` of each
+    document it gave, ``complete`` False when any part of it failed (then the source
+    manifest gets no entry for it, and it is read again next run)."""
+
+    file_id: str
+    where: str
+    stat: FileStat | None
+    docs: tuple[tuple[str, str], ...]
+    complete: bool

@@ -53,6 +53,10 @@ class RunCounts:
     # Files the source holds that no reader reads (report.docx): named, not failed.
     docs_skipped: int = 0
     skipped: list[dict[str, str]] = field(default_factory=list)
+    # Files of the source read, and skipped unread because the source manifest vouched
+    # for their stat (their documents count as seen and unchanged).
+    files_read: int = 0
+    files_unchanged: int = 0
 
     def add_time(self, stage: str, seconds: float) -> None:
         self.stage_seconds[stage] = round(self.stage_seconds.get(stage, 0.0) + seconds, 4)

@@ -78,6 +78,9 @@ RUNS_SCHEMA = pa.schema(
         # Files of the source that no reader reads, and which (JSON [{where, reason}]).
         pa.field("docs_skipped", pa.int64()),
         pa.field("skipped", pa.string()),
+        # Files read, and skipped unread by the source manifest (storage/manifest.py).
+        pa.field("files_read", pa.int64()),
+        pa.field("files_unchanged", pa.int64()),
     ]
 )
 

@@ -31,6 +31,8 @@ def _print_ingest(result: dict[str, Any], source: str = "") -> None:
         f"{c['docs_unchanged']} unchanged, {c['docs_deleted']} deleted, {c['docs_failed']} failed, "
         f"{c.get('docs_skipped', 0)} skipped"
     )
+    if c.get("files_read") or c.get("files_unchanged"):
+        typer.echo(f"  files: {c.get('files_read', 0)} read, {c.get('files_unchanged', 0)} unchanged by stat (not read)")
     typer.echo(
         f"  chunks: {c['chunks_written']} written, {c['chunks_deleted']} deleted, "
         f"{c['chunks_embedded']} embedded, {c['chunks_reused']} reused from stored vectors"
@@ -82,6 +84,7 @@ def ingest(
     head: str = typer.Option(None, "--head", help="A tuned head folder (grainline tune train): its own model and table."),
     on_error: str = typer.Option("keep", "--on-error", help="keep (a re-run resumes) or restore (roll the table back) when a run fails."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Say what would be added, updated, deleted and embedded; embed and write nothing."),
+    rehash: bool = typer.Option(False, "--rehash", help="Read and hash every file, even those whose size, modification time and inode say they are unchanged since the last run."),
 ) -> None:
     """Ingest documents with the Prefect ingestion flow."""
     with checked():
@@ -110,7 +113,7 @@ def ingest(
     try:
         settings = IngestSettings(
             source=source, strategies=strategy, db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
-            export_parquet=parquet, chunker_overrides=overrides, on_error=on_error,
+            export_parquet=parquet, chunker_overrides=overrides, on_error=on_error, rehash=rehash,
             embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend,
                                       batch_size=batch_size, show_progress=progress, head=head),
             reader=ReaderSettings(id_field=id_field, text_field=text_field, title_field=title_field),
@@ -155,6 +158,8 @@ def _dry_run(settings: Any) -> None:
         ids = plan[label]
         typer.echo(f"  would be {label}: {len(ids)}" + (f"  ({', '.join(ids[:5])}{', ...' if len(ids) > 5 else ''})" if ids else ""))
     typer.echo(f"  unchanged: {plan['unchanged']}, failed: {len(plan['failures'])}, skipped: {len(plan['skipped'])}")
+    if plan.get("files_unchanged"):
+        typer.echo(f"  files: {plan['files_read']} read, {plan['files_unchanged']} unchanged by stat (not read)")
     typer.echo(f"  chunks: {plan['chunks_written']} would be written, {plan['chunks_to_embed']} embedded "
                f"(the rest reuse stored vectors)")
     for f in plan["failures"]:

@@ -19,6 +19,7 @@ def serve(
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
     sync: str = typer.Option("full", "--sync", help="full (default for schedules) or incremental."),
+    rehash: bool = typer.Option(False, "--rehash", help="Each scheduled ingestion reads and hashes every file, even those unchanged by their stat."),
     runner: str = typer.Option("local", "--runner", help="local, dask, or dask://HOST:PORT."),
     ingest_cron: str = typer.Option("0 2 * * *", "--ingest-cron", help="When ingestion runs (cron, UTC by default)."),
     eval_dataset: str = typer.Option(None, "--eval-dataset", help="Also evaluate on a schedule: squad:PATH, beir:PATH, spans:PATH."),
@@ -55,7 +56,7 @@ def serve(
     try:
         embedder = EmbedderSettings(model=model)
         cfg = ScheduleSettings(
-            ingest=IngestSettings(source=source, db=db, strategies=strategy, sync=sync, embedder=embedder),
+            ingest=IngestSettings(source=source, db=db, strategies=strategy, sync=sync, embedder=embedder, rehash=rehash),
             evaluate=None if eval_dataset is None else EvalSettings(
                 dataset=eval_dataset, db=db, sample=eval_sample, reports_dir=reports, embedder=embedder),
             runner=runner, ingest_cron=ingest_cron, eval_cron=eval_cron, eval_after_ingest=eval_after_ingest,

@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Iterable, Iterator
 
 import numpy as np
 
 from grainline.chunkers import CHUNKERS, ChunkContext
-from grainline.documents import Chunk, Document, Failure
+from grainline.documents import Chunk, Document, Failure, FileRead, Unchanged
 from grainline.embedding import Embedder
 from grainline.errors import TerminalError
 from grainline.storage.chunks import ChunkStore, DocState
@@ -49,18 +48,45 @@ class EmbeddedBatch:
 
 
 def read_batches(documents: Iterable[Document | Failure], batch_docs: int) -> Iterator[list[Document | Failure]]:
-    """Documents (and failures) in batches of ``batch_docs``, consumed lazily."""
+    """Documents (and failures) in batches of ``batch_docs``, consumed lazily. The
+    source manifest's markers ride along without counting, up to 64 per document
+    slot, so a batch of files skipped unread stays one small list."""
     it = iter(documents)
-    while batch := list(islice(it, batch_docs)):
+    batch: list = []
+    n = 0
+    for item in it:
+        batch.append(item)
+        if not isinstance(item, (Unchanged, FileRead)):
+            n += 1
+        if n >= batch_docs or len(batch) >= 64 * batch_docs:
+            yield batch
+            batch, n = [], 0
+    if batch:
         yield batch
 
 
 def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple[Document, str]], RunCounts]:
     """Split a batch into the documents that need work (with 'added' or 'updated'),
-    counting the unchanged ones and the failures; runs where the table state is."""
+    counting the unchanged ones and the failures; runs where the table state is.
+
+    The source manifest's markers count too: a file skipped unread (``Unchanged``)
+    counts its documents as seen and unchanged; a file read (``FileRead``) may get its
+    entry, written here once its documents are committed (``ctx.manifest.flush``)."""
     counts = RunCounts()
     todo: list[tuple[Document, str]] = []
+    if ctx.manifest is not None:
+        ctx.manifest.flush(ctx)
     for item in items:
+        if isinstance(item, Unchanged):
+            counts.files_unchanged += 1
+            counts.docs_seen += item.n_docs
+            counts.docs_unchanged += item.n_docs
+            ctx.manifest.note(item)
+            continue
+        if isinstance(item, FileRead):
+            counts.files_read += 1
+            ctx.manifest.note(item)
+            continue
         if isinstance(item, Failure) and item.stage == "skip":
             counts.docs_skipped += 1
             counts.skipped.append({"where": item.where, "reason": item.reason})

@@ -42,6 +42,9 @@ class RunContext:
     scope: Any = None
     # Documents stored under relative ids by an older grainline, from this root.
     legacy_ids: list[str] = field(default_factory=list)
+    # The source manifest (ingest/manifest.py: files skipped unread, entries to write);
+    # None when the documents are passed in directly.
+    manifest: Any = None
 
     @property
     def plans(self) -> tuple[Plan, ...]:

@@ -12,6 +12,7 @@ from grainline.storage.ledger import RunCounts
 
 from .batch import chunk_docs, read_batches, triage
 from .context import RunContext
+from .manifest import ManifestRun
 from grainline.embedding import get_embedder
 from .plan import WorkSpec, make_plans, table_name_for
 from .run import sync_gone
@@ -23,7 +24,8 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
     the table lock or a ledger row): documents that would be added, updated, unchanged
     or (with ``sync=full``) deleted, failures and skipped files, and how many chunks
     would be written and how many of them embedded (texts with no stored vector)."""
-    found, documents = open_source(settings.source, settings.reader)
+    manifest = ManifestRun(rehash=settings.rehash, writable=False)  # loaded below, before anything is read
+    found, documents = open_source(settings.source, settings.reader, manifest.unchanged)
     root = str(Path(found).resolve())
     embedder = get_embedder(settings.embedder)
     table = table_name_for(settings)
@@ -35,6 +37,8 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
                      spec=WorkSpec(settings, table, plans), root=root, states=states, record=None,  # type: ignore[arg-type]
                      documents=documents, scope=sync_scope(settings.source, settings.reader),
                      legacy_ids=sorted(d for d, st in states.items() if st.source_root == root and not d.startswith("/")))
+    manifest.load(ctx)
+    ctx.manifest = manifest
     counts = RunCounts()
     added: list[str] = []
     updated: list[str] = []
@@ -55,4 +59,5 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
         "table": table, "source_root": root, "added": added, "updated": updated, "unchanged": counts.docs_unchanged,
         "deleted": gone, "failures": counts.failures, "skipped": counts.skipped, "chunks_written": counts.chunks_written,
         "chunks_to_embed": len(hashes - set(known)), "legacy_ids": len(ctx.legacy_ids),
+        "files_read": counts.files_read, "files_unchanged": counts.files_unchanged,
     }

@@ -28,6 +28,7 @@ from .batch import EmbeddedBatch, chunk_todo, embed_batch, read_batches, triage,
 from .context import RunContext, forget_run, register_run
 from grainline.embedding import get_embedder
 from .ends import ExportFailed, drop_undo_tags, record_end, record_precision
+from .manifest import ManifestRun
 from .plan import WorkSpec, make_plans, table_name_for
 from .settings import IngestSettings
 
@@ -43,8 +44,12 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
     are marked interrupted only while the lock (or lease) is really held."""
     documents = None
     scope = None
+    manifest = None
     if root is None:
-        found, documents = open_source(settings.source, settings.reader)  # fails fast on a missing source
+        # Files whose stat the source manifest vouches for are not read; it is loaded
+        # below, under the lock, before the lazy reader asks it anything.
+        manifest = ManifestRun(rehash=settings.rehash)
+        found, documents = open_source(settings.source, settings.reader, manifest.unchanged)  # fails fast on a missing source
         root = str(Path(found).resolve())
         scope = sync_scope(settings.source, settings.reader)
     embedder = get_embedder(settings.embedder)
@@ -58,6 +63,9 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         lock.release()
         raise
     ctx.scope = scope
+    if manifest is not None:
+        manifest.load(ctx)
+        ctx.manifest = manifest
     register_run(ctx)
     if scope is not None:
         # Ids of files were paths relative to the ingested root before they became real
@@ -176,6 +184,16 @@ def finish(ctx: RunContext, counts: RunCounts, error: BaseException | None = Non
     names the signal when the caller saw one (the error may be what it became)."""
     try:
         late: BaseException | None = None
+        if ctx.manifest is not None and (error is None or ctx.settings.on_error == "keep"):
+            # Entries of the files whose documents are committed, error or not (each
+            # says only what the table holds; a failed run keeps its commits); a full
+            # sync that saw the whole source also drops the entries of files gone.
+            full = error is None and ctx.settings.sync == "full" and ctx.scope is not None
+            try:
+                ctx.manifest.close(ctx, ctx.scope if full else None)
+            except BaseException as exc:  # an interrupt: recorded below like any late error
+                if error is None:
+                    late = error = exc
         if error is None:
             try:
                 _complete(ctx, counts)
@@ -241,9 +259,11 @@ def _complete(ctx: RunContext, counts: RunCounts) -> None:
 def sync_gone(ctx: RunContext) -> list[str]:
     """The stored documents a full sync deletes: in the source's scope (or, for
     documents passed in directly, of its source_root; or stored by an older grainline
-    under a relative id from this root), not seen by this run, and not part of a file
-    that failed as a whole (a big text file that fails keeps its stored parts)."""
+    under a relative id from this root), not seen by this run (read, or part of a file
+    the source manifest let it skip unread), and not part of a file that failed as a
+    whole (a big text file that fails keeps its stored parts)."""
     legacy = set(ctx.legacy_ids)
+    skipped = ctx.manifest.covers if ctx.manifest is not None else (lambda d: False)
 
     def covered(d: str, st: DocState) -> bool:
         if ctx.scope is None:
@@ -254,7 +274,7 @@ def sync_gone(ctx: RunContext) -> list[str]:
         # The document itself, or the file it is a part or record of (the id up to a '#').
         return d in ctx.failed_ids or any(d[:i] in ctx.failed_ids for i, ch in enumerate(d) if ch == "#")
 
-    return [d for d, st in ctx.states.items() if d not in ctx.seen and covered(d, st) and not failed(d)]
+    return [d for d, st in ctx.states.items() if d not in ctx.seen and covered(d, st) and not failed(d) and not skipped(d)]
 
 
 def export_dir(ctx: RunContext) -> str:

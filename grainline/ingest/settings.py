@@ -52,6 +52,9 @@ class IngestSettings(BaseModel):
     # Other tables of the same model whose stored vectors may be reused by content hash
     # (an evaluation's sweep tables reuse the production table's vectors).
     reuse_from: list[str] = Field(default_factory=list)
+    # Read and hash every file, even those the source manifest says are unchanged by
+    # their stat (size, modification time, inode); the manifest is still updated.
+    rehash: bool = False
 
     @field_validator("strategies", mode="before")
     @classmethod

@@ -19,6 +19,8 @@ def summary_markdown(rec: RunRecord) -> str:
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {c.docs_seen} | {c.docs_added} | {c.docs_updated} | {c.docs_unchanged} | {c.docs_deleted} | {c.docs_failed} "
         f"| {c.chunks_written} | {c.chunks_deleted} | {c.chunks_embedded} | {c.chunks_reused} |",
+        *(["", f"Files: {c.files_read} read, {c.files_unchanged} unchanged by stat (not read)."]
+          if c.files_read or c.files_unchanged else []),
         "",
         "| stage | seconds |",
         "|---|---:|",

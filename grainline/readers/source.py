@@ -1,14 +1,15 @@
 """Reading what a source names: ``read_file`` for one file (every problem a Failure,
 never an exception), ``open_source``/``iter_documents`` for a whole source, lazily,
-one doc id read once."""
+one doc id read once; with an ``unchanged`` predicate (the source manifest's), files
+whose stat says they are unchanged are not read at all."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from grainline.documents import Document, Failure
+from grainline.documents import Document, Failure, FileRead, FileStat, Unchanged
 from grainline.readers.discovery import _inside, _scan, _Skip
 from grainline.readers.errors import OUTSIDE_ROOT, _os_reason, _ReadError
 from grainline.readers.ids import _rel, _with_global_id, file_id
@@ -86,20 +87,37 @@ def iter_documents(
     time; reading then happens one file at a time as the iterator is consumed. A
     doc_id seen a second time yields a Failure instead of a second Document.
     """
-    return open_source(source, settings)[1]
+    return open_source(source, settings)[1]  # type: ignore[return-value]
+
+
+# ``unchanged(file_id, stat)``: how many documents a file whose stat is ``stat`` gave
+# when it was last read, all stored unchanged; None to read it.
+UnchangedPredicate = Callable[[str, FileStat], "int | None"]
+SourceItem = Document | Failure | Unchanged | FileRead
 
 
 def open_source(
-    source: str | os.PathLike[str], settings: ReaderSettings | None = None
-) -> tuple[Path, Iterator[Document | Failure]]:
+    source: str | os.PathLike[str], settings: ReaderSettings | None = None, unchanged: UnchangedPredicate | None = None,
+) -> tuple[Path, Iterator[SourceItem]]:
     """Discover once: the source's root and its documents as a lazy iterator, so a
-    caller that needs the root does not walk the tree a second time to read it."""
+    caller that needs the root does not walk the tree a second time to read it.
+
+    With ``unchanged`` (the ingestion passes the source manifest's), each file is
+    stat'ed once before reading and the predicate asked: a file it vouches for is not
+    read, an :class:`Unchanged` marker stands for its documents; a file that is read is
+    followed by a :class:`FileRead` marker carrying that stat (taken before reading)
+    and its documents' hashes. A file whose size, modification time or inode moved
+    while it was read is read once more; moved again, it fails as "changed while being
+    read" and its documents are not yielded (one that streams its documents, a big
+    text file in parts or a big record file, fails after them). Without ``unchanged``
+    the iterator yields Documents and Failures only, as before."""
     settings = settings or ReaderSettings()
     root, entries = _scan(source, settings)
-    return root, _iter_entries(root, entries, settings)
+    return root, _iter_entries(root, entries, settings, unchanged)
 
 
-def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings) -> Iterator[Document | Failure]:
+def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings,
+                  unchanged: UnchangedPredicate | None = None) -> Iterator[SourceItem]:
     seen: dict[str, str] = {}
     files: dict[str, str] = {}
     for entry in entries:
@@ -113,12 +131,82 @@ def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSetti
             yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
             continue
         files[fid] = rel
-        for item in read_file(entry, root, settings):
-            if isinstance(item, Document):
-                where = _where(item, rel)
-                first = seen.get(item.doc_id)
-                if first is not None:
-                    yield Failure(where, f"duplicate doc_id, first seen in {first}")
-                    continue
-                seen[item.doc_id] = where
-            yield item
+        if unchanged is None:
+            yield from _checked(read_file(entry, root, settings), rel, seen, {})
+            continue
+        yield from _read_watched(entry, root, rel, fid, settings, seen, unchanged)
+
+
+def _checked(items: Iterator[Document | Failure], rel: str, seen: dict[str, str],
+             mine: dict[str, str]) -> Iterator[Document | Failure]:
+    """The items of one file, a doc id seen before (in another file: ``seen``; in this
+    one: ``mine``, which collects this file's) turned into a Failure."""
+    for item in items:
+        if isinstance(item, Document):
+            where = _where(item, rel)
+            first = seen.get(item.doc_id) or mine.get(item.doc_id)
+            if first is not None:
+                yield Failure(where, f"duplicate doc_id, first seen in {first}")
+                continue
+            mine[item.doc_id] = where
+        yield item
+    seen.update(mine)
+
+
+def _stat(path: Path) -> FileStat | None:
+    try:
+        return FileStat.of(path)
+    except OSError:
+        return None  # read_file says why the file cannot be read
+
+
+CHANGED_WHILE_READ = "changed while being read (size, modification time or inode moved); read again next run"
+
+
+def _read_watched(entry: Path, root: Path, rel: str, fid: str, settings: ReaderSettings, seen: dict[str, str],
+                  unchanged: UnchangedPredicate) -> Iterator[SourceItem]:
+    """One file with the source manifest: skipped when ``unchanged`` vouches for its
+    stat, else read between two stats. Its documents are held back while they stay
+    under ``part_bytes`` of text (every small file), so one that moved is read again
+    rather than half stored; a file that streams more than that is yielded as read."""
+    before = _stat(entry)
+    if before is not None:
+        n_docs = unchanged(fid, before)
+        if n_docs is not None:
+            yield Unchanged(fid, rel, n_docs)
+            return
+    for attempt in (1, 2):
+        held: list[Document | Failure] = []
+        held_chars = 0
+        streaming = False
+        docs: list[tuple[str, str]] = []
+        complete = True
+        mine: dict[str, str] = {}
+        for item in _checked(read_file(entry, root, settings), rel, seen, mine):
+            if isinstance(item, Failure):
+                complete = False
+            else:
+                docs.append((item.doc_id, item.content_hash))
+                held_chars += len(item.text)
+            if streaming:
+                yield item
+                continue
+            held.append(item)
+            if held_chars > settings.part_bytes:
+                streaming = True
+                yield from held
+                held = []
+        after = _stat(entry)
+        if before is None or after is None or before.same_file(after):
+            yield from held
+            yield FileRead(fid, rel, before, tuple(docs), complete and before is not None)
+            return
+        if not streaming:
+            # Nothing of this reading was yielded: its ids are free for the next one.
+            for d in mine:
+                seen.pop(d, None)
+        if streaming or attempt == 2:
+            yield Failure(rel, CHANGED_WHILE_READ, doc_id=fid)
+            yield FileRead(fid, rel, before, (), False)
+            return
+        before = after

@@ -1,0 +1,232 @@
+"""The source manifest (storage/manifest.py, ingest/manifest.py): a re-run skips the
+files whose stat is unchanged, reads the edited ones, the racy ones and those the table
+no longer holds as recorded, and a full sync deletes only what is gone. Real LanceDB
+tables in tmp_path, the bundled model; counts, not timings (``files_read``)."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+
+from grainline.documents import Document, FileRead, Unchanged
+from grainline.embedding import EmbedderSettings
+from grainline.ingest import IngestSettings, run_ingest
+from grainline.readers import open_source, register_reader
+from grainline.readers.registry import READERS
+from grainline.readers.source import CHANGED_WHILE_READ
+from grainline.storage.chunks import connect
+from grainline.storage.manifest import SourceManifest
+from grainline.storage.sql import quote
+
+from ..conftest import write_files
+
+HOUR_AGO = time.time() - 3600
+
+
+def corpus(root: Path, extra: dict[str, str] | None = None) -> Path:
+    """Three small text files and a JSONL file of two records, modified an hour ago
+    (so no entry is racy)."""
+    files = {
+        "a.txt": "Bees dance to tell the hive where flowers are.\n",
+        "b.txt": "Sourdough needs a living culture of wild yeast.\n",
+        "c.txt": "Public keys let strangers exchange secret messages.\n",
+        "recs.jsonl": '{"id": "r1", "text": "Glaciers carve valleys over millennia."}\n'
+                      '{"id": "r2", "text": "Copper conducts heat and electricity well."}\n',
+        **(extra or {}),
+    }
+    write_files(root, files)
+    for rel in files:
+        os.utime(root / rel, (HOUR_AGO, HOUR_AGO))
+    return root
+
+
+def settings(src: Path, db: Path, **kw) -> IngestSettings:
+    return IngestSettings(source=str(src), db=str(db), strategies=["sentence", "paragraph"], export_parquet=False,
+                          embedder=EmbedderSettings(device="cpu", show_progress=False), **kw)
+
+
+def edit(path: Path, text: str) -> None:
+    """New content, and a new modification time that is still well in the past."""
+    path.write_text(text)
+    t = HOUR_AGO + 60
+    os.utime(path, (t, t))
+
+
+def same_size_edit(path: Path, text: str) -> None:
+    """Replace the content (same size) and put the modification time back."""
+    st = os.stat(path)
+    assert len(text.encode()) == st.st_size
+    path.write_text(text)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+
+
+def doc_ids(db: Path, table: str) -> set[str]:
+    return set(connect(str(db)).open_table(table).to_arrow().column("doc_id").to_pylist())
+
+
+def test_unchanged_rerun_reads_no_file_and_an_edit_is_read(tmp_path):
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    first = run_ingest(settings(src, db))
+    assert (first.counts.files_read, first.counts.files_unchanged, first.counts.docs_added) == (4, 0, 5)
+    entries = SourceManifest(str(db), first.table_name).load()
+    assert set(entries) == {str((src / n).resolve()) for n in ("a.txt", "b.txt", "c.txt", "recs.jsonl")}
+    assert entries[str((src / "recs.jsonl").resolve())].n_docs == 2
+
+    again = run_ingest(settings(src, db))
+    c = again.counts
+    assert (c.files_read, c.files_unchanged, c.docs_seen, c.docs_unchanged) == (0, 4, 5, 5)
+    assert again.version_after == again.version_before
+
+    # (b) An edit (a new modification time) is read and updated; the rest stay unread.
+    edit(src / "b.txt", "Sourdough needs a living culture of wild yeast, fed daily.\n")
+    edited = run_ingest(settings(src, db))
+    c = edited.counts
+    assert (c.files_read, c.files_unchanged, c.docs_updated, c.docs_unchanged) == (1, 3, 1, 4)
+    assert run_ingest(settings(src, db)).counts.files_read == 0
+
+    # A stat that stays while the bytes change is trusted (the point of a stat check);
+    # --rehash reads every file and finds the change.
+    same_size_edit(src / "a.txt", "Bees dance to tell the hive where water is!!!!\n")
+    assert run_ingest(settings(src, db)).counts.docs_updated == 0
+    rehashed = run_ingest(settings(src, db, rehash=True))
+    assert (rehashed.counts.files_read, rehashed.counts.files_unchanged, rehashed.counts.docs_updated) == (4, 0, 1)
+
+
+def test_racy_entry_is_read_again(tmp_path):
+    """(c) A file whose modification time is not older than the stat that recorded it
+    (minus the clock-tick margin) may have changed since without its stat moving: it is
+    read again, however often, until its modification time is safely in the past."""
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    ahead = time.time_ns() + 30 * 10**9  # written "now" by a clock a little ahead
+    os.utime(src / "a.txt", ns=(ahead, ahead))
+    first = run_ingest(settings(src, db))
+    entry = SourceManifest(str(db), first.table_name).load()[str((src / "a.txt").resolve())]
+    assert entry.mtime_ns == ahead and entry.mtime_ns >= entry.stat_ns - 2 * 10**9
+
+    same_size_edit(src / "a.txt", "Bees dance to tell the hive where water is!!!!\n")
+    second = run_ingest(settings(src, db))
+    assert (second.counts.files_read, second.counts.files_unchanged, second.counts.docs_updated) == (1, 3, 1)
+
+
+def test_full_sync_deletes_only_the_deleted_file(tmp_path):
+    """(d) The documents of files skipped unread (a record file's too) are not gone."""
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    first = run_ingest(settings(src, db))
+    (src / "c.txt").unlink()
+    synced = run_ingest(settings(src, db, sync="full"))
+    c = synced.counts
+    assert (c.files_read, c.files_unchanged, c.docs_deleted) == (0, 3, 1)
+    kept = {str((src / n).resolve()) for n in ("a.txt", "b.txt")} | {str((src / "recs.jsonl").resolve()) + r for r in ("#r1", "#r2")}
+    assert doc_ids(db, first.table_name) == kept
+    assert str((src / "c.txt").resolve()) not in SourceManifest(str(db), first.table_name).load()
+
+
+def test_table_that_disagrees_with_the_manifest_is_read_again(tmp_path):
+    """(e) Rows deleted by hand, and a table restored to an older version: the files
+    whose documents the table no longer holds as recorded are read again."""
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    first = run_ingest(settings(src, db))
+    table = connect(str(db)).open_table(first.table_name)
+    b = str((src / "b.txt").resolve())
+    table.delete(f"doc_id = {quote(b)} AND strategy = 'sentence'")
+    healed = run_ingest(settings(src, db))
+    c = healed.counts
+    assert (c.files_read, c.files_unchanged, c.docs_updated) == (1, 3, 1)
+    assert run_ingest(settings(src, db)).counts.files_read == 0
+
+    edit(src / "a.txt", "Bees dance to tell the hive where flowers and water are.\n")
+    before_edit = healed.version_after
+    assert run_ingest(settings(src, db)).counts.docs_updated == 1
+    table = connect(str(db)).open_table(first.table_name)
+    table.checkout(before_edit)
+    table.restore()  # what `grainline restore` does: a.txt's old text is stored again
+    after_restore = run_ingest(settings(src, db))
+    c = after_restore.counts
+    assert (c.files_read, c.files_unchanged, c.docs_updated) == (1, 3, 1)
+
+
+def test_a_failed_file_gets_no_entry(tmp_path):
+    """A file with any failure (one bad record) is read again on every run."""
+    src, db = corpus(tmp_path / "src", {"bad.jsonl": '{"id": "x", "text": "Fine record here."}\nnot json\n'}), tmp_path / "db"
+    os.utime(src / "bad.jsonl", (HOUR_AGO, HOUR_AGO))
+    first = run_ingest(settings(src, db))
+    assert first.counts.docs_failed == 1
+    assert str((src / "bad.jsonl").resolve()) not in SourceManifest(str(db), first.table_name).load()
+    again = run_ingest(settings(src, db))
+    assert (again.counts.files_read, again.counts.files_unchanged, again.counts.docs_failed) == (1, 4, 1)
+
+
+@pytest.fixture
+def moving_reader():
+    """A reader for ``.moving`` files that appends to the file while reading it, the
+    first ``moves`` times it is called."""
+    state = {"moves": 0}
+
+    @register_reader(".moving")
+    def read_moving(path, root, settings):
+        text = path.read_text()
+        if state["moves"] > 0:
+            state["moves"] -= 1
+            with open(path, "a") as fh:
+                fh.write("x")
+        yield Document(path.relative_to(root).as_posix(), text)
+
+    yield state
+    del READERS[".moving"]
+
+
+def test_a_file_that_moves_while_read_is_read_again_then_fails(tmp_path, moving_reader):
+    src = write_files(tmp_path / "src", {"m.moving": "first text"})
+    ask = lambda fid, st: None  # noqa: E731 - the manifest knows nothing: read every file
+    moving_reader["moves"] = 1
+    items = list(open_source(src, None, ask)[1])
+    assert [type(i) for i in items] == [Document, FileRead]
+    assert items[0].text == "first textx" and items[1].complete and items[1].stat.size == len("first textx")
+
+    moving_reader["moves"] = 2
+    items = list(open_source(src, None, ask)[1])
+    assert [getattr(i, "reason", None) for i in items[:1]] == [CHANGED_WHILE_READ]
+    assert isinstance(items[1], FileRead) and not items[1].complete and len(items) == 2
+
+
+def test_the_predicate_is_asked_with_the_stat_and_skips_reading(tmp_path, moving_reader):
+    src = write_files(tmp_path / "src", {"m.moving": "some text"})
+    asked = []
+    items = list(open_source(src, None, lambda fid, st: asked.append((fid, st.size)) or 3)[1])
+    assert asked == [(str((src / "m.moving").resolve()), 9)]
+    assert items == [Unchanged(str((src / "m.moving").resolve()), "m.moving", 3)]
+
+
+def test_a_document_that_fails_chunking_leaves_its_file_without_entry(tmp_path):
+    """An entry is written only once the file's documents are committed: one whose
+    document failed at chunking (too many chunks) has none, and is read again."""
+    from grainline.readers import ReaderSettings
+
+    long = " ".join(f"Sentence number {w} talks at some length about rivers, mountains and the weather." for w in
+                    ("one", "two", "three", "four", "five")) + "\n"
+    src, db = corpus(tmp_path / "src", {"long.txt": long}), tmp_path / "db"
+    os.utime(src / "long.txt", (HOUR_AGO, HOUR_AGO))
+    s = settings(src, db, reader=ReaderSettings(max_chunks_per_doc=2))
+    first = run_ingest(s)
+    assert first.counts.docs_failed == 1 and first.counts.failures[0]["stage"] == "chunk"
+    assert str((src / "long.txt").resolve()) not in SourceManifest(str(db), first.table_name).load()
+    again = run_ingest(s)
+    assert (again.counts.files_read, again.counts.files_unchanged, again.counts.docs_failed) == (1, 4, 1)
+
+
+def test_entries_flushed_during_the_run(tmp_path, monkeypatch):
+    """Flushed at every batch (not only at the end, so a killed run keeps most of
+    them): each flush writes the files whose documents are committed by then."""
+    from grainline.ingest import manifest as run_manifest
+
+    monkeypatch.setattr(run_manifest, "FLUSH_EVERY_S", 0.0)
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    first = run_ingest(settings(src, db, batch_docs=1))
+    store = SourceManifest(str(db), first.table_name)
+    assert len(store.load()) == 4
+    versions = connect(str(db)).open_table(store.table_name).list_versions()
+    assert len(versions) >= 4  # created, then one commit per flush that had entries
+    assert run_ingest(settings(src, db, batch_docs=1)).counts.files_unchanged == 4
