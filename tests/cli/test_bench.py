@@ -102,7 +102,7 @@ def test_bench_ingest_stages_only_with_the_openvino_backend(tmp_path):
     assert rep["rerun_vs_ingest"] > 0 and "rerun/ingest" in res.output
 
 
-def test_scale_bench_times_each_step_at_both_sizes(tmp_path):
+def test_scale_bench_times_each_step_at_both_sizes(tmp_path, embedder):
     """`grainline bench --scale 40,80` as a user runs it: every step at both sizes with
     its seconds, growth ratio and peak RSS, and the two tables it built hold what the
     steps made of them (read from LanceDB)."""
@@ -154,18 +154,25 @@ def test_scale_bench_times_each_step_at_both_sizes(tmp_path):
             assert r["seconds"] == pytest.approx(rep["results"]["80"]["steps"][step]["seconds"]
                                                  / rep["results"]["40"]["steps"][step]["seconds"])
             assert r["peak_rss"] > 0
-        # The tables as LanceDB holds them: one paragraph chunk per paragraph of the
-        # documents each size ended with (its base documents, less the deleted one,
-        # with the two edits; the add batch; the new file).
+        # The tables as LanceDB holds them: the paragraph chunks of the documents each
+        # size ended with (its base documents, less the deleted one, with the two edits;
+        # the add batch; the new file), and no others.
+        from grainline.chunkers import CHUNKERS, ChunkContext, settings_for
+        from grainline.documents import Document
+
+        ctx, chunker, cs = ChunkContext.default(embedder.window), CHUNKERS.get("paragraph"), settings_for("paragraph")
         corpus = work / "corpus"
         table = rep["results"]["80"]["build"]["table"]
         for n in (40, 80):
-            files = [p for p in corpus.rglob("*.txt")
-                     if p.parent.name in ("add", "new") or int(re.search(r"gen-(\d+)", p.name).group(1)) < n]
+            files = {str(p.resolve()): p.read_text(encoding="utf-8") for p in corpus.rglob("*.txt")
+                     if p.parent.name in ("add", "new") or int(re.search(r"gen-(\d+)", p.name).group(1)) < n}
+            assert len(files) == n + 20
             rows = table_rows(work / f"db-{n}", table)
-            assert len({r["doc_id"] for r in rows.values()}) == n + 20 == len(files)
-            assert len(rows) == sum(p.read_text().count("\n\n") + 1 for p in files)
+            assert {r["doc_id"] for r in rows.values()} == set(files)
+            assert all(r["text"] in files[r["doc_id"]] for r in rows.values())
+            assert len(rows) == sum(len(list(chunker(Document(doc_id=d, text=t), cs, ctx))) for d, t in files.items())
             assert len(rows) == rep["results"][str(n)]["table_after_steps"]["rows"]
+            assert rep["results"][str(n)]["table_after_steps"]["documents"] == n + 20
         assert rep["ratios"]["80/40"]["table_growth"] == pytest.approx(
             rep["results"]["80"]["table_after_steps"]["rows"] / rep["results"]["40"]["table_after_steps"]["rows"])
         assert rep["machine"]["cpu"] and len(rep["load_average_at_start"]) == 3
