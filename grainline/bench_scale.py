@@ -178,6 +178,9 @@ def ingest_step(db: Path, corpus: Path, opts: dict[str, Any], env: dict[str, str
         outside_phases_seconds=(row["finished"] - row["started"]).total_seconds() - sum(row["stage_seconds"].values()),
         table_after={"fragments": row.get("fragments"), "versions": row.get("versions"),
                      "unindexed_rows": row.get("unindexed_rows")},
+        maintenance=row.get("maintenance"),
+        # What auto chose, as the ledger records it: only a run that loaded the model has it.
+        **{k: v["chosen"] for k in ("precision", "backend") if isinstance(v := row["parameters"].get(k), dict)},
     )
     return res
 
@@ -212,7 +215,13 @@ def table_figures(db: Path, table: str, dim: int, run_id: str | None = None) -> 
             for d, r, t in zip(cols["doc_id"], cols["run_id"], cols["ingested_at"]):
                 if r == run_id:
                     stamps.setdefault(t, set()).add(d)
-    out: dict[str, Any] = {"rows": rows, "documents": len(docs)}
+    from dataclasses import asdict
+
+    from grainline.storage.maintenance import figures
+
+    # Whether search ran on a vector index, and how fragmented the table was.
+    fig = asdict(figures(store.table))
+    out: dict[str, Any] = {"rows": rows, "documents": len(docs), **{k: v for k, v in fig.items() if k != "rows"}}
     if run_id:
         out["batches"] = batch_costs(sorted(stamps.items()), pool_documents())
     return out
@@ -331,6 +340,7 @@ def scale_bench(sizes: Sequence[int], strategy: str = "paragraph", output: str |
         "reuse_pool": _reuse_pool(), "machine": machine_info(), "load_average_at_start": list(load_at_start),
         "load_average_at_end": list(os.getloadavg()), "prefect_server_start_seconds": server_start,
         "model_prepare_seconds": prepare_seconds, "work_dir": str(work) if keep else None,
+        "precision_chosen": _chosen(results, "precision"), "backend_chosen": _chosen(results, "backend"),
         "results": {str(n): r for n, r in results.items()},
         "ratios": growth_ratios(results),
     }
@@ -353,6 +363,12 @@ def _step_documents(n: int) -> tuple[int, int, int]:
     return first, first + 1, first + 2
 
 
+def _chosen(results: dict[int, dict[str, Any]], key: str) -> list[str]:
+    """What the runs that loaded the model ran at (``precision`` or ``backend``), each once."""
+    runs = [r["build"] for r in results.values()] + [s for r in results.values() for s in r["steps"].values()]
+    return sorted({r[key] for r in runs if r.get(key)})
+
+
 def _append(path: Path, paragraph: str) -> None:
     path.write_text(path.read_text(encoding="utf-8") + "\n\n" + paragraph, encoding="utf-8")
 
@@ -371,6 +387,7 @@ def growth_ratios(results: dict[int, dict[str, Any]]) -> dict[str, Any]:
         for step in STEPS:
             a, b = base["steps"][step], cur["steps"][step]
             r: dict[str, Any] = {"seconds": _ratio(b["seconds"], a["seconds"]),
+                                 "cpu_seconds": _ratio(b["cpu_seconds"], a["cpu_seconds"]),
                                  "peak_rss": _ratio(b["peak_rss_mib"], a["peak_rss_mib"])}
             if "run_seconds" in a:
                 r["run_seconds"] = _ratio(b["run_seconds"], a["run_seconds"])
@@ -394,7 +411,8 @@ def format_scale_report(rep: dict[str, Any]) -> str:
     m = rep["machine"]
     lines = [
         f"grainline bench --scale {','.join(map(str, sizes))}: strategy {rep['strategy']}, model {rep['model']} on "
-        f"{rep['device']} (backend {rep['backend']}, precision {rep['precision']}), --batch-docs {rep['batch_docs']}, "
+        f"{rep['device']} (backend {rep['backend']} -> {', '.join(rep['backend_chosen']) or '?'}, precision "
+        f"{rep['precision']} -> {', '.join(rep['precision_chosen']) or '?'}), --batch-docs {rep['batch_docs']}, "
         f"add batch {rep['add_docs']} documents; paragraphs from a pool of {rep['reuse_pool']}",
         f"CPU: {m.get('cpu')} (family/model {m.get('cpu_family_model')}), {m.get('cpu_count')} CPUs; load average "
         + " ".join(f"{x:.2f}" for x in rep["load_average_at_start"]) + " at start, "
@@ -407,20 +425,24 @@ def format_scale_report(rep: dict[str, Any]) -> str:
     for n in sizes:
         r = res[n]
         b = r["build"]
-        t = r["build"]["table_after_build"]
+        t, a = r["build"]["table_after_build"], r["table_after_steps"]
         src = f"the {b['from_documents']}-document table + {n - b['from_documents']} documents" if b["from_documents"] else "empty"
         lines.append(f"N={n}: built from {src} in {b['seconds']:.1f} s (run {b['run_seconds']:.1f} s, "
                      f"{b['counts']['chunks_embedded']} chunks embedded, {b['counts']['chunks_reused']} reused; "
                      f"peak RSS {b['peak_rss_mib']:.0f} MiB): {t['rows']} rows, {t['documents']} documents; after the steps "
-                     f"{r['table_after_steps']['rows']} rows, {r['table_after_steps']['documents']} documents")
+                     f"{a['rows']} rows, {a['documents']} documents, {a['fragments']} fragments, vector index "
+                     f"{a['vector_index'] or 'none (exact search)'}, {a['unindexed_rows']} rows unindexed")
     base = sizes[0]
     head = f"{'step':<16}" + "".join(f"{'wall s @' + str(n):>14}" for n in sizes)
     head += "".join(f"{'x' + str(n) + '/' + str(base):>13}" for n in sizes[1:])
     head += "".join(f"{'run s @' + str(n):>14}" for n in sizes)
     head += "".join(f"{'x' + str(n) + '/' + str(base):>13}" for n in sizes[1:])
+    head += "".join(f"{'cpu s @' + str(n):>14}" for n in sizes)
+    head += "".join(f"{'x' + str(n) + '/' + str(base):>13}" for n in sizes[1:])
     head += "".join(f"{'RSS MiB @' + str(n):>16}" for n in sizes) + "  embedded"
     lines += ["", "each step a fresh `grainline` process: its wall seconds (start-up and imports included), the run's own "
-              "seconds (ledger: started -> finished), growth ratios, peak RSS, chunks embedded", head]
+              "seconds (ledger: started -> finished), the process's CPU seconds (user + system: less sensitive to other "
+              "load than wall time), growth ratios, peak RSS, chunks embedded", head]
     for step in STEPS:
         cells = [res[n]["steps"][step] for n in sizes]
         ratios = [rep["ratios"][f"{n}/{base}"][step] for n in sizes[1:]]
@@ -428,6 +450,8 @@ def format_scale_report(rep: dict[str, Any]) -> str:
         row += "".join(f"{_fmt_ratio(r['seconds']):>13}" for r in ratios)
         row += "".join(f"{c['run_seconds']:>14.2f}" if "run_seconds" in c else f"{'-':>14}" for c in cells)
         row += "".join(f"{_fmt_ratio(r.get('run_seconds')):>13}" for r in ratios)
+        row += "".join(f"{c['cpu_seconds']:>14.2f}" for c in cells)
+        row += "".join(f"{_fmt_ratio(r['cpu_seconds']):>13}" for r in ratios)
         row += "".join(f"{c['peak_rss_mib']:>16.0f}" for c in cells)
         row += "  " + ("/".join(str(c["counts"]["chunks_embedded"]) for c in cells) if "counts" in cells[0] else "-")
         lines.append(row)
@@ -437,7 +461,8 @@ def format_scale_report(rep: dict[str, Any]) -> str:
         lines.append(f"table grew x{rep['ratios'][f'{n}/{sizes[0]}']['table_growth']:.2f} (rows, {n} vs {sizes[0]}): "
                      "a step whose cost follows the change stays near x1, one that follows the table nears that")
     lines += ["", "ingest phases (ledger seconds) per step, " + " -> ".join(f"@{n}" for n in sizes)
-              + "; outside phases: the run's seconds less its phases' (lock, taking stock of the table, ledger)"]
+              + "; outside phases: the run's seconds less its phases' (lock, taking stock of the table, ledger; "
+              "negative where phases overlapped: the next batch is read while one is chunked and embedded)"]
     for step in INGEST_STEPS:
         phases = [p for p in PHASES if any(p in res[n]["steps"][step]["phase_seconds"] for n in sizes)]
         parts = []

@@ -176,6 +176,12 @@ def test_scale_bench_times_each_step_at_both_sizes(tmp_path, embedder):
         assert rep["ratios"]["80/40"]["table_growth"] == pytest.approx(
             rep["results"]["80"]["table_after_steps"]["rows"] / rep["results"]["40"]["table_after_steps"]["rows"])
         assert rep["machine"]["cpu"] and len(rep["load_average_at_start"]) == 3
+        # What auto ran at, from the ledger of the runs that loaded the model.
+        assert len(rep["precision_chosen"]) == 1 and rep["precision_chosen"][0] in ("fp32", "bf16")
+        assert len(rep["backend_chosen"]) == 1 and rep["backend_chosen"][0] in ("torch", "openvino")
+        assert f"precision auto -> {rep['precision_chosen'][0]}" in proc.stdout
+        after = rep["results"]["80"]["table_after_steps"]
+        assert after["fragments"] >= 1 and after["unindexed_rows"] >= 0 and "vector_index" in after
         # The readable table: a row per step with a ratio column.
         assert re.search(r"^edit_new_delete\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout, re.M), proc.stdout
         assert "x80/40" in proc.stdout and "per-batch cost of each build" in proc.stdout
