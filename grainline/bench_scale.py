@@ -159,7 +159,7 @@ def ingest_step(db: Path, corpus: Path, opts: dict[str, Any], env: dict[str, str
     (ledger) seconds per phase, counts and table figures after maintenance."""
     args = ["ingest", str(corpus), "--db", str(db), "--strategy", opts["strategy"], "--model", opts["model"],
             "--device", opts["device"], "--precision", opts["precision"], "--backend", opts["backend"],
-            "--batch-docs", str(opts["batch_docs"]), "--sync", sync, "--no-progress"]
+            "--batch-size", str(opts["batch_size"]), "--batch-docs", str(opts["batch_docs"]), "--sync", sync, "--no-progress"]
     res = run_command(args, env, log_path)
     m = _RUN_LINE.search(res.pop("output"))
     if not m:
@@ -265,7 +265,7 @@ def batch_costs(stamps: list[tuple[Any, set[str]]], pool_docs: int) -> dict[str,
 def scale_bench(sizes: Sequence[int], strategy: str = "paragraph", output: str | None = None, model: str | None = None,
                 device: str = "cpu", precision: str = "auto", backend: str = "auto", add_docs: int = 200,
                 batch_docs: int = 64, query: str = DEFAULT_QUERY, keep: bool = False,
-                announce: Any = None) -> dict[str, Any]:
+                announce: Any = None, batch_size: int = 64) -> dict[str, Any]:
     """Build a table of each size and time the steps of a scheduled run on it; returns
     (and writes, with ``output``) the figures. See the module docstring for the steps."""
     import json
@@ -277,7 +277,7 @@ def scale_bench(sizes: Sequence[int], strategy: str = "paragraph", output: str |
     say = announce or (lambda _msg: None)
     sizes = sorted(sizes)
     opts = {"strategy": strategy, "model": model or DEFAULT_MODEL, "device": device, "precision": precision,
-            "backend": backend, "batch_docs": batch_docs, "query": query}
+            "backend": backend, "batch_docs": batch_docs, "batch_size": batch_size, "query": query}
     load_at_start = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="grainline-scale-"))
     corpus, logs = work / "corpus", work / "logs"
@@ -336,7 +336,8 @@ def scale_bench(sizes: Sequence[int], strategy: str = "paragraph", output: str |
             shutil.rmtree(work, ignore_errors=True)
     report = {
         "kind": "scale", "sizes": list(sizes), "strategy": strategy, "model": opts["model"], "device": device,
-        "precision": precision, "backend": backend, "batch_docs": batch_docs, "add_docs": add_docs, "query": query,
+        "precision": precision, "backend": backend, "batch_docs": batch_docs, "batch_size": batch_size,
+        "add_docs": add_docs, "query": query,
         "reuse_pool": _reuse_pool(), "machine": machine_info(), "load_average_at_start": list(load_at_start),
         "load_average_at_end": list(os.getloadavg()), "prefect_server_start_seconds": server_start,
         "model_prepare_seconds": prepare_seconds, "work_dir": str(work) if keep else None,

@@ -30,7 +30,7 @@ def bench(
                               "search_hybrid), each a fresh grainline process; see docs/benchmark.md."),
     add_docs: int = typer.Option(200, "--add-docs", help="With --scale: documents of the add step."),
     batch_docs: int = typer.Option(64, "--batch-docs", help="With --scale: grainline ingest --batch-docs of every run."),
-    query: str = typer.Option(None, "--query", help="With --scale: the query of the search steps."),
+    query: str = typer.Option(None, "--query", help="With --scale: the query of the search steps (default: 'glacier membrane protein signal')."),
 ) -> None:
     """Time a plain encode loop, grainline's embedding, its whole ingestion, and a re-run;
     or, with --scale, a scheduled run's steps on tables of growing size."""
@@ -43,6 +43,7 @@ def bench(
         if scale is not None:
             chk.positive("--add-docs", add_docs)
             chk.positive("--batch-docs", batch_docs)
+            chk.positive("--batch-size", batch_size)
             if strategy.count(",") or stages != STAGES_DEFAULT:
                 raise chk.ArgumentError("--scale times one strategy and takes no --stages")
             from grainline.bench_scale import parse_scale
@@ -52,7 +53,7 @@ def bench(
             except ValueError as exc:
                 raise chk.ArgumentError(str(exc)) from None
     if scale is not None:
-        _scale(sizes, strategy, output, model, device, precision, backend, add_docs, batch_docs, query, keep)
+        _scale(sizes, strategy, output, model, device, precision, backend, add_docs, batch_docs, query, keep, batch_size)
         return
     from grainline.bench import bench as run_bench
     from grainline.bench import format_report
@@ -71,12 +72,13 @@ def bench(
 
 
 def _scale(sizes: list[int], strategy: str, output: str | None, model: str, device: str, precision: str, backend: str,
-           add_docs: int, batch_docs: int, query: str | None, keep: bool) -> None:
+           add_docs: int, batch_docs: int, query: str | None, keep: bool, batch_size: int) -> None:
     from grainline.bench_scale import DEFAULT_QUERY, ScaleBenchError, format_scale_report, scale_bench
 
     try:
         rep = scale_bench(sizes, strategy, output, model, device, precision, backend, add_docs, batch_docs,
-                          query or DEFAULT_QUERY, keep, announce=lambda msg: typer.echo(msg, err=True))
+                          query or DEFAULT_QUERY, keep, announce=lambda msg: typer.echo(msg, err=True),
+                          batch_size=batch_size)
     except ScaleBenchError as exc:
         fail(str(exc), code=1)
     typer.echo(format_scale_report(rep))
