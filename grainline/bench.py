@@ -50,11 +50,16 @@ def generated_documents(n_docs: int, seed: int = 0, reuse_pool: int | None = Non
     are reused: the pipeline's reading, chunking, writing and export run at full scale
     while embedding stays small (for measuring memory at scale on a CPU)."""
     rng = random.Random(seed)
-    pool = [_paragraph(random.Random(f"{seed}-pool-{i}")) for i in range(reuse_pool)] if reuse_pool else None
+    pool = reuse_pool_paragraphs(reuse_pool, seed) if reuse_pool else None
     for i in range(n_docs):
         k = rng.randint(3, 6)
         paras = [rng.choice(pool) for _ in range(k)] if pool else [_paragraph(rng) for _ in range(k)]
         yield Document(doc_id=f"gen-{i:07d}", text="\n\n".join(paras), title=f"Generated {i}")
+
+
+def reuse_pool_paragraphs(size: int, seed: int = 0) -> list[str]:
+    """The paragraphs :func:`generated_documents` draws from with ``reuse_pool=size``."""
+    return [_paragraph(random.Random(f"{seed}-pool-{i}")) for i in range(size)]
 
 
 # Paragraph pool of ``generated-reuse:N`` corpora.

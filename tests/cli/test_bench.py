@@ -4,6 +4,7 @@ speed targets)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -99,3 +100,114 @@ def test_bench_ingest_stages_only_with_the_openvino_backend(tmp_path):
     assert rep["chunks"] == rep["stages"]["ingest"]["chunks_written"] > 40
     assert rep["stages"]["ingest"]["chunks_embedded"] < rep["chunks"]  # repeated paragraphs reuse vectors
     assert rep["rerun_vs_ingest"] > 0 and "rerun/ingest" in res.output
+
+
+def test_scale_bench_times_each_step_at_both_sizes(tmp_path, embedder):
+    """`grainline bench --scale 40,80` as a user runs it: every step at both sizes with
+    its seconds, growth ratio and peak RSS, and the two tables it built hold what the
+    steps made of them (read from LanceDB)."""
+    import os
+    import re
+    import subprocess
+    import sys
+
+    from tests.journey import table_rows
+
+    out = tmp_path / "scale.json"
+    proc = subprocess.run([sys.executable, "-m", "grainline.cli", "bench", "--scale", "40,80", "--batch-docs", "10",
+                           "--add-docs", "20", "--device", "cpu", "--keep", "--output", str(out)],
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rep = json.loads(out.read_text())
+    work = Path(rep["work_dir"])
+    try:
+        assert rep["sizes"] == [40, 80] and set(rep["results"]) == {"40", "80"}
+        steps = ("add", "unchanged", "edit1", "edit_new_delete", "search", "search_hybrid")
+        for n in ("40", "80"):
+            res = rep["results"][n]
+            assert set(res["steps"]) == set(steps)
+            for name, s in res["steps"].items():
+                assert s["seconds"] > 0 and s["cpu_seconds"] > 0 and s["peak_rss_mib"] > 50, (n, name)
+                assert s["command"][:2] == ["grainline", "search" if name.startswith("search") else "ingest"]
+            for name in steps[:4]:  # the ingest runs: their own seconds and phases from the ledger
+                s = res["steps"][name]
+                assert s["run_seconds"] > 0 and "read" in s["phase_seconds"] and s["counts"]["docs_failed"] == 0
+            assert res["steps"]["search"]["hits"] == res["steps"]["search_hybrid"]["hits"] == 10
+            c = {name: res["steps"][name]["counts"] for name in steps[:4]}
+            assert c["add"]["docs_added"] == 20 and c["unchanged"]["docs_unchanged"] == int(n) + 20
+            assert c["unchanged"]["chunks_written"] == c["unchanged"]["chunks_embedded"] == 0
+            assert c["edit1"]["docs_updated"] == 1 and c["edit1"]["chunks_embedded"] == 1
+            assert (c["edit_new_delete"]["docs_updated"], c["edit_new_delete"]["docs_added"],
+                    c["edit_new_delete"]["docs_deleted"]) == (1, 1, 1)
+            assert "--sync" in res["steps"]["edit_new_delete"]["command"]
+            b = res["build"]
+            assert b["peak_rss_mib"] > 50 and b["run_seconds"] > 0
+            assert b["table_after_build"]["documents"] == int(n) and b["table_after_build"]["batches"]["count"] == 4
+            assert b["table_after_build"]["batches"]["docs_per_batch"] == [10, 10, 10, 10]
+        # The larger table starts as a copy of the smaller one: its build adds only the 40 it lacks.
+        assert rep["results"]["40"]["build"]["from_documents"] == 0
+        assert rep["results"]["80"]["build"]["from_documents"] == 40
+        assert rep["results"]["80"]["build"]["counts"]["docs_added"] == 40
+        assert rep["results"]["80"]["build"]["counts"]["docs_unchanged"] == 40
+        for step in steps:
+            r = rep["ratios"]["80/40"][step]
+            assert r["seconds"] == pytest.approx(rep["results"]["80"]["steps"][step]["seconds"]
+                                                 / rep["results"]["40"]["steps"][step]["seconds"])
+            assert r["peak_rss"] > 0
+        # The tables as LanceDB holds them: the paragraph chunks of the documents each
+        # size ended with (its base documents, less the deleted one, with the two edits;
+        # the add batch; the new file), and no others.
+        from grainline.chunkers import CHUNKERS, ChunkContext, settings_for
+        from grainline.documents import Document
+
+        ctx, chunker, cs = ChunkContext.default(embedder.window), CHUNKERS.get("paragraph"), settings_for("paragraph")
+        corpus = work / "corpus"
+        table = rep["results"]["80"]["build"]["table"]
+        for n in (40, 80):
+            files = {str(p.resolve()): p.read_text(encoding="utf-8") for p in corpus.rglob("*.txt")
+                     if p.parent.name in ("add", "new") or int(re.search(r"gen-(\d+)", p.name).group(1)) < n}
+            assert len(files) == n + 20
+            rows = table_rows(work / f"db-{n}", table)
+            assert {r["doc_id"] for r in rows.values()} == set(files)
+            assert all(r["text"] in files[r["doc_id"]] for r in rows.values())
+            assert len(rows) == sum(len(list(chunker(Document(doc_id=d, text=t), cs, ctx))) for d, t in files.items())
+            assert len(rows) == rep["results"][str(n)]["table_after_steps"]["rows"]
+            assert rep["results"][str(n)]["table_after_steps"]["documents"] == n + 20
+        assert rep["ratios"]["80/40"]["table_growth"] == pytest.approx(
+            rep["results"]["80"]["table_after_steps"]["rows"] / rep["results"]["40"]["table_after_steps"]["rows"])
+        assert rep["machine"]["cpu"] and len(rep["load_average_at_start"]) == 3
+        # What auto ran at, from the ledger of the runs that loaded the model.
+        assert len(rep["precision_chosen"]) == 1 and rep["precision_chosen"][0] in ("fp32", "bf16")
+        assert len(rep["backend_chosen"]) == 1 and rep["backend_chosen"][0] in ("torch", "openvino")
+        assert f"precision auto -> {rep['precision_chosen'][0]}" in proc.stdout
+        after = rep["results"]["80"]["table_after_steps"]
+        assert after["fragments"] >= 1 and after["unindexed_rows"] >= 0 and "vector_index" in after
+        # The readable table: a row per step with a ratio column.
+        assert re.search(r"^edit_new_delete\s+[\d.]+\s+[\d.]+\s+[\d.]+", proc.stdout, re.M), proc.stdout
+        assert "x80/40" in proc.stdout and "per-batch cost of each build" in proc.stdout
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def test_batch_costs_leave_out_the_warm_up_and_compare_tenths():
+    from datetime import datetime, timedelta
+
+    from grainline.bench_scale import batch_costs
+
+    t0 = datetime(2026, 1, 1)
+    # Batch 0 holds pool document 3; then 20 batches whose gaps grow from 1 s to 2.9 s.
+    gaps = [1.0 + 0.1 * i for i in range(20)]
+    times = [t0]
+    for g in gaps:
+        times.append(times[-1] + timedelta(seconds=g))
+    stamps = [(t, {f"/c/0000/gen-{(3 if j == 0 else 1000 + j):07d}.txt"}) for j, t in enumerate(times)]
+    got = batch_costs(stamps, pool_docs=10)
+    # Left out: batch 0 (no gap before it) and batch 1 (written after the last pool batch).
+    assert got["count"] == 21 and got["first_compared"] == 2 and got["compared"] == 19
+    assert got["tenth"] == 2
+    assert got["first_tenth_mean_s"] == pytest.approx((1.1 + 1.2) / 2)
+    assert got["last_tenth_mean_s"] == pytest.approx((2.8 + 2.9) / 2)
+    assert got["last_vs_first"] == pytest.approx(2.85 / 1.15)
+    assert batch_costs(stamps[:3], pool_docs=10)["last_vs_first"] is None  # one batch left: nothing to compare

@@ -61,6 +61,13 @@ CASES = [
     (["runs", "--db", "/nonexistent"], ["/nonexistent", "no database"]),
     (["runs", "--db", "{src}", "--kind", "prod"], ["'prod'", "production, evaluation"]),
     (["bench", "--dataset", "generated:3", "--backend", "onnx"], ["'onnx'", "torch, openvino"]),
+    (["bench", "--scale", "80,40"], ["--scale", "increasing sizes", "'80,40'"]),
+    (["bench", "--scale", "1k,4k"], ["--scale", "separated by commas", "'1k,4k'"]),
+    (["bench", "--scale", "40"], ["--scale", "two or more"]),
+    (["bench"], ["--dataset", "--scale"]),
+    (["bench", "--dataset", "generated:5", "--scale", "40,80"], ["--dataset", "--scale", "not both"]),
+    (["bench", "--stages", "ingest", "--scale", "40,80"], ["--scale", "--stages"]),
+    (["bench", "--add-docs", "0", "--scale", "40,80"], ["--add-docs"]),
 ]
 
 
