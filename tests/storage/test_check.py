@@ -73,7 +73,8 @@ def test_a_clean_database_passes(db):
     rc, lines, problems = check(path)
     assert rc == 0 and problems == []
     (line,) = lines
-    assert line.startswith("ok: 2 tables,") and "1 exports" in line and "1 locks" in line
+    # the chunks table, the ledger and the chunks table's source manifest
+    assert line.startswith("ok: 3 tables,") and "1 exports" in line and "1 locks" in line
 
 
 def test_a_truncated_data_file_is_named(db):
