@@ -228,7 +228,9 @@ def _complete(ctx: RunContext, counts: RunCounts) -> None:
                 ctx.states.pop(d, None)
         counts.add_time("delete", time.perf_counter() - t0)
     if (ctx.store.exists and ctx.settings.maintenance.enabled
-            and vector_index_due(ctx.settings.maintenance, figures(ctx.store.table))):
+            # Rows and the index are all it reads: the version list (one manifest read
+            # per version) is not asked for.
+            and vector_index_due(ctx.settings.maintenance, figures(ctx.store.table, versions=[]))):
         # Training the index reads every vector of the table: the model is not needed
         # for it, and a big one would sit under that peak (it reloads when next used).
         # What the loaded model chose (precision, backend) goes into the record first.
