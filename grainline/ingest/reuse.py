@@ -44,11 +44,15 @@ class RecentVectors:
         return out
 
     def put_many(self, items: dict[str, tuple[np.ndarray, int]]) -> None:
-        """Remember these entries, forgetting the oldest past the limit."""
+        """Remember these entries, forgetting the oldest past the limit. A vector is
+        kept as a copy of its own: a row of a batch's array would keep the whole array
+        alive for as long as the entry lives."""
         with self._lock:
-            for h, v in items.items():
-                self._items[h] = v
-                self._items.move_to_end(h)
+            for h, (vec, windows) in items.items():
+                if h in self._items:
+                    self._items.move_to_end(h)
+                else:
+                    self._items[h] = (np.array(vec, copy=True), windows)
             while len(self._items) > self.limit:
                 self._items.popitem(last=False)
 

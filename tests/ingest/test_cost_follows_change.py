@@ -130,3 +130,19 @@ def test_an_edit_through_the_cli_rewrites_its_document_not_the_table(tmp_path):
     cols = ["chunk_id", "doc_id", "text", "content_hash", "doc_hash"]
     got, want = (connect(str(d)).open_table(table).to_arrow().select(cols).sort_by("chunk_id") for d in (db, fresh))
     assert got.equals(want)
+
+
+def test_a_runs_recent_vectors_stay_bounded_and_own_their_memory():
+    """The run's map of recent vectors holds at most its limit, forgets the least
+    recently used first, and keeps copies (a row of a batch's array would keep the
+    whole array alive)."""
+    from grainline.ingest.reuse import RecentVectors
+
+    rv = RecentVectors(limit=3)
+    batch = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    rv.put_many({f"h{i}": (batch[i], 1) for i in range(3)})
+    assert set(rv.get_many(["h0"])) == {"h0"}  # h0 used: h1 is now the oldest
+    rv.put_many({"h3": (batch[3], 2)})
+    assert len(rv) == 3 and set(rv.get_many(["h0", "h1", "h2", "h3"])) == {"h0", "h2", "h3"}
+    vec, windows = rv.get_many(["h3"])["h3"]
+    assert windows == 2 and np.array_equal(vec, batch[3]) and not np.shares_memory(vec, batch)
