@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from grainline.memory import release_memory
 
-from .lance_import import import_lancedb
+from .lance_import import import_lance, import_lancedb
 
 log = logging.getLogger("grainline.maintenance")
 
@@ -41,6 +41,12 @@ MAX_INDEX_DELTAS = 16
 # Product quantisation trains 256 centroids per sub-vector (8 bits), and IVF training
 # wants about that many rows per partition: fewer rows cannot train an index.
 PQ_MIN_ROWS = 256
+# Training samples (rows per IVF partition, rows per PQ centroid). LanceDB trains on
+# 256 of each, whose k-means held most of a build's memory and two minutes of its time
+# at 200k rows; 64 trains in a quarter of the memory, and the build's recall@10 against
+# exact search stays where it was (docs/benchmark.md, "Index builds").
+IVF_SAMPLE_PER_PARTITION = 64
+PQ_SAMPLE_PER_CENTROID = 64
 # Lance measures the prune window from its own clock, a moment after ours; a cut-off
 # this much earlier keeps a tagged (or kept) version from falling inside the window.
 _CLOCK_MARGIN = timedelta(seconds=1)
@@ -270,20 +276,48 @@ def ensure_fts_index(table: Any) -> bool:
     return True
 
 
+def training_samples(rows: int, partitions: int) -> tuple[int, int] | None:
+    """Rows sampled to train IVF's k-means and PQ's codebook over a table of ``rows``
+    rows, or None when the samples would be (nearly) the whole table: then LanceDB
+    trains on every row, which at that size costs little."""
+    ivf, pq = IVF_SAMPLE_PER_PARTITION * partitions, PQ_SAMPLE_PER_CENTROID * PQ_MIN_ROWS
+    return (ivf, pq) if rows >= 2 * pq else None
+
+
 def build_vector_index(table: Any, rows: int) -> str:
     """Train an IVF_PQ (cosine) index on ``vector`` over the table's ``rows`` rows,
-    replacing any older one; returns its name."""
-    import_lancedb()
-    from lancedb.index import IvfPq
+    replacing any older one; returns its name.
 
+    On a big table the model is trained on samples (:func:`training_samples`) through
+    pylance's ``IndicesBuilder``, then handed to the build, which only assigns and
+    encodes: LanceDB's ``create_index`` trains on 256 rows per partition and per PQ
+    centroid, which held +660 MiB at 200k rows; this way 2 million 384-d vectors peak
+    at about 1.25 GiB (docs/benchmark.md, "Index builds")."""
+    import_lancedb()
     dim = table.schema.field("vector").type.list_size
     partitions, sub_vectors = index_params(rows, dim)
     old = vector_index(table)
     name = f"{VECTOR_INDEX_PREFIX}_{rows}"
-    table.create_index(
-        "vector", config=IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors),
-        replace=True, name=name,
-    )
+    samples = training_samples(rows, partitions)
+    if samples is None:
+        from lancedb.index import IvfPq
+
+        table.create_index(
+            "vector", config=IvfPq(distance_type="cosine", num_partitions=partitions, num_sub_vectors=sub_vectors),
+            replace=True, name=name,
+        )
+    else:
+        import_lance()
+        from lance.indices import IndicesBuilder
+
+        ds = table.to_lance()
+        builder = IndicesBuilder(ds, "vector")
+        ivf = builder.train_ivf(partitions, distance_type="cosine", sample_rate=IVF_SAMPLE_PER_PARTITION)
+        pq = builder.train_pq(ivf, sub_vectors, sample_rate=PQ_SAMPLE_PER_CENTROID)
+        ds.create_index("vector", "IVF_PQ", name=name, metric="cosine", num_partitions=partitions,
+                        num_sub_vectors=sub_vectors, ivf_centroids=ivf.centroids, pq_codebook=pq.codebook, replace=True)
+        table.checkout_latest()
+        log.info("vector index %s: IVF trained on %d sampled rows, PQ on %d, of %d", name, *samples, rows)
     if old is not None and old.name != name and any(ix.name == old.name for ix in table.list_indices()):
         table.drop_index(old.name)
     return name
