@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 
 from grainline.readers import file_id
-from grainline.server import start_local_server
+from grainline.server import free_port, start_local_server
 from grainline.storage.chunks import ChunkStore
 from grainline.storage.lease import Lease, LeaseSettings, read_lease
 from grainline.storage.ledger import Ledger
 from grainline.storage.parquet import default_export_dir, exported_version, read_export
 
+from tests.journey import table_rows
 from tests.s3 import S3Server, s3_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
@@ -434,3 +435,164 @@ def test_eval_on_a_spans_dataset_writes_its_results_to_the_store(stack, s3_env, 
     assert set(results.column("strategy").to_pylist()) == {"sentence", "paragraph", "sentence->paragraph"}
     assert set(results.column("method").to_pylist()) == {"dense", "bm25"}
     assert_no_secret(server, run.stdout, run.stderr(), json.dumps(Ledger(db).runs(), default=str))
+
+
+# --- An object-store source: `grainline ingest s3://bucket/prefix` -----------------
+
+
+def object_store(server: S3Server):
+    """An obstore store of the test bucket, as the test puts and deletes objects."""
+    from obstore.store import S3Store
+
+    return S3Store(server.bucket, endpoint=server.endpoint, access_key_id=server.access_key,
+                   secret_access_key=server.secret_key, region="us-east-1", client_options={"allow_http": True})
+
+
+def note_text(i: int, extra: str = "") -> bytes:
+    return (f"Note {i}\n\nThe lighthouse keeper counted {i} ships passing in the fog.{extra}\n\n"
+            f"On day {i} the tide came in early.\n").encode()
+
+
+def put_notes(store, prefix: str, ids: range) -> None:
+    import obstore
+
+    for i in ids:
+        obstore.put(store, f"{prefix}/notes/note-{i:02d}.txt", note_text(i))
+
+
+def last_run(db: str) -> dict[str, Any]:
+    """The ledger's row of the latest ingestion of ``db`` (its counts are columns)."""
+    return Ledger(db).runs("ingest")[-1]
+
+
+def test_ingest_an_s3_prefix_downloads_only_changed_objects_and_syncs_deletions(stack, s3_env, tmp_path):
+    """Objects under a prefix are ingested by the CLI like a folder's files (ids are
+    their URIs, the same readers by suffix); a re-run downloads nothing (the listing's
+    ETags equal the manifest's); an edited object, a new one and a deleted one make a
+    ``--sync full`` read exactly the two changed objects and delete the third's rows."""
+    import obstore
+
+    server, env, _ = stack
+    store = object_store(server)
+    prefix = "src-journey"
+    put_notes(store, prefix, range(4))
+    obstore.put(store, f"{prefix}/guide.md", b"---\ntopic: tides\n---\n# Tides\n\nThe moon pulls the sea twice a day.\n")
+    obstore.put(store, f"{prefix}/report.docx", b"PK\x03\x04 not a reader's")  # skipped and named
+    obstore.put(store, f"{prefix}/.hidden/secret.txt", b"Hidden files are left out, as in a folder.\n")
+    obstore.put(store, f"{prefix}-other/note.txt", b"Another prefix that merely starts the same.\n")
+    source = f"s3://{server.bucket}/{prefix}"
+    db = str(tmp_path / "db")
+    uri = lambda rel: f"{source}/{rel}"  # noqa: E731
+    outputs = []
+
+    first = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress")
+    outputs += [first.stdout, first.stderr()]
+    assert "5 seen, 5 added" in first.stdout and "1 skipped" in first.stdout, first.stdout
+    assert "files: 5 read, 0 unchanged" in first.stdout, first.stdout
+    rows1 = table_rows(Path(db), TABLE)
+    docs = {uri(f"notes/note-{i:02d}.txt") for i in range(4)} | {uri("guide.md")}
+    assert {r["doc_id"] for r in rows1.values()} == docs
+    assert any("moon pulls the sea" in r["text"] for r in rows1.values())
+    assert [s["where"] for s in last_run(db)["skipped"]] == ["report.docx"]
+    assert last_run(db)["source"] == source
+    v1 = ChunkStore(db, TABLE, 384).version()
+
+    again = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress")
+    outputs += [again.stdout, again.stderr()]
+    assert "files: 0 read, 5 unchanged by stat (not read)" in again.stdout, again.stdout
+    assert "5 unchanged" in again.stdout and "0 embedded" in again.stdout, again.stdout
+    c = last_run(db)
+    assert (c["files_read"], c["files_unchanged"]) == (0, 5)  # no object body fetched
+    assert ChunkStore(db, TABLE, 384).version() == v1
+
+    obstore.put(store, f"{prefix}/notes/note-01.txt", note_text(1, " A whale surfaced beside the pier."))
+    obstore.put(store, f"{prefix}/notes/note-07.txt", note_text(7))
+    obstore.delete(store, f"{prefix}/notes/note-03.txt")
+    synced = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress", "--sync", "full")
+    outputs += [synced.stdout, synced.stderr()]
+    assert "1 added, 1 updated, 3 unchanged, 1 deleted" in synced.stdout, synced.stdout
+    assert "files: 2 read, 3 unchanged by stat (not read)" in synced.stdout, synced.stdout
+    rows2 = table_rows(Path(db), TABLE)
+    assert {r["doc_id"] for r in rows2.values()} == docs - {uri("notes/note-03.txt")} | {uri("notes/note-07.txt")}
+    assert any("whale" in r["text"] for r in rows2.values() if r["doc_id"] == uri("notes/note-01.txt"))
+    # The untouched objects' rows are the first run's, not rewritten.
+    for cid, r in rows2.items():
+        if r["doc_id"] not in (uri("notes/note-01.txt"), uri("notes/note-07.txt")):
+            assert cid in rows1 and r["run_id"] == rows1[cid]["run_id"]
+    # The manifest now vouches for the new ETags: nothing is downloaded again.
+    last = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress", "--sync", "full")
+    assert "files: 0 read, 5 unchanged" in last.stdout and "0 deleted" in last.stdout, last.stdout
+    assert_no_secret(server, *outputs)
+
+
+def test_an_s3_source_with_wrong_credentials_or_no_endpoint_is_one_line(stack, s3_env, tmp_path):
+    server, env, _ = stack
+    source = f"s3://{server.bucket}/src-journey"
+    db = str(tmp_path / "db")
+    for bad, said in (({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "the secret key does not match"),
+                      ({"AWS_ACCESS_KEY_ID": "AKNOTKNOWN"}, "the access key is not known"),
+                      ({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "connection refused")):
+        run = cli({**env, **bad}, "ingest", source, "--db", db, "--no-progress", ok=False, timeout=120)
+        err = run.stderr()
+        assert run.proc.returncode != 0
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: source {source}: cannot list the objects: {said}"), err
+        assert_no_secret(server, run.stdout, err)
+    assert not Path(db).exists()  # refused before anything was created
+    # Credentials in the URI are refused, and not echoed.
+    run = cli(env, "ingest", f"s3://AKIAEXAMPLE:{server.secret_key}@{server.bucket}/src-journey", "--db", db, ok=False)
+    assert run.proc.returncode == 2 and "s3://***@" in run.stderr() and server.secret_key not in run.stderr()
+    # serve checks the source the same way, before any server starts.
+    run = cli({**env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "serve", "--source", source, "--db", db,
+              "--port", str(free_port()), ok=False, timeout=120)
+    assert run.proc.returncode == 2 and "the secret key does not match" in run.stderr(), run.stderr()
+
+
+def test_serve_deploys_an_s3_source_as_given(stack, s3_env):
+    """A scheduled ingestion of an object-store prefix: the deployment's settings keep
+    the URI as it is (a local source is made absolute)."""
+    from grainline.deployments.schedules import ScheduleSettings, build_deployments
+    from grainline.ingest import IngestSettings
+
+    server, _, _ = stack
+    source = f"s3://{server.bucket}/src-journey"
+    cfg = ScheduleSettings(ingest=IngestSettings(source=source, db="/tmp/grainline-db", sync="full"))
+    (dep,) = build_deployments(cfg)
+    assert dep.parameters["settings"]["source"] == source
+    with pytest.raises(ValueError, match=r"s3://\*\*\*@"):
+        IngestSettings(source=f"s3://AKIAEXAMPLE:secret@{server.bucket}/x")
+
+
+def test_an_object_gone_between_listing_and_download_is_a_counted_failure(stack, s3_env, monkeypatch):
+    """Listed pages of two objects (so the listing goes on past the first page); the
+    manifest's predicate, asked after the listing and before the download, deletes one
+    object: that one is a failure with its reason, kept out of a full sync's deletions
+    (its id on the failure), and the others are read."""
+    import obstore
+
+    from grainline.documents import Document, Failure, FileRead
+    from grainline.readers import object_store as objects
+    from grainline.readers import open_source
+
+    server, _, _ = stack
+    store = object_store(server)
+    put_notes(store, "src-vanish", range(5))
+    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    source = f"s3://{server.bucket}/src-vanish"
+    victim = f"{source}/notes/note-02.txt"
+
+    def unchanged(fid, stat):
+        assert stat.etag
+        if fid == victim:
+            obstore.delete(store, "src-vanish/notes/note-02.txt")
+        return None
+
+    root, items = open_source(source, None, unchanged)
+    items = list(items)
+    assert root == source
+    docs = [i.doc_id for i in items if isinstance(i, Document)]
+    assert docs == [f"{source}/notes/note-{i:02d}.txt" for i in (0, 1, 3, 4)]
+    (failure,) = [i for i in items if isinstance(i, Failure)]
+    assert (failure.where, failure.reason, failure.doc_id) == ("notes/note-02.txt", "object not found (deleted after listing?)", victim)
+    reads = {i.file_id: i.complete for i in items if isinstance(i, FileRead)}
+    assert reads == {**{f"{source}/notes/note-{i:02d}.txt": True for i in (0, 1, 3, 4)}, victim: False}
