@@ -508,6 +508,11 @@ def test_ingest_an_s3_prefix_downloads_only_changed_objects_and_syncs_deletions(
     obstore.put(store, f"{prefix}/notes/note-01.txt", note_text(1, " A whale surfaced beside the pier."))
     obstore.put(store, f"{prefix}/notes/note-07.txt", note_text(7))
     obstore.delete(store, f"{prefix}/notes/note-03.txt")
+    dry = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--sync", "full", "--dry-run")
+    assert f"would be added: 1  ({uri('notes/note-07.txt')})" in dry.stdout, dry.stdout
+    assert f"would be updated: 1  ({uri('notes/note-01.txt')})" in dry.stdout, dry.stdout
+    assert f"would be deleted: 1  ({uri('notes/note-03.txt')})" in dry.stdout, dry.stdout
+    assert ChunkStore(db, TABLE, 384).version() == v1
     synced = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress", "--sync", "full")
     outputs += [synced.stdout, synced.stderr()]
     assert "1 added, 1 updated, 3 unchanged, 1 deleted" in synced.stdout, synced.stdout
