@@ -39,7 +39,11 @@ LIST_PAGE = 1000
 # A store that does not answer is one clear error within seconds, not ten retries
 # over three minutes (obstore's defaults); a download may take its time.
 _RETRY = {"max_retries": 3, "retry_timeout": timedelta(seconds=20)}
-_DOWNLOAD_CHUNK = 4 * 1024 * 1024
+# A download is a series of ranged GETs of this size, each pinned to the first one's
+# ETag: every request stays far inside obstore's per-request timeout (30 s by default,
+# which a whole big PDF on a slow link would exceed), and the bytes are one version.
+RANGE_BYTES = 8 * 1024 * 1024
+CHANGED_WHILE_DOWNLOADED = "changed while being downloaded (its ETag moved between two ranges); read again next run"
 
 
 class ObjectSourceError(ValueError):
@@ -239,16 +243,51 @@ def _stat(meta: Any) -> FileStat:
     return FileStat(int(meta.get("size") or 0), mtime_ns, 0, 0, time.time_ns(), meta.get("e_tag") or "")
 
 
+class _ChangedWhileDownloaded(Exception):
+    """A range came from another version of the object than the first one (a store
+    that ignores If-Match says so by the ETag of its answer)."""
+
+
+def _download(store: Any, key: str, size: int, path: Path) -> Any:
+    """Copy one object to ``path`` in ranges of :data:`RANGE_BYTES` (one plain GET when
+    the listing says it fits in one, or when the store gives no ETag to pin ranges to);
+    returns the object's metadata from the first response. A range answered by another
+    version raises obstore's PreconditionError (or :class:`_ChangedWhileDownloaded`
+    where the store ignored If-Match)."""
+    import obstore
+
+    with open(path, "wb") as f:
+        if size > RANGE_BYTES:
+            res = obstore.get(store, key, options={"range": (0, RANGE_BYTES)})
+            meta = res.meta
+            etag = meta.get("e_tag")
+            if etag:
+                f.write(res.bytes())
+                pos, total = RANGE_BYTES, int(meta["size"])
+                while pos < total:
+                    end = min(pos + RANGE_BYTES, total)
+                    part = obstore.get(store, key, options={"range": (pos, end), "if_match": etag})
+                    if part.meta.get("e_tag") != etag:
+                        raise _ChangedWhileDownloaded(key)
+                    f.write(part.bytes())
+                    pos = end
+                return meta
+            # No ETag: ranges could not be known to be of one version; one GET is.
+        res = obstore.get(store, key)
+        for chunk in res.stream(min_chunk_size=RANGE_BYTES):
+            f.write(chunk)
+        return res.meta
+
+
 def _download_and_read(src: ObjectPrefix, store: Any, key: str, rel: str, fid: str, parts: list[str], suffix: str,
                        listed: FileStat, read: ReadFn, settings: ReaderSettings,
                        tmp: Path) -> Iterator[Document | Failure | FileStat]:
     """Download one object to a temporary file named by its relative key (readers'
     messages name it so) and read it there; yields the stat of the bytes read (their
-    ETag, from the GET), then the documents with the object's ids. A GET returns one
-    whole version of an object, so an object replaced meanwhile is read whole, old or
-    new, and the ETag recorded is the one of what was read."""
-    import obstore
-
+    ETag, from the first GET), then the documents with the object's ids. Every range
+    is of the version the first GET answered with, so an object replaced after the
+    listing is read whole, old or new, and the ETag recorded is the one of what was
+    read; one replaced between two ranges fails (read again next run)."""
     if any(p in ("", ".", "..") for p in parts):
         yield Failure(rel, "object key has an empty, '.' or '..' segment: not read", doc_id=fid)
         return
@@ -259,10 +298,7 @@ def _download_and_read(src: ObjectPrefix, store: Any, key: str, rel: str, fid: s
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            res = obstore.get(store, key)
-            with open(path, "wb") as f:
-                for chunk in res.stream(min_chunk_size=_DOWNLOAD_CHUNK):
-                    f.write(chunk)
+            got_meta = _download(store, key, listed.size, path)
         except FileNotFoundError:
             yield Failure(rel, "object not found (deleted after listing?)", doc_id=fid)
             return
@@ -270,12 +306,14 @@ def _download_and_read(src: ObjectPrefix, store: Any, key: str, rel: str, fid: s
             yield Failure(rel, f"could not copy the object to a temporary file: {exc.strerror or exc}", doc_id=fid)
             return
         except Exception as exc:  # noqa: BLE001 - one object's failure; the run goes on
-            if type(exc).__name__ == "NotFoundError":
+            if isinstance(exc, _ChangedWhileDownloaded) or type(exc).__name__ == "PreconditionError":
+                yield Failure(rel, CHANGED_WHILE_DOWNLOADED, doc_id=fid)
+            elif type(exc).__name__ == "NotFoundError":
                 yield Failure(rel, "object not found (deleted after listing?)", doc_id=fid)
             else:
                 yield Failure(rel, f"download failed: {_reason(exc)}", doc_id=fid)
             return
-        yield _stat(res.meta)
+        yield _stat(got_meta)
         local = _uri(path)
         for item in read(path, tmp, settings):
             if isinstance(item, Document):

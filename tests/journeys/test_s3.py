@@ -601,3 +601,95 @@ def test_an_object_gone_between_listing_and_download_is_a_counted_failure(stack,
     assert (failure.where, failure.reason, failure.doc_id) == ("notes/note-02.txt", "object not found (deleted after listing?)", victim)
     reads = {i.file_id: i.complete for i in items if isinstance(i, FileRead)}
     assert reads == {**{f"{source}/notes/note-{i:02d}.txt": True for i in (0, 1, 3, 4)}, victim: False}
+
+
+def spy_gets(monkeypatch, after=None) -> list[tuple[str, Any]]:
+    """Record each ``obstore.get`` asked (key, range) and pass it to the real store; ``after(key, n)`` runs once the n-th GET of that key has been answered."""
+    import obstore
+
+    real, gets = obstore.get, []
+
+    def get(store, key, **kw):
+        gets.append((key, (kw.get("options") or {}).get("range")))
+        res = real(store, key, **kw)
+        if after is not None:
+            after(key, sum(1 for k, _ in gets if k == key))
+        return res
+
+    monkeypatch.setattr(obstore, "get", get)
+    return gets
+
+
+def tide_book(word: str, n: int) -> bytes:
+    return ("Tide book\n\n" + "\n\n".join(f"Paragraph {i}: the {word} tables for harbour {i} were reprinted."
+                                          for i in range(n))).encode()
+
+
+def test_an_object_bigger_than_a_range_is_downloaded_in_ranges_whole(stack, s3_env, monkeypatch):
+    """Ranged GETs (each pinned to the first one's ETag) put a big object together
+    byte for byte: a text file of 39 ranges gives the document a local copy gives; an
+    object that fits in one range is one plain GET."""
+    import obstore
+
+    from grainline.documents import Document
+    from grainline.readers import object_store as objects
+    from grainline.readers import open_source
+
+    server, _, _ = stack
+    monkeypatch.setattr(objects, "RANGE_BYTES", 1000)
+    body = tide_book("tide", 600)
+    assert len(body) > 38_000  # 39 ranges
+    obstore.put(object_store(server), "src-ranges/big.txt", body)
+    obstore.put(object_store(server), "src-ranges/small.txt", b"Small note\n\nOne short paragraph.\n")
+    gets = spy_gets(monkeypatch)
+    docs = {i.doc_id.rsplit("/", 1)[1]: i for i in open_source(f"s3://{server.bucket}/src-ranges")[1] if isinstance(i, Document)}
+    assert docs["big.txt"].text == body.decode() and docs["big.txt"].title == "Tide book"
+    assert docs["small.txt"].text == "Small note\n\nOne short paragraph.\n"
+    # 39 ranges of the big object, in order, and one plain GET of the small one.
+    assert [r for k, r in gets if k.endswith("big.txt")] == [(i, min(i + 1000, len(body))) for i in range(0, len(body), 1000)]
+    assert [r for k, r in gets if k.endswith("small.txt")] == [None]
+
+
+def test_an_object_replaced_between_two_ranges_is_a_counted_failure_and_read_again(stack, s3_env, tmp_path, monkeypatch):
+    """An ingestion of an edited object that is replaced again after its first range
+    came: the run counts one failure with the reason, stores nothing of either new
+    version (the table keeps the first run's rows and version), deletes nothing with
+    ``--sync full``, and does not record the object in the manifest; the next run
+    reads it and stores the latest version."""
+    import obstore
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.readers import object_store as objects
+
+    server, _, _ = stack
+    store = object_store(server)
+    monkeypatch.setattr(objects, "RANGE_BYTES", 1000)
+    key = "src-torn/tides/big.txt"
+    obstore.put(store, key, tide_book("tide", 100))
+    obstore.put(store, "src-torn/small.txt", b"Small note\n\nOne short paragraph.\n")
+    source, db = f"s3://{server.bucket}/src-torn", str(tmp_path / "db")
+    settings = IngestSettings(source=source, db=db, strategies="paragraph", sync="full", embedder=EmbedderSettings(device="cpu"))
+    assert run_ingest(settings).counts.docs_added == 2
+    rows1, v1 = table_rows(Path(db), TABLE), ChunkStore(db, TABLE, 384).version()
+
+    obstore.put(store, key, tide_book("storm", 100))
+
+    def replace_after_first_range(k, n):
+        if k == key and n == 1:
+            obstore.put(store, key, tide_book("flood", 100))
+
+    real_get = obstore.get
+    gets = spy_gets(monkeypatch, replace_after_first_range)
+    c = run_ingest(settings).counts
+    assert [r for k, r in gets if k == key] == [(0, 1000), (1000, 2000)]  # stopped at the first range refused
+    assert c.failures == [{"where": "tides/big.txt", "reason": objects.CHANGED_WHILE_DOWNLOADED, "stage": "read"}]
+    assert (c.docs_failed, c.docs_updated, c.docs_deleted, c.docs_unchanged) == (1, 0, 0, 1)
+    assert ChunkStore(db, TABLE, 384).version() == v1
+    assert table_rows(Path(db), TABLE).keys() == rows1.keys()
+
+    monkeypatch.setattr(obstore, "get", real_get)
+    c = run_ingest(settings).counts
+    assert (c.files_read, c.files_unchanged, c.docs_updated, c.docs_failed) == (1, 1, 1, 0)
+    texts = [r["text"] for r in table_rows(Path(db), TABLE).values() if r["doc_id"] == f"{source}/tides/big.txt"]
+    assert any("flood tables" in t for t in texts) and not any("storm tables" in t or "tide tables" in t for t in texts)
