@@ -568,6 +568,51 @@ def test_serve_deploys_an_s3_source_as_given(stack, s3_env):
         IngestSettings(source=f"s3://AKIAEXAMPLE:secret@{server.bucket}/x")
 
 
+def test_serve_runs_scheduled_ingestions_of_an_s3_prefix(stack, s3_env, tmp_path):
+    """``grainline serve --source s3://bucket/prefix`` on the module's Prefect server:
+    the deployment keeps the URI, and its runs (triggered through the API, executed
+    by serve's own process) ingest the objects, then read only the edited one and,
+    a full sync being the schedules' default, delete the rows of the one deleted."""
+    import obstore
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.journey import deployment_names, stop_tree, wait_for
+
+    server, env, _ = stack
+    store = object_store(server)
+    put_notes(store, "src-serve", range(3))
+    source, db, log = f"s3://{server.bucket}/src-serve", tmp_path / "db", tmp_path / "serve.log"
+    api = env["PREFECT_API_URL"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grainline.cli", "serve", "--api-url", api, "--source", source, "--db", str(db),
+         "-s", "paragraph", "--ingest-cron", "0 0 1 1 *"],
+        env=env, cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("the ingestion deployment", lambda: "scheduled-ingest" in deployment_names(api), log)
+        with temporary_settings({PREFECT_API_URL: api}):
+            run = run_deployment("grainline-ingest/scheduled-ingest", timeout=300)
+            assert run.parameters["settings"]["source"] == source
+            assert run.state.is_completed(), (run.state, log.read_text()[-3000:])
+            first = last_run(str(db))
+            assert (first["source"], first["docs_added"], first["files_read"]) == (source, 3, 3), first
+            rows1 = table_rows(db, TABLE)
+            assert {r["doc_id"] for r in rows1.values()} == {f"{source}/notes/note-{i:02d}.txt" for i in range(3)}
+
+            obstore.put(store, "src-serve/notes/note-00.txt", note_text(0, " A seal slept on the slipway."))
+            obstore.delete(store, "src-serve/notes/note-02.txt")
+            run = run_deployment("grainline-ingest/scheduled-ingest", timeout=300)
+            assert run.state.is_completed(), (run.state, log.read_text()[-3000:])
+        c = last_run(str(db))
+        assert (c["files_read"], c["files_unchanged"], c["docs_updated"], c["docs_deleted"]) == (1, 1, 1, 1), c
+        rows2 = table_rows(db, TABLE)
+        assert {r["doc_id"] for r in rows2.values()} == {f"{source}/notes/note-{i:02d}.txt" for i in range(2)}
+        assert any("seal slept" in r["text"] for r in rows2.values())
+        assert_no_secret(server, log.read_text(errors="replace"))
+    finally:
+        stop_tree(proc, signal.SIGTERM)
+
+
 def test_an_object_gone_between_listing_and_download_is_a_counted_failure(stack, s3_env, monkeypatch):
     """Listed pages of two objects (so the listing goes on past the first page); the
     manifest's predicate, asked after the listing and before the download, deletes one
