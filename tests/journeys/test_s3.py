@@ -648,6 +648,31 @@ def test_an_object_gone_between_listing_and_download_is_a_counted_failure(stack,
     assert reads == {**{f"{source}/notes/note-{i:02d}.txt": True for i in (0, 1, 3, 4)}, victim: False}
 
 
+def test_the_listing_is_read_one_page_at_a_time_as_objects_are_handled(stack, s3_env, monkeypatch):
+    """A listing is never held whole: with pages of 2 keys, the objects of page n are
+    read while n pages have been asked for, no more (so a million objects cost one
+    page of memory)."""
+    import obstore
+
+    from grainline.documents import Document
+    from grainline.readers import object_store as objects
+    from grainline.readers import open_source
+
+    server, _, _ = stack
+    put_notes(object_store(server), "src-pages", range(6))
+    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    real_list, pages = obstore.list, []
+
+    def listing(*args, **kw):
+        for page in real_list(*args, **kw):
+            pages.append(len(page))
+            yield page
+
+    monkeypatch.setattr(obstore, "list", listing)
+    pulled_at_doc = [len(pages) for i in open_source(f"s3://{server.bucket}/src-pages")[1] if isinstance(i, Document)]
+    assert pulled_at_doc == [1, 1, 2, 2, 3, 3] and pages == [2, 2, 2]
+
+
 def spy_gets(monkeypatch, after=None) -> list[tuple[str, Any]]:
     """Record each ``obstore.get`` asked (key, range) and pass it to the real store; ``after(key, n)`` runs once the n-th GET of that key has been answered."""
     import obstore
