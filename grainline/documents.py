@@ -108,13 +108,16 @@ class Failure:
 @dataclass(frozen=True)
 class FileStat:
     """What ``os.stat`` said of a file, and when it was asked (``taken_ns``, wall clock,
-    read just before the call): what the source manifest compares to skip a file."""
+    read just before the call): what the source manifest compares to skip a file. An
+    object of an object store has its ``etag`` (inode and ctime 0, its last-modified
+    time as ``mtime_ns``, kept, not compared): the ETag alone decides there."""
 
     size: int
     mtime_ns: int
     ino: int
     ctime_ns: int
     taken_ns: int
+    etag: str = ""
 
     @classmethod
     def of(cls, path: str | os.PathLike[str]) -> "FileStat":

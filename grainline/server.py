@@ -30,7 +30,10 @@ class ServeError(TerminalError, ValueError):
 
 
 def check_source(source: str) -> None:
-    """A folder, a file, or a glob whose fixed part exists."""
+    """A folder, a file, or a glob whose fixed part exists (an object-store prefix is
+    checked by the CLI, which asks the store)."""
+    if source.lower().startswith("s3://"):
+        return
     if glob.has_magic(source):
         base = source.split("*")[0].split("?")[0].split("[")[0]
         base_dir = Path(base if base.endswith("/") else os.path.dirname(base) or ".")

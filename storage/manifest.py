@@ -7,18 +7,25 @@ One LanceDB table per chunks table, ``manifest_<chunks table>``, one row per fil
 with ``os.utime`` is taken at its word, as make and rsync take it), ``stat_ns`` (the wall
 clock just before that stat), ``n_docs`` and ``docs_hash`` (the documents the file gave:
 a hash of their sorted ``(doc_id, content_hash)``), ``reader_sig`` (what turns bytes
-into documents: grainline's version and the reader settings), ``written_ns`` and
-``run_id``. It is written only under the chunks table's write lock, by the run that
+into documents: grainline's version and the reader settings), ``written_ns``,
+``run_id`` and ``etag``: for an object of an object store (``s3://bucket/key`` as its
+``file_id``) the ETag of the bytes that were read, empty for a local file. A manifest
+written before the column existed gets it (empty) on its next write. It is written only under the chunks table's write lock, by the run that
 holds it, so it has one writer; it is read once per run, whole (a few columns).
 
 When an entry lets a run skip a file, all of these hold (``ingest/manifest.py``):
 
-1. the file's size, modification time and inode equal the entry's;
+1. the file's size, modification time and inode equal the entry's; for an object,
+   its size and ETag equal the entry's (the listing's ETag against the one of the bytes
+   read last time; times are not compared, so a clock skewed between the store and
+   this machine changes nothing, and an entry without an ETag is never trusted for
+   an object);
 2. the entry is not *racy* (git's rule): the file's modification time is older than
    the moment of the stat minus :data:`RACY_MARGIN_NS`. A file written in the same
    tick of the file system's clock as it was stat'ed could change again and keep its
    modification time; such an entry is not trusted, the file is read and hashed, and
-   the entry written again (then trusted);
+   the entry written again (then trusted). An object's ETag changes with every write
+   that changes its bytes, so this rule does not apply to it;
 3. the entry was written with the same ``reader_sig`` as this run's;
 4. the chunks table holds exactly the file's documents, each with the hash the entry
    recorded under every chunker key of this run (checked against the doc states the
@@ -76,7 +83,10 @@ MANIFEST_SCHEMA = pa.schema([
     pa.field("reader_sig", pa.string()),
     pa.field("written_ns", pa.int64()),
     pa.field("run_id", pa.string()),
+    pa.field("etag", pa.string()),
 ])
+# Columns a manifest written by an older grainline may lack, with the SQL that fills them.
+_ADDED_COLUMNS = {"etag": "CAST('' AS STRING)"}
 
 
 def manifest_table_name(chunks_table: str) -> str:
@@ -107,6 +117,7 @@ class ManifestEntry:
     reader_sig: str
     written_ns: int = 0
     run_id: str = ""
+    etag: str = ""
 
 
 class SourceManifest:
@@ -123,12 +134,13 @@ class SourceManifest:
         t = open_table_if_exists(self.db, self.table_name)
         if t is None:
             return {}
-        names = [f.name for f in MANIFEST_SCHEMA]
+        have = set(t.schema.names)
+        names = [f.name for f in MANIFEST_SCHEMA if f.name in have]
         out: dict[str, ManifestEntry] = {}
         for batch in t.search().select(names).limit(None).to_batches(65536):
             cols = batch.to_pydict()
             for row in zip(*(cols[n] for n in names)):
-                e = ManifestEntry(*row)
+                e = ManifestEntry(**{n: ("" if v is None and n in _ADDED_COLUMNS else v) for n, v in zip(names, row)})
                 out[e.file_id] = e
         return out
 
@@ -141,6 +153,10 @@ class SourceManifest:
         rows = [{**asdict(e), "written_ns": now, "run_id": run_id} for e in entries]
         data = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
         table = open_or_create(self.db, self.db_uri, self.table_name, MANIFEST_SCHEMA)
+        missing = {n: sql for n, sql in _ADDED_COLUMNS.items() if n not in table.schema.names}
+        if missing:
+            # One writer (the chunks table's lock holder): no race on the schema.
+            retry_commit(lambda: table.add_columns(missing), f"source manifest {self.table_name}")
         retry_commit(lambda: table.merge_insert("file_id").when_matched_update_all().when_not_matched_insert_all().execute(data),
                      f"source manifest {self.table_name}")
         return len(entries)

@@ -136,7 +136,21 @@ def chunk_options(items: list[str]) -> dict[str, dict[str, object]]:
 
 
 def source(value: str) -> str:
-    """A folder, a file with a reader, or a glob whose base folder exists."""
+    """A folder, a file with a reader, a glob whose base folder exists, or an
+    object-store prefix (``s3://bucket/prefix``) whose store answers a listing with the
+    environment's credentials."""
+    if "://" in value:
+        from grainline.readers.object_store import ObjectSourceError, check_object_source, is_object_uri
+
+        from grainline.redact import redact_uri
+
+        if not is_object_uri(value):
+            raise ArgumentError(f"source {redact_uri(value)!r}: of URIs only s3://BUCKET/PREFIX is read "
+                                "(a folder, a file or a glob otherwise)")
+        try:
+            return check_object_source(value)
+        except ObjectSourceError as exc:
+            raise ArgumentError(str(exc)) from None
     path = Path(value)
     if path.is_dir():
         return value

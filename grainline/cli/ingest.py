@@ -60,7 +60,7 @@ def _run_ingest_flow(settings: Any, runner: str = "local", dask_workers: int = 2
 
 
 def ingest(
-    source: str = typer.Argument(..., help="Folder (recursive), file or glob of documents."),
+    source: str = typer.Argument(..., help="Folder (recursive), file, glob, or s3://bucket/prefix (credentials from AWS_* variables) of documents."),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
     db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),

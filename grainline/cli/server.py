@@ -14,7 +14,7 @@ from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 
 
 def serve(
-    source: str = typer.Option(..., "--source", help="Folder, file or glob to ingest on schedule."),
+    source: str = typer.Option(..., "--source", help="Folder, file, glob or s3://bucket/prefix to ingest on schedule."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
     model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),

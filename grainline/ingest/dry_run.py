@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from grainline.chunkers import ChunkContext
@@ -15,7 +14,7 @@ from .context import RunContext
 from .manifest import ManifestRun
 from grainline.embedding import get_embedder
 from .plan import WorkSpec, make_plans, table_name_for
-from .run import sync_gone
+from .run import legacy_ids, source_root, sync_gone
 from .settings import IngestSettings
 
 
@@ -26,7 +25,7 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
     would be written and how many of them embedded (texts with no stored vector)."""
     manifest = ManifestRun(rehash=settings.rehash, writable=False)  # loaded below, before anything is read
     found, documents = open_source(settings.source, settings.reader, manifest.unchanged)
-    root = str(Path(found).resolve())
+    root = source_root(found)
     embedder = get_embedder(settings.embedder)
     table = table_name_for(settings)
     store = ChunkStore(settings.db, table, embedder.identity.dim)
@@ -36,7 +35,7 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
     ctx = RunContext(settings=settings, run_id="dry-run", embedder=embedder, store=store, ledger=None,  # type: ignore[arg-type]
                      spec=WorkSpec(settings, table, plans), root=root, states=states, record=None,  # type: ignore[arg-type]
                      documents=documents, scope=sync_scope(settings.source, settings.reader),
-                     legacy_ids=sorted(d for d, st in states.items() if st.source_root == root and not d.startswith("/")))
+                     legacy_ids=legacy_ids(states, root))
     manifest.load(ctx)
     ctx.manifest = manifest
     counts = RunCounts()

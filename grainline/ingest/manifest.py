@@ -103,7 +103,12 @@ class ManifestRun:
         """The reader's predicate: the number of documents of a file to count as
         unchanged without reading it, or None to read it."""
         e = None if self.rehash else self.trusted.get(fid)
-        if e is None or (stat.size, stat.mtime_ns, stat.ino) != (e.size, e.mtime_ns, e.ino):
+        if e is None:
+            return None
+        if stat.etag:
+            # An object: its ETag (of the bytes read last time) decides, never a time.
+            return e.n_docs if (stat.size, stat.etag) == (e.size, e.etag) else None
+        if (stat.size, stat.mtime_ns, stat.ino) != (e.size, e.mtime_ns, e.ino):
             return None
         if e.mtime_ns >= e.stat_ns - RACY_MARGIN_NS:
             return None  # racy: modified within a clock tick of the stat that recorded it
@@ -170,4 +175,4 @@ def _entry(m: FileRead, sig: str) -> ManifestEntry:
     s = m.stat
     assert s is not None
     return ManifestEntry(file_id=m.file_id, size=s.size, mtime_ns=s.mtime_ns, ino=s.ino, ctime_ns=s.ctime_ns,
-                         stat_ns=s.taken_ns, n_docs=len(m.docs), docs_hash=docs_hash(m.docs), reader_sig=sig)
+                         stat_ns=s.taken_ns, n_docs=len(m.docs), docs_hash=docs_hash(m.docs), reader_sig=sig, etag=s.etag)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Iterator
 from grainline.documents import Document, Failure
 from grainline.embedding import Embedder
 from grainline.memory import release_memory
-from grainline.readers import open_source, sync_scope
+from grainline.readers import is_object_uri, open_source, sync_scope
 from grainline.redact import redact_text, redact_value
 from grainline.storage.chunks import ChunkStore, DocState
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, new_run_id
@@ -50,7 +50,7 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         # below, under the lock, before the lazy reader asks it anything.
         manifest = ManifestRun(rehash=settings.rehash)
         found, documents = open_source(settings.source, settings.reader, manifest.unchanged)  # fails fast on a missing source
-        root = str(Path(found).resolve())
+        root = source_root(found)
         scope = sync_scope(settings.source, settings.reader)
     embedder = get_embedder(settings.embedder)
     table_name = table_name_for(settings)
@@ -71,7 +71,7 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         # Ids of files were paths relative to the ingested root before they became real
         # paths. Nothing is rewritten behind the user's back: a full sync of this root
         # replaces them (their vectors are reused), and until then both are stored.
-        ctx.legacy_ids = sorted(d for d, st in ctx.states.items() if st.source_root == root and not d.startswith("/"))
+        ctx.legacy_ids = legacy_ids(ctx.states, root)
         if ctx.legacy_ids:
             log.warning(
                 "table %s holds %d documents of %s under ids of an older grainline (relative paths, e.g. %r); this run "
@@ -79,6 +79,20 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
                 "(reusing their vectors)", ctx.store.table_name, len(ctx.legacy_ids), root, ctx.legacy_ids[0],
                 shlex.quote(str(settings.source)))
     return ctx
+
+
+def source_root(found: Path | str) -> str:
+    """The root ``open_source`` found, as recorded: a folder's real path, or an
+    object-store prefix's URI as it is."""
+    return found if isinstance(found, str) and is_object_uri(found) else str(Path(found).resolve())
+
+
+def legacy_ids(states: dict[str, DocState], root: str) -> list[str]:
+    """Stored ids of ``root`` that an older grainline made relative to it (neither a
+    real path nor an object's URI)."""
+    if is_object_uri(root):
+        return []  # object-store sources came after ids became absolute
+    return sorted(d for d, st in states.items() if st.source_root == root and not d.startswith("/"))
 
 
 def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents: Iterator[Document | Failure] | None,

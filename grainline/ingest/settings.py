@@ -67,6 +67,13 @@ class IngestSettings(BaseModel):
         # Credentials come from the environment; in a URI they would be recorded.
         return v if v is None else check_uri(v)
 
+    @field_validator("source")
+    @classmethod
+    def _source_without_credentials(cls, v: str) -> str:
+        # An object-store source (s3://bucket/prefix) takes its credentials from the
+        # environment too.
+        return check_uri(v, what="source")
+
     @model_validator(mode="after")
     def _chunker_overrides(self) -> "IngestSettings":
         unknown = set(self.chunker_overrides) - set(CHUNKERS.names())

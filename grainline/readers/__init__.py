@@ -6,18 +6,22 @@ failure has to be reported with a location so it can be fixed. The package holds
 settings (``settings``), the suffix -> reader registry (``registry``), discovery
 (``discovery``), reading a source (``source``), decoding and big-file parts
 (``text``), file and document ids (``ids``), read errors (``errors``), metadata
-limits (``metadata``) and one module per format (``txt``, ``markdown``, ``html``,
-``records``, ``pdf``). It may import only the base modules of grainline (documents,
-registry, redact, tokens), never embedding, storage or ingest.
+limits (``metadata``), object-store prefixes (``object_store``: ``s3://bucket/prefix``
+listed with ETags, objects read by the same readers) and one module per format
+(``txt``, ``markdown``, ``html``, ``records``, ``pdf``). It may import only the base
+modules of grainline (documents, registry, redact, tokens), never embedding, storage
+or ingest.
 
 Entry points:
 
 * ``discover(source)`` finds the files a source (folder, single file or glob) names.
+* ``open_source(source, settings, unchanged)`` gives a source's root and its documents
+  lazily, a folder, file, glob or ``s3://`` prefix alike.
 * ``iter_documents(source, settings)`` reads them lazily, file by file.
 * ``read_file(path, root, settings)`` reads one file.
 * ``READERS`` / ``register_reader`` / ``get_reader`` map a suffix to its reader.
 
-May import: documents.
+May import: documents, redact.
 """
 
 from __future__ import annotations
@@ -28,18 +32,22 @@ from grainline.readers import txt, markdown, html, records, pdf  # noqa: F401  #
 from grainline.readers.discovery import discover, sync_scope, unsupported_reason
 from grainline.readers.html import html_main_text
 from grainline.readers.ids import file_doc_id, file_id
+from grainline.readers.object_store import ObjectSourceError, check_object_source, is_object_uri
 from grainline.readers.registry import READERS, get_reader, register_reader
 from grainline.readers.settings import ReaderSettings
 from grainline.readers.source import iter_documents, open_source, read_file
 
 __all__ = [
     "READERS",
+    "ObjectSourceError",
     "ReaderSettings",
+    "check_object_source",
     "discover",
     "file_doc_id",
     "file_id",
     "get_reader",
     "html_main_text",
+    "is_object_uri",
     "iter_documents",
     "open_source",
     "read_file",

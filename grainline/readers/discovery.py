@@ -14,7 +14,8 @@ from pathlib import Path
 
 from grainline.readers.errors import OUTSIDE_ROOT, _os_reason
 from grainline.readers.ids import file_id
-from grainline.readers.registry import READERS, get_reader, known_suffixes
+from grainline.readers.object_store import is_object_uri, object_scope
+from grainline.readers.registry import READERS, get_reader, known_suffixes, unsupported_reason
 from grainline.readers.settings import ReaderSettings
 
 _MAGIC = re.compile(r"[*?\[]")
@@ -194,13 +195,6 @@ def _walk(
                     yield p
 
 
-def unsupported_reason(name: str) -> str:
-    """Why a file is skipped: its suffix has no reader (and which suffixes do)."""
-    suffix = Path(name).suffix.lower()
-    what = f"{suffix!r} files" if suffix else "files without a suffix"
-    return f"unsupported file type: no reader for {what} (readers: {known_suffixes()})"
-
-
 def _broken_link_reason(path: Path) -> str:
     try:
         os.stat(path)
@@ -242,7 +236,10 @@ def _glob(pattern: str, settings: ReaderSettings) -> tuple[Path, list[Path | _Sk
 def sync_scope(source: str | os.PathLike[str], settings: ReaderSettings | None = None) -> Callable[[str], bool]:
     """Which stored doc ids a source covers, for ``--sync full``: everything under a
     folder, a file and its parts or records, or the files under a glob's base folder
-    that match the glob. A stored document in scope and not read again is gone."""
+    that match the glob; every object under an object-store prefix. A stored document
+    in scope and not read again is gone."""
+    if is_object_uri(source):
+        return object_scope(str(source))
     settings = settings or ReaderSettings()
     path = Path(source)
     src = os.fspath(source)

@@ -48,6 +48,19 @@ def _norm_suffix(suffix: str) -> str:
     return suffix if suffix.startswith(".") else "." + suffix
 
 
+def streams(suffix: str) -> bool:
+    """Whether the reader of ``suffix`` streams its input (``max_file_bytes`` does not
+    cap the whole file)."""
+    return _norm_suffix(suffix) in _STREAMING
+
+
+def unsupported_reason(name: str) -> str:
+    """Why a file is skipped: its suffix has no reader (and which suffixes do)."""
+    suffix = Path(name).suffix.lower()
+    what = f"{suffix!r} files" if suffix else "files without a suffix"
+    return f"unsupported file type: no reader for {what} (readers: {known_suffixes()})"
+
+
 def known_suffixes() -> str:
     """The registered suffixes, sorted and comma-separated, for error messages."""
     return ", ".join(sorted(READERS))

@@ -13,6 +13,7 @@ from grainline.documents import Document, Failure, FileRead, FileStat, Unchanged
 from grainline.readers.discovery import _inside, _scan, _Skip
 from grainline.readers.errors import OUTSIDE_ROOT, _os_reason, _ReadError
 from grainline.readers.ids import _rel, _with_global_id, file_id
+from grainline.readers.object_store import is_object_uri, open_object_source
 from grainline.readers.registry import get_reader
 from grainline.readers.settings import ReaderSettings
 
@@ -98,7 +99,7 @@ SourceItem = Document | Failure | Unchanged | FileRead
 
 def open_source(
     source: str | os.PathLike[str], settings: ReaderSettings | None = None, unchanged: UnchangedPredicate | None = None,
-) -> tuple[Path, Iterator[SourceItem]]:
+) -> tuple[Path | str, Iterator[SourceItem]]:
     """Discover once: the source's root and its documents as a lazy iterator, so a
     caller that needs the root does not walk the tree a second time to read it.
 
@@ -110,8 +111,14 @@ def open_source(
     while it was read is read once more; moved again, it fails as "changed while being
     read" and its documents are not yielded (one that streams its documents, a big
     text file in parts or a big record file, fails after them). Without ``unchanged``
-    the iterator yields Documents and Failures only, as before."""
+    the iterator yields Documents and Failures only, as before.
+
+    An object-store prefix (``s3://bucket/prefix``) is read the same way, its root the
+    prefix's URI (a string), its objects decided by their ETags
+    (``readers/object_store.py``)."""
     settings = settings or ReaderSettings()
+    if is_object_uri(source):
+        return open_object_source(str(source), _read_file, settings, unchanged)
     root, entries = _scan(source, settings)
     return root, _iter_entries(root, entries, settings, unchanged)
 

@@ -230,3 +230,54 @@ def test_entries_flushed_during_the_run(tmp_path, monkeypatch):
     versions = connect(str(db)).open_table(store.table_name).list_versions()
     assert len(versions) >= 4  # created, then one commit per flush that had entries
     assert run_ingest(settings(src, db, batch_docs=1)).counts.files_unchanged == 4
+
+
+def test_an_object_entry_is_trusted_by_its_etag_alone():
+    """An object's listed ETag (and size) against the entry's: its last-modified time,
+    however far a clock is off, and the racy rule play no part; an entry without an
+    ETag (a local file's) never vouches for an object."""
+    from grainline.documents import FileStat
+    from grainline.ingest.manifest import ManifestRun
+    from grainline.storage.manifest import ManifestEntry
+
+    now = time.time_ns()
+    fid = "s3://bucket/docs/a.txt"
+    entry = ManifestEntry(file_id=fid, size=10, mtime_ns=now, ino=0, ctime_ns=0, stat_ns=now, n_docs=2,
+                          docs_hash="h", reader_sig="sig", etag='"e1"')
+    run = ManifestRun()
+    run.trusted = {fid: entry}
+    skewed = now + 3600 * 10**9  # the store's clock an hour ahead; written "now" (racy for a file)
+    assert run.unchanged(fid, FileStat(10, skewed, 0, 0, now, etag='"e1"')) == 2
+    assert run.unchanged(fid, FileStat(10, now, 0, 0, now, etag='"e2"')) is None
+    assert run.unchanged(fid, FileStat(11, now, 0, 0, now, etag='"e1"')) is None
+    run.trusted = {fid: ManifestEntry(**{**entry.__dict__, "etag": ""})}
+    assert run.unchanged(fid, FileStat(10, now, 0, 0, now, etag='"e1"')) is None
+    assert ManifestRun(rehash=True).unchanged(fid, FileStat(10, now, 0, 0, now, etag='"e1"')) is None
+
+
+def test_a_manifest_from_before_the_etag_column_is_read_then_given_it(tmp_path):
+    """A manifest table written without ``etag`` loads (entries with an empty ETag, so
+    local files keep being skipped) and gets the column at its next write."""
+    import pyarrow as pa
+
+    from grainline.storage.manifest import MANIFEST_SCHEMA, ManifestEntry
+
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    first = run_ingest(settings(src, db))
+    store = SourceManifest(str(db), first.table_name)
+    entries = store.load()
+    old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name != "etag"])
+    rows = [{k: v for k, v in e.__dict__.items() if k != "etag"} for e in entries.values()]
+    conn = connect(str(db))
+    conn.drop_table(store.table_name)
+    conn.create_table(store.table_name, pa.Table.from_pylist(rows, schema=old_schema))
+    assert "etag" not in conn.open_table(store.table_name).schema.names
+    assert store.load() == entries
+    assert run_ingest(settings(src, db)).counts.files_unchanged == 4
+
+    edit(src / "a.txt", "Bees dance to tell the hive where clover grows.\n")
+    assert run_ingest(settings(src, db)).counts.files_read == 1
+    assert "etag" in connect(str(db)).open_table(store.table_name).schema.names
+    assert len(store.load()) == 4 and all(e.etag == "" for e in store.load().values())
+    store.write([ManifestEntry(**{**entries[next(iter(entries))].__dict__, "etag": '"x"'})], "run-x")
+    assert '"x"' in {e.etag for e in store.load().values()}

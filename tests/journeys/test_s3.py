@@ -22,12 +22,13 @@ import numpy as np
 import pytest
 
 from grainline.readers import file_id
-from grainline.server import start_local_server
+from grainline.server import free_port, start_local_server
 from grainline.storage.chunks import ChunkStore
 from grainline.storage.lease import Lease, LeaseSettings, read_lease
 from grainline.storage.ledger import Ledger
 from grainline.storage.parquet import default_export_dir, exported_version, read_export
 
+from tests.journey import table_rows
 from tests.s3 import S3Server, s3_server  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.slow
@@ -434,3 +435,331 @@ def test_eval_on_a_spans_dataset_writes_its_results_to_the_store(stack, s3_env, 
     assert set(results.column("strategy").to_pylist()) == {"sentence", "paragraph", "sentence->paragraph"}
     assert set(results.column("method").to_pylist()) == {"dense", "bm25"}
     assert_no_secret(server, run.stdout, run.stderr(), json.dumps(Ledger(db).runs(), default=str))
+
+
+# --- An object-store source: `grainline ingest s3://bucket/prefix` -----------------
+
+
+def object_store(server: S3Server):
+    """An obstore store of the test bucket, as the test puts and deletes objects."""
+    from obstore.store import S3Store
+
+    return S3Store(server.bucket, endpoint=server.endpoint, access_key_id=server.access_key,
+                   secret_access_key=server.secret_key, region="us-east-1", client_options={"allow_http": True})
+
+
+def note_text(i: int, extra: str = "") -> bytes:
+    return (f"Note {i}\n\nThe lighthouse keeper counted {i} ships passing in the fog.{extra}\n\n"
+            f"On day {i} the tide came in early.\n").encode()
+
+
+def put_notes(store, prefix: str, ids: range) -> None:
+    import obstore
+
+    for i in ids:
+        obstore.put(store, f"{prefix}/notes/note-{i:02d}.txt", note_text(i))
+
+
+def last_run(db: str) -> dict[str, Any]:
+    """The ledger's row of the latest ingestion of ``db`` (its counts are columns)."""
+    return Ledger(db).runs("ingest")[-1]
+
+
+def test_ingest_an_s3_prefix_downloads_only_changed_objects_and_syncs_deletions(stack, s3_env, tmp_path):
+    """Objects under a prefix are ingested by the CLI like a folder's files (ids are
+    their URIs, the same readers by suffix); a re-run downloads nothing (the listing's
+    ETags equal the manifest's); an edited object, a new one and a deleted one make a
+    ``--sync full`` read exactly the two changed objects and delete the third's rows."""
+    import obstore
+
+    server, env, _ = stack
+    store = object_store(server)
+    prefix = "src-journey"
+    put_notes(store, prefix, range(4))
+    obstore.put(store, f"{prefix}/guide.md", b"---\ntopic: tides\n---\n# Tides\n\nThe moon pulls the sea twice a day.\n")
+    obstore.put(store, f"{prefix}/report.docx", b"PK\x03\x04 not a reader's")  # skipped and named
+    obstore.put(store, f"{prefix}/.hidden/secret.txt", b"Hidden files are left out, as in a folder.\n")
+    obstore.put(store, f"{prefix}-other/note.txt", b"Another prefix that merely starts the same.\n")
+    source = f"s3://{server.bucket}/{prefix}"
+    db = str(tmp_path / "db")
+    uri = lambda rel: f"{source}/{rel}"  # noqa: E731
+    outputs = []
+
+    first = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress")
+    outputs += [first.stdout, first.stderr()]
+    assert "5 seen, 5 added" in first.stdout and "1 skipped" in first.stdout, first.stdout
+    assert "files: 5 read, 0 unchanged" in first.stdout, first.stdout
+    rows1 = table_rows(Path(db), TABLE)
+    docs = {uri(f"notes/note-{i:02d}.txt") for i in range(4)} | {uri("guide.md")}
+    assert {r["doc_id"] for r in rows1.values()} == docs
+    assert any("moon pulls the sea" in r["text"] for r in rows1.values())
+    assert [s["where"] for s in last_run(db)["skipped"]] == ["report.docx"]
+    assert last_run(db)["source"] == source
+    v1 = ChunkStore(db, TABLE, 384).version()
+
+    again = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress")
+    outputs += [again.stdout, again.stderr()]
+    assert "files: 0 read, 5 unchanged by stat (not read)" in again.stdout, again.stdout
+    assert "5 unchanged" in again.stdout and "0 embedded" in again.stdout, again.stdout
+    c = last_run(db)
+    assert (c["files_read"], c["files_unchanged"]) == (0, 5)  # no object body fetched
+    assert ChunkStore(db, TABLE, 384).version() == v1
+
+    obstore.put(store, f"{prefix}/notes/note-01.txt", note_text(1, " A whale surfaced beside the pier."))
+    obstore.put(store, f"{prefix}/notes/note-07.txt", note_text(7))
+    obstore.delete(store, f"{prefix}/notes/note-03.txt")
+    dry = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--sync", "full", "--dry-run")
+    assert f"would be added: 1  ({uri('notes/note-07.txt')})" in dry.stdout, dry.stdout
+    assert f"would be updated: 1  ({uri('notes/note-01.txt')})" in dry.stdout, dry.stdout
+    assert f"would be deleted: 1  ({uri('notes/note-03.txt')})" in dry.stdout, dry.stdout
+    assert ChunkStore(db, TABLE, 384).version() == v1
+    synced = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress", "--sync", "full")
+    outputs += [synced.stdout, synced.stderr()]
+    assert "1 added, 1 updated, 3 unchanged, 1 deleted" in synced.stdout, synced.stdout
+    assert "files: 2 read, 3 unchanged by stat (not read)" in synced.stdout, synced.stdout
+    rows2 = table_rows(Path(db), TABLE)
+    assert {r["doc_id"] for r in rows2.values()} == docs - {uri("notes/note-03.txt")} | {uri("notes/note-07.txt")}
+    assert any("whale" in r["text"] for r in rows2.values() if r["doc_id"] == uri("notes/note-01.txt"))
+    # The untouched objects' rows are the first run's, not rewritten.
+    for cid, r in rows2.items():
+        if r["doc_id"] not in (uri("notes/note-01.txt"), uri("notes/note-07.txt")):
+            assert cid in rows1 and r["run_id"] == rows1[cid]["run_id"]
+    # The manifest now vouches for the new ETags: nothing is downloaded again.
+    last = cli(env, "ingest", source, "--db", db, "--strategy", "sentence,paragraph", "--no-progress", "--sync", "full")
+    assert "files: 0 read, 5 unchanged" in last.stdout and "0 deleted" in last.stdout, last.stdout
+    assert_no_secret(server, *outputs)
+
+
+def test_an_s3_source_with_wrong_credentials_or_no_endpoint_is_one_line(stack, s3_env, tmp_path):
+    server, env, _ = stack
+    source = f"s3://{server.bucket}/src-journey"
+    db = str(tmp_path / "db")
+    for bad, said in (({"AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "the secret key does not match"),
+                      ({"AWS_ACCESS_KEY_ID": "AKNOTKNOWN"}, "the access key is not known"),
+                      ({"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}, "connection refused")):
+        run = cli({**env, **bad}, "ingest", source, "--db", db, "--no-progress", ok=False, timeout=120)
+        err = run.stderr()
+        assert run.proc.returncode != 0
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: source {source}: cannot list the objects: {said}"), err
+        assert_no_secret(server, run.stdout, err)
+    assert not Path(db).exists()  # refused before anything was created
+    # Credentials in the URI are refused, and not echoed.
+    run = cli(env, "ingest", f"s3://AKIAEXAMPLE:{server.secret_key}@{server.bucket}/src-journey", "--db", db, ok=False)
+    assert run.proc.returncode == 2 and "s3://***@" in run.stderr() and server.secret_key not in run.stderr()
+    # serve checks the source the same way, before any server starts.
+    run = cli({**env, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}, "serve", "--source", source, "--db", db,
+              "--port", str(free_port()), ok=False, timeout=120)
+    assert run.proc.returncode == 2 and "the secret key does not match" in run.stderr(), run.stderr()
+
+
+def test_serve_deploys_an_s3_source_as_given(stack, s3_env):
+    """A scheduled ingestion of an object-store prefix: the deployment's settings keep
+    the URI as it is (a local source is made absolute)."""
+    from grainline.deployments.schedules import ScheduleSettings, build_deployments
+    from grainline.ingest import IngestSettings
+
+    server, _, _ = stack
+    source = f"s3://{server.bucket}/src-journey"
+    cfg = ScheduleSettings(ingest=IngestSettings(source=source, db="/tmp/grainline-db", sync="full"))
+    (dep,) = build_deployments(cfg)
+    assert dep.parameters["settings"]["source"] == source
+    with pytest.raises(ValueError, match=r"s3://\*\*\*@"):
+        IngestSettings(source=f"s3://AKIAEXAMPLE:secret@{server.bucket}/x")
+
+
+def test_serve_runs_scheduled_ingestions_of_an_s3_prefix(stack, s3_env, tmp_path):
+    """``grainline serve --source s3://bucket/prefix`` on the module's Prefect server:
+    the deployment keeps the URI, and its runs (triggered through the API, executed
+    by serve's own process) ingest the objects, then read only the edited one and,
+    a full sync being the schedules' default, delete the rows of the one deleted."""
+    import obstore
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from tests.journey import deployment_names, stop_tree, wait_for
+
+    server, env, _ = stack
+    store = object_store(server)
+    put_notes(store, "src-serve", range(3))
+    source, db, log = f"s3://{server.bucket}/src-serve", tmp_path / "db", tmp_path / "serve.log"
+    api = env["PREFECT_API_URL"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "grainline.cli", "serve", "--api-url", api, "--source", source, "--db", str(db),
+         "-s", "paragraph", "--ingest-cron", "0 0 1 1 *"],
+        env=env, cwd=tmp_path, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_for("the ingestion deployment", lambda: "scheduled-ingest" in deployment_names(api), log)
+        with temporary_settings({PREFECT_API_URL: api}):
+            run = run_deployment("grainline-ingest/scheduled-ingest", timeout=300)
+            assert run.parameters["settings"]["source"] == source
+            assert run.state.is_completed(), (run.state, log.read_text()[-3000:])
+            first = last_run(str(db))
+            assert (first["source"], first["docs_added"], first["files_read"]) == (source, 3, 3), first
+            rows1 = table_rows(db, TABLE)
+            assert {r["doc_id"] for r in rows1.values()} == {f"{source}/notes/note-{i:02d}.txt" for i in range(3)}
+
+            obstore.put(store, "src-serve/notes/note-00.txt", note_text(0, " A seal slept on the slipway."))
+            obstore.delete(store, "src-serve/notes/note-02.txt")
+            run = run_deployment("grainline-ingest/scheduled-ingest", timeout=300)
+            assert run.state.is_completed(), (run.state, log.read_text()[-3000:])
+        c = last_run(str(db))
+        assert (c["files_read"], c["files_unchanged"], c["docs_updated"], c["docs_deleted"]) == (1, 1, 1, 1), c
+        rows2 = table_rows(db, TABLE)
+        assert {r["doc_id"] for r in rows2.values()} == {f"{source}/notes/note-{i:02d}.txt" for i in range(2)}
+        assert any("seal slept" in r["text"] for r in rows2.values())
+        assert_no_secret(server, log.read_text(errors="replace"))
+    finally:
+        stop_tree(proc, signal.SIGTERM)
+
+
+def test_an_object_gone_between_listing_and_download_is_a_counted_failure(stack, s3_env, monkeypatch):
+    """Listed pages of two objects (so the listing goes on past the first page); the
+    manifest's predicate, asked after the listing and before the download, deletes one
+    object: that one is a failure with its reason, kept out of a full sync's deletions
+    (its id on the failure), and the others are read."""
+    import obstore
+
+    from grainline.documents import Document, Failure, FileRead
+    from grainline.readers import object_store as objects
+    from grainline.readers import open_source
+
+    server, _, _ = stack
+    store = object_store(server)
+    put_notes(store, "src-vanish", range(5))
+    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    source = f"s3://{server.bucket}/src-vanish"
+    victim = f"{source}/notes/note-02.txt"
+
+    def unchanged(fid, stat):
+        assert stat.etag
+        if fid == victim:
+            obstore.delete(store, "src-vanish/notes/note-02.txt")
+        return None
+
+    root, items = open_source(source, None, unchanged)
+    items = list(items)
+    assert root == source
+    docs = [i.doc_id for i in items if isinstance(i, Document)]
+    assert docs == [f"{source}/notes/note-{i:02d}.txt" for i in (0, 1, 3, 4)]
+    (failure,) = [i for i in items if isinstance(i, Failure)]
+    assert (failure.where, failure.reason, failure.doc_id) == ("notes/note-02.txt", "object not found (deleted after listing?)", victim)
+    reads = {i.file_id: i.complete for i in items if isinstance(i, FileRead)}
+    assert reads == {**{f"{source}/notes/note-{i:02d}.txt": True for i in (0, 1, 3, 4)}, victim: False}
+
+
+def test_the_listing_is_read_one_page_at_a_time_as_objects_are_handled(stack, s3_env, monkeypatch):
+    """A listing is never held whole: with pages of 2 keys, the objects of page n are
+    read while n pages have been asked for, no more (so a million objects cost one
+    page of memory)."""
+    import obstore
+
+    from grainline.documents import Document
+    from grainline.readers import object_store as objects
+    from grainline.readers import open_source
+
+    server, _, _ = stack
+    put_notes(object_store(server), "src-pages", range(6))
+    monkeypatch.setattr(objects, "LIST_PAGE", 2)
+    real_list, pages = obstore.list, []
+
+    def listing(*args, **kw):
+        for page in real_list(*args, **kw):
+            pages.append(len(page))
+            yield page
+
+    monkeypatch.setattr(obstore, "list", listing)
+    pulled_at_doc = [len(pages) for i in open_source(f"s3://{server.bucket}/src-pages")[1] if isinstance(i, Document)]
+    assert pulled_at_doc == [1, 1, 2, 2, 3, 3] and pages == [2, 2, 2]
+
+
+def spy_gets(monkeypatch, after=None) -> list[tuple[str, Any]]:
+    """Record each ``obstore.get`` asked (key, range) and pass it to the real store; ``after(key, n)`` runs once the n-th GET of that key has been answered."""
+    import obstore
+
+    real, gets = obstore.get, []
+
+    def get(store, key, **kw):
+        gets.append((key, (kw.get("options") or {}).get("range")))
+        res = real(store, key, **kw)
+        if after is not None:
+            after(key, sum(1 for k, _ in gets if k == key))
+        return res
+
+    monkeypatch.setattr(obstore, "get", get)
+    return gets
+
+
+def tide_book(word: str, n: int) -> bytes:
+    return ("Tide book\n\n" + "\n\n".join(f"Paragraph {i}: the {word} tables for harbour {i} were reprinted."
+                                          for i in range(n))).encode()
+
+
+def test_an_object_bigger_than_a_range_is_downloaded_in_ranges_whole(stack, s3_env, monkeypatch):
+    """Ranged GETs (each pinned to the first one's ETag) put a big object together
+    byte for byte: a text file of 39 ranges gives the document a local copy gives; an
+    object that fits in one range is one plain GET."""
+    import obstore
+
+    from grainline.documents import Document
+    from grainline.readers import object_store as objects
+    from grainline.readers import open_source
+
+    server, _, _ = stack
+    monkeypatch.setattr(objects, "RANGE_BYTES", 1000)
+    body = tide_book("tide", 600)
+    assert len(body) > 38_000  # 39 ranges
+    obstore.put(object_store(server), "src-ranges/big.txt", body)
+    obstore.put(object_store(server), "src-ranges/small.txt", b"Small note\n\nOne short paragraph.\n")
+    gets = spy_gets(monkeypatch)
+    docs = {i.doc_id.rsplit("/", 1)[1]: i for i in open_source(f"s3://{server.bucket}/src-ranges")[1] if isinstance(i, Document)}
+    assert docs["big.txt"].text == body.decode() and docs["big.txt"].title == "Tide book"
+    assert docs["small.txt"].text == "Small note\n\nOne short paragraph.\n"
+    # 39 ranges of the big object, in order, and one plain GET of the small one.
+    assert [r for k, r in gets if k.endswith("big.txt")] == [(i, min(i + 1000, len(body))) for i in range(0, len(body), 1000)]
+    assert [r for k, r in gets if k.endswith("small.txt")] == [None]
+
+
+def test_an_object_replaced_between_two_ranges_is_a_counted_failure_and_read_again(stack, s3_env, tmp_path, monkeypatch):
+    """An ingestion of an edited object that is replaced again after its first range
+    came: the run counts one failure with the reason, stores nothing of either new
+    version (the table keeps the first run's rows and version), deletes nothing with
+    ``--sync full``, and does not record the object in the manifest; the next run
+    reads it and stores the latest version."""
+    import obstore
+
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.readers import object_store as objects
+
+    server, _, _ = stack
+    store = object_store(server)
+    monkeypatch.setattr(objects, "RANGE_BYTES", 1000)
+    key = "src-torn/tides/big.txt"
+    obstore.put(store, key, tide_book("tide", 100))
+    obstore.put(store, "src-torn/small.txt", b"Small note\n\nOne short paragraph.\n")
+    source, db = f"s3://{server.bucket}/src-torn", str(tmp_path / "db")
+    settings = IngestSettings(source=source, db=db, strategies="paragraph", sync="full", embedder=EmbedderSettings(device="cpu"))
+    assert run_ingest(settings).counts.docs_added == 2
+    rows1, v1 = table_rows(Path(db), TABLE), ChunkStore(db, TABLE, 384).version()
+
+    obstore.put(store, key, tide_book("storm", 100))
+
+    def replace_after_first_range(k, n):
+        if k == key and n == 1:
+            obstore.put(store, key, tide_book("flood", 100))
+
+    real_get = obstore.get
+    gets = spy_gets(monkeypatch, replace_after_first_range)
+    c = run_ingest(settings).counts
+    assert [r for k, r in gets if k == key] == [(0, 1000), (1000, 2000)]  # stopped at the first range refused
+    assert c.failures == [{"where": "tides/big.txt", "reason": objects.CHANGED_WHILE_DOWNLOADED, "stage": "read"}]
+    assert (c.docs_failed, c.docs_updated, c.docs_deleted, c.docs_unchanged) == (1, 0, 0, 1)
+    assert ChunkStore(db, TABLE, 384).version() == v1
+    assert table_rows(Path(db), TABLE).keys() == rows1.keys()
+
+    monkeypatch.setattr(obstore, "get", real_get)
+    c = run_ingest(settings).counts
+    assert (c.files_read, c.files_unchanged, c.docs_updated, c.docs_failed) == (1, 1, 1, 0)
+    texts = [r["text"] for r in table_rows(Path(db), TABLE).values() if r["doc_id"] == f"{source}/tides/big.txt"]
+    assert any("flood tables" in t for t in texts) and not any("storm tables" in t or "tide tables" in t for t in texts)
