@@ -70,3 +70,48 @@ def test_every_sentence_has_the_paragraph_that_contains_it(text):
     # expanding every sentence in order gives each paragraph once, in document order
     order = [i for _s, i in expand(sents, lambda c: (c.doc_id, c.start, c.end), parents)]
     assert order == sorted(set(order)) and set(order) == set(range(len(paras)))
+
+
+def _brute_holding(spans, start, end):
+    """The definition, spelled out: the most-overlapping parent, the first on a tie."""
+    best, best_overlap = None, 0
+    for p_start, p_end, value in sorted(spans, key=lambda s: (s[0], s[1])):
+        overlap = min(end, p_end) - max(start, p_start)
+        if end == start and p_start <= start < p_end:
+            overlap = 1
+        if overlap > best_overlap:
+            best, best_overlap = value, overlap
+    return best
+
+
+span = st.tuples(st.integers(0, 200), st.integers(0, 60)).map(lambda t: (t[0], t[0] + t[1]))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(span, max_size=25), st.lists(span, min_size=1, max_size=10))
+def test_holding_agrees_with_a_pass_over_every_parent(parent_spans, queries):
+    """Overlapping, nested, empty and disjoint parents: the bisected lookup answers
+    what the definition does for every span."""
+    spans = [(a, b, i) for i, (a, b) in enumerate(parent_spans)]
+    parents = Parents(("d", a, b, v) for a, b, v in spans)
+    for start, end in queries:
+        assert parents.holding("d", start, end) == _brute_holding(spans, start, end)
+
+
+def test_a_lookup_examines_the_parents_near_the_span_not_all_before_it():
+    """A long document's last sentence is found among a few of its 100,000 parents
+    (counted: the parent spans the lookup reads), not by a pass over all before it."""
+
+    class Counting(list):
+        reads = 0
+
+        def __getitem__(self, i):
+            Counting.reads += len(range(*i.indices(len(self)))) if isinstance(i, slice) else 1
+            return super().__getitem__(i)
+
+    n = 100_000
+    parents = Parents(("d", 10 * i, 10 * i + 10, i) for i in range(n))
+    parents._docs["d"] = Counting(parents._docs["d"])
+    assert parents.holding("d", 10 * (n - 1) + 2, 10 * (n - 1) + 5) == n - 1
+    assert parents.holding("d", 15, 25) == 1  # 5 characters in each of 1 and 2: the first
+    assert Counting.reads <= 6, Counting.reads
