@@ -84,7 +84,10 @@ class CheckReport:
     versions: int = 0
     exports: int = 0
     locks: int = 0
+    indexes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # The damaged indexes (each also one problem of kind ``index``), for the repair.
+    indexes_damaged: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -97,13 +100,17 @@ class CheckReport:
 
     def summary(self) -> str:
         """One line: what was checked."""
-        return (f"ok: {len(self.tables)} tables, {self.rows} chunk rows, {self.versions} ledger versions, "
-                f"{self.exports} exports, {self.locks} locks checked in {self.db}")
+        return (f"ok: {len(self.tables)} tables, {self.rows} chunk rows, {self.indexes} indexes, "
+                f"{self.versions} ledger versions, {self.exports} exports, {self.locks} locks checked in {self.db}")
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception as one line: its type and the first line of its message."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"
+
+
+_first_line = first_line
 
 
 def open_database(db_uri: str) -> Any:
@@ -139,11 +146,25 @@ def check_database(db_uri: str, only: str | None = None) -> CheckReport:
         if table is None:
             continue
         _check_versions(table, name, runs, report)
+        _check_indexes(db_uri, name, table, report)
         if name != RUNS_TABLE and "vector" in table.schema.names:
             _check_rows(table, name, report)
             _check_export(conn, db_uri, name, report)
     _check_locks(db_uri, names if only is None else [only], runs, report)
     return report
+
+
+def _check_indexes(db_uri: str, name: str, table: Any, report: CheckReport) -> None:
+    """Every index read and used once (``storage/index_check.py``)."""
+    from .index_check import check_indexes
+
+    for damage in check_indexes(db_uri, name, table):
+        report.indexes_damaged.append(damage)
+        report.problems.append(damage.problem())
+    try:
+        report.indexes += len(table.list_indices())
+    except Exception:  # noqa: BLE001 - reported by check_indexes
+        pass
 
 
 def _ledger_rows(conn: Any, report: CheckReport) -> list[dict[str, Any]]:
@@ -168,6 +189,15 @@ def _open(conn: Any, db_uri: str, name: str, report: CheckReport) -> Any | None:
     cut = list(_truncated_files(db_uri, name))
     for f in cut:
         report.problems.append(Problem("open", name, f, "data file truncated (no Lance footer)"))
+    try:
+        from .index_check import check_data_files
+
+        for p in check_data_files(db_uri, name, table.to_lance()):
+            if p.where not in cut:
+                cut.append(p.where)
+                report.problems.append(p)
+    except Exception as exc:  # noqa: BLE001 - the manifest's fragment list does not read
+        report.problems.append(Problem("open", name, "manifest", f"fragments cannot be listed: {_first_line(exc)}"))
     try:
         for _ in table.search().limit(None).to_batches(8192):
             pass
