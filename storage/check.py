@@ -17,7 +17,11 @@ What is checked, table by table:
 - ``export``: the Parquet export holds exactly the rows of the version it names;
 - ``lock``: a table's write lock is not held by a dead process, and no run died
   holding it while the ledger still says it is running (an object-store lease: not
-  lapsed while a run is recorded as running).
+  lapsed while a run is recorded as running);
+- ``index``: every index (vector, full-text, scalar) reads and answers a query through
+  it correctly, and every file the manifest names is there and whole
+  (``storage/index_check.py``); an index a killed repair left dropped is named too.
+  ``grainline check --repair`` rebuilds them (``storage/repair.py``).
 """
 
 from __future__ import annotations
@@ -146,7 +150,7 @@ def check_database(db_uri: str, only: str | None = None) -> CheckReport:
         if table is None:
             continue
         _check_versions(table, name, runs, report)
-        _check_indexes(db_uri, name, table, report)
+        _check_indexes(db_uri, name, table, runs, report)
         if name != RUNS_TABLE and "vector" in table.schema.names:
             _check_rows(table, name, report)
             _check_export(conn, db_uri, name, report)
@@ -154,11 +158,13 @@ def check_database(db_uri: str, only: str | None = None) -> CheckReport:
     return report
 
 
-def _check_indexes(db_uri: str, name: str, table: Any, report: CheckReport) -> None:
-    """Every index read and used once (``storage/index_check.py``)."""
+def _check_indexes(db_uri: str, name: str, table: Any, runs: list[dict[str, Any]], report: CheckReport) -> None:
+    """Every index read and used once (``storage/index_check.py``), and the indexes a
+    repair killed mid-way left dropped (``storage/repair.py``)."""
     from .index_check import check_indexes
+    from .repair import unfinished_repairs
 
-    for damage in check_indexes(db_uri, name, table):
+    for damage in check_indexes(db_uri, name, table) + unfinished_repairs(runs, name, table):
         report.indexes_damaged.append(damage)
         report.problems.append(damage.problem())
     try:
@@ -172,7 +178,8 @@ def _ledger_rows(conn: Any, report: CheckReport) -> list[dict[str, Any]]:
     if t is None:
         return []
     try:
-        cols = [c for c in ("run_id", "status", "table_name", "version_before", "version_after") if c in t.schema.names]
+        cols = [c for c in ("run_id", "flow", "status", "table_name", "version_before", "version_after", "parameters")
+                if c in t.schema.names]
         return t.search().select(cols).limit(None).to_arrow().to_pylist()
     except (OSError, RuntimeError, ValueError):
         return []  # reported by the table's own read check

@@ -60,6 +60,7 @@ class IndexDamage:
     kind: str
     file: str
     reason: str
+    column: str = ""
 
     def problem(self) -> Problem:
         return Problem("index", self.table, f"index {self.index} ({self.kind}): {self.file}", self.reason)
@@ -122,6 +123,11 @@ def check_indexes(db_uri: str, name: str, table: Any) -> list[IndexDamage]:
         descs = ds.describe_indices()
     except Exception as exc:  # noqa: BLE001 - the manifest's index section does not read
         return [IndexDamage(name, "(all)", "manifest", "index list", f"cannot be read: {first_line(exc)}")]
+    return damaged_in(db_uri, name, ds, descs)
+
+
+def damaged_in(db_uri: str, name: str, ds: Any, descs: list[Any]) -> list[IndexDamage]:
+    """The damaged ones among the indexes ``descs`` of the dataset ``ds``."""
     out = []
     for desc in descs:
         damage = _index_damage(db_uri, name, ds, desc)
@@ -131,6 +137,13 @@ def check_indexes(db_uri: str, name: str, table: Any) -> list[IndexDamage]:
 
 
 def _index_damage(db_uri: str, name: str, ds: Any, desc: Any) -> IndexDamage | None:
+    from dataclasses import replace
+
+    d = _first_damage(db_uri, name, ds, desc)
+    return None if d is None else replace(d, column=(desc.field_names or [""])[0])
+
+
+def _first_damage(db_uri: str, name: str, ds: Any, desc: Any) -> IndexDamage | None:
     kind = index_kind(desc)
     root = table_dir(db_uri, name)
     segments = list(getattr(desc, "segments", []) or [])

@@ -1,1 +1,231 @@
-"""placeholder"""
+"""``grainline check --repair``: make a damaged database whole again where its data
+allows.
+
+An index is derived data: each damaged one (``storage/index_check.py``) is dropped and
+built again from the table's rows, with the function maintenance builds it with, under
+the table's write lock, as a ``repair`` run of the ledger (its parameters name the
+indexes it rebuilds). A repair killed between the drop and the build leaves that run
+unfinished in the ledger with the index missing: ``check`` reports it
+(:func:`unfinished_repairs`) and the next repair builds it.
+
+A data file is not derivable: a damaged one is reported with the documents it held (read
+from the file when it still reads, else from the ``doc_id`` index) and the last table
+version that does not use it, where those documents were whole (``grainline restore``
+makes it current; the next ``ingest`` of their source then writes what changed since).
+
+A database with nothing damaged is not touched: no run, no version."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .check import CheckReport, Problem, check_database, first_line
+from .index_check import IndexDamage, table_dir
+
+REPAIR_FLOW = "repair"
+
+
+@dataclass
+class Rebuilt:
+    """One index made whole: which, and what it is now."""
+
+    table: str
+    index: str
+    kind: str
+    now: str | None  # the rebuilt index's name; None when it is left out (too few rows)
+    run_id: str
+    note: str = ""
+
+    def line(self) -> str:
+        what = (f"rebuilt as {self.now}" if self.now == self.index else
+                f"rebuilt as {self.now} (was {self.index})" if self.now else f"dropped, not rebuilt: {self.note}")
+        return f"repaired: table {self.table}: index {self.index} ({self.kind}) {what} (run {self.run_id})"
+
+
+@dataclass
+class DataDamage:
+    """A damaged data file: the documents it held and where they were last whole."""
+
+    table: str
+    file: str
+    docs: list[str] | None  # None: they could not be read from anywhere
+    whole_version: int | None
+
+    def line(self, db: str) -> str:
+        docs = ("its documents cannot be read" if self.docs is None else
+                f"it held {len(self.docs)} documents ({', '.join(self.docs[:5])}{', ...' if len(self.docs) > 5 else ''})")
+        if self.whole_version is None:
+            where = "no version kept is without it"
+        else:
+            where = (f"version {self.whole_version} is the last where they were whole: "
+                     f"grainline restore {self.whole_version} --db {db} --table {self.table}, then ingest their source again")
+        return f"not repairable: table {self.table}: data file {Path(self.file).name}: {docs}; {where}"
+
+
+@dataclass
+class RepairReport:
+    """What a repair found and did."""
+
+    before: CheckReport
+    rebuilt: list[Rebuilt] = field(default_factory=list)
+    data: list[DataDamage] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    after: CheckReport | None = None
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.rebuilt)
+
+
+def unfinished_repairs(runs: list[dict[str, Any]], name: str, table: Any) -> list[IndexDamage]:
+    """Indexes a repair run of ``name`` set out to rebuild, did not finish (killed), and
+    that the table still lacks."""
+    import json
+
+    have = {getattr(ix, "name", None) for ix in table.list_indices()}
+    out: dict[str, IndexDamage] = {}
+    for r in runs:
+        if r.get("flow") != REPAIR_FLOW or r.get("table_name") != name or r.get("status") == "completed":
+            continue
+        try:
+            params = json.loads(r.get("parameters") or "{}") if isinstance(r.get("parameters"), str) else (r.get("parameters") or {})
+        except ValueError:
+            continue
+        for ix in params.get("indexes", []):
+            if ix["index"] not in have and ix["index"] not in out:
+                out[ix["index"]] = IndexDamage(name, ix["index"], ix["kind"], "-", f"dropped by repair run {r['run_id']}, "
+                                               "which did not finish; `grainline check --repair` builds it",
+                                               column=ix.get("column", ""))
+    return list(out.values())
+
+
+def repair_database(db_uri: str, only: str | None = None, lock_timeout_s: float = 600) -> RepairReport:
+    """Check the database (or table ``only``), rebuild every damaged index, and report
+    the damaged data files; then check again. Raises only what ``check_database`` does."""
+    report = RepairReport(before=check_database(db_uri, only))
+    by_table: dict[str, list[IndexDamage]] = {}
+    for d in report.before.indexes_damaged:
+        by_table.setdefault(d.table, []).append(d)
+    for name, damaged in sorted(by_table.items()):
+        try:
+            report.rebuilt += _repair_table(db_uri, name, damaged, lock_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - said, and the next check still reports it
+            report.failed.append(f"table {name}: the repair failed: {first_line(exc)}")
+    for p in report.before.problems:
+        if p.kind == "open" and p.where not in ("table", "data", "manifest"):
+            report.data.append(data_damage(db_uri, p.table, p.where))
+    report.after = check_database(db_uri, only) if report.changed else report.before
+    return report
+
+
+def _repair_table(db_uri: str, name: str, damaged: list[IndexDamage], lock_timeout_s: float) -> list[Rebuilt]:
+    from .chunks import connect
+    from .ledger import Ledger, RunRecord, new_run_id, recorded_run
+
+    fixable = [d for d in damaged if d.index != "(all)"]
+    if not fixable:
+        raise RuntimeError(f"the manifest's index list does not read ({damaged[0].reason}): "
+                           f"restore an older version (grainline runs --db {db_uri} lists them)")
+    rec = RunRecord(run_id=new_run_id(REPAIR_FLOW), flow=REPAIR_FLOW, source="", table_name=name, model_id="",
+                    parameters={"indexes": [{"index": d.index, "kind": d.kind, "column": d.column, "file": d.file,
+                                             "reason": d.reason} for d in fixable]})
+    out = []
+    with recorded_run(db_uri, rec, lambda: connect(db_uri).open_table(name), lambda t: t.version, lock_timeout_s) as table:
+        # Under the lock no other run of the table is alive: a 'running' one died.
+        Ledger(db_uri).mark_interrupted(name, rec.run_id)
+        for d in fixable:
+            out.append(_rebuild(table, d, rec.run_id))
+    return out
+
+
+def _rebuild(table: Any, d: IndexDamage, run_id: str) -> Rebuilt:
+    """Drop the damaged index and build it again from the rows, with the function
+    maintenance builds it with (a name grainline does not build: the same kind on the
+    same column)."""
+    from .maintenance import (FTS_INDEX, PQ_MIN_ROWS, SCALAR_INDEXES, build_vector_index, ensure_fts_index,
+                              ensure_scalar_indexes)
+
+    if d.index in {getattr(ix, "name", None) for ix in table.list_indices()}:
+        table.drop_index(d.index)
+    table.checkout_latest()
+    if d.kind == "vector":
+        rows = table.count_rows()
+        if rows < PQ_MIN_ROWS:
+            return Rebuilt(table.name, d.index, d.kind, None, run_id, f"{rows} rows < {PQ_MIN_ROWS} (search is exact)")
+        return Rebuilt(table.name, d.index, d.kind, build_vector_index(table, rows), run_id)
+    if d.kind == "full-text":
+        if d.index == FTS_INDEX:
+            ensure_fts_index(table)
+        else:
+            table.create_fts_index(d.column, replace=True)
+        return Rebuilt(table.name, d.index, d.kind, d.index, run_id)
+    if d.index in SCALAR_INDEXES.values():
+        ensure_scalar_indexes(table)
+    else:
+        table.create_scalar_index(d.column, index_type="BTREE", name=d.index)
+    return Rebuilt(table.name, d.index, d.kind, d.index, run_id)
+
+
+def data_damage(db_uri: str, name: str, file: str) -> DataDamage:
+    """The documents a damaged data file held and the last version without that file."""
+    from .lance_import import import_lance
+
+    lance = import_lance()
+    root = table_dir(db_uri, name)
+    fname = Path(file).name
+    try:
+        ds = lance.dataset(str(root))
+    except Exception:  # noqa: BLE001 - the manifest itself does not read
+        return DataDamage(name, file, None, None)
+    frag_id = next((f.fragment_id for f in ds.get_fragments() if any(df.path == fname for df in f.metadata.files)), None)
+    return DataDamage(name, file, _docs_of(ds, root, frag_id), _last_version_without(lance, root, ds, fname))
+
+
+def _docs_of(ds: Any, root: Path | None, frag_id: int | None) -> list[str] | None:
+    if frag_id is None:
+        return None
+    try:
+        col = ds.get_fragment(frag_id).to_table(columns=["doc_id"]).column("doc_id")
+        return sorted(set(col.to_pylist()))
+    except Exception:  # noqa: BLE001 - the file does not read: ask the doc_id index
+        pass
+    from .maintenance import SCALAR_INDEXES
+
+    try:
+        desc = next(d for d in ds.describe_indices() if d.name == SCALAR_INDEXES["doc_id"])
+        from lance.file import LanceFileReader
+
+        docs: set[str] = set()
+        for seg in desc.segments:
+            if frag_id not in set(seg.fragment_ids):
+                continue
+            t = LanceFileReader(str(root / "_indices" / seg.uuid / "page_data.lance")).read_all().to_table()
+            for value, rid in zip(t.column("values").to_pylist(), t.column("ids").to_pylist()):
+                if rid >> 32 == frag_id:
+                    docs.add(value)
+        return sorted(docs) or None
+    except Exception:  # noqa: BLE001 - no index, or it does not read either
+        return None
+
+
+def _last_version_without(lance: Any, root: Path | None, ds: Any, fname: str) -> int | None:
+    """The newest version whose manifest does not use the file (its documents whole)."""
+    for v in sorted((int(v["version"]) for v in ds.versions()), reverse=True):
+        try:
+            old = lance.dataset(str(root), version=v)
+            if not any(df.path == fname for f in old.get_fragments() for df in f.metadata.files):
+                return v
+        except Exception:  # noqa: BLE001 - a version whose manifest does not read is no answer
+            continue
+    return None
+
+
+def problem_lines(report: RepairReport, db: str) -> list[str]:
+    """What the repair did and what it could not do, one line each."""
+    lines = [r.line() for r in report.rebuilt] + [d.line(db) for d in report.data] + report.failed
+    return lines
+
+
+__all__ = ["RepairReport", "Rebuilt", "DataDamage", "repair_database", "unfinished_repairs", "problem_lines", "Problem"]
