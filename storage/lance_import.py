@@ -70,12 +70,10 @@ def quiet_lance_logs(verbose: bool = False) -> None:
     FTS index", statistics warnings) out of the user's terminal. Each extension module
     reads its level once, when it is imported: ``lancedb`` from ``LANCEDB_LOG``, pylance
     from ``LANCE_LOG``, both ``warn`` by default (so ``LANCE_LOG=error`` alone left
-    LanceDB's copy of Lance warning). A level the user set is kept; ``verbose`` turns
-    warnings back on where none is set."""
+    LanceDB's copy of Lance warning). A level the user set is kept; ``verbose`` keeps
+    the libraries' own default (warnings) where none is set. Called before either
+    module is imported (``grainline --verbose`` sets it first)."""
     import os
 
     for var in ("LANCEDB_LOG", "LANCE_LOG"):
-        if verbose:
-            os.environ[var] = os.environ.get(var) or "warn"
-        else:
-            os.environ.setdefault(var, "error")
+        os.environ.setdefault(var, "warn" if verbose else "error")
