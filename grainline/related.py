@@ -150,7 +150,11 @@ class Related:
 
 def related(doc_id: str, settings: RelatedSettings) -> list[Related]:
     """The ``settings.k`` documents most similar to ``doc_id``."""
-    dv = document_vectors(resolve_table(settings), settings.strategy)
+    from grainline.storage.damage import reading
+
+    table = resolve_table(settings)
+    with reading(table.name, settings.db):
+        dv = document_vectors(table, settings.strategy)
     i = dv.position(doc_id)
     idx, sc = top_related(dv, np.array([i]), settings.k)
     return [Related(r + 1, dv.doc_ids[j], dv.titles[j], float(s)) for r, (j, s) in enumerate(zip(idx[0], sc[0]))]
@@ -171,8 +175,11 @@ def precompute_related(settings: RelatedSettings) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
+    from grainline.storage.damage import reading
+
     table = resolve_table(settings)
-    dv = document_vectors(table, settings.strategy)
+    with reading(table.name, settings.db):
+        dv = document_vectors(table, settings.strategy)
     t_vectors = time.perf_counter() - t0
     now = datetime.now(timezone.utc)
     with related_writer(settings.db, dv.table_name, settings.strategy, dv.model_id,

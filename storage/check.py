@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -40,10 +40,9 @@ from .chunks import connect, open_table_if_exists
 from .ledger import RUNS_TABLE
 from .lock_protocol import LOCK_DIR, is_local
 from .parquet import MARKER, default_export_dir, exported_version, read_export
+from .problem import LANCE_FOOTER, Problem, first_line  # noqa: F401  (re-exported)
 from .tables import table_names
 
-# Lance data files end with these four bytes; a file cut short has lost them.
-LANCE_FOOTER = b"LANC"
 # Article texts kept for the slice check of sentences and paragraphs; beyond this the
 # remaining documents are checked without it (their hashes and offsets still are).
 ARTICLE_BUDGET_CHARS = 256 << 20
@@ -53,24 +52,6 @@ ROW_COLUMNS = ["chunk_id", "doc_id", "strategy", "chunker_key", "params", "start
 
 class NotADatabase(TerminalError, ValueError):
     """The path names no grainline database (missing, a file, or no table in it)."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong: its kind, the table, where in it (row, version, file) and why."""
-
-    kind: str
-    table: str
-    where: str
-    reason: str
-
-    def line(self) -> str:
-        """The problem as one printable line."""
-        return f"{self.kind}: table {self.table}: {self.where}: {self.reason}"
-
-    def as_dict(self) -> dict[str, str]:
-        """The problem as a JSON-ready dict."""
-        return asdict(self)
 
 
 # Kinds that mean the table itself is damaged; a stale export or a dead lock holder is
@@ -106,12 +87,6 @@ class CheckReport:
         """One line: what was checked."""
         return (f"ok: {len(self.tables)} tables, {self.rows} chunk rows, {self.indexes} indexes, "
                 f"{self.versions} ledger versions, {self.exports} exports, {self.locks} locks checked in {self.db}")
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception as one line: its type and the first line of its message."""
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
 
 
 _first_line = first_line
@@ -161,8 +136,7 @@ def check_database(db_uri: str, only: str | None = None) -> CheckReport:
 def _check_indexes(db_uri: str, name: str, table: Any, runs: list[dict[str, Any]], report: CheckReport) -> None:
     """Every index read and used once (``storage/index_check.py``), and the indexes a
     repair killed mid-way left dropped (``storage/repair.py``)."""
-    from .index_check import check_indexes
-    from .repair import unfinished_repairs
+    from .index_check import check_indexes, unfinished_repairs
 
     for damage in check_indexes(db_uri, name, table) + unfinished_repairs(runs, name, table):
         report.indexes_damaged.append(damage)

@@ -115,3 +115,21 @@ def without_scalar_index(table: Any, query: Callable[[], T], where: str, columns
         raise
     warn_index(table.name, index_named(table, "scalar"), first, "rows found by a scan instead", db)
     return rows
+
+
+def preflight(db_uri: str, table: Any, needs_fts: bool = False) -> None:
+    """Before a long read of a whole table (an evaluation), in a moment: a damaged data
+    file, or a damaged full-text index when BM25 needs it, raises :class:`TableDamaged`
+    (one line); another damaged index is said once (the reader does without it)."""
+    from .problem import Problem
+    from .index_check import check_data_files, check_indexes
+
+    bad: list[Problem] = list(check_data_files(db_uri, table.name, table.to_lance()))
+    if bad:
+        raise TableDamaged(f"table {table.name} is damaged: {bad[0].where}: {bad[0].reason}; "
+                           f"`grainline check --repair --db {db_uri}` names the version to restore")
+    for d in check_indexes(db_uri, table.name, table):
+        if d.kind == "full-text" and needs_fts:
+            raise TableDamaged(f"index {d.index} of table {table.name} is damaged ({d.file}: {d.reason}) and BM25 needs it; "
+                               f"`grainline check --repair --db {db_uri}` rebuilds it")
+        warn_index(table.name, d.index, RuntimeError(f"{d.file}: {d.reason}"), "the evaluation does without it", db_uri)

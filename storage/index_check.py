@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from .check import LANCE_FOOTER, Problem, first_line
+from .problem import LANCE_FOOTER, Problem, first_line
 from .lock_protocol import is_local
 from .sql import quote
 
@@ -290,3 +290,29 @@ def _probe_scalar(ds: Any, index: str, column: str, covered: set[int]) -> str | 
         if via != exact:
             return f"finds {via} rows holding {str(value)[:60]!r}, the data {exact}"
     return None
+
+
+# The ledger's flow name of a ``grainline check --repair`` run (``storage/repair.py``).
+REPAIR_FLOW = "repair"
+
+
+def unfinished_repairs(runs: list[dict[str, Any]], name: str, table: Any) -> list[IndexDamage]:
+    """Indexes a repair run of ``name`` set out to rebuild, did not finish (killed), and
+    that the table still lacks."""
+    import json
+
+    have = {getattr(ix, "name", None) for ix in table.list_indices()}
+    out: dict[str, IndexDamage] = {}
+    for r in runs:
+        if r.get("flow") != REPAIR_FLOW or r.get("table_name") != name or r.get("status") == "completed":
+            continue
+        try:
+            params = json.loads(r.get("parameters") or "{}") if isinstance(r.get("parameters"), str) else (r.get("parameters") or {})
+        except ValueError:
+            continue
+        for ix in params.get("indexes", []):
+            if ix["index"] not in have and ix["index"] not in out:
+                out[ix["index"]] = IndexDamage(name, ix["index"], ix["kind"], "-", f"dropped by repair run {r['run_id']}, "
+                                               "which did not finish; `grainline check --repair` builds it",
+                                               column=ix.get("column", ""))
+    return list(out.values())

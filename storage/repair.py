@@ -22,9 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from .check import CheckReport, Problem, check_database, first_line
-from .index_check import IndexDamage, table_dir
-
-REPAIR_FLOW = "repair"
+from .index_check import REPAIR_FLOW, IndexDamage, table_dir, unfinished_repairs  # noqa: F401
 
 
 @dataclass
@@ -77,28 +75,6 @@ class RepairReport:
     @property
     def changed(self) -> bool:
         return bool(self.rebuilt)
-
-
-def unfinished_repairs(runs: list[dict[str, Any]], name: str, table: Any) -> list[IndexDamage]:
-    """Indexes a repair run of ``name`` set out to rebuild, did not finish (killed), and
-    that the table still lacks."""
-    import json
-
-    have = {getattr(ix, "name", None) for ix in table.list_indices()}
-    out: dict[str, IndexDamage] = {}
-    for r in runs:
-        if r.get("flow") != REPAIR_FLOW or r.get("table_name") != name or r.get("status") == "completed":
-            continue
-        try:
-            params = json.loads(r.get("parameters") or "{}") if isinstance(r.get("parameters"), str) else (r.get("parameters") or {})
-        except ValueError:
-            continue
-        for ix in params.get("indexes", []):
-            if ix["index"] not in have and ix["index"] not in out:
-                out[ix["index"]] = IndexDamage(name, ix["index"], ix["kind"], "-", f"dropped by repair run {r['run_id']}, "
-                                               "which did not finish; `grainline check --repair` builds it",
-                                               column=ix.get("column", ""))
-    return list(out.values())
 
 
 def repair_database(db_uri: str, only: str | None = None, lock_timeout_s: float = 600) -> RepairReport:

@@ -137,6 +137,10 @@ def check_queryset(settings: EvalSettings) -> None:
     prov = read_header(path).get("provenance", {})
     table, _version, _tag = open_production(settings)
     _check_made_for(str(path), prov, table, settings)
+    from grainline.storage.damage import preflight
+
+    # A damaged table fails here in one line, not inside the flow run with a traceback.
+    preflight(settings.db, table, needs_fts=any(m in ("bm25", "hybrid") for m in settings.methods))
 
 
 def _check_made_for(where: str, provenance: dict[str, Any], table: Any, settings: EvalSettings) -> str:
