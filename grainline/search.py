@@ -148,8 +148,8 @@ def search(
     from grainline.storage.damage import reading
 
     embedder = get_embedder(embedder_settings or EmbedderSettings())
-    table = open_chunks_table(db, embedder)
-    with reading(table.name, db):
+    with reading(embedder.identity.table_name, db):
+        table = open_chunks_table(db, embedder)
         return _search(table, fn, query, strategy, k, embedder, where, metadata, returns, db)
 
 

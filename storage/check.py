@@ -56,7 +56,7 @@ class NotADatabase(TerminalError, ValueError):
 
 # Kinds that mean the table itself is damaged; a stale export or a dead lock holder is
 # reported too, but is about files beside the table, which the next run rewrites.
-TABLE_DAMAGE = frozenset({"open", "version", "row", "duplicate"})
+TABLE_DAMAGE = frozenset({"open", "manifest", "version", "row", "duplicate"})
 
 
 @dataclass
@@ -162,6 +162,12 @@ def _ledger_rows(conn: Any, report: CheckReport) -> list[dict[str, Any]]:
 def _open(conn: Any, db_uri: str, name: str, report: CheckReport) -> Any | None:
     """The table, once it opened and every column of every row was read; else None
     with the problems (the truncated files named where the database is local)."""
+    from .index_check import check_manifests
+
+    manifests = check_manifests(db_uri, name)
+    report.problems += manifests
+    if manifests:
+        return None  # what a damaged manifest names cannot be trusted: the repair first
     try:
         table = conn.open_table(name)
     except Exception as exc:  # noqa: BLE001 - whatever LanceDB raises, the table does not open
@@ -221,11 +227,24 @@ def _check_versions(table: Any, name: str, runs: list[dict[str, Any]], report: C
             if v is not None:
                 named.setdefault(int(v), f"run {r['run_id']} ({col})")
     report.versions += len(named)
+    # Versions whose damaged manifest a repair set aside: lost, and said so then.
+    lost = {int(v) for r in runs if r.get("flow") == "repair" and r.get("table_name") == name and r.get("status") == "completed"
+            for v in _params(r).get("lost_versions", [])}
     for v, who in sorted(named.items()):
+        if v in lost:
+            continue
         # Older than every version kept: pruned by maintenance, as designed.
         if v not in kept and v > oldest:
             report.problems.append(Problem("version", name, f"version {v}",
                                            f"named by {who} but missing (versions kept: {oldest}..{max(kept)})"))
+
+
+def _params(run: dict[str, Any]) -> dict[str, Any]:
+    p = run.get("parameters")
+    try:
+        return json.loads(p) if isinstance(p, str) else (p or {})
+    except ValueError:
+        return {}
 
 
 def chunk_mode(handling: str | None) -> str:

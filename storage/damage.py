@@ -76,13 +76,33 @@ def warn_index(table: str, index: str, exc: BaseException, instead: str, db: str
 
 @contextmanager
 def reading(table: str, db: str | None = None) -> Iterator[None]:
-    """Around a read of ``table``: Lance's damage errors leave as :class:`TableDamaged`."""
+    """Around a read of ``table``: Lance's damage errors leave as :class:`TableDamaged`,
+    and so does any error of a table whose manifest is damaged (a zeroed one opens as
+    an empty version, whose missing columns raise KeyError far from the cause)."""
     try:
         yield
     except Exception as exc:
+        if isinstance(exc, TerminalError):
+            raise
+        manifest = _damaged_manifest(table, db)
+        if manifest is not None:
+            raise TableDamaged(f"table {table} is damaged: {manifest}") from None
         if is_damage(exc):
             raise table_damaged(table, exc, db) from None
         raise
+
+
+def _damaged_manifest(table: str, db: str | None) -> str | None:
+    """The line of ``table``'s damaged manifest, if one is."""
+    if not db:
+        return None
+    from .index_check import check_manifests
+
+    try:
+        found = check_manifests(db, table)
+    except OSError:
+        return None
+    return f"{found[0].where}: {found[0].reason}" if found else None
 
 
 def index_named(table: Any, kind: str) -> str:

@@ -93,6 +93,57 @@ def check_data_files(db_uri: str, name: str, ds: Any) -> Iterator[Problem]:
                 yield Problem("open", name, str(path), f"deletion file of fragment {md.id} is missing")
 
 
+# Lance names a version's manifest u64::MAX - version (so the newest sorts first).
+_U64_MAX = 2**64 - 1
+# Where ``grainline check --repair`` sets a damaged manifest aside (out of Lance's sight).
+DAMAGED_DIR = "_damaged"
+
+
+def manifest_version(path: Path) -> int | None:
+    """The version a manifest file holds, from its name (``<u64::MAX - v>.manifest``,
+    or ``<v>.manifest`` in Lance's older naming)."""
+    stem = path.stem
+    if not stem.isdigit():
+        return None
+    n = int(stem)
+    return _U64_MAX - n if n > _U64_MAX // 2 else n
+
+
+def damaged_manifests(db_uri: str, name: str) -> list[tuple[Path, int, str]]:
+    """(file, version, why) for each manifest under ``_versions/`` that does not read to
+    a Lance footer (cut short, zeroed, emptied)."""
+    root = table_dir(db_uri, name)
+    if root is None or not (root / "_versions").is_dir():
+        return []
+    out = []
+    for f in sorted((root / "_versions").glob("*.manifest")):
+        v = manifest_version(f)
+        why = _unreadable(f, footer=True)
+        if why and v is not None:
+            out.append((f, v, why.replace("is named by the manifest but missing", "is missing")))
+    return out
+
+
+def check_manifests(db_uri: str, name: str) -> list[Problem]:
+    """One ``manifest`` problem per damaged manifest, naming the newest version whose
+    manifest is whole (what ``check --repair`` makes current when the newest is damaged)."""
+    bad = damaged_manifests(db_uri, name)
+    if not bad:
+        return []
+    root = table_dir(db_uri, name)
+    assert root is not None
+    whole = sorted(v for f in (root / "_versions").glob("*.manifest")
+                   if (v := manifest_version(f)) is not None and v not in {b[1] for b in bad})
+    out = []
+    for f, v, why in bad:
+        newest = whole and v > whole[-1]
+        then = (f"`grainline check --repair` sets it aside so version {whole[-1]}, the newest whole one, is current "
+                f"(then `grainline restore` an older one if need be)" if newest and whole else
+                "`grainline check --repair` sets it aside (that version is lost; the others stay)")
+        out.append(Problem("manifest", name, f"_versions/{f.name} (version {v})", f"{why}; {then}"))
+    return out
+
+
 def _deletion_name(frag_id: int, dele: Any) -> str:
     ext = "arrow" if "ARROW" in str(getattr(dele, "file_type", "")).upper() else "bin"
     return f"{frag_id}-{dele.read_version}-{dele.id}.{ext}"
@@ -118,8 +169,8 @@ def _unreadable(path: Path, footer: bool) -> str | None:
 def check_indexes(db_uri: str, name: str, table: Any) -> list[IndexDamage]:
     """Every index of ``table`` read and used once; the damaged ones, one entry each
     (the first damage found in an index names it: a repair rebuilds the whole index)."""
-    ds = table.to_lance()
     try:
+        ds = table.to_lance()
         descs = ds.describe_indices()
     except Exception as exc:  # noqa: BLE001 - the manifest's index section does not read
         return [IndexDamage(name, "(all)", "manifest", "index list", f"cannot be read: {first_line(exc)}")]

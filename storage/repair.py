@@ -57,8 +57,8 @@ class DataDamage:
         if self.whole_version is None:
             where = "no version kept is without it"
         else:
-            where = (f"version {self.whole_version} is the last where they were whole: "
-                     f"grainline restore {self.whole_version} --db {db} --table {self.table}, then ingest their source again")
+            where = (f"version {self.whole_version} is the newest without it: grainline restore {self.whole_version} "
+                     f"--db {db} --table {self.table}, then ingest their source again to write them anew")
         return f"not repairable: table {self.table}: data file {Path(self.file).name}: {docs}; {where}"
 
 
@@ -70,30 +70,78 @@ class RepairReport:
     rebuilt: list[Rebuilt] = field(default_factory=list)
     data: list[DataDamage] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    set_aside: list[str] = field(default_factory=list)  # one line per damaged manifest set aside
     after: CheckReport | None = None
 
     @property
     def changed(self) -> bool:
-        return bool(self.rebuilt)
+        return bool(self.rebuilt or self.set_aside)
 
 
-def repair_database(db_uri: str, only: str | None = None, lock_timeout_s: float = 600) -> RepairReport:
-    """Check the database (or table ``only``), rebuild every damaged index, and report
-    the damaged data files; then check again. Raises only what ``check_database`` does."""
-    report = RepairReport(before=check_database(db_uri, only))
+def repair_database(db_uri: str, only: str | None = None, lock_timeout_s: float = 600,
+                    before: CheckReport | None = None) -> RepairReport:
+    """Check the database (or table ``only``; ``before``: a check just made), rebuild
+    every damaged index, and report the damaged data files; then check again. Raises
+    only what ``check_database`` does."""
+    report = RepairReport(before=before if before is not None else check_database(db_uri, only))
+    for name in sorted({p.table for p in report.before.problems if p.kind == "manifest"}):
+        try:
+            report.set_aside += _set_aside_manifests(db_uri, name, lock_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - said, and the next check still reports it
+            report.failed.append(f"table {name}: setting its damaged manifests aside failed: {first_line(exc)}")
+    # With a manifest set aside the table opens again: its current version is checked afresh.
+    now = check_database(db_uri, only) if report.set_aside else report.before
     by_table: dict[str, list[IndexDamage]] = {}
-    for d in report.before.indexes_damaged:
+    for d in now.indexes_damaged:
         by_table.setdefault(d.table, []).append(d)
     for name, damaged in sorted(by_table.items()):
         try:
             report.rebuilt += _repair_table(db_uri, name, damaged, lock_timeout_s)
         except Exception as exc:  # noqa: BLE001 - said, and the next check still reports it
             report.failed.append(f"table {name}: the repair failed: {first_line(exc)}")
-    for p in report.before.problems:
+    for p in now.problems:
         if p.kind == "open" and p.where not in ("table", "data", "manifest"):
             report.data.append(data_damage(db_uri, p.table, p.where))
     report.after = check_database(db_uri, only) if report.changed else report.before
     return report
+
+
+def _set_aside_manifests(db_uri: str, name: str, lock_timeout_s: float) -> list[str]:
+    """Move each damaged manifest of ``name`` out of ``_versions/`` into ``_damaged/``
+    (kept, out of Lance's sight), under the table's write lock, as a ``repair`` run
+    whose parameters name the versions lost. When the newest was damaged, the newest
+    whole version is current again; the rows only the lost version held come back with
+    the next ``ingest`` of their source."""
+    import os
+
+    from .index_check import DAMAGED_DIR, damaged_manifests, manifest_version
+    from .ledger import Ledger, RunRecord, new_run_id, utcnow
+    from .locks import TableLock
+
+    root = table_dir(db_uri, name)
+    bad = damaged_manifests(db_uri, name)
+    if root is None or not bad:
+        return []
+    rec = RunRecord(run_id=new_run_id(REPAIR_FLOW), flow=REPAIR_FLOW, source="", table_name=name, model_id="",
+                    parameters={"manifests": [f.name for f, _, _ in bad], "lost_versions": [v for _, v, _ in bad]})
+    lines = []
+    with TableLock(db_uri, name, lock_timeout_s, run_id=rec.run_id):
+        ledger = Ledger(db_uri)
+        ledger.write(rec)
+        ledger.mark_interrupted(name, rec.run_id)
+        dest = root / DAMAGED_DIR
+        dest.mkdir(exist_ok=True)
+        for f, v, why in bad:
+            os.replace(f, dest / f.name)
+            lines.append(f"repaired: table {name}: manifest of version {v} ({why}) set aside in {dest / f.name} "
+                         f"(run {rec.run_id}); version {v} is lost")
+        whole = sorted(v for f in (root / "_versions").glob("*.manifest") if (v := manifest_version(f)) is not None)
+        rec.status, rec.finished = "completed", utcnow()
+        rec.version_after = whole[-1] if whole else None
+        ledger.write(rec)
+    if whole:
+        lines.append(f"table {name} is at version {whole[-1]}: ingest its sources again to write what the lost versions held")
+    return lines
 
 
 def _repair_table(db_uri: str, name: str, damaged: list[IndexDamage], lock_timeout_s: float) -> list[Rebuilt]:
@@ -200,7 +248,7 @@ def _last_version_without(lance: Any, root: Path | None, ds: Any, fname: str) ->
 
 def problem_lines(report: RepairReport, db: str) -> list[str]:
     """What the repair did and what it could not do, one line each."""
-    lines = [r.line() for r in report.rebuilt] + [d.line(db) for d in report.data] + report.failed
+    lines = report.set_aside + [r.line() for r in report.rebuilt] + [d.line(db) for d in report.data] + report.failed
     return lines
 
 

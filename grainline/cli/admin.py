@@ -195,6 +195,7 @@ def maintain(
     from pydantic import ValidationError
 
     from grainline.storage.check import NotADatabase, check_database
+    from grainline.storage.lock_protocol import TableLockTimeout
     from grainline.storage.maintenance import MaintenanceSettings, maintain_table
 
     try:
@@ -209,14 +210,36 @@ def maintain(
         # it could be restored from.
         found = check_database(db, only=table)
         if found.damage:
+            from grainline.storage.repair import data_damage
+
             for p in found.damage:
                 typer.echo(p.line())
+            for p in found.damage:
+                if p.kind == "open" and p.where not in ("table", "data", "manifest"):
+                    typer.echo(data_damage(db, p.table, p.where).line(db))
             fail(f"table {table} is damaged ({len(found.damage)} problems above); not maintained", code=1)
+        if found.indexes_damaged:
+            # An index is derived from the rows: rebuilt first (a `repair` run), so the
+            # pass below folds new rows into whole indexes.
+            from grainline.storage.repair import problem_lines, repair_database
+
+            for p in found.problems:
+                if p.kind == "index":
+                    typer.echo(p.line())
+            repaired = repair_database(db, only=table, before=found)
+            for line in problem_lines(repaired, db):
+                typer.echo(line)
+            left = [p for p in (repaired.after or found).problems if p.kind == "index"]
+            if left:
+                fail(f"table {table}: {len(left)} damaged indexes could not be rebuilt; not maintained", code=1)
         for p in found.problems:  # beside the table (export, locks): said, not blocking
-            typer.secho(f"warning: {p.line()}", fg=typer.colors.YELLOW, err=True)
+            if p.kind != "index":
+                typer.secho(f"warning: {p.line()}", fg=typer.colors.YELLOW, err=True)
         rep = maintain_table(db, table, settings)
     except NotADatabase as exc:
         fail(str(exc))
+    except TableLockTimeout as exc:
+        fail(str(exc), code=1)
     except (ValueError, ValidationError) as exc:
         fail(str(exc))
     b, a = rep.before, rep.after
