@@ -1,0 +1,289 @@
+"""Damaged indexes, data files and manifests of a real table, found, repaired and read
+around, through the command line as a user runs it.
+
+One real ingestion of the demo corpus (sentence and paragraph chunks: 877 rows, so
+maintenance builds every index grainline keeps: IVF_PQ, full-text, two BTREE) is built
+once per module; each case copies it and damages one file one way: cut short, zeroed,
+deleted, or replaced by the same file of another table's index. ``grainline check``
+names it in one line and exits 1, ``grainline check --repair`` rebuilds the index, and
+a search answers the same hits as before the damage."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from grainline import DEMO_CORPUS
+from grainline.storage.chunks import connect
+from grainline.storage.ledger import Ledger
+
+pytestmark = pytest.mark.slow
+
+WAYS = ("truncate", "zero", "delete", "replace")
+# The index of each kind, and a search whose answer goes through it.
+QUERIES = {
+    "vector": dict(query="how do bees share directions", strategy="paragraph", method="dense"),
+    "full-text": dict(query="bee dances", strategy="sentence", method="bm25"),
+    # Small-to-big finds each hit's paragraph by doc_id: through the doc_id index.
+    "scalar": dict(query="glacier ice", strategy="sentence", method="bm25", returns="paragraph"),
+}
+# A replacement that leaves the index whole: the full-text index's metadata.lance of
+# another table built with the same settings differs only in the order of its keys.
+EQUIVALENT = {("text_idx", "metadata.lance", "replace")}
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m grainline.cli ARGS`` as a user runs it (LanceDB's log level unset, as
+    in a user's shell)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("LANCEDB_LOG", "LANCE_LOG")}
+    return subprocess.run([sys.executable, "-m", "grainline.cli", *args], capture_output=True, text=True, cwd=cwd,
+                          env={**env, "PREFECT_HOME": str(cwd / "prefect")}, timeout=300)
+
+
+def chunk_table(db: Path) -> str:
+    return next(n for n in connect(str(db)).table_names() if n.startswith("chunks_"))
+
+
+def search(db: Path, kind: str) -> list[tuple[str, float]]:
+    """The hits of ``kind``'s query, as (chunk id, score), through the Python API."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.search import search as do_search
+
+    q = QUERIES[kind]
+    hits = do_search(q["query"], str(db), q["strategy"], 5, EmbedderSettings(device="cpu"), method=q["method"],
+                     returns=q.get("returns"))
+    return [(h.row["chunk_id"], round(h.score, 4)) for h in hits]
+
+
+def cli_search(db: Path, kind: str) -> subprocess.CompletedProcess:
+    q = QUERIES[kind]
+    extra = ["--return", q["returns"]] if "returns" in q else []
+    return cli("search", q["query"], "--strategy", q["strategy"], "--method", q["method"], "-k", "5", "--json",
+               "--db", str(db), *extra, cwd=db.parent)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The demo corpus (a FIFO beside its files) ingested with sentence and paragraph
+    chunks; another table's indexes to take files from; the hits before any damage."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.ingest import IngestSettings, run_ingest
+    from grainline.storage.maintenance import maintain
+
+    base = tmp_path_factory.mktemp("repair")
+    src = base / "corpus"
+    shutil.copytree(DEMO_CORPUS, src)
+    os.mkfifo(src / "science" / "pipe.md")
+    db = base / "db"
+    rec = run_ingest(IngestSettings(source=str(src), db=str(db), strategies=["sentence", "paragraph"],
+                                    embedder=EmbedderSettings(device="cpu")))
+    assert rec.status == "completed", rec.error
+    name = rec.table_name
+    # Another table, another set of rows: its index files are the same files of other indexes.
+    rows = connect(str(db)).open_table(name).to_arrow().slice(100, 420)
+    other = base / "other"
+    maintain(connect(str(other)).create_table(name, rows))
+    before = {kind: search(db, kind) for kind in QUERIES}
+    assert all(before.values()), before
+    return db, other, name, rec, before
+
+
+def index_files(db: Path, name: str) -> list[tuple[str, str, str]]:
+    """(index name, kind, file name) for every file of every index of the table."""
+    from grainline.storage.index_check import index_kind
+
+    ds = connect(str(db)).open_table(name).to_lance()
+    out = []
+    for d in ds.describe_indices():
+        for seg in d.segments:
+            for f in sorted((db / f"{name}.lance" / "_indices" / seg.uuid).iterdir()):
+                out.append((d.name, index_kind(d), f.name))
+    return out
+
+
+@pytest.fixture
+def copy(built, tmp_path):
+    db, other, name, rec, before = built
+    shutil.copytree(db, tmp_path / "db")
+    return tmp_path / "db", other, name, before
+
+
+def damage(db: Path, name: str, index: str, file: str, way: str, other: Path) -> Path:
+    """Damage ``file`` of ``index`` one ``way``; returns its path."""
+    ds = connect(str(db)).open_table(name).to_lance()
+    uuid = next(d for d in ds.describe_indices() if d.name == index).segments[0].uuid
+    path = db / f"{name}.lance" / "_indices" / uuid / file
+    size = path.stat().st_size
+    if way == "truncate":
+        os.truncate(path, size // 2)
+    elif way == "zero":
+        path.write_bytes(b"\0" * size)
+    elif way == "delete":
+        path.unlink()
+    else:
+        theirs = [p for p in sorted((other / f"{name}.lance" / "_indices").glob(f"*/{file}"))
+                  if p.read_bytes() != path.read_bytes()]
+        assert theirs, f"another table has no different {file}"
+        shutil.copyfile(theirs[0], path)
+    return path
+
+
+def test_every_index_file_is_found_and_the_demo_table_has_every_index_kind(built):
+    db, _, name, rec, _ = built
+    kinds = {kind for _, kind, _ in index_files(db, name)}
+    assert kinds == {"vector", "full-text", "scalar"}
+    # The FIFO beside the documents: counted as skipped, with what it is.
+    assert rec.counts.docs_skipped == 1
+    (skip,) = rec.counts.skipped
+    assert skip["where"].endswith("pipe.md") and "FIFO" in skip["reason"]
+
+
+CASES = [(ix, f, way) for ix, f in [
+    ("vector_ivfpq_rows_877", "index.idx"), ("vector_ivfpq_rows_877", "auxiliary.idx"),
+    ("text_idx", "metadata.lance"), ("text_idx", "part_0_docs.lance"), ("text_idx", "part_0_invert.lance"),
+    ("text_idx", "part_0_tokens.lance"),
+    ("doc_id_idx", "page_data.lance"), ("doc_id_idx", "page_lookup.lance"),
+    ("content_hash_idx", "page_data.lance"), ("content_hash_idx", "page_lookup.lance"),
+] for way in WAYS]
+
+
+def test_the_cases_cover_every_file_of_every_index(built):
+    db, _, name, _, _ = built
+    assert sorted({(ix, f) for ix, _, f in index_files(db, name)}) == sorted({(ix, f) for ix, f, _ in CASES})
+
+
+@pytest.mark.parametrize("index,file,way", CASES, ids=[f"{i}-{f}-{w}" for i, f, w in CASES])
+def test_a_damaged_index_file_is_named_repaired_and_search_answers_as_before(copy, index, file, way):
+    db, other, name, before = copy
+    kind = next(k for ix, k, f in index_files(db, name) if ix == index and f == file)
+    damage(db, name, index, file, way, other)
+    found = cli("check", "--db", str(db), cwd=db.parent)
+    assert "Traceback" not in found.stderr and "WARN" not in found.stderr, found.stderr
+    query_kind = "scalar" if kind == "scalar" else kind
+    if (index, file, way) in EQUIVALENT:
+        assert found.returncode == 0, found.stdout
+        assert search(db, query_kind) == before[query_kind]
+        return
+    assert found.returncode == 1, found.stdout
+    lines = [ln for ln in found.stdout.splitlines() if ln.startswith("index:")]
+    assert len(lines) == 1, found.stdout
+    assert f"table {name}" in lines[0] and f"index {index} ({kind})" in lines[0] and "_indices/" in lines[0]
+    if way != "replace":  # a file of another size is named by its folder when Lance names no file
+        assert file in lines[0] or way == "delete" and file == "metadata.lance", lines[0]
+
+    fixed = cli("check", "--repair", "--db", str(db), cwd=db.parent)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    out = fixed.stdout.splitlines()
+    assert out[0] == lines[0]
+    assert any(ln.startswith(f"repaired: table {name}: index {index} ({kind}) rebuilt") for ln in out), out
+    assert out[-1].startswith("ok: ")
+    assert search(db, query_kind) == before[query_kind]
+    repairs = [r for r in Ledger(str(db)).runs("repair") if r["status"] == "completed"]
+    assert [ix["index"] for ix in repairs[-1]["parameters"]["indexes"]] == [index]
+
+
+@pytest.mark.parametrize("index,kind", [("vector_ivfpq_rows_877", "vector"), ("text_idx", "full-text"),
+                                        ("doc_id_idx", "scalar")])
+def test_search_does_without_a_damaged_index_in_one_warning_line(copy, index, kind):
+    db, other, name, before = copy
+    files = {"vector": "index.idx", "full-text": "part_0_invert.lance", "scalar": "page_data.lance"}
+    damage(db, name, index, files[kind], "truncate", other)
+    got = cli_search(db, kind)
+    assert got.returncode == 0, got.stderr
+    assert "Traceback" not in got.stderr and "WARN" not in got.stderr, got.stderr
+    warnings = [ln for ln in got.stderr.splitlines() if ln.startswith("warning:")]
+    assert len(warnings) == 1 and f"index {index}" in warnings[0] and "grainline check --repair" in warnings[0], got.stderr
+    hits = [(h["chunk_id"], round(h["score"], 4)) for h in map(json.loads, got.stdout.splitlines())]
+    if kind == "full-text":
+        assert hits and "dense search instead" in warnings[0]  # BM25's question, answered densely
+    else:
+        assert [c for c, _ in hits] == [c for c, _ in before[kind]]
+
+
+def test_a_repair_on_a_healthy_table_changes_nothing_and_says_so(copy):
+    db, _, name, _ = copy
+    version = connect(str(db)).open_table(name).version
+    runs = len(Ledger(str(db)).runs())
+    got = cli("check", "--repair", "--db", str(db), cwd=db.parent)
+    assert got.returncode == 0, got.stdout
+    (line,) = got.stdout.splitlines()
+    assert line.startswith("ok: ") and line.endswith("nothing to repair: nothing changed")
+    assert connect(str(db)).open_table(name).version == version and len(Ledger(str(db)).runs()) == runs
+
+
+def test_a_repair_killed_after_the_drop_is_reported_and_finished_by_the_next(copy):
+    """What a SIGKILL between dropping and building leaves: the repair run 'running' in
+    the ledger, its index gone."""
+    from grainline.storage.ledger import RunRecord
+
+    db, _, name, before = copy
+    Ledger(str(db)).write(RunRecord(run_id="repair-killed", flow="repair", source="", table_name=name, model_id="",
+                                    parameters={"indexes": [{"index": "text_idx", "kind": "full-text", "column": "text"}]}))
+    connect(str(db)).open_table(name).drop_index("text_idx")
+    found = cli("check", "--db", str(db), cwd=db.parent)
+    assert found.returncode == 1
+    assert any("index text_idx (full-text)" in ln and "repair run repair-killed, which did not finish" in ln
+               for ln in found.stdout.splitlines()), found.stdout
+    fixed = cli("check", "--repair", "--db", str(db), cwd=db.parent)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert search(db, "full-text") == before["full-text"]
+    assert next(r for r in Ledger(str(db)).runs("repair") if r["run_id"] == "repair-killed")["status"] == "interrupted"
+
+
+def test_maintain_repairs_a_damaged_index_first(copy):
+    db, other, name, before = copy
+    damage(db, name, "text_idx", "metadata.lance", "truncate", other)
+    got = cli("maintain", "--db", str(db), "--table", name, cwd=db.parent)
+    assert got.returncode == 0, got.stdout + got.stderr
+    assert any(ln.startswith(f"repaired: table {name}: index text_idx") for ln in got.stdout.splitlines()), got.stdout
+    assert cli("check", "--db", str(db), cwd=db.parent).returncode == 0
+    assert search(db, "full-text") == before["full-text"]
+
+
+def test_a_damaged_data_file_is_named_with_its_documents_and_the_version_to_restore(copy):
+    db, _, name, _ = copy
+    data = sorted((db / f"{name}.lance" / "data").glob("*.lance"))[-1]
+    os.truncate(data, data.stat().st_size // 2)
+    found = cli("check", "--db", str(db), cwd=db.parent)
+    assert found.returncode == 1 and any(data.name in ln for ln in found.stdout.splitlines()), found.stdout
+    got = cli("check", "--repair", "--db", str(db), cwd=db.parent)
+    assert got.returncode == 1
+    (line,) = [ln for ln in got.stdout.splitlines() if ln.startswith("not repairable:")]
+    assert data.name in line and "documents" in line and f"grainline restore" in line and f"--table {name}" in line
+    for kind in ("vector", "full-text"):
+        s = cli_search(db, kind)
+        assert s.returncode == 1 and "Traceback" not in s.stderr, s.stderr
+        (err,) = s.stderr.strip().splitlines()
+        assert err.startswith(f"error: table {name} is damaged") and "grainline check" in err
+
+
+@pytest.mark.parametrize("way", ["truncate", "zero"])
+def test_a_damaged_manifest_is_one_line_and_the_repair_sets_it_aside(copy, way):
+    db, _, name, before = copy
+    newest = sorted((db / f"{name}.lance" / "_versions").glob("*.manifest"))[0]  # u64::MAX - version: newest first
+    size = newest.stat().st_size
+    if way == "truncate":
+        os.truncate(newest, 50)
+    else:
+        newest.write_bytes(b"\0" * size)
+    found = cli("check", "--db", str(db), cwd=db.parent)
+    assert found.returncode == 1 and "Traceback" not in found.stderr, found.stderr
+    (line,) = [ln for ln in found.stdout.splitlines() if ln.startswith("manifest:")]
+    assert newest.name in line and "restore" in line
+    s = cli_search(db, "full-text")
+    assert s.returncode == 1 and "Traceback" not in s.stderr
+    (err,) = s.stderr.strip().splitlines()
+    assert newest.name in err
+    fixed = cli("check", "--repair", "--db", str(db), cwd=db.parent)
+    assert "Traceback" not in fixed.stderr
+    assert any(ln.startswith(f"repaired: table {name}: manifest of version") for ln in fixed.stdout.splitlines()), fixed.stdout
+    assert (db / f"{name}.lance" / "_damaged" / newest.name).exists()
+    # The newest version was maintenance's last step (the full-text index, which the next
+    # ingestion's maintenance builds again): every row is in the version before it.
+    assert search(db, "vector") == before["vector"]
