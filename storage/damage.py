@@ -105,14 +105,15 @@ def _damaged_manifest(table: str, db: str | None) -> str | None:
     return f"{found[0].where}: {found[0].reason}" if found else None
 
 
-def index_named(table: Any, kind: str) -> str:
-    """The name of ``table``'s index of ``kind`` (``vector``, ``full-text``, ``scalar``), or ``kind``."""
+def index_named(table: Any, kind: str, where: str = "") -> str:
+    """The name of ``table``'s index of ``kind`` (``vector``, ``full-text``, ``scalar``)
+    on a column the filter ``where`` names (any, without one), or ``kind``."""
     from .index_check import index_kind
 
     try:
-        for d in table.to_lance().describe_indices():
-            if index_kind(d) == kind:
-                return d.name
+        found = [d for d in table.to_lance().describe_indices() if index_kind(d) == kind]
+        for d in sorted(found, key=lambda d: not any(re.search(rf"\b{re.escape(c)}\b", where) for c in d.field_names)):
+            return d.name
     except Exception:  # noqa: BLE001 - the name is only for the message
         pass
     return f"the {kind} index"
@@ -133,7 +134,7 @@ def without_scalar_index(table: Any, query: Callable[[], T], where: str, columns
         if is_damage(exc):
             raise table_damaged(table.name, exc, db) from None
         raise
-    warn_index(table.name, index_named(table, "scalar"), first, "rows found by a scan instead", db)
+    warn_index(table.name, index_named(table, "scalar", where), first, "rows found by a scan instead", db)
     return rows
 
 
