@@ -18,6 +18,9 @@ What is checked, table by table:
 - ``lock``: a table's write lock is not held by a dead process, and no run died
   holding it while the ledger still says it is running (an object-store lease: not
   lapsed while a run is recorded as running);
+- ``history``: a damaged data file that only older versions name (a ``restore`` past
+  it left it behind): the current version is whole, those versions cannot be read;
+  ``grainline check --repair`` sets them aside;
 - ``index``: every index (vector, full-text, scalar) reads and answers a query through
   it correctly, and every file the manifest names is there and whole
   (``storage/index_check.py``); an index a killed repair left dropped is named too.
@@ -173,8 +176,20 @@ def _open(conn: Any, db_uri: str, name: str, report: CheckReport) -> Any | None:
     except Exception as exc:  # noqa: BLE001 - whatever LanceDB raises, the table does not open
         report.problems.append(Problem("open", name, "table", f"does not open: {_first_line(exc)}"))
         return None
-    cut = list(_truncated_files(db_uri, name))
-    for f in cut:
+    cut = []
+    try:
+        current: set[str] | None = {df.path for f in table.to_lance().get_fragments() for df in f.metadata.files}
+    except Exception:  # noqa: BLE001 - reported below, where the fragments are listed again
+        current = None
+    for f in _truncated_files(db_uri, name):
+        if current is not None and Path(f).name not in current:
+            # Left behind by a restore (or never committed): the current version is
+            # whole; only the older versions naming it are lost.
+            from .index_check import history_problem
+
+            report.problems.append(history_problem(db_uri, name, f))
+            continue
+        cut.append(f)
         report.problems.append(Problem("open", name, f, "data file truncated (no Lance footer)"))
     try:
         from .index_check import check_data_files

@@ -144,6 +144,48 @@ def check_manifests(db_uri: str, name: str) -> list[Problem]:
     return out
 
 
+def versions_using(db_uri: str, name: str, file: str) -> list[int]:
+    """The versions kept whose manifest names the data file ``file`` (by its name)."""
+    from .lance_import import import_lance
+
+    root = table_dir(db_uri, name)
+    if root is None:
+        return []
+    lance = import_lance()
+    fname = Path(file).name
+    out = []
+    for v in sorted(int(x["version"]) for x in lance.dataset(str(root)).versions()):
+        try:
+            ds = lance.dataset(str(root), version=v)
+            if any(df.path == fname for f in ds.get_fragments() for df in f.metadata.files):
+                out.append(v)
+        except Exception:  # noqa: BLE001 - a version that does not open names no file we can see
+            continue
+    return out
+
+
+def history_problem(db_uri: str, name: str, file: str) -> Problem:
+    """A damaged data file the current version does not use (a restore, or a rewrite,
+    left it behind): only the older versions that name it are lost."""
+    vs = versions_using(db_uri, name, file)
+    which = (f"used only by version{'s' if len(vs) > 1 else ''} {version_ranges(vs)}, not the current one: "
+             f"{'those versions' if len(vs) > 1 else 'that version'} cannot be read or restored" if vs else
+             "named by no version kept (a write that never committed)")
+    return Problem("history", name, file, f"data file truncated (no Lance footer), {which}; "
+                   "`grainline check --repair` sets it aside")
+
+
+def version_ranges(vs: list[int]) -> str:
+    """Versions as runs: ``1, 3..5, 8``."""
+    out: list[str] = []
+    for v in sorted(vs):
+        if out and out[-1].split("..")[-1] == str(v - 1):
+            out[-1] = f"{out[-1].split('..')[0]}..{v}"
+        else:
+            out.append(str(v))
+    return ", ".join(out)
+
+
 def _deletion_name(frag_id: int, dele: Any) -> str:
     ext = "arrow" if "ARROW" in str(getattr(dele, "file_type", "")).upper() else "bin"
     return f"{frag_id}-{dele.read_version}-{dele.id}.{ext}"

@@ -89,6 +89,12 @@ def repair_database(db_uri: str, only: str | None = None, lock_timeout_s: float 
             report.set_aside += _set_aside_manifests(db_uri, name, lock_timeout_s)
         except Exception as exc:  # noqa: BLE001 - said, and the next check still reports it
             report.failed.append(f"table {name}: setting its damaged manifests aside failed: {first_line(exc)}")
+    for name in sorted({p.table for p in report.before.problems if p.kind == "history"}):
+        files = [p.where for p in report.before.problems if p.kind == "history" and p.table == name]
+        try:
+            report.set_aside += _set_aside_versions(db_uri, name, files, lock_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - said, and the next check still reports it
+            report.failed.append(f"table {name}: setting aside the versions of a damaged data file failed: {first_line(exc)}")
     # With a manifest set aside the table opens again: its current version is checked afresh.
     now = check_database(db_uri, only) if report.set_aside else report.before
     by_table: dict[str, list[IndexDamage]] = {}
@@ -141,6 +147,55 @@ def _set_aside_manifests(db_uri: str, name: str, lock_timeout_s: float) -> list[
         ledger.write(rec)
     if whole:
         lines.append(f"table {name} is at version {whole[-1]}: ingest its sources again to write what the lost versions held")
+    return lines
+
+
+def _set_aside_versions(db_uri: str, name: str, files: list[str], lock_timeout_s: float) -> list[str]:
+    """A damaged data file the current version does not use (``history`` problems):
+    move it, and the manifests of the older versions that name it (they cannot be read),
+    into ``_damaged/``, under the table's write lock, as a ``repair`` run whose
+    parameters name the versions lost; a tag on such a version is deleted with it. A
+    file the current version names again (a writer came first) is left for ``check``."""
+    import os
+
+    from .index_check import DAMAGED_DIR, manifest_version, versions_using
+    from .lance_import import import_lance
+    from .ledger import Ledger, RunRecord, new_run_id, utcnow
+    from .locks import TableLock
+
+    root = table_dir(db_uri, name)
+    if root is None or not files:
+        return []
+    rec = RunRecord(run_id=new_run_id(REPAIR_FLOW), flow=REPAIR_FLOW, source="", table_name=name, model_id="",
+                    parameters={"data_files": [Path(f).name for f in files]})
+    lines: list[str] = []
+    with TableLock(db_uri, name, lock_timeout_s, run_id=rec.run_id):
+        ds = import_lance().dataset(str(root))
+        current = {df.path for f in ds.get_fragments() for df in f.metadata.files}
+        todo = [Path(f) for f in files if Path(f).name not in current and Path(f).exists()]
+        if not todo:
+            return []
+        lost = sorted({v for f in todo for v in versions_using(db_uri, name, str(f))})
+        rec.parameters["lost_versions"] = lost
+        ledger = Ledger(db_uri)
+        ledger.write(rec)
+        ledger.mark_interrupted(name, rec.run_id)
+        dest = root / DAMAGED_DIR
+        (dest / "data").mkdir(parents=True, exist_ok=True)
+        for tag, t in list(ds.tags.list().items()):
+            if t.get("version") in lost:
+                ds.tags.delete(tag)
+                lines.append(f"repaired: table {name}: tag {tag} named version {t['version']}, which is lost: deleted")
+        for m in sorted((root / "_versions").glob("*.manifest")):
+            if manifest_version(m) in lost:
+                os.replace(m, dest / m.name)
+        for f in todo:
+            os.replace(f, dest / "data" / f.name)
+            lines.append(f"repaired: table {name}: damaged data file {f.name} set aside in {dest / 'data' / f.name} "
+                         f"with the manifests of the versions that used it ({', '.join(map(str, lost)) or 'none'}; "
+                         f"run {rec.run_id}); those versions are lost, the current version {ds.version} is whole")
+        rec.status, rec.finished, rec.version_after = "completed", utcnow(), ds.version
+        ledger.write(rec)
     return lines
 
 
