@@ -24,7 +24,8 @@ T = TypeVar("T")
 # carries one of these; grainline's own errors never do.
 _LANCE_MARKS = ("lance error", "LanceError", "Lance file", "External error", "Not found:", "Invalid range",
                 "failed to fill whole buffer", "lance-io", "lance-file", "lance-index")
-_PATH = re.compile(r"(/[^\s,]*?\.lance)(/[^\s,]*)?")
+# A path inside a table's folder: what follows ``<table>.lance/`` names the file.
+_IN_TABLE = re.compile(r"/[^\s,]*?/([^/\s,]+\.lance)/(?=[^\s,])")
 
 
 class TableDamaged(TerminalError, ValueError):
@@ -45,9 +46,12 @@ def is_damage(exc: BaseException) -> bool:
 
 
 def damage_line(exc: BaseException) -> str:
-    """Lance's error as one short line: its first line, the source location dropped."""
+    """Lance's error as one short line: its first line, the source location dropped,
+    a file inside the table named from the table's folder (its absolute path would
+    push the file's own name past the end of a shortened line)."""
     text = " ".join(str(exc).split())
     text = re.sub(r",? /(?:rustc|root|home)/\S+", "", text)
+    text = _IN_TABLE.sub(r"\1/", text)
     return text[:300]
 
 

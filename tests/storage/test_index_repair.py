@@ -287,3 +287,67 @@ def test_a_damaged_manifest_is_one_line_and_the_repair_sets_it_aside(copy, way):
     # The newest version was maintenance's last step (the full-text index, which the next
     # ingestion's maintenance builds again): every row is in the version before it.
     assert search(db, "vector") == before["vector"]
+
+
+def test_lance_s_own_warnings_show_only_with_verbose(copy):
+    """The user's terminal: LanceDB's Rust warnings about the damaged index are kept out
+    unless ``grainline --verbose`` (the quieting is shown to matter: they are there then)."""
+    db, other, name, before = copy
+    damage(db, name, "text_idx", "metadata.lance", "truncate", other)
+    quiet = cli_search(db, "full-text")
+    loud = cli("--verbose", "search", QUERIES["full-text"]["query"], "--strategy", "sentence", "--method", "bm25", "-k", "5",
+               "--json", "--db", str(db), cwd=db.parent)
+    for got in (quiet, loud):
+        assert got.returncode == 0 and "Traceback" not in got.stderr, got.stderr
+        assert len([ln for ln in got.stderr.splitlines() if ln.startswith("warning: index text_idx")]) == 1, got.stderr
+        assert got.stdout == quiet.stdout
+    # Quiet: the one warning line is all of stderr, and it names the damaged file.
+    (line,) = quiet.stderr.strip().splitlines()
+    assert "WARN" not in line and f"{name}.lance/_indices/" in line and "answered with dense search instead" in line, line
+    assert any(" WARN " in ln and "lancedb" in ln for ln in loud.stderr.splitlines()), loud.stderr
+
+
+def _queryset(db: Path, name: str) -> tuple[Path, str]:
+    """A two-question query set on the healthy table (made before any damage), and a
+    document it asks about."""
+    docs = sorted({r["doc_id"] for r in connect(str(db)).open_table(name).search().select(["doc_id"]).limit(None).to_list()})
+    bees = next(d for d in docs if d.endswith("honeybee-dance.md"))
+    ice = next(d for d in docs if d.endswith("glaciers.md"))
+    csv = db.parent / "q.csv"
+    csv.write_text(f"question,doc_id\nhow do bees share directions,{bees}\nwhat moves a glacier,{ice}\n", encoding="utf-8")
+    out = db.parent / "q.jsonl"
+    got = cli("queries", "import", str(csv), "--db", str(db), "--out", str(out), cwd=db.parent)
+    assert got.returncode == 0, got.stdout + got.stderr
+    return out, bees
+
+
+def _one_error_line(got: subprocess.CompletedProcess) -> str:
+    assert got.returncode == 1 and "Traceback" not in got.stderr + got.stdout, got.stdout + got.stderr
+    errors = [ln for ln in (got.stdout + got.stderr).splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1, got.stdout + got.stderr
+    return errors[0]
+
+
+def test_related_classify_and_eval_on_a_damaged_table_say_one_line(copy):
+    db, other, name, _ = copy
+    queries, doc = _queryset(db, name)
+    # A damaged full-text index: eval refuses BM25 in one line, does dense without it.
+    damage(db, name, "text_idx", "part_0_invert.lance", "truncate", other)
+    err = _one_error_line(cli("eval", "--queries", str(queries), "--db", str(db), "--method", "bm25",
+                              "--strategy", "paragraph", "--reports", str(db.parent / "r"), cwd=db.parent))
+    assert "index text_idx" in err and "BM25 needs it" in err and "grainline check --repair" in err
+    dense = cli("eval", "--queries", str(queries), "--db", str(db), "--method", "dense", "--strategy", "paragraph",
+                "--reports", str(db.parent / "r"), cwd=db.parent)
+    assert dense.returncode == 0 and "Traceback" not in dense.stderr, dense.stdout + dense.stderr
+    assert "2 queries scored" in dense.stdout, dense.stdout
+    assert [ln for ln in dense.stderr.splitlines() if ln.startswith("warning: index text_idx")], dense.stderr
+    # A damaged data file: every reader is one line naming the table and the file or the damage.
+    data = sorted((db / f"{name}.lance" / "data").glob("*.lance"))[-1]
+    os.truncate(data, data.stat().st_size // 2)
+    for args in (["related", doc, "--db", str(db), "--table", name],
+                 ["classify", "--db", str(db), "--table", name, "--label-field", "topic"],
+                 ["eval", "--queries", str(queries), "--db", str(db), "--method", "dense", "--strategy", "paragraph",
+                  "--reports", str(db.parent / "r")]):
+        err = _one_error_line(cli(*args, cwd=db.parent))
+        assert err.startswith(f"error: table {name} is damaged"), (args[0], err)
+        assert "grainline check" in err and (args[0] != "eval" or data.name in err), (args[0], err)
