@@ -351,3 +351,72 @@ def test_related_classify_and_eval_on_a_damaged_table_say_one_line(copy):
         err = _one_error_line(cli(*args, cwd=db.parent))
         assert err.startswith(f"error: table {name} is damaged"), (args[0], err)
         assert "grainline check" in err and (args[0] != "eval" or data.name in err), (args[0], err)
+
+
+def test_a_repair_killed_by_sigkill_while_it_waits_leaves_the_damage_reported_and_the_next_repair_finishes(copy):
+    """A real SIGKILL of ``check --repair``: it is killed while it waits for the table's
+    write lock (held here, as a running ingestion would), so the kill lands at a known
+    point; nothing is half done, the next check names the same damage, the next repair
+    mends it."""
+    import signal
+    import time
+
+    from grainline.storage.locks import TableLock
+
+    db, other, name, before = copy
+    damage(db, name, "text_idx", "part_0_docs.lance", "truncate", other)
+    first = cli("check", "--db", str(db), cwd=db.parent)
+    assert first.returncode == 1
+    env = {k: v for k, v in os.environ.items() if k not in ("LANCEDB_LOG", "LANCE_LOG")}
+    with TableLock(str(db), name, 60):
+        proc = subprocess.Popen([sys.executable, "-m", "grainline.cli", "check", "--repair", "--db", str(db)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=db.parent,
+                                env={**env, "PREFECT_HOME": str(db.parent / "prefect")})
+        deadline, seen = time.monotonic() + 180, ""
+        while "waiting for the write lock" not in seen:
+            assert proc.poll() is None and time.monotonic() < deadline, seen + proc.stdout.read()
+            seen += proc.stderr.readline()
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(30) == -signal.SIGKILL
+    again = cli("check", "--db", str(db), cwd=db.parent)
+    assert again.returncode == 1 and again.stdout == first.stdout, again.stdout
+    fixed = cli("check", "--repair", "--db", str(db), cwd=db.parent)
+    assert fixed.returncode == 0 and fixed.stdout.splitlines()[-1].startswith("ok: "), fixed.stdout + fixed.stderr
+    assert search(db, "full-text") == before["full-text"]
+
+
+def test_a_damaged_data_file_restored_and_ingested_again_leaves_the_table_whole(built, tmp_path):
+    """What ``check --repair`` tells a user with a damaged data file, done as told:
+    restore the version it names, ingest the source again; the older versions that
+    still name the damaged file are then set aside by the next repair, and the table
+    holds every row again."""
+    import re
+
+    db0, _, name, rec, before = built
+    db = tmp_path / "db"
+    shutil.copytree(db0, db)
+    rows = connect(str(db)).open_table(name).count_rows()
+    data = sorted((db / f"{name}.lance" / "data").glob("*.lance"))[-1]
+    os.truncate(data, data.stat().st_size // 2)
+    told = cli("check", "--repair", "--db", str(db), cwd=tmp_path)
+    assert told.returncode == 1, told.stdout
+    m = re.search(r"grainline restore (\d+) --db (\S+) --table (\S+), then ingest", told.stdout)
+    assert m and m.group(3) == name, told.stdout
+    restored = cli("restore", m.group(1), "--db", m.group(2), "--table", name, cwd=tmp_path)
+    assert restored.returncode == 0, restored.stdout + restored.stderr
+    ingested = cli("ingest", rec.source, "--strategy", "sentence,paragraph", "--db", str(db), cwd=tmp_path)
+    assert ingested.returncode == 0, ingested.stdout + ingested.stderr
+    assert any("skipped" in ln and "pipe.md" in ln and "FIFO" in ln for ln in ingested.stdout.splitlines()), ingested.stdout
+    assert connect(str(db)).open_table(name).count_rows() == rows
+    # The current version is whole; the versions before the restore still name the file.
+    found = cli("check", "--db", str(db), cwd=tmp_path)
+    assert found.returncode == 1, found.stdout
+    (line,) = found.stdout.splitlines()
+    assert line.startswith(f"history: table {name}: ") and data.name in line and "not the current one" in line, line
+    fixed = cli("check", "--repair", "--db", str(db), cwd=tmp_path)
+    assert fixed.returncode == 0, fixed.stdout + fixed.stderr
+    assert any(ln.startswith(f"repaired: table {name}: damaged data file {data.name} set aside")
+               for ln in fixed.stdout.splitlines()), fixed.stdout
+    assert (db / f"{name}.lance" / "_damaged" / "data" / data.name).exists() and not data.exists()
+    assert cli("check", "--db", str(db), cwd=tmp_path).returncode == 0
+    assert search(db, "full-text") == before["full-text"]
