@@ -142,12 +142,28 @@ def _set_aside_manifests(db_uri: str, name: str, lock_timeout_s: float) -> list[
             lines.append(f"repaired: table {name}: manifest of version {v} ({why}) set aside in {dest / f.name} "
                          f"(run {rec.run_id}); version {v} is lost")
         whole = sorted(v for f in (root / "_versions").glob("*.manifest") if (v := manifest_version(f)) is not None)
+        if whole:
+            lines += _redo_export(db_uri, name)
         rec.status, rec.finished = "completed", utcnow()
         rec.version_after = whole[-1] if whole else None
         ledger.write(rec)
     if whole:
         lines.append(f"table {name} is at version {whole[-1]}: ingest its sources again to write what the lost versions held")
     return lines
+
+
+def _redo_export(db_uri: str, name: str) -> list[str]:
+    """The Parquet export, when there is one, brought to the version now current (it
+    may name a version just set aside); as ``grainline restore`` does. Under the lock."""
+    from .chunks import connect
+    from .parquet import default_export_dir, export_table, exported_version
+
+    export = default_export_dir(db_uri, name)
+    if exported_version(export) is None:
+        return []
+    table = connect(db_uri).open_table(name)
+    export_table(table, export)
+    return [f"table {name}: Parquet export {export} redone (version {table.version})"]
 
 
 def _set_aside_versions(db_uri: str, name: str, files: list[str], lock_timeout_s: float) -> list[str]:

@@ -283,6 +283,9 @@ def test_a_damaged_manifest_is_one_line_and_the_repair_sets_it_aside(copy, way):
     fixed = cli("check", "--repair", "--db", str(db), cwd=db.parent)
     assert "Traceback" not in fixed.stderr
     assert any(ln.startswith(f"repaired: table {name}: manifest of version") for ln in fixed.stdout.splitlines()), fixed.stdout
+    # The Parquet export named the lost version: redone, so the repair leaves nothing behind.
+    assert any("Parquet export" in ln and "redone" in ln for ln in fixed.stdout.splitlines()), fixed.stdout
+    assert fixed.returncode == 0 and fixed.stdout.splitlines()[-1].startswith("ok: "), fixed.stdout
     assert (db / f"{name}.lance" / "_damaged" / newest.name).exists()
     # The newest version was maintenance's last step (the full-text index, which the next
     # ingestion's maintenance builds again): every row is in the version before it.
