@@ -17,12 +17,17 @@ A database with nothing damaged is not touched: no run, no version."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .check import CheckReport, Problem, check_database, first_line
 from .index_check import REPAIR_FLOW, IndexDamage, table_dir, unfinished_repairs  # noqa: F401
+
+
+# A damaged data file no version names is set aside only once it is this old (seconds).
+ORPHAN_AGE_S = 300
 
 
 @dataclass
@@ -189,9 +194,13 @@ def _set_aside_versions(db_uri: str, name: str, files: list[str], lock_timeout_s
         ds = import_lance().dataset(str(root))
         current = {df.path for f in ds.get_fragments() for df in f.metadata.files}
         todo = [Path(f) for f in files if Path(f).name not in current and Path(f).exists()]
+        using = {f: versions_using(db_uri, name, str(f)) for f in todo}
+        # A file no version names may be a write in flight that takes no table lock (the
+        # ledger's own rows): left alone while it is young.
+        todo = [f for f in todo if using[f] or time.time() - f.stat().st_mtime > ORPHAN_AGE_S]
         if not todo:
             return []
-        lost = sorted({v for f in todo for v in versions_using(db_uri, name, str(f))})
+        lost = sorted({v for f in todo for v in using[f]})
         rec.parameters["lost_versions"] = lost
         ledger = Ledger(db_uri)
         ledger.write(rec)

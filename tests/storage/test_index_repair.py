@@ -423,3 +423,21 @@ def test_a_damaged_data_file_restored_and_ingested_again_leaves_the_table_whole(
     assert (db / f"{name}.lance" / "_damaged" / "data" / data.name).exists() and not data.exists()
     assert cli("check", "--db", str(db), cwd=tmp_path).returncode == 0
     assert search(db, "full-text") == before["full-text"]
+
+
+def test_the_python_api_warns_for_a_damaged_index_and_raises_one_line_for_a_damaged_data_file(copy):
+    from grainline import api
+    from grainline.storage import damage as dmg
+
+    db, other, name, before = copy
+    damage(db, name, "vector_ivfpq_rows_877", "index.idx", "zero", other)
+    dmg._said.clear()  # said once per process: this test's own table
+    q = QUERIES["vector"]
+    with pytest.warns(dmg.IndexDamagedWarning, match="index vector_ivfpq_rows_877 .* searched exactly instead"):
+        hits = api.search(q["query"], str(db), strategy=q["strategy"], k=5, method="dense", device="cpu")
+    assert [h.row["chunk_id"] for h in hits] == [c for c, _ in before["vector"]]
+    data = sorted((db / f"{name}.lance" / "data").glob("*.lance"))[-1]
+    os.truncate(data, data.stat().st_size // 2)
+    with pytest.raises(dmg.TableDamaged) as err:
+        api.search(q["query"], str(db), strategy=q["strategy"], k=5, method="dense", device="cpu")
+    assert "\n" not in str(err.value) and f"table {name} is damaged" in str(err.value)
