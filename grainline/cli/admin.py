@@ -297,6 +297,7 @@ def _repair(db: str, table: str | None, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps({"found": [p.as_dict() for p in rep.before.problems],
                                "repaired": [r.__dict__ for r in rep.rebuilt],
+                               "set_aside": rep.set_aside,  # damaged manifests and data files, one line each
                                "not_repairable": [d.__dict__ for d in rep.data] + [{"error": f} for f in rep.failed],
                                "left": [p.as_dict() for p in after.problems]}, ensure_ascii=False))
     else:
