@@ -25,7 +25,8 @@ T = TypeVar("T")
 _LANCE_MARKS = ("lance error", "LanceError", "Lance file", "External error", "Not found:", "Invalid range",
                 "failed to fill whole buffer", "lance-io", "lance-file", "lance-index")
 # A path inside a table's folder: what follows ``<table>.lance/`` names the file.
-_IN_TABLE = re.compile(r"/[^\s,]*?/([^/\s,]+\.lance)/(?=[^\s,])")
+# (Lance writes some paths without their leading "/": the whole path token goes.)
+_IN_TABLE = re.compile(r"(?<![^\s(:'\"])[^\s,'\"]*?/([^/\s,'\"]+\.lance)/(?=[^\s,])")
 
 
 class TableDamaged(TerminalError, ValueError):

@@ -246,21 +246,39 @@ def test_maintain_repairs_a_damaged_index_first(copy):
     assert search(db, "full-text") == before["full-text"]
 
 
-def test_a_damaged_data_file_is_named_with_its_documents_and_the_version_to_restore(copy):
+@pytest.mark.parametrize("way", ["truncate", "delete"])
+def test_a_damaged_data_file_is_named_with_its_documents_and_the_version_to_restore(copy, way):
     db, _, name, _ = copy
     data = sorted((db / f"{name}.lance" / "data").glob("*.lance"))[-1]
-    os.truncate(data, data.stat().st_size // 2)
+    ds = connect(str(db)).open_table(name).to_lance()
+    (frag,) = [f for f in ds.get_fragments() if any(df.path == data.name for df in f.metadata.files)]
+    held = set(frag.to_table(columns=["doc_id"]).column("doc_id").to_pylist())
+    if way == "truncate":
+        os.truncate(data, data.stat().st_size // 2)
+    else:  # its documents come from the doc_id index then
+        data.unlink()
     found = cli("check", "--db", str(db), cwd=db.parent)
     assert found.returncode == 1 and any(data.name in ln for ln in found.stdout.splitlines()), found.stdout
     got = cli("check", "--repair", "--db", str(db), cwd=db.parent)
     assert got.returncode == 1
     (line,) = [ln for ln in got.stdout.splitlines() if ln.startswith("not repairable:")]
-    assert data.name in line and "documents" in line and f"grainline restore" in line and f"--table {name}" in line
+    assert data.name in line and f"it held {len(held)} documents (" in line, line
+    assert "grainline restore" in line and f"--table {name}" in line, line
     for kind in ("vector", "full-text"):
         s = cli_search(db, kind)
         assert s.returncode == 1 and "Traceback" not in s.stderr, s.stderr
         (err,) = s.stderr.strip().splitlines()
         assert err.startswith(f"error: table {name} is damaged") and "grainline check" in err
+        if way == "delete":  # Lance names the missing file: by its place in the table's folder
+            assert f"Not found: {name}.lance/data/{data.name}" in err, err
+
+
+def test_a_lance_error_is_one_short_line_naming_the_file_in_the_table():
+    from grainline.storage.damage import damage_line
+
+    assert damage_line(RuntimeError("lance error: Not found: tmp/x/db/t.lance/data/f.lance, /rustc/ab/core/f.rs:250:5\n"
+                                    "more")) == "lance error: Not found: t.lance/data/f.lance more"
+    assert damage_line(OSError("open '/tmp/x/db/t.lance/_indices/u/tokens.lance'")) == "open 't.lance/_indices/u/tokens.lance'"
 
 
 @pytest.mark.parametrize("way", ["truncate", "zero"])
