@@ -369,8 +369,17 @@ def _probe_fts(ds: Any, index: str, column: str, covered: set[int]) -> str | Non
 
 def _probe_scalar(ds: Any, index: str, column: str, covered: set[int]) -> str | None:
     stats = ds.stats.index_stats(index)
-    ranges = [(s["min"], s["max"]) for s in stats.get("segments") or stats.get("indices") or [] if "min" in s and "max" in s]
-    for row in _samples(ds, covered, [column]):
+    ranges = [(s["min"], s["max"]) for s in stats.get("segments") or stats.get("indices") or []
+              if s.get("min") is not None and s.get("max") is not None]
+    # The smallest and largest values the covered rows hold: an index whose recorded range
+    # leaves one out cannot find it (a page lookup of another table's index, narrower
+    # than this one's, shows only there; a few sampled rows would miss it).
+    lo, hi = _column_range(ds, column, covered)
+    if ranges and lo is not None and (lo < min(r[0] for r in ranges) or hi > max(r[1] for r in ranges)):
+        return (f"holds values from {str(min(r[0] for r in ranges))[:60]!r} to {str(max(r[1] for r in ranges))[:60]!r}, "
+                f"but the rows it covers hold {str(lo)[:60]!r} to {str(hi)[:60]!r} (a file of another table's index?)")
+    extremes = [{column: v} for v in (lo, hi) if v is not None]
+    for row in extremes + _samples(ds, covered, [column]):
         value = row[column]
         if value is None:
             continue
@@ -383,6 +392,24 @@ def _probe_scalar(ds: Any, index: str, column: str, covered: set[int]) -> str | 
         if via != exact:
             return f"finds {via} rows holding {str(value)[:60]!r}, the data {exact}"
     return None
+
+
+def _column_range(ds: Any, column: str, covered: set[int]) -> tuple[Any, Any]:
+    """(min, max) of ``column`` over the rows of the fragments ``covered``; (None, None)
+    when they hold no value."""
+    import pyarrow.compute as pc
+
+    lo = hi = None
+    for frag in ds.get_fragments():
+        if frag.fragment_id not in covered:
+            continue
+        for batch in frag.to_batches(columns=[column]):
+            mm = pc.min_max(batch.column(0))
+            a, b = mm["min"].as_py(), mm["max"].as_py()
+            if a is not None:
+                lo = a if lo is None or a < lo else lo
+                hi = b if hi is None or b > hi else hi
+    return lo, hi
 
 
 # The ledger's flow name of a ``grainline check --repair`` run (``storage/repair.py``).

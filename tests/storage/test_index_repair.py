@@ -85,8 +85,20 @@ def built(tmp_path_factory):
                                     embedder=EmbedderSettings(device="cpu")))
     assert rec.status == "completed", rec.error
     name = rec.table_name
-    # Another table, another set of rows: its index files are the same files of other indexes.
-    rows = connect(str(db)).open_table(name).to_arrow().slice(100, 420)
+    # Another table, another set of rows: its index files are the same files of other
+    # indexes. Without the rows holding the smallest and largest doc_id and content_hash,
+    # so its BTREE page lookups record narrower ranges than this table's (a lookup with
+    # the same range would be the same index, no damage at all).
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    everything = connect(str(db)).open_table(name).to_arrow()
+    keep = None
+    for col in ("doc_id", "content_hash"):
+        ends = pa.array([pc.min(everything[col]).as_py(), pc.max(everything[col]).as_py()])
+        out = pc.invert(pc.is_in(everything[col], value_set=ends))
+        keep = out if keep is None else pc.and_(keep, out)
+    rows = everything.filter(keep).slice(100, 320)
     other = base / "other"
     maintain(connect(str(other)).create_table(name, rows))
     before = {kind: search(db, kind) for kind in QUERIES}
@@ -119,7 +131,7 @@ def damage(db: Path, name: str, index: str, file: str, way: str, other: Path) ->
     ds = connect(str(db)).open_table(name).to_lance()
     uuid = next(d for d in ds.describe_indices() if d.name == index).segments[0].uuid
     path = db / f"{name}.lance" / "_indices" / uuid / file
-    size = path.stat().st_size
+    size, was = path.stat().st_size, path.read_bytes()
     if way == "truncate":
         os.truncate(path, size // 2)
     elif way == "zero":
@@ -130,7 +142,10 @@ def damage(db: Path, name: str, index: str, file: str, way: str, other: Path) ->
         theirs = [p for p in sorted((other / f"{name}.lance" / "_indices").glob(f"*/{file}"))
                   if p.read_bytes() != path.read_bytes()]
         assert theirs, f"another table has no different {file}"
+        # One of the same size first: no size check finds it, only the index's use does.
+        theirs.sort(key=lambda p: p.stat().st_size != size)
         shutil.copyfile(theirs[0], path)
+    assert not path.exists() or path.read_bytes() != was, f"{way} left {path} as it was"
     return path
 
 
@@ -162,6 +177,7 @@ def test_the_cases_cover_every_file_of_every_index(built):
 def test_a_damaged_index_file_is_named_repaired_and_search_answers_as_before(copy, index, file, way):
     db, other, name, before = copy
     kind = next(k for ix, k, f in index_files(db, name) if ix == index and f == file)
+    rows = connect(str(db)).open_table(name).count_rows()
     damage(db, name, index, file, way, other)
     found = cli("check", "--db", str(db), cwd=db.parent)
     assert "Traceback" not in found.stderr and "WARN" not in found.stderr, found.stderr
@@ -182,7 +198,8 @@ def test_a_damaged_index_file_is_named_repaired_and_search_answers_as_before(cop
     out = fixed.stdout.splitlines()
     assert out[0] == lines[0]
     assert any(ln.startswith(f"repaired: table {name}: index {index} ({kind}) rebuilt") for ln in out), out
-    assert out[-1].startswith("ok: ")
+    assert out[-1].startswith("ok: ") and f" {rows} chunk rows," in out[-1], out[-1]
+    assert connect(str(db)).open_table(name).count_rows() == rows
     assert search(db, query_kind) == before[query_kind]
     repairs = [r for r in Ledger(str(db)).runs("repair") if r["status"] == "completed"]
     assert [ix["index"] for ix in repairs[-1]["parameters"]["indexes"]] == [index]
