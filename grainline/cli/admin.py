@@ -218,22 +218,24 @@ def maintain(
                 if p.kind == "open" and p.where not in ("table", "data", "manifest"):
                     typer.echo(data_damage(db, p.table, p.where).line(db))
             fail(f"table {table} is damaged ({len(found.damage)} problems above); not maintained", code=1)
-        if found.indexes_damaged:
+        mendable = ("index", "history")
+        if any(p.kind in mendable for p in found.problems):
             # An index is derived from the rows: rebuilt first (a `repair` run), so the
-            # pass below folds new rows into whole indexes.
+            # pass below folds new rows into whole indexes; a damaged file only older
+            # versions name is set aside with them (the prune would otherwise keep them).
             from grainline.storage.repair import problem_lines, repair_database
 
             for p in found.problems:
-                if p.kind == "index":
+                if p.kind in mendable:
                     typer.echo(p.line())
             repaired = repair_database(db, only=table, before=found)
             for line in problem_lines(repaired, db):
                 typer.echo(line)
-            left = [p for p in (repaired.after or found).problems if p.kind == "index"]
+            left = [p for p in (repaired.after or found).problems if p.kind in mendable]
             if left:
-                fail(f"table {table}: {len(left)} damaged indexes could not be rebuilt; not maintained", code=1)
+                fail(f"table {table}: {len(left)} damaged indexes or files could not be mended; not maintained", code=1)
         for p in found.problems:  # beside the table (export, locks): said, not blocking
-            if p.kind != "index":
+            if p.kind not in mendable:
                 typer.secho(f"warning: {p.line()}", fg=typer.colors.YELLOW, err=True)
         rep = maintain_table(db, table, settings)
     except NotADatabase as exc:

@@ -110,6 +110,12 @@ def test_a_truncated_data_file_only_older_versions_name_is_history_not_damage(db
     assert {(p["kind"], p["table"]) for p in problems} == {("history", table)}, lines
     (line,) = lines
     assert old[-1].name in line and "not the current one" in line and "check --repair" in line, line
+    # maintain mends it first (sets the file and its versions aside), then maintains.
+    got = cli("maintain", "--db", str(path), "--table", table, cwd=path.parent)
+    assert got.returncode == 0 and "Traceback" not in got.stderr, got.stdout + got.stderr
+    assert any(ln.startswith(f"repaired: table {table}: damaged data file {old[-1].name} set aside")
+               for ln in got.stdout.splitlines()), got.stdout
+    assert check(path)[0] == 0
 
 
 def test_a_deleted_version_named_by_the_ledger_is_found(db):
