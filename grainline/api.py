@@ -309,7 +309,12 @@ def classify(train: str | None = None, input_path: str | None = None, db: str = 
         raise ValueError("--train needs --input: the records to classify")
     from_table = None
     if train is None or input_path is None:
-        from_table = table_records(RelatedSettings(db=db, table=table, model=model, strategy=strategy), label_field)
+        from grainline.related import chunks_table_name
+        from grainline.storage.damage import reading
+
+        rs = RelatedSettings(db=db, table=table, model=model, strategy=strategy)
+        with reading(chunks_table_name(rs), db):
+            from_table = table_records(rs, label_field)
     fit = (cl.embed_records(read_records(train, text_field, label_field, id_field), embedder())
            if train is not None else from_table.labelled())
     new = (cl.embed_records(read_records(input_path, text_field, label_field, id_field, require_labels=False), embedder())

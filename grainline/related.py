@@ -75,14 +75,19 @@ class DocVectors:
                        f"({len(self.doc_ids)} documents){hint}")
 
 
+def chunks_table_name(settings: RelatedSettings) -> str:
+    """The chunks table ``settings`` name: ``table``, else the model's."""
+    if settings.table is not None:
+        return settings.table
+    from grainline.embedding import EmbedderSettings, get_embedder
+
+    return get_embedder(EmbedderSettings(model=settings.model, device="cpu")).identity.table_name
+
+
 def resolve_table(settings: RelatedSettings) -> Any:
     """The chunks table named by ``settings``, or a clear error naming what is there."""
     conn = connect(settings.db)
-    name = settings.table
-    if name is None:
-        from grainline.embedding import EmbedderSettings, get_embedder
-
-        name = get_embedder(EmbedderSettings(model=settings.model, device="cpu")).identity.table_name
+    name = chunks_table_name(settings)
     table = open_table_if_exists(conn, name)
     if table is None:
         raise ValueError(f"no table {name!r} in {settings.db!r}; run `grainline ingest` first or pass --table")
@@ -150,7 +155,11 @@ class Related:
 
 def related(doc_id: str, settings: RelatedSettings) -> list[Related]:
     """The ``settings.k`` documents most similar to ``doc_id``."""
-    dv = document_vectors(resolve_table(settings), settings.strategy)
+    from grainline.storage.damage import reading
+
+    with reading(chunks_table_name(settings), settings.db):
+        table = resolve_table(settings)
+        dv = document_vectors(table, settings.strategy)
     i = dv.position(doc_id)
     idx, sc = top_related(dv, np.array([i]), settings.k)
     return [Related(r + 1, dv.doc_ids[j], dv.titles[j], float(s)) for r, (j, s) in enumerate(zip(idx[0], sc[0]))]
@@ -171,8 +180,11 @@ def precompute_related(settings: RelatedSettings) -> dict[str, Any]:
     import time
 
     t0 = time.perf_counter()
-    table = resolve_table(settings)
-    dv = document_vectors(table, settings.strategy)
+    from grainline.storage.damage import reading
+
+    with reading(chunks_table_name(settings), settings.db):
+        table = resolve_table(settings)
+        dv = document_vectors(table, settings.strategy)
     t_vectors = time.perf_counter() - t0
     now = datetime.now(timezone.utc)
     with related_writer(settings.db, dv.table_name, settings.strategy, dv.model_id,

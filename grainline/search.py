@@ -147,8 +147,16 @@ def search(
         check_coarser(strategy, returns)
     from grainline.embedding import EmbedderSettings, get_embedder
 
+    from grainline.storage.damage import reading
+
     embedder = get_embedder(embedder_settings or EmbedderSettings())
-    table = open_chunks_table(db, embedder)
+    with reading(embedder.identity.table_name, db):
+        table = open_chunks_table(db, embedder)
+        return _search(table, fn, query, strategy, k, embedder, where, metadata, returns, db)
+
+
+def _search(table: Any, fn: SearchFn, query: str, strategy: str, k: int, embedder: "Embedder", where: str | None,
+            metadata: list[str] | None, returns: str | None, db: str) -> list[SearchHit]:
     meta_sql, exact = metadata_filter(metadata or [])
     filt = " AND ".join(f"({w})" for w in (where, meta_sql) if w) or None
     vector_fn = _once(lambda: embedder.embed_queries([query])[0])
@@ -158,7 +166,7 @@ def search(
     if returns is not None:
         want *= 8
     while True:
-        children = fn(SearchRequest(table, query, strategy, want, filt, vector_fn))
+        children = fn(SearchRequest(table, query, strategy, want, filt, vector_fn, options={"db": db}))
         hits = [h for h in children if exact(h.row)]
         if returns is not None:
             hits = parent_hits(table, hits, strategy, returns)
@@ -195,6 +203,7 @@ def parent_hits(table: Any, hits: list[SearchHit], strategy: str, parent: str) -
     """Each hit's enclosing ``parent`` chunk from the same table (its document's chunk of
     that strategy overlapping it most), first occurrence only, in the hits' order."""
     from grainline.chunkers.nesting import Parents, expand
+    from grainline.storage.damage import without_scalar_index
     from grainline.storage.sql import quote
 
     if not hits:
@@ -203,8 +212,9 @@ def parent_hits(table: Any, hits: list[SearchHit], strategy: str, parent: str) -
     rows: list[dict[str, Any]] = []
     for i in range(0, len(docs), 500):  # a bounded IN list per query
         ids = ", ".join(quote(d) for d in docs[i:i + 500])
-        rows += (table.search().where(f"strategy = {quote(parent)} AND doc_id IN ({ids})")
-                 .select(RESULT_COLUMNS).limit(None).to_list())
+        where = f"strategy = {quote(parent)} AND doc_id IN ({ids})"
+        rows += without_scalar_index(table, lambda: table.search().where(where).select(RESULT_COLUMNS).limit(None).to_list(),
+                                     where, RESULT_COLUMNS)
     if not rows:
         stored = stored_strategies(table)
         if parent not in stored:
@@ -247,15 +257,16 @@ def registry_search(table: Any, query: str, vector: Any, strategy: str, k: int, 
     return [SearchHit(rank=i + 1, score=float(h.score), row=by_id[c]) for i, (h, c) in enumerate(zip(hits, ids))]
 
 
-def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> Any:
+def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | None = None, exact: bool = False) -> Any:
     """The LanceDB query for the ``k`` rows of ``strategy`` nearest to ``vector``
-    (cosine): through the vector index when the table has one, exact otherwise."""
+    (cosine): through the vector index when the table has one (and not ``exact``),
+    exact otherwise."""
     from grainline.storage.maintenance import vector_index
     from grainline.storage.sql import quote
 
     filt = f"strategy = {quote(strategy)}" + (f" AND ({where})" if where else "")
     q = table.search(vector, vector_column_name="vector").distance_type("cosine")
-    if vector_index(table) is not None:
+    if not exact and vector_index(table) is not None:
         # 0: no upper limit, so a narrow filter can still fill k from further partitions.
         q = q.minimum_nprobes(NPROBES).maximum_nprobes(0).refine_factor(REFINE_FACTOR)
     else:
@@ -263,16 +274,28 @@ def dense_query(table: Any, vector: Any, strategy: str, k: int, where: str | Non
     return q.where(filt, prefilter=True).select(RESULT_COLUMNS + ["_distance"]).limit(k)
 
 
-def dense_search(table: Any, vector: Any, strategy: str, k: int, where: str | None = None) -> list[SearchHit]:
-    """Run :func:`dense_query`; scores are cosine similarities."""
-    rows = dense_query(table, vector, strategy, k, where).to_list()
+def dense_search(table: Any, vector: Any, strategy: str, k: int, where: str | None = None,
+                 db: str | None = None) -> list[SearchHit]:
+    """Run :func:`dense_query`; scores are cosine similarities. A damaged vector index
+    is said once and the search done exactly instead."""
+    from grainline.storage.damage import is_damage, warn_index
+    from grainline.storage.maintenance import vector_index
+
+    try:
+        rows = dense_query(table, vector, strategy, k, where).to_list()
+    except Exception as exc:
+        ix = vector_index(table)
+        if ix is None or not is_damage(exc):
+            raise
+        rows = dense_query(table, vector, strategy, k, where, exact=True).to_list()
+        warn_index(table.name, ix.name, exc, "searched exactly instead", db)
     return [SearchHit(rank=i + 1, score=1.0 - float(r.pop("_distance")), row=r) for i, r in enumerate(rows)]
 
 
 @SEARCH_METHODS.register("dense")
 def _dense(req: SearchRequest) -> list[SearchHit]:
     """Cosine similarity of the query vector."""
-    return dense_search(req.table, req.vector, req.strategy, req.k, req.where)
+    return dense_search(req.table, req.vector, req.strategy, req.k, req.where, req.options.get("db"))
 
 
 @SEARCH_METHODS.register("bm25")
@@ -286,8 +309,18 @@ def _bm25(req: SearchRequest) -> list[SearchHit]:
         raise ValueError(f"table {req.table.name} has no full-text index; build it with `grainline maintain` "
                          f"(ingestion builds it unless --no-maintain)")
     filt = f"strategy = {quote(req.strategy)}" + (f" AND ({req.where})" if req.where else "")
-    rows = (req.table.search(req.query, query_type="fts", fts_columns="text").where(filt, prefilter=True)
-            .select(RESULT_COLUMNS + ["_score"]).limit(req.k).to_list())
+    try:
+        rows = (req.table.search(req.query, query_type="fts", fts_columns="text").where(filt, prefilter=True)
+                .select(RESULT_COLUMNS + ["_score"]).limit(req.k).to_list())
+    except Exception as exc:
+        from grainline.storage.damage import is_damage, warn_index
+
+        if not is_damage(exc):
+            raise
+        # The full-text index is damaged: the query's meaning, densely (scores are cosines).
+        hits = _dense(req)
+        warn_index(req.table.name, FTS_INDEX, exc, "answered with dense search instead", req.options.get("db"))
+        return hits
     return [SearchHit(rank=i + 1, score=float(r.pop("_score")), row=r) for i, r in enumerate(rows)]
 
 
@@ -296,7 +329,7 @@ def _hybrid(req: SearchRequest) -> list[SearchHit]:
     """Reciprocal-rank fusion of dense and bm25, each read to ``HYBRID_DEPTH`` (or
     ``k``, when larger); scores are the fused RRF scores."""
     depth = max(req.k, HYBRID_DEPTH)
-    deep = SearchRequest(req.table, req.query, req.strategy, depth, req.where, req.vector_fn)
+    deep = SearchRequest(req.table, req.query, req.strategy, depth, req.where, req.vector_fn, options=req.options)
     fused: dict[str, float] = {}
     rows: dict[str, dict[str, Any]] = {}
     for hits in (_dense(deep), _bm25(deep)):

@@ -17,7 +17,14 @@ What is checked, table by table:
 - ``export``: the Parquet export holds exactly the rows of the version it names;
 - ``lock``: a table's write lock is not held by a dead process, and no run died
   holding it while the ledger still says it is running (an object-store lease: not
-  lapsed while a run is recorded as running).
+  lapsed while a run is recorded as running);
+- ``history``: a damaged data file that only older versions name (a ``restore`` past
+  it left it behind): the current version is whole, those versions cannot be read;
+  ``grainline check --repair`` sets them aside;
+- ``index``: every index (vector, full-text, scalar) reads and answers a query through
+  it correctly, and every file the manifest names is there and whole
+  (``storage/index_check.py``); an index a killed repair left dropped is named too.
+  ``grainline check --repair`` rebuilds them (``storage/repair.py``).
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -36,10 +43,9 @@ from .chunks import connect, open_table_if_exists
 from .ledger import RUNS_TABLE
 from .lock_protocol import LOCK_DIR, is_local
 from .parquet import MARKER, default_export_dir, exported_version, read_export
+from .problem import LANCE_FOOTER, Problem, first_line  # noqa: F401  (re-exported)
 from .tables import table_names
 
-# Lance data files end with these four bytes; a file cut short has lost them.
-LANCE_FOOTER = b"LANC"
 # Article texts kept for the slice check of sentences and paragraphs; beyond this the
 # remaining documents are checked without it (their hashes and offsets still are).
 ARTICLE_BUDGET_CHARS = 256 << 20
@@ -51,27 +57,9 @@ class NotADatabase(TerminalError, ValueError):
     """The path names no grainline database (missing, a file, or no table in it)."""
 
 
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong: its kind, the table, where in it (row, version, file) and why."""
-
-    kind: str
-    table: str
-    where: str
-    reason: str
-
-    def line(self) -> str:
-        """The problem as one printable line."""
-        return f"{self.kind}: table {self.table}: {self.where}: {self.reason}"
-
-    def as_dict(self) -> dict[str, str]:
-        """The problem as a JSON-ready dict."""
-        return asdict(self)
-
-
 # Kinds that mean the table itself is damaged; a stale export or a dead lock holder is
 # reported too, but is about files beside the table, which the next run rewrites.
-TABLE_DAMAGE = frozenset({"open", "version", "row", "duplicate"})
+TABLE_DAMAGE = frozenset({"open", "manifest", "version", "row", "duplicate"})
 
 
 @dataclass
@@ -84,7 +72,10 @@ class CheckReport:
     versions: int = 0
     exports: int = 0
     locks: int = 0
+    indexes: int = 0
     problems: list[Problem] = field(default_factory=list)
+    # The damaged indexes (each also one problem of kind ``index``), for the repair.
+    indexes_damaged: list[Any] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -97,13 +88,11 @@ class CheckReport:
 
     def summary(self) -> str:
         """One line: what was checked."""
-        return (f"ok: {len(self.tables)} tables, {self.rows} chunk rows, {self.versions} ledger versions, "
-                f"{self.exports} exports, {self.locks} locks checked in {self.db}")
+        return (f"ok: {len(self.tables)} tables, {self.rows} chunk rows, {self.indexes} indexes, "
+                f"{self.versions} ledger versions, {self.exports} exports, {self.locks} locks checked in {self.db}")
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"
+_first_line = first_line
 
 
 def open_database(db_uri: str) -> Any:
@@ -139,6 +128,7 @@ def check_database(db_uri: str, only: str | None = None) -> CheckReport:
         if table is None:
             continue
         _check_versions(table, name, runs, report)
+        _check_indexes(db_uri, name, table, runs, report)
         if name != RUNS_TABLE and "vector" in table.schema.names:
             _check_rows(table, name, report)
             _check_export(conn, db_uri, name, report)
@@ -146,12 +136,27 @@ def check_database(db_uri: str, only: str | None = None) -> CheckReport:
     return report
 
 
+def _check_indexes(db_uri: str, name: str, table: Any, runs: list[dict[str, Any]], report: CheckReport) -> None:
+    """Every index read and used once (``storage/index_check.py``), and the indexes a
+    repair killed mid-way left dropped (``storage/repair.py``)."""
+    from .index_check import check_indexes, unfinished_repairs
+
+    for damage in check_indexes(db_uri, name, table) + unfinished_repairs(runs, name, table):
+        report.indexes_damaged.append(damage)
+        report.problems.append(damage.problem())
+    try:
+        report.indexes += len(table.list_indices())
+    except Exception:  # noqa: BLE001 - reported by check_indexes
+        pass
+
+
 def _ledger_rows(conn: Any, report: CheckReport) -> list[dict[str, Any]]:
     t = open_table_if_exists(conn, RUNS_TABLE)
     if t is None:
         return []
     try:
-        cols = [c for c in ("run_id", "status", "table_name", "version_before", "version_after") if c in t.schema.names]
+        cols = [c for c in ("run_id", "flow", "status", "table_name", "version_before", "version_after", "parameters")
+                if c in t.schema.names]
         return t.search().select(cols).limit(None).to_arrow().to_pylist()
     except (OSError, RuntimeError, ValueError):
         return []  # reported by the table's own read check
@@ -160,14 +165,41 @@ def _ledger_rows(conn: Any, report: CheckReport) -> list[dict[str, Any]]:
 def _open(conn: Any, db_uri: str, name: str, report: CheckReport) -> Any | None:
     """The table, once it opened and every column of every row was read; else None
     with the problems (the truncated files named where the database is local)."""
+    from .index_check import check_manifests
+
+    manifests = check_manifests(db_uri, name)
+    report.problems += manifests
+    if manifests:
+        return None  # what a damaged manifest names cannot be trusted: the repair first
     try:
         table = conn.open_table(name)
     except Exception as exc:  # noqa: BLE001 - whatever LanceDB raises, the table does not open
         report.problems.append(Problem("open", name, "table", f"does not open: {_first_line(exc)}"))
         return None
-    cut = list(_truncated_files(db_uri, name))
-    for f in cut:
+    cut = []
+    try:
+        current: set[str] | None = {df.path for f in table.to_lance().get_fragments() for df in f.metadata.files}
+    except Exception:  # noqa: BLE001 - reported below, where the fragments are listed again
+        current = None
+    for f in _truncated_files(db_uri, name):
+        if current is not None and Path(f).name not in current:
+            # Left behind by a restore (or never committed): the current version is
+            # whole; only the older versions naming it are lost.
+            from .index_check import history_problem
+
+            report.problems.append(history_problem(db_uri, name, f))
+            continue
+        cut.append(f)
         report.problems.append(Problem("open", name, f, "data file truncated (no Lance footer)"))
+    try:
+        from .index_check import check_data_files
+
+        for p in check_data_files(db_uri, name, table.to_lance()):
+            if p.where not in cut:
+                cut.append(p.where)
+                report.problems.append(p)
+    except Exception as exc:  # noqa: BLE001 - the manifest's fragment list does not read
+        report.problems.append(Problem("open", name, "manifest", f"fragments cannot be listed: {_first_line(exc)}"))
     try:
         for _ in table.search().limit(None).to_batches(8192):
             pass
@@ -210,11 +242,24 @@ def _check_versions(table: Any, name: str, runs: list[dict[str, Any]], report: C
             if v is not None:
                 named.setdefault(int(v), f"run {r['run_id']} ({col})")
     report.versions += len(named)
+    # Versions whose damaged manifest a repair set aside: lost, and said so then.
+    lost = {int(v) for r in runs if r.get("flow") == "repair" and r.get("table_name") == name and r.get("status") == "completed"
+            for v in _params(r).get("lost_versions", [])}
     for v, who in sorted(named.items()):
+        if v in lost:
+            continue
         # Older than every version kept: pruned by maintenance, as designed.
         if v not in kept and v > oldest:
             report.problems.append(Problem("version", name, f"version {v}",
                                            f"named by {who} but missing (versions kept: {oldest}..{max(kept)})"))
+
+
+def _params(run: dict[str, Any]) -> dict[str, Any]:
+    p = run.get("parameters")
+    try:
+        return json.loads(p) if isinstance(p, str) else (p or {})
+    except ValueError:
+        return {}
 
 
 def chunk_mode(handling: str | None) -> str:

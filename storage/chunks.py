@@ -220,7 +220,10 @@ class ChunkStore:
         if version not in versions:
             why = (" (older versions are pruned by maintenance: `grainline maintain --prune-days/--keep-versions`; "
                    "an undo command's version stays tagged until a later ingestion completes)") if version < versions[0] else ""
-            raise ValueError(f"table {self.table_name!r} has no version {version}{why}; versions: {versions[0]}..{versions[-1]}")
+            from .index_check import version_ranges
+
+            # Listed as runs: a repair may have set versions aside (see `grainline check --repair`).
+            raise ValueError(f"table {self.table_name!r} has no version {version}{why}; versions: {version_ranges(versions)}")
         self.table.checkout(version)
         self.table.restore()
         return self.table.version

@@ -47,6 +47,7 @@ def import_lancedb() -> ModuleType:
     """``import lancedb``, with the REST namespace client's ``__init__`` deferred."""
     with _lock:
         if "lancedb" not in sys.modules:
+            quiet_lance_logs()
             _defer_package_init(_CLIENT)
         import lancedb
     return lancedb
@@ -62,3 +63,17 @@ def import_lance() -> ModuleType:
         raise RuntimeError("grainline needs pylance (the lance version LanceDB bundles): "
                            "pip install 'pylance==13.0.0'") from exc
     return lance
+
+
+def quiet_lance_logs(verbose: bool = False) -> None:
+    """Keep LanceDB's and Lance's own Rust log lines (deprecation notes, "loading legacy
+    FTS index", statistics warnings) out of the user's terminal. Each extension module
+    reads its level once, when it is imported: ``lancedb`` from ``LANCEDB_LOG``, pylance
+    from ``LANCE_LOG``, both ``warn`` by default (so ``LANCE_LOG=error`` alone left
+    LanceDB's copy of Lance warning). A level the user set is kept; ``verbose`` keeps
+    the libraries' own default (warnings) where none is set. Called before either
+    module is imported (``grainline --verbose`` sets it first)."""
+    import os
+
+    for var in ("LANCEDB_LOG", "LANCE_LOG"):
+        os.environ.setdefault(var, "warn" if verbose else "error")

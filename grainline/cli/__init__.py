@@ -34,8 +34,30 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    verbose: bool = typer.Option(False, "--verbose", help="Let LanceDB's and Lance's own warnings through (grainline --verbose search ...)."),
 ) -> None:
     """grainline: batch document embedding with Prefect."""
+    from grainline.storage.lance_import import quiet_lance_logs
+
+    # Before LanceDB is imported: its Rust logger reads its level once, at import.
+    quiet_lance_logs(verbose)
+    _one_line_warnings()
+
+
+def _one_line_warnings() -> None:
+    """grainline's own warnings to the user (a damaged index done without) as one
+    ``warning:`` line on stderr, not Python's two lines with a source location."""
+    import warnings
+
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):  # noqa: ANN001 - warnings' signature
+        if category.__module__.startswith("grainline"):
+            typer.secho(f"warning: {message}", fg=typer.colors.YELLOW, err=True)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
 
 
 # The order of `grainline --help` (groups are listed after the commands).

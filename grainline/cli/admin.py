@@ -195,6 +195,7 @@ def maintain(
     from pydantic import ValidationError
 
     from grainline.storage.check import NotADatabase, check_database
+    from grainline.storage.lock_protocol import TableLockTimeout
     from grainline.storage.maintenance import MaintenanceSettings, maintain_table
 
     try:
@@ -209,14 +210,38 @@ def maintain(
         # it could be restored from.
         found = check_database(db, only=table)
         if found.damage:
+            from grainline.storage.repair import data_damage
+
             for p in found.damage:
                 typer.echo(p.line())
+            for p in found.damage:
+                if p.kind == "open" and p.where not in ("table", "data", "manifest"):
+                    typer.echo(data_damage(db, p.table, p.where).line(db))
             fail(f"table {table} is damaged ({len(found.damage)} problems above); not maintained", code=1)
+        mendable = ("index", "history")
+        if any(p.kind in mendable for p in found.problems):
+            # An index is derived from the rows: rebuilt first (a `repair` run), so the
+            # pass below folds new rows into whole indexes; a damaged file only older
+            # versions name is set aside with them (the prune would otherwise keep them).
+            from grainline.storage.repair import problem_lines, repair_database
+
+            for p in found.problems:
+                if p.kind in mendable:
+                    typer.echo(p.line())
+            repaired = repair_database(db, only=table, before=found)
+            for line in problem_lines(repaired, db):
+                typer.echo(line)
+            left = [p for p in (repaired.after or found).problems if p.kind in mendable]
+            if left:
+                fail(f"table {table}: {len(left)} damaged indexes or files could not be mended; not maintained", code=1)
         for p in found.problems:  # beside the table (export, locks): said, not blocking
-            typer.secho(f"warning: {p.line()}", fg=typer.colors.YELLOW, err=True)
+            if p.kind not in mendable:
+                typer.secho(f"warning: {p.line()}", fg=typer.colors.YELLOW, err=True)
         rep = maintain_table(db, table, settings)
     except NotADatabase as exc:
         fail(str(exc))
+    except TableLockTimeout as exc:
+        fail(str(exc), code=1)
     except (ValueError, ValidationError) as exc:
         fail(str(exc))
     b, a = rep.before, rep.after
@@ -231,16 +256,25 @@ def check(
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     table: str = typer.Option(None, "--table", help="Check only this table (default: every table)."),
     as_json: bool = typer.Option(False, "--json", help="Print the problems as one JSON list of {kind, table, where, reason}."),
+    repair: bool = typer.Option(False, "--repair", help="Rebuild every damaged index from the rows (a `repair` run, under the "
+                                "table's write lock); a damaged data file is named with its documents and the version to restore."),
 ) -> None:
-    """Verify a database as fsck verifies a disk: tables and ledger versions, chunk rows,
-    duplicate ids, the Parquet export, locks. One line per problem and exit 1, or an
-    "ok" line and exit 0."""
+    """Verify a database as fsck verifies a disk: tables and ledger versions, every
+    index and every file the manifest names, chunk rows, duplicate ids, the Parquet
+    export, locks. One line per problem and exit 1, or an "ok" line and exit 0. With
+    --repair: rebuild what is derivable, then check again."""
     from grainline.storage.check import NotADatabase, check_database, problems_json
+    from grainline.storage.lock_protocol import TableLockTimeout
 
     try:
+        if repair:
+            _repair(db, table, as_json)
+            return
         report = check_database(db, only=table)
     except NotADatabase as exc:
         fail(str(exc))
+    except TableLockTimeout as exc:
+        fail(str(exc), code=1)
     if as_json:
         typer.echo(problems_json(report))
     else:
@@ -248,7 +282,40 @@ def check(
             typer.echo(p.line())
         if report.ok:
             typer.echo(report.summary())
+        elif report.indexes_damaged:
+            typer.echo(f"indexes are derived from the rows: `grainline check --repair --db {db}` rebuilds them")
     if not report.ok:
+        raise typer.Exit(1)
+
+
+def _repair(db: str, table: str | None, as_json: bool) -> None:
+    """``check --repair``: print what was found, what was done, and what is left."""
+    import json
+
+    from grainline.storage.repair import problem_lines, repair_database
+
+    rep = repair_database(db, only=table)
+    after = rep.after or rep.before
+    if as_json:
+        typer.echo(json.dumps({"found": [p.as_dict() for p in rep.before.problems],
+                               "repaired": [r.__dict__ for r in rep.rebuilt],
+                               "set_aside": rep.set_aside,  # damaged manifests and data files, one line each
+                               "not_repairable": [d.__dict__ for d in rep.data] + [{"error": f} for f in rep.failed],
+                               "left": [p.as_dict() for p in after.problems]}, ensure_ascii=False))
+    else:
+        for p in rep.before.problems:
+            typer.echo(p.line())
+        for line in problem_lines(rep, db):
+            typer.echo(line)
+        if rep.before.ok:
+            typer.echo(f"{rep.before.summary()}; nothing to repair: nothing changed")
+        elif after.ok:
+            typer.echo(after.summary())
+        else:
+            for p in after.problems:
+                if p.kind != "open":  # data files: said above, with their documents
+                    typer.echo(f"left: {p.line()}")
+    if not after.ok:
         raise typer.Exit(1)
 
 

@@ -54,6 +54,14 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
+def damage_code(exc: BaseException) -> int:
+    """The exit code for an error: 1 for a damaged table (the command was right, the
+    data is not), 2 for everything else a command refuses."""
+    from grainline.storage.damage import TableDamaged
+
+    return 1 if isinstance(exc, TableDamaged) else 2
+
+
 def one_line(exc: BaseException) -> str:
     """An error as one line: the ledger's account of the run when the error carries it
     (the real error, then whether the table was kept or restored, and the undo

@@ -10,7 +10,7 @@ import typer
 
 from grainline.cli import checks as chk
 from grainline.cli.common import (BACKEND_HELP, DB_HELP, DEVICE_HELP, MODEL_HELP, PRECISION_HELP, check_embedder_args,
-                                  checked, fail, use_server, validation_line)
+                                  checked, damage_code, fail, use_server, validation_line)
 from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 
 
@@ -78,7 +78,7 @@ def eval_cmd(
             # starts (a failure inside the flow would be logged with a traceback).
             check_queryset(settings)
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
-        fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
+        fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc), code=damage_code(exc))
     use_server()
     from grainline.flows.evaluate import evaluate_flow
 
@@ -86,7 +86,7 @@ def eval_cmd(
         state = evaluate_flow(settings, return_state=True)
         result = state.result()
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
-        fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc))
+        fail(validation_line(exc) if isinstance(exc, ValidationError) else str(exc), code=damage_code(exc))
     md = Path(result["report"]).read_text(encoding="utf-8")
     typer.echo(md.split("## Plots")[0])
     if queries is not None:

@@ -45,9 +45,17 @@ def _print_ingest(result: dict[str, Any], source: str = "") -> None:
     for f in c["failures"]:
         typer.secho(f"  FAILED {f['where']} ({f['stage']}): {f['reason']}", fg=typer.colors.YELLOW)
     skipped = c.get("skipped") or []
-    if skipped:
-        names = ", ".join(f["where"] for f in skipped[:10]) + (f", ... ({len(skipped) - 10} more)" if len(skipped) > 10 else "")
-        typer.secho(f"  skipped {len(skipped)} file(s) no reader reads: {names}", fg=typer.colors.YELLOW)
+    # A FIFO, socket or device: named with what it is (its reason), apart from the
+    # files of a type no reader reads.
+    special = [f for f in skipped if "not a regular file" in f.get("reason", "")]
+    unread = [f for f in skipped if f not in special]
+    if unread:
+        names = ", ".join(f["where"] for f in unread[:10]) + (f", ... ({len(unread) - 10} more)" if len(unread) > 10 else "")
+        typer.secho(f"  skipped {len(unread)} file(s) no reader reads: {names}", fg=typer.colors.YELLOW)
+    for f in special[:10]:
+        typer.secho(f"  skipped {f['where']}: {f['reason']}", fg=typer.colors.YELLOW)
+    if len(special) > 10:
+        typer.secho(f"  ... {len(special) - 10} more special files skipped (grainline runs --json lists all)", fg=typer.colors.YELLOW)
     if not (c["docs_seen"] or c["docs_failed"] or skipped):
         typer.secho(f"warning: {source or 'the source'} holds no documents: nothing was ingested",
                     fg=typer.colors.YELLOW, err=True)

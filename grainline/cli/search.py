@@ -7,8 +7,8 @@ from pathlib import Path
 import typer
 
 from grainline.cli import checks as chk
-from grainline.cli.common import (BACKEND_HELP, DB_HELP, DEVICE_HELP, MODEL_HELP, check_embedder_args, checked, fail,
-                                  print_hits, use_server)
+from grainline.cli.common import (BACKEND_HELP, DB_HELP, DEVICE_HELP, MODEL_HELP, check_embedder_args, checked,
+                                  damage_code, fail, print_hits, use_server)
 from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 
 
@@ -53,7 +53,7 @@ def search(
                                                                      backend=backend, head=head),
                          where=sql_filter, method=method, metadata=where, returns=returns)
     except (ValueError, FileNotFoundError) as exc:
-        fail(str(exc))
+        fail(str(exc), code=damage_code(exc))
     print_hits(query, returns or strategy, hits, as_json)
 
 
@@ -94,7 +94,7 @@ def related(
             return
         hits = find_related(doc_id, settings)
     except (ValueError, FileNotFoundError, ValidationError) as exc:
-        fail(str(exc))
+        fail(str(exc), code=damage_code(exc))
     for h in hits:
         if as_json:
             typer.echo(json.dumps({"rank": h.rank, "doc_id": h.doc_id, "title": h.title, "score": round(h.score, 4)}))
@@ -136,7 +136,7 @@ def classify(
         fit, new, cents, preds = api.classify(train, input_path, db, table=table, strategy=strategy, model=model, device=device,
                                               label_field=label_field, text_field=text_field, id_field=id_field)
     except (ValueError, FileNotFoundError, DatasetError, ValidationError) as exc:
-        fail(str(exc))
+        fail(str(exc), code=damage_code(exc))
     lines = cl.format_predictions(new, preds, fmt)
     if output:
         Path(output).write_text("\n".join(lines) + "\n", encoding="utf-8")

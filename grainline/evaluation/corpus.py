@@ -77,12 +77,18 @@ def stored_documents(table: Any, doc_ids: list[str] | None = None) -> dict[str, 
     keyed by doc id; ``doc_ids`` limits them. A document whose chunks carry different
     content hashes (partly re-ingested) is rebuilt from the hash most of its chunks
     carry."""
-    q = table.search().select(["doc_id", "start", "end", "text", "title", "source", "doc_hash"]).limit(None)
+    from grainline.storage.damage import without_scalar_index
+
+    cols = ["doc_id", "start", "end", "text", "title", "source", "doc_hash"]
+    q = table.search().select(cols).limit(None)
     if doc_ids is not None:
         if not doc_ids:
             return {}
-        q = q.where("doc_id IN (" + ", ".join(quote(d) for d in doc_ids) + ")")
-    rows = q.to_arrow().to_pylist()
+        where = "doc_id IN (" + ", ".join(quote(d) for d in doc_ids) + ")"
+        q = q.where(where)
+        rows = without_scalar_index(table, lambda: q.to_arrow().to_pylist(), where, cols)
+    else:
+        rows = q.to_arrow().to_pylist()
     by_doc: dict[str, list[dict[str, Any]]] = {}
     for r in rows:
         by_doc.setdefault(r["doc_id"], []).append(r)

@@ -135,8 +135,14 @@ def check_queryset(settings: EvalSettings) -> None:
     if not path.is_file():
         raise QuerySetError(f"{path}: query set does not exist")
     prov = read_header(path).get("provenance", {})
-    table, _version, _tag = open_production(settings)
-    _check_made_for(str(path), prov, table, settings)
+    from grainline.storage.damage import preflight, reading
+
+    # A damaged table fails here in one line, not inside the flow run with a traceback:
+    # its files and indexes first, before the reads below trip on them.
+    with reading(settings.table or get_embedder(settings.embedder).identity.table_name, settings.db):
+        table, _version, _tag = open_production(settings)
+        preflight(settings.db, table, needs_fts=any(m in ("bm25", "hybrid") for m in settings.methods))
+        _check_made_for(str(path), prov, table, settings)
 
 
 def _check_made_for(where: str, provenance: dict[str, Any], table: Any, settings: EvalSettings) -> str:

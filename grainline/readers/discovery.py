@@ -153,6 +153,16 @@ def _walk(
             else:
                 if want_file is not None and not want_file(parts):
                     continue
+                try:
+                    regular = entry.is_file()  # the listing's file type: no stat for most files
+                except OSError:
+                    regular = False
+                special = None if regular else _special_kind(p)
+                if special is not None:
+                    # Opening a FIFO would block the run; a device or socket holds no
+                    # document. Counted and named, so it does not vanish without a word.
+                    yield _Skip(p, f"{special}, not a regular file: not read", stage="skip")
+                    continue
                 if Path(name).suffix.lower() not in READERS:
                     # Named in the run's summary and ledger: a user who dropped a
                     # report.docx in the folder learns it was not ingested.
@@ -193,6 +203,25 @@ def _walk(
                     continue
                 if regular:
                     yield p
+
+
+def _special_kind(path: Path) -> str | None:
+    """What a FIFO, socket or device is (a symlink: what it points at), else None."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing, or a broken link: reported where links are
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return None
 
 
 def _broken_link_reason(path: Path) -> str:

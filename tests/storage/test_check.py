@@ -77,15 +77,45 @@ def test_a_clean_database_passes(db):
     assert line.startswith("ok: 3 tables,") and "1 exports" in line and "1 locks" in line
 
 
+def _data_files(path: Path, table: str) -> tuple[list[Path], list[Path]]:
+    """(the data files the current version names, those only older versions name)."""
+    from grainline.storage.chunks import connect
+
+    ds = connect(str(path)).open_table(table).to_lance()
+    current = {df.path for f in ds.get_fragments() for df in f.metadata.files}
+    files = sorted((path / f"{table}.lance" / "data").glob("*.lance"))
+    return [f for f in files if f.name in current], [f for f in files if f.name not in current]
+
+
 def test_a_truncated_data_file_is_named(db):
     path, table = db
-    victim = sorted((path / f"{table}.lance" / "data").glob("*.lance"))[-1]
+    victim = _data_files(path, table)[0][-1]
     with open(victim, "r+b") as f:
         f.truncate(victim.stat().st_size // 2)
     rc, lines, problems = check(path)
     assert rc == 1
     assert any(victim.name in line and "truncated" in line for line in lines), lines
     assert {(p["kind"], p["table"]) for p in problems} == {("open", table)}
+
+
+def test_a_truncated_data_file_only_older_versions_name_is_history_not_damage(db):
+    """The current version is whole; the versions naming the file are what is lost."""
+    path, table = db
+    old = _data_files(path, table)[1]
+    assert old, "the second ingestion left no file behind"
+    with open(old[-1], "r+b") as f:
+        f.truncate(old[-1].stat().st_size // 2)
+    rc, lines, problems = check(path)
+    assert rc == 1
+    assert {(p["kind"], p["table"]) for p in problems} == {("history", table)}, lines
+    (line,) = lines
+    assert old[-1].name in line and "not the current one" in line and "check --repair" in line, line
+    # maintain mends it first (sets the file and its versions aside), then maintains.
+    got = cli("maintain", "--db", str(path), "--table", table, cwd=path.parent)
+    assert got.returncode == 0 and "Traceback" not in got.stderr, got.stdout + got.stderr
+    assert any(ln.startswith(f"repaired: table {table}: damaged data file {old[-1].name} set aside")
+               for ln in got.stdout.splitlines()), got.stdout
+    assert check(path)[0] == 0
 
 
 def test_a_deleted_version_named_by_the_ledger_is_found(db):
