@@ -38,6 +38,8 @@ SCALAR_INDEXES = {"doc_id": "doc_id_idx", "content_hash": "content_hash_idx"}
 # vectors and text); bigger ones are never rewritten by it.
 COMPACT_TARGET_ROWS = 131_072
 MAX_INDEX_DELTAS = 16
+# A fragment with more than this share of its rows deleted is rewritten by compaction.
+MATERIALIZE_DELETIONS = 0.3
 # Product quantisation trains 256 centroids per sub-vector (8 bits), and IVF training
 # wants about that many rows per partition: fewer rows cannot train an index.
 PQ_MIN_ROWS = 256
@@ -206,27 +208,48 @@ def _cleanup(table: Any, older_than: timedelta) -> None:
         table.cleanup_old_versions(older_than)
 
 
-def mergeable_small_fragments(table: Any, target_rows: int) -> int:
-    """How many small fragments (under ``target_rows`` rows) compaction can merge: those
-    sharing, two or more, the same index segments. Lance does not merge fragments that
-    different index deltas cover, so the small fragments of runs indexed as deltas of
-    their own stay until the deltas are merged; counting them as work made every
-    unchanged re-run a whole maintenance pass (7 s at 450k rows and 1,600 versions).
-    Read from the manifest: no data or index file is opened."""
+def compactable_fragments(table: Any, target_rows: int) -> int:
+    """How many fragments compaction would rewrite, planned as Lance plans it: runs of
+    neighbouring candidates (fragments under ``target_rows`` rows, or with more than
+    :data:`MATERIALIZE_DELETIONS` of their rows deleted) that the same index segments
+    cover; a run is rewritten when it holds two fragments or more, or one with
+    deletions to materialise. Lance does not merge fragments different index deltas
+    cover, so the small fragments of runs indexed as deltas of their own stay until
+    the deltas are merged: counting them as work made every unchanged re-run a whole
+    maintenance pass (7 s at 450k rows and 1,600 versions). Read from the manifest: no
+    data or index file is opened."""
     ds = table.to_lance()
-    small = [f.fragment_id for f in ds.get_fragments() if f.metadata.physical_rows < target_rows]
-    if len(small) < 2:
+    frags = sorted(ds.get_fragments(), key=lambda f: f.fragment_id)
+    if not frags:
         return 0
-    covering: dict[int, set[str]] = {fid: set() for fid in small}
+    covering: dict[int, set[str]] = {f.fragment_id: set() for f in frags}
     for ix in ds.describe_indices():
         for seg in ix.segments:
             for fid in seg.fragment_ids:
                 if fid in covering:
                     covering[fid].add(seg.uuid)
-    groups: dict[frozenset[str], int] = {}
-    for segs in covering.values():
-        groups[frozenset(segs)] = groups.get(frozenset(segs), 0) + 1
-    return sum(n for n in groups.values() if n > 1)
+    total = 0
+    run: list[bool] = []  # the current run's fragments: whether each has deletions to materialise
+    key: frozenset[str] | None = None
+
+    def close() -> int:
+        return len(run) if len(run) > 1 or any(run) else 0
+
+    for f in frags:
+        rows = f.metadata.physical_rows
+        deleted = f.metadata.deletion_file.num_deleted_rows if f.metadata.deletion_file is not None else 0
+        heavy = bool(rows) and deleted / rows > MATERIALIZE_DELETIONS
+        if not heavy and rows >= target_rows:
+            total += close()
+            run, key = [], None
+            continue
+        segs = frozenset(covering[f.fragment_id])
+        if run and segs != key:
+            total += close()
+            run = []
+        run.append(heavy)
+        key = segs
+    return total + close()
 
 
 def compact(table: Any, target_rows: int) -> Any:
@@ -234,7 +257,7 @@ def compact(table: Any, target_rows: int) -> Any:
     size; bigger fragments are left as they are (LanceDB's ``optimize()`` merges
     everything under a million rows, so a run that added ten rows rewrote a table of
     400k: 6 s). Returns Lance's compaction metrics."""
-    return table.compact_files(target_rows_per_fragment=target_rows, materialize_deletions_threshold=0.3)
+    return table.compact_files(target_rows_per_fragment=target_rows, materialize_deletions_threshold=MATERIALIZE_DELETIONS)
 
 
 def index_deltas(table: Any) -> dict[str, tuple[int, int]]:
@@ -359,9 +382,9 @@ def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, n
     nothing gets no new version and an unchanged re-run does not look like a change."""
     due = []
     if settings.compact:
-        small = mergeable_small_fragments(table, settings.compact_target_rows) if fig.fragments > 1 else 0
-        if small > 1:
-            due.append(f"{small} small fragments to merge")
+        n = compactable_fragments(table, settings.compact_target_rows)
+        if n:
+            due.append(f"{n} fragments to compact")
     for name, (count, unindexed) in index_deltas(table).items():
         if unindexed:
             due.append(f"{unindexed} rows outside index {name}")
@@ -409,7 +432,7 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
         report.version_after = table.version
         report.seconds = round(time.perf_counter() - t0, 4)
         return report
-    if settings.compact and before.fragments > 1 and mergeable_small_fragments(table, settings.compact_target_rows) > 1:
+    if settings.compact and compactable_fragments(table, settings.compact_target_rows):
         # Before the new rows go into the indexes: fragments under different index
         # deltas are not merged by Lance, so this run's fragments are merged first.
         m = compact(table, settings.compact_target_rows)

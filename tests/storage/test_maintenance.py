@@ -324,3 +324,29 @@ def test_a_big_tables_index_is_trained_on_samples_with_the_recall_of_a_full_trai
     assert again != name
     assert [ix.name for ix in store.table.list_indices() if "vector" in ix.columns] == [again]
     assert store.table.index_stats(again).num_indexed_rows == rows + 40
+
+
+def test_small_fragments_under_different_index_deltas_are_not_work(tmp_path):
+    """Lance does not merge fragments that different index deltas cover: a table whose
+    only small fragments are such needs nothing, so an unchanged run's pass is the cheap
+    check and commits nothing (it was a whole pass, every run)."""
+    from grainline.storage.maintenance import compactable_fragments
+
+    store = ChunkStore(str(tmp_path / "db"), "chunks_t", DIM)
+    fill(store, clustered(300), 3)
+    maintain(store.table)
+    for start in (5000, 6000):
+        put(store, start, clustered(10, seed=start))
+        rep = maintain(store.table, wrote=True)
+        assert any("as a delta" in a for a in rep.actions), rep.actions
+    assert figures(store.table).fragments == 3 and compactable_fragments(store.table, 131_072) == 0
+    version = store.table.version
+    rep = maintain(store.table)
+    assert rep.actions == ["nothing to compact, index or prune: the table needs nothing"]
+    assert store.table.version == version
+    # A fragment with a third of its rows deleted is work: compaction materialises them.
+    store.table.delete("chunk_id IN ('c5000', 'c5001', 'c5002', 'c5003')")
+    assert compactable_fragments(store.table, 131_072) == 1
+    rep = maintain(store.table)
+    assert rep.actions != ["nothing to compact, index or prune: the table needs nothing"]
+    assert compactable_fragments(store.table, 131_072) == 0 and store.table.count_rows() == 316
