@@ -190,6 +190,12 @@ def prune_window(table: Any, settings: MaintenanceSettings, now: datetime | None
     return max(now - cutoff, timedelta(0)) + _CLOCK_MARGIN, why
 
 
+def _prunable(versions: list[dict], older_than: timedelta, now: datetime | None = None) -> bool:
+    """Whether the oldest version falls outside the prune window (else pruning has
+    nothing to remove, and is not run)."""
+    return older_than < _NEVER and versions[0]["timestamp"] < (now or datetime.now()) - older_than
+
+
 def drop_old_eval_tags(table: Any, days: float, now: datetime | None = None) -> list[str]:
     """Delete the ``eval-`` tags on versions older than ``days``; returns their names."""
     now = now or datetime.now()
@@ -332,7 +338,7 @@ def build_vector_index(table: Any, rows: int) -> str:
     pylance's ``IndicesBuilder``, then handed to the build, which only assigns and
     encodes: LanceDB's ``create_index`` trains on 256 rows per partition and per PQ
     centroid, which held +660 MiB at 200k rows; this way 2 million 384-d vectors peak
-    at about 1.25 GiB (docs/benchmark.md, "Index builds")."""
+    at about 1.3 GiB (docs/benchmark.md, "Index builds")."""
     import_lancedb()
     dim = table.schema.field("vector").type.list_size
     partitions, sub_vectors = index_params(rows, dim)
@@ -394,7 +400,7 @@ def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, n
         now = now or datetime.now()
         versions = versions if versions is not None else table.list_versions()
         older_than, why = prune_window(table, settings, now, versions)
-        if older_than < _NEVER and versions[0]["timestamp"] < now - older_than:
+        if _prunable(versions, older_than, now):
             due.append(f"old versions to prune ({why})")
     why = vector_index_due(settings, fig)
     if why:
@@ -469,7 +475,7 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
         older_than, why = prune_window(table, settings, now, versions)
         if older_than >= _NEVER:
             report.actions.append(f"not pruned ({why})")
-        elif versions[0]["timestamp"] >= (now or datetime.now()) - older_than:
+        elif not _prunable(versions, older_than, now):
             report.actions.append(f"nothing to prune ({why})")
         else:
             n = len(versions)
