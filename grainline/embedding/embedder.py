@@ -105,11 +105,43 @@ class Embedder:
         self.model  # noqa: B018
         return self.precision_choice.describe() if self.precision_choice is not None else self.settings.precision
 
+    def choices(self) -> tuple[backends.BackendChoice, Any]:
+        """(backend choice, precision choice or None when the precision was set): what
+        this process's vectors come from, auto's choices made (this loads the model)."""
+        self.model  # noqa: B018 - choosing the precision may probe the loaded model
+        return self.backend_choice, self.precision_choice
+
+    _followed_precision: Any = None  # a precision choice made by another process
+
+    def follow(self, backend: backends.BackendChoice, precision: Any) -> None:
+        """Take auto's choices as another process made them (:meth:`choices`) instead
+        of making them here. A run's workers follow the process that writes, so all of
+        one run's vectors come from one backend at one precision, the ones its ledger
+        row names: a worker choosing for itself times the backends under its own load,
+        with its own cache, and two workers (or a worker and the writer) can choose
+        differently. A model already loaded with other choices is loaded again."""
+        if self.settings.backend != "auto" and self.settings.precision != "auto":
+            return
+        want = (backend.backend, precision.precision if precision is not None else self.settings.precision)
+        if self.loaded and (self.backend, self.precision) == want:
+            return
+        if self.loaded:
+            self.unload()
+        if self.settings.backend == "auto":
+            self.__dict__["backend_choice"] = backend
+            self.__dict__.pop("device", None)  # follows the backend
+        if self.settings.precision == "auto" and precision is not None:
+            self._followed_precision = precision
+
     def _resolve_precision(self, probe: Callable[[str], np.ndarray]) -> str:
         """The settings' precision, or auto's choice for this model and machine:
-        cached, or reached by ``probe`` (the probe texts' vectors at a precision)."""
+        the one followed (:meth:`follow`), cached, or reached by ``probe`` (the probe
+        texts' vectors at a precision)."""
         if self.settings.precision != "auto":
             return self.settings.precision
+        if self._followed_precision is not None:
+            self.precision_choice = self._followed_precision
+            return self.precision_choice.precision
         candidate, why = prec.candidate_for(self.device)
         if candidate == "fp32":
             self.precision_choice = prec.PrecisionChoice("fp32", "fp32", why)

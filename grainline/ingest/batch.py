@@ -175,6 +175,8 @@ def process_docs(spec: WorkSpec, docs: list[tuple[Document, str]]) -> EmbeddedBa
     model is loaded once per process; the table is read (for vector reuse) as it was
     when the run started, opened once per process."""
     embedder = get_embedder(spec.settings.embedder)
+    if spec.choices is not None:
+        embedder.follow(*spec.choices)
     chunked = chunk_docs(spec.plans, docs, ChunkContext.default(embedder.window), spec.settings.reader.max_chunks_per_doc)
     return embed_spec(spec, embedder, chunked)
 

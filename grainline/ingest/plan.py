@@ -5,6 +5,7 @@ chunks and embeds from."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from grainline.chunkers import ChunkContext, ChunkerSettings, chunker_key, chunker_params, superseded_keys
 from grainline.embedding import Embedder
@@ -38,6 +39,10 @@ class WorkSpec:
     # are reused from that version, whose rows the content_hash index covers.
     run_id: str = ""
     reuse_version: int | None = None
+    # What the writing process's model chose for auto (Embedder.choices): workers
+    # follow it, so one run's vectors come from one backend at one precision. None
+    # until the run first has documents to embed.
+    choices: tuple[Any, Any] | None = None
 
 
 def table_name_for(settings: IngestSettings) -> str:

@@ -10,6 +10,7 @@ import logging
 import shlex
 import time
 from collections import deque
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
@@ -167,6 +168,11 @@ def run_batches(ctx: RunContext, counts: RunCounts, documents: Iterable[Document
             todo, batch_counts = triage(ctx, items)
             counts.merge(batch_counts)
             if todo:
+                if ctx.spec.choices is None:
+                    # Made here, once, before any worker makes them for itself (the
+                    # chunkers need the model's tokenizer here anyway when workers are
+                    # threads of this process; Dask workers follow them).
+                    ctx.spec = replace(ctx.spec, choices=ctx.embedder.choices())
                 pending.append(submit(ctx.spec, todo))
             # Keep a few batches in flight so workers chunk and embed while this
             # process writes; write in submission order.

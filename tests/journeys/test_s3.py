@@ -136,6 +136,12 @@ def assert_same_rows(got: dict[str, dict], ref: dict[str, dict]) -> None:
         np.testing.assert_allclose(got[cid]["vector"], r["vector"], atol=1e-5)
 
 
+def made_with(db: str) -> tuple[str, str]:
+    """(backend, precision) the last ingestion run of ``db`` records its vectors came from."""
+    p = Ledger(db).runs("ingest")[-1]["parameters"]
+    return p["backend"]["chosen"], p["precision"]["chosen"]
+
+
 def versions_on_store(db: str) -> int:
     """Committed versions of the chunks table, from the manifests on the store."""
     import obstore
@@ -402,6 +408,14 @@ def test_dask_workers_share_the_store_and_survive_losing_one(stack, s3_env, clea
             dask_cluster.address.replace("tcp://", "dask://")]
     db = server.uri("dask")
     cli(env, "ingest", str(src), "--db", db, *args)
+    # The workers embedded with the backend and precision the writing process chose
+    # (the clean run's, from the same cache): each has a cache of its own, and neither
+    # timed the backends nor probed a precision into it (a worker choosing for itself
+    # under its own load could choose another backend, and mix two in one table).
+    assert made_with(db) == made_with(server.uri("clean"))
+    for w in dask_cluster.root.glob("worker-*"):
+        verdicts = [p.name for kind in ("backends", "precisions") for p in (w / "cache" / kind).glob("*.json")]
+        assert not verdicts, f"{w.name} chose for itself: {verdicts}"
     assert_same_rows(rows(db), ref)
 
     # Again into a fresh prefix, losing one worker (SIGKILL, nanny and all) after the
