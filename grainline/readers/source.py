@@ -6,6 +6,8 @@ whose stat says they are unchanged are not read at all."""
 from __future__ import annotations
 
 import os
+import stat
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -127,12 +129,16 @@ def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSetti
                   unchanged: UnchangedPredicate | None = None) -> Iterator[SourceItem]:
     seen: dict[str, str] = {}
     files: dict[str, str] = {}
+    real_dirs: dict[Path, str] = {}
+    prefix = os.path.join(os.fspath(root), "")
     for entry in entries:
         if isinstance(entry, _Skip):
             yield Failure(_rel(entry.path, root), entry.reason, entry.stage)
             continue
-        rel = _rel(entry, root)
-        fid = file_id(entry)
+        path = os.fspath(entry)
+        # Discovery built every path as root / relative parts: cut, not computed.
+        rel = path[len(prefix):].replace(os.sep, "/") if path.startswith(prefix) else _rel(entry, root)
+        fid, before = _identify(entry, real_dirs)
         if fid in files:
             # A followed symlink to a file already read: one file, one document.
             yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
@@ -141,7 +147,25 @@ def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSetti
         if unchanged is None:
             yield from _checked(read_file(entry, root, settings), rel, seen, {})
             continue
-        yield from _read_watched(entry, root, rel, fid, settings, seen, unchanged)
+        yield from _read_watched(entry, root, rel, fid, settings, seen, unchanged, before)
+
+
+def _identify(path: Path, real_dirs: dict[Path, str]) -> tuple[str, FileStat | None]:
+    """(:func:`file_id`, :class:`FileStat`) of a listed file from one ``lstat``: a file
+    that is no symlink is its folder's real path (resolved once per folder, in
+    ``real_dirs``) plus its name, and its lstat is its stat. Resolving every file's
+    path component by component cost an unchanged re-run of 100,000 files 3 s."""
+    taken = time.time_ns()
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return file_id(path), None  # read_file says why the file cannot be read
+    if stat.S_ISLNK(st.st_mode):
+        return file_id(path), _stat(path)
+    folder = real_dirs.get(path.parent)
+    if folder is None:
+        folder = real_dirs[path.parent] = os.path.join(file_id(path.parent), "")
+    return folder + path.name, FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, taken)
 
 
 def _checked(items: Iterator[Document | Failure], rel: str, seen: dict[str, str],
@@ -171,12 +195,14 @@ CHANGED_WHILE_READ = "changed while being read (size, modification time or inode
 
 
 def _read_watched(entry: Path, root: Path, rel: str, fid: str, settings: ReaderSettings, seen: dict[str, str],
-                  unchanged: UnchangedPredicate) -> Iterator[SourceItem]:
+                  unchanged: UnchangedPredicate, before: FileStat | None = None) -> Iterator[SourceItem]:
     """One file with the source manifest: skipped when ``unchanged`` vouches for its
     stat, else read between two stats. Its documents are held back while they stay
     under ``part_bytes`` of text (every small file), so one that moved is read again
-    rather than half stored; a file that streams more than that is yielded as read."""
-    before = _stat(entry)
+    rather than half stored; a file that streams more than that is yielded as read.
+    ``before`` is the file's stat when the caller took it already."""
+    if before is None:
+        before = _stat(entry)
     if before is not None:
         n_docs = unchanged(fid, before)
         if n_docs is not None:
