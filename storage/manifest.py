@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Iterable
 
 import pyarrow as pa
@@ -120,6 +120,9 @@ class ManifestEntry:
     etag: str = ""
 
 
+_FIELDS = [f.name for f in fields(ManifestEntry)]
+
+
 class SourceManifest:
     """The manifest table of one chunks table."""
 
@@ -139,8 +142,17 @@ class SourceManifest:
         out: dict[str, ManifestEntry] = {}
         for batch in t.search().select(names).limit(None).to_batches(65536):
             cols = batch.to_pydict()
+            for n in _ADDED_COLUMNS:
+                if n in cols:
+                    cols[n] = ["" if v is None else v for v in cols[n]]
+            # Positional: the schema's columns are the entry's fields, in order (a
+            # keyword dict per row was most of loading 100,000 entries).
+            if names == _FIELDS[:len(names)]:
+                for row in zip(*(cols[n] for n in names)):
+                    out[row[0]] = ManifestEntry(*row)
+                continue
             for row in zip(*(cols[n] for n in names)):
-                e = ManifestEntry(**{n: ("" if v is None and n in _ADDED_COLUMNS else v) for n, v in zip(names, row)})
+                e = ManifestEntry(**dict(zip(names, row)))
                 out[e.file_id] = e
         return out
 

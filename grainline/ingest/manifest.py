@@ -40,28 +40,34 @@ def trusted_entries(entries: Mapping[str, ManifestEntry], states: Mapping[str, D
                     sig: str) -> dict[str, ManifestEntry]:
     """The entries whose files the table holds exactly as recorded: under this reader
     signature, and for each one every stored document of the file (``fid``,
-    ``fid#...``) has the recorded hash under every one of ``keys``. One pass over the
-    doc states, which the run has in memory anyway."""
+    ``fid#...``) has the recorded hash under every one of ``keys``. A file's own
+    document is looked up by its id; only the documents of files that hold several
+    (``fid#part``, ``fid#record``) are gathered in a pass over the doc states, which
+    the run has in memory anyway."""
     cand = {fid: e for fid, e in entries.items() if e.reader_sig == sig}
     if not cand or not keys:
         return {}
-    groups: dict[str, list[tuple[str, str]]] = {}
-    bad: set[str] = set()
+    first, rest = keys[0], keys[1:]
+
+    def same_hash(st: DocState) -> str | None:
+        # The document's hash when every key holds it, else None (not trusted).
+        h = st.hashes.get(first)
+        return None if h is None or any(st.hashes.get(k) != h for k in rest) else h
+
+    parts: dict[str, list[tuple[str, str | None]]] = {}
     for d, st in states.items():
-        fid = d if d in cand else None
-        if fid is None and "#" in d:
-            fid = next((d[:i] for i, ch in enumerate(d) if ch == "#" and d[:i] in cand), None)
-        if fid is None:
+        if "#" not in d or d in cand:
             continue
-        h = st.hashes.get(keys[0])
-        if h is None or any(st.hashes.get(k) != h for k in keys[1:]):
-            bad.add(fid)
-            continue
-        groups.setdefault(fid, []).append((d, h))
+        fid = next((d[:i] for i, ch in enumerate(d) if ch == "#" and d[:i] in cand), None)
+        if fid is not None:
+            parts.setdefault(fid, []).append((d, same_hash(st)))
     out = {}
     for fid, e in cand.items():
-        docs = groups.get(fid, [])
-        if fid not in bad and len(docs) == e.n_docs and docs_hash(docs) == e.docs_hash:
+        st = states.get(fid)
+        docs = parts.get(fid, [])
+        if st is not None:
+            docs = [(fid, same_hash(st)), *docs]
+        if len(docs) == e.n_docs and all(h is not None for _, h in docs) and docs_hash(docs) == e.docs_hash:
             out[fid] = e
     return out
 
