@@ -124,10 +124,11 @@ def vector_index(table: Any) -> Any | None:
     return None
 
 
-def figures(table: Any, versions: list[dict] | None = None) -> TableFigures:
+def figures(table: Any, versions: list[dict] | int | None = None) -> TableFigures:
     """Rows, fragments, versions and unindexed rows of the table's current version.
-    ``versions``: the table's version list when the caller has read it already (each
-    read opens every version's manifest: 0.1 s at 300 versions)."""
+    ``versions``: the table's version list (or its length) when the caller has it
+    already (each read of the list opens every version's manifest: 1.2 s at 1,600
+    versions of a 450k-row table)."""
     st = table.stats()
     frag = st["fragment_stats"] if isinstance(st, dict) else st.fragment_stats
     frag = frag if isinstance(frag, dict) else asdict(frag)
@@ -139,7 +140,8 @@ def figures(table: Any, versions: list[dict] | None = None) -> TableFigures:
         unindexed = int(stats.num_unindexed_rows) if stats is not None else rows
     return TableFigures(
         rows=rows, fragments=int(frag["num_fragments"]), small_fragments=int(frag["num_small_fragments"]),
-        versions=len(versions if versions is not None else table.list_versions()), unindexed_rows=unindexed, vector_index=ix.name if ix is not None else None,
+        versions=versions if isinstance(versions, int) else len(versions if versions is not None else table.list_versions()),
+        unindexed_rows=unindexed, vector_index=ix.name if ix is not None else None,
     )
 
 
@@ -190,17 +192,78 @@ def prune_window(table: Any, settings: MaintenanceSettings, now: datetime | None
     return max(now - cutoff, timedelta(0)) + _CLOCK_MARGIN, why
 
 
+@dataclass(frozen=True)
+class ManifestListing:
+    """A local table's version manifests as its folder lists them: how many, and when
+    the oldest was written; no manifest is opened."""
+
+    count: int
+    oldest_written: datetime  # naive local time, as Lance's version timestamps
+
+    def nothing_prunable(self, settings: MaintenanceSettings, now: datetime) -> bool:
+        """Whether no version can be old enough to prune: the prune window's cut-off is
+        never later than ``prune_older_than_days`` ago (keeping the newest versions and
+        tagged ones only moves it earlier), and a manifest is written after its
+        version's timestamp, so an oldest manifest younger than that (with a minute's
+        margin) settles it without the version list."""
+        return self.oldest_written - _LISTING_MARGIN >= now - timedelta(days=settings.prune_older_than_days)
+
+
+# How much earlier than its manifest file's write time a version's timestamp may be.
+_LISTING_MARGIN = timedelta(minutes=1)
+
+
+def list_manifests(table: Any) -> ManifestListing | None:
+    """The version manifests of a table in a local database, from one listing of its
+    ``_versions`` folder; None for an object store or a folder that cannot be listed
+    (the caller then reads the version list). At 1,600 versions of a 450k-row table
+    this is milliseconds against the version list's 1.2 s: every manifest holds every
+    fragment of its version."""
+    import os
+
+    uri = str(getattr(table, "uri", "") or "")
+    if uri.startswith("file://"):
+        uri = uri[len("file://"):]
+    if not uri or "://" in uri:
+        return None
+    oldest, n = None, 0
+    try:
+        with os.scandir(os.path.join(uri, "_versions")) as it:
+            for e in it:
+                if e.name.endswith(".manifest"):
+                    n += 1
+                    m = e.stat().st_mtime
+                    oldest = m if oldest is None else min(oldest, m)
+    except OSError:
+        return None
+    if oldest is None:
+        return None
+    return ManifestListing(n, datetime.fromtimestamp(oldest))
+
+
 def _prunable(versions: list[dict], older_than: timedelta, now: datetime | None = None) -> bool:
     """Whether the oldest version falls outside the prune window (else pruning has
     nothing to remove, and is not run)."""
     return older_than < _NEVER and versions[0]["timestamp"] < (now or datetime.now()) - older_than
 
 
+def _versions_if_prunable(table: Any, settings: MaintenanceSettings, now: datetime) -> list[dict] | int:
+    """The version list when pruning may have work (or cannot be ruled out), else
+    only how many versions there are, from a listing of the manifests."""
+    listing = list_manifests(table)
+    if listing is not None and (not settings.prune or listing.nothing_prunable(settings, now)):
+        return listing.count
+    return table.list_versions()
+
+
 def drop_old_eval_tags(table: Any, days: float, now: datetime | None = None) -> list[str]:
     """Delete the ``eval-`` tags on versions older than ``days``; returns their names."""
     now = now or datetime.now()
+    tags = {name: t for name, t in table.tags.list().items() if name.startswith("eval-")}
+    if not tags:
+        return []  # the version list (a manifest read per version) is not needed
     when = {v["version"]: v["timestamp"] for v in table.list_versions()}
-    old = [name for name, t in table.tags.list().items()
+    old = [name for name, t in tags.items()
            if name.startswith("eval-") and t["version"] in when and now - when[t["version"]] > timedelta(days=days)]
     for name in sorted(old):
         table.tags.delete(name)
@@ -398,10 +461,13 @@ def pending_work(table: Any, settings: MaintenanceSettings, fig: TableFigures, n
             due.append(f"index {name} has {count} deltas")
     if settings.prune:
         now = now or datetime.now()
-        versions = versions if versions is not None else table.list_versions()
-        older_than, why = prune_window(table, settings, now, versions)
-        if _prunable(versions, older_than, now):
-            due.append(f"old versions to prune ({why})")
+        if versions is None:
+            listing = list_manifests(table)
+            versions = [] if listing is not None and listing.nothing_prunable(settings, now) else table.list_versions()
+        if versions:
+            older_than, why = prune_window(table, settings, now, versions)
+            if _prunable(versions, older_than, now):
+                due.append(f"old versions to prune ({why})")
     why = vector_index_due(settings, fig)
     if why:
         due.append(why)
@@ -425,7 +491,8 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
     is left as it is, with no new version."""
     settings = settings or MaintenanceSettings()
     t0 = time.perf_counter()
-    versions = table.list_versions()
+    now_ = now or datetime.now()
+    versions = _versions_if_prunable(table, settings, now_)
     before = figures(table, versions)
     report = MaintenanceReport(table=table.name, before=before, after=before)
     if settings.drop_eval_tags_older_than_days is not None:
@@ -433,7 +500,7 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
         if dropped:
             report.actions.append(f"deleted {len(dropped)} evaluation tags older than "
                                   f"{settings.drop_eval_tags_older_than_days:g} days: {', '.join(dropped)}")
-    if not wrote and not pending_work(table, settings, before, now, versions):
+    if not wrote and not pending_work(table, settings, before, now, versions if isinstance(versions, list) else []):
         report.actions.append("nothing to compact, index or prune: the table needs nothing")
         report.version_after = table.version
         report.seconds = round(time.perf_counter() - t0, 4)
@@ -471,9 +538,12 @@ def maintain(table: Any, settings: MaintenanceSettings | None = None, now: datet
     # for the same state.
     versions = None
     if settings.prune:
-        versions = table.list_versions()
-        older_than, why = prune_window(table, settings, now, versions)
-        if older_than >= _NEVER:
+        versions = _versions_if_prunable(table, settings, now_)
+        older_than, why = (prune_window(table, settings, now, versions) if isinstance(versions, list)
+                           else (timedelta(days=settings.prune_older_than_days), f"older than {settings.prune_older_than_days:g} days"))
+        if not isinstance(versions, list):
+            report.actions.append(f"nothing to prune (no version {why})")
+        elif older_than >= _NEVER:
             report.actions.append(f"not pruned ({why})")
         elif not _prunable(versions, older_than, now):
             report.actions.append(f"nothing to prune ({why})")
