@@ -91,6 +91,24 @@ def test_doc_states_and_vector_lookup(tmp_path):
     np.testing.assert_allclose(found["h:x"][0], t.column("vector").to_pylist()[0], rtol=0, atol=0)
 
 
+def test_a_text_stored_many_times_gives_one_vector_read_at_the_version_checked_out(tmp_path):
+    """Copies of a text across documents, fragments and versions: one vector per hash
+    (that text's), read from the version the store has checked out."""
+    store = ChunkStore(str(tmp_path / "db"), "chunks_t", DIM)
+    for k in range(3):  # three commits: three fragments, each with copies of "x"
+        store.upsert_documents(rows([(f"c{k}{j}", f"d{k}{j}", "p-1", "x") for j in range(4)]
+                                    + [(f"u{k}", f"e{k}", "p-1", f"only-{k}")], seed=7),
+                               [f"d{k}{j}" for j in range(4)] + [f"e{k}"], ["p-1"])
+    want_x = rows([("c00", "d00", "p-1", "x")], seed=7).column("vector").to_pylist()[0]
+    v = store.version()
+    store.upsert_documents(rows([("n1", "n", "p-1", "new")]), ["n"], ["p-1"])
+    found = store.vectors_by_hash({"h:x", "h:only-0", "h:only-2", "h:new"})
+    assert set(found) == {"h:x", "h:only-0", "h:only-2", "h:new"}
+    np.testing.assert_array_equal(found["h:x"][0], np.asarray(want_x, dtype=np.float32))
+    store.checkout(v)  # the run's starting version: the later text is not there
+    assert set(store.vectors_by_hash({"h:x", "h:new"})) == {"h:x"}
+
+
 def test_dimension_mismatch_is_refused(tmp_path):
     ChunkStore(str(tmp_path / "db"), "chunks_t", DIM).upsert_documents(rows([("a1", "a", "p-1", "x")]), ["a"], ["p-1"])
     with pytest.raises(ValueError, match="4-d vectors but the model gives 8-d"):
