@@ -167,7 +167,7 @@ def _walk(
                     # document. Counted and named, so it does not vanish without a word.
                     yield _Skip(p, f"{special}, not a regular file: not read", stage="skip")
                     continue
-                if Path(name).suffix.lower() not in READERS:
+                if os.path.splitext(name)[1].lower() not in READERS:
                     # Named in the run's summary and ledger: a user who dropped a
                     # report.docx in the folder learns it was not ingested.
                     yield _Skip(p, unsupported_reason(name), stage="skip")

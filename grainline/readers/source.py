@@ -129,7 +129,7 @@ def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSetti
                   unchanged: UnchangedPredicate | None = None) -> Iterator[SourceItem]:
     seen: dict[str, str] = {}
     files: dict[str, str] = {}
-    real_dirs: dict[Path, str] = {}
+    real_dirs: dict[str, str] = {}
     prefix = os.path.join(os.fspath(root), "")
     for entry in entries:
         if isinstance(entry, _Skip):
@@ -150,7 +150,7 @@ def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSetti
         yield from _read_watched(entry, root, rel, fid, settings, seen, unchanged, before)
 
 
-def _identify(path: Path, real_dirs: dict[Path, str]) -> tuple[str, FileStat | None]:
+def _identify(path: Path, real_dirs: dict[str, str]) -> tuple[str, FileStat | None]:
     """(:func:`file_id`, :class:`FileStat`) of a listed file from one ``lstat``: a file
     that is no symlink is its folder's real path (resolved once per folder, in
     ``real_dirs``) plus its name, and its lstat is its stat. Resolving every file's
@@ -162,10 +162,11 @@ def _identify(path: Path, real_dirs: dict[Path, str]) -> tuple[str, FileStat | N
         return file_id(path), None  # read_file says why the file cannot be read
     if stat.S_ISLNK(st.st_mode):
         return file_id(path), _stat(path)
-    folder = real_dirs.get(path.parent)
+    parent, _, name = os.fspath(path).rpartition(os.sep)
+    folder = real_dirs.get(parent)
     if folder is None:
-        folder = real_dirs[path.parent] = os.path.join(file_id(path.parent), "")
-    return folder + path.name, FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, taken)
+        folder = real_dirs[parent] = os.path.join(file_id(parent or os.curdir), "")
+    return folder + name, FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, taken)
 
 
 def _checked(items: Iterator[Document | Failure], rel: str, seen: dict[str, str],
