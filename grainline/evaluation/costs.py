@@ -211,13 +211,53 @@ def embed_rate(db: str, table_name: str, version: int | None, facts: TableFacts)
     if not done:
         return EmbedRate(why=f"no completed ingestion of table {table_name} up to v{version} in the ledger")
     if chunks == 0 or seconds <= 0:
-        return EmbedRate(why=f"the ledger's {len(done)} ingestion(s) of {table_name} embedded no chunks "
-                             "(every vector was reused from another table)")
-    source = f"ledger: {seconds:.1f} s embedding {chunks} chunks in {len(done)} ingestion(s) of {table_name}"
+        # Every vector came from another table (reused by content hash, or pooled from
+        # stored windows): the same model's speed, measured where it did embed, prices
+        # this table's tokens.
+        model_id = next((r.get("model_id") for r in done if r.get("model_id")), None)
+        sibling = _sibling_rate(db, model_id, table_name, version) if model_id else None
+        if sibling is None:
+            return EmbedRate(why=f"the ledger's {len(done)} ingestion(s) of {table_name} embedded no chunks "
+                                 "(every vector was reused from another table) and no other table of the model did")
+        per_token, source = sibling
+        return EmbedRate(per_token=per_token, source=source + f" ({table_name} itself embedded nothing: "
+                                                              "every vector was reused)")
+    source = f"ledger: {seconds:.3g} s embedding {chunks} chunks in {len(done)} ingestion(s) of {table_name}"
     if facts.model_tokens_all and facts.rows_all:
         mean_tokens = facts.model_tokens_all / facts.rows_all
         return EmbedRate(per_token=seconds / (chunks * mean_tokens), per_chunk=seconds / chunks, source=source)
     return EmbedRate(per_chunk=seconds / chunks, source=source + " (per chunk: the table stores no token counts)")
+
+
+def _sibling_rate(db: str, model_id: str, table_name: str, version: int | None) -> tuple[float, str] | None:
+    """Seconds per model token of ``model_id`` from the ledger rows of the database's
+    other tables that embedded chunks (each table's tokens per chunk from its rows)."""
+    from grainline.storage.chunks import connect, open_table_if_exists
+    from grainline.storage.ledger import Ledger
+
+    seconds = tokens = 0.0
+    names: list[str] = []
+    conn = connect(db)
+    by_table: dict[str, list[dict[str, Any]]] = {}
+    for r in Ledger(db).runs():
+        if (r.get("model_id") == model_id and r.get("table_name") != table_name and r.get("flow") != "eval"
+                and r.get("status") == "completed" and int(r.get("chunks_embedded") or 0) > 0):
+            by_table.setdefault(r["table_name"], []).append(r)
+    for name, runs in by_table.items():
+        table = open_table_if_exists(conn, name)
+        if table is None or "n_model_tokens" not in table.schema.names:
+            continue
+        counts = [x for x in table.search().select(["n_model_tokens"]).limit(None).to_arrow()
+                  .column("n_model_tokens").to_pylist() if x is not None]
+        if not counts:
+            continue
+        mean = sum(counts) / len(counts)
+        seconds += sum(float((r.get("stage_seconds") or {}).get("embed", 0.0)) for r in runs)
+        tokens += sum(int(r["chunks_embedded"]) for r in runs) * mean
+        names.append(name)
+    if not names or tokens <= 0 or seconds <= 0:
+        return None
+    return seconds / tokens, f"ledger: {seconds:.3g} s embedding about {tokens:,.0f} model tokens of {model_id} in " + ", ".join(names)
 
 
 def measure(table: Any, db: str, table_name: str, version: int | None, chunker_key: str, dim: int,
