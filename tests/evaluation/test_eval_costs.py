@@ -220,3 +220,16 @@ def test_an_unknown_cost_name_is_one_line(tmp_path):
     assert not (tmp_path / "ph").exists()  # refused before any server started
     res = cli("eval", "--queries", str(tmp_path / "q.jsonl"), "--prefer", "speed", home=str(tmp_path / "ph"))
     assert res.returncode == 2 and "--prefer 'speed' is not valid; valid: cost, quality" in res.stderr
+
+
+def test_costs_are_not_regressions():
+    """A cost that fell (fewer vectors, a faster query) or is unknown is no quality
+    regression; a quality metric below the previous interval still is."""
+    from grainline.evaluation.results import find_regressions
+
+    prev = [{"chunker_key": "k", "method": "dense", "metric": m, "value": 10.0, "ci_low": 9.0, "ci_high": 11.0,
+             "run_id": "eval-old"} for m in ("cost_latency_p50_ms", "cost_vectors", "ndcg@10")]
+    now = [{"chunker_key": "k", "method": "dense", "metric": "cost_latency_p50_ms", "value": 2.0, "strategy": "s"},
+           {"chunker_key": "k", "method": "dense", "metric": "cost_vectors", "value": None, "strategy": "s"},
+           {"chunker_key": "k", "method": "dense", "metric": "ndcg@10", "value": 5.0, "strategy": "s"}]
+    assert [g["metric"] for g in find_regressions(now, prev)] == ["ndcg@10"]
