@@ -78,7 +78,11 @@ def evaluate_flow(settings: EvalSettings) -> Any:
     instead scores the production table ``table`` (default: the model's) at version or
     tag ``at`` (default: current) for every strategy present, embedding only the
     queries. ``chunk_sweep`` (``{"paragraph": {"max_tokens": [128, 256]}}``) makes
-    every combination a configuration of its own."""
+    every combination a configuration of its own. Among the configurations tied with
+    the best, ``prefer="cost"`` (default) recommends the cheapest by ``cost`` (names
+    tried in order: vectors, bytes, embed_seconds, latency), ``prefer="quality"`` the
+    highest mean; each configuration's costs are in the report artifact and in the
+    returned ``results`` (``cost_*`` metrics) and ``costs``."""
     logger = get_run_logger()
     from .coalesce import COALESCED, superseded_by
 
@@ -114,5 +118,6 @@ def evaluate_flow(settings: EvalSettings) -> Any:
         "results": run.results, "message": message, "n_queries": len(run.queries),
         "skipped_queries": len(run.dataset.skipped_queries), "recommendation": run.recommendation,
         "skipped": [list(x) for x in run.dataset.skipped_queries],
+        "costs": {name: {"values": c.values, "unknown": c.why} for name, c in run.costs.items()},
     }
     return Completed(message=message, data=data)

@@ -24,6 +24,7 @@ LONG_ARTICLE = ("pool", "truncate")
 ON_ERROR = ("keep", "restore")
 RUNNERS = ("local", "dask", "dask://HOST:PORT")
 RUN_KINDS = ("all", "production", "evaluation")
+EVAL_PREFER = ("cost", "quality")
 
 _MAGIC = re.compile(r"[*?\[]")
 
@@ -38,6 +39,18 @@ def choice(option: str, value: str, valid: Iterable[str]) -> str:
     if value not in valid:
         raise ArgumentError(f"{option} {value!r} is not valid; valid: {', '.join(valid)}")
     return value
+
+
+def eval_costs(value: str) -> list[str]:
+    """``--cost``: comma-separated cost names, each a known one (the list lives with the
+    costs; importing it loads nothing heavy)."""
+    from grainline.evaluation.costs import COST_NAMES
+
+    items = [p.strip() for p in value.split(",") if p.strip()]
+    for name in items or [value]:
+        if name not in COST_NAMES:
+            raise ArgumentError(f"--cost {name!r} is not valid; valid: {', '.join(COST_NAMES)}")
+    return items
 
 
 def device(value: str, option: str = "--device") -> str:

@@ -20,6 +20,8 @@ def eval_cmd(
     table: str = typer.Option(None, "--table", help="With --queries: the chunks table (default: the model's)."),
     at: str = typer.Option(None, "--at", help="With --queries: the table's version number or tag (default: current)."),
     primary: str = typer.Option("auto", "--primary", help="Metric the recommendation maximises (auto: span_recall@200tok, else answer@200tok, else ndcg@10)."),
+    prefer: str = typer.Option("cost", "--prefer", help="Among the configurations tied with the best: cost (the cheapest by --cost) or quality (the highest mean)."),
+    cost: str = typer.Option("vectors", "--cost", help="What --prefer cost prices the tie by: vectors, bytes, embed_seconds or latency; comma-separated names are tried in order while a figure is unknown."),
     split: str = typer.Option(None, "--split", help="beir: qrels split (default test); scifact: claims file (default dev)."),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies to compare."),
     method: str = typer.Option("dense,bm25,hybrid", "--method", "-m", help="Comma-separated retrieval methods: dense, bm25, hybrid, svm."),
@@ -50,6 +52,8 @@ def eval_cmd(
         chk.eval_methods(method)
         check_embedder_args(device, precision, backend)
         chk.choice("--long-article", long_article, chk.LONG_ARTICLE)
+        chk.choice("--prefer", prefer, chk.EVAL_PREFER)
+        chk.eval_costs(cost)
         if sample is not None:
             chk.positive("--sample", sample)
         if sample_docs is not None:
@@ -66,7 +70,8 @@ def eval_cmd(
     try:
         # Bad arguments fail here, in one line, rather than inside the flow run.
         settings = EvalSettings(
-            dataset=dataset, queries=queries, table=table, at=at, primary=primary, sample_docs=sample_docs,
+            dataset=dataset, queries=queries, table=table, at=at, primary=primary, prefer=prefer, cost=cost,
+            sample_docs=sample_docs,
             progress=progress, chunk_sweep=chunk or {}, split=split, strategies=strategy, methods=method, db=db,
             long_article=long_article, sample=sample, seed=seed, reports_dir=reports,
             embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend, head=head,

@@ -14,6 +14,7 @@ from grainline.embedding import EmbedderSettings
 from grainline.ingest import parse_strategies
 from grainline.storage.chunks import DEFAULT_DB
 
+from .costs import COST_KINDS, COST_NAMES, ConfigCost
 from .datasets import EvalDataset, Query
 from .retrieval import RETRIEVERS, SvmSettings
 
@@ -29,6 +30,23 @@ SPAN_BUDGETS = (100, 200, 500)
 # overlapping chunks; span_iou_summed@5 pays for each chunk (as published benchmarks do).
 HEADLINE_METRICS = ("ndcg@10", "recall@5", "mrr@10", "answer@5", "answer@100tok", "answer@500tok",
                     "span_recall@200tok", "span_iou@5", "span_iou_summed@5")
+
+
+class CostError(ValueError):
+    """A ``--cost`` name that is not one of :data:`~.costs.COST_NAMES`."""
+
+
+def parse_costs(value: str | list[str] | None) -> list[str]:
+    """'embed_seconds,vectors' -> ['embed_seconds', 'vectors'] (the order is the order of
+    fallback), each checked; an unknown name raises :class:`CostError` naming the known ones."""
+    items = [p.strip() for p in value.split(",")] if isinstance(value, str) else list(value or [])
+    items = [p for p in items if p]
+    for name in items:
+        if name not in COST_KINDS:
+            raise CostError(f"--cost {name!r} is not a known cost; known: {', '.join(COST_NAMES)}")
+    if not items:
+        raise CostError(f"--cost names no cost; known: {', '.join(COST_NAMES)}")
+    return list(dict.fromkeys(items))
 
 
 def parse_methods(value: str | list[str]) -> list[str]:
@@ -57,6 +75,10 @@ class EvalSettings(BaseModel):
     # What the recommendation maximises; "auto": span recall within 200 retrieved
     # tokens where there are gold spans, else answer recall within 200 tokens, else nDCG@10.
     primary: str = "auto"
+    # Among the configurations tied with the best: "cost" recommends the cheapest by
+    # ``cost`` (names tried in order while a figure is unknown), "quality" the highest mean.
+    prefer: Literal["cost", "quality"] = "cost"
+    cost: list[str] = Field(default_factory=lambda: ["vectors"])
     progress: bool = False
     depth: int = Field(default=1000, ge=10)  # chunks retrieved per query and method
     reports_dir: str = "reports"
@@ -77,6 +99,11 @@ class EvalSettings(BaseModel):
     @classmethod
     def _strategies(cls, v: Any) -> list[str]:
         return parse_strategies(v)
+
+    @field_validator("cost", mode="before")
+    @classmethod
+    def _cost(cls, v: Any) -> list[str]:
+        return parse_costs(v)
 
     @field_validator("db")
     @classmethod
@@ -168,6 +195,9 @@ class EvalRun:
     production: bool = False  # scored on the production table, nothing ingested
     sweep_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # label -> swept settings to ingest
     recommendation: dict[str, Any] = field(default_factory=dict)
+    # Config name -> what it costs (filled while scoring; see :mod:`.costs`).
+    costs: dict[str, ConfigCost] = field(default_factory=dict)
+    cpu: str = ""  # the machine that timed the queries
 
 
 def parse_chunk_sweep(items: list[str] | dict[str, dict[str, Any]] | None) -> dict[str, dict[str, list[Any]]]:
@@ -215,17 +245,43 @@ def primary_metric(run: EvalRun) -> str:
     return "ndcg@10"
 
 
+def _share(part: float, whole: float) -> str:
+    """``part`` as a percentage of ``whole``, rounded, never a misleading "0 %" for a
+    small non-zero share."""
+    if whole <= 0:
+        return "100 %" if part <= 0 else "more than"
+    pct = 100.0 * part / whole
+    return "<1 %" if 0 < pct < 0.5 else f"{pct:.0f} %"
+
+
 def recommendation_line(rec: dict[str, Any]) -> str:
-    """One line: the recommended configuration, its primary metric with interval, and the tied ones."""
+    """One line: the recommended configuration, its primary metric with interval, how
+    it was chosen among the configurations tied with the best (the cheapest by the
+    named cost, with its share of the best's cost; or the highest mean), why a named
+    cost was passed over, and the others tied."""
     if not rec:
         return "recommendation: none (nothing was scored)"
     if "error" in rec:
         return f"recommendation: none ({rec['error']})"
     line = (f"recommendation: {rec['config']}: {rec['metric']} {rec['value']:.3f} "
             f"[{rec['ci_low']:.3f}-{rec['ci_high']:.3f}], {rec['n_queries']} queries")
-    if rec["tied"]:
+    best, cost, tied = rec.get("best"), rec.get("cost"), rec["tied"]
+    if tied and cost and best and best["config"] != rec["config"]:
+        line += (f", tied with the best {best['config']} {best['value']:.3f} (p = {rec['p']:.2f}) at "
+                 f"{_share(rec['cost_value'], best['cost_value'])} of its {COST_KINDS[cost].label} "
+                 f"(the cheapest of the {len(tied) + 1} tied, --cost {cost})")
+    elif tied and cost:
+        line += f"; the best, and the cheapest of the {len(tied) + 1} tied by {COST_KINDS[cost].label}"
+    elif tied:
+        line += "; the highest mean of the tied" + (" (--prefer quality)" if rec.get("prefer") == "quality" else "")
+    if rec.get("cost_note"):
+        line += f"; {rec['cost_note']}"
+    if rec.get("fallback"):
+        line += f" [{rec['fallback']}]"
+    others = [t for t in tied if t["config"] != rec["config"]]
+    if others:
         line += "; statistically tied (p >= %.2f): " % TIE_ALPHA + ", ".join(
-            f"{t['config']} {t['value']:.3f} (p={t['p']:.2g})" for t in rec["tied"])
-    else:
+            f"{t['config']} {t['value']:.3f} (p={t['p']:.2g})" for t in others)
+    elif not tied:
         line += "; no configuration is statistically tied with it"
     return line

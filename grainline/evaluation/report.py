@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .costs import COST_KINDS
 from .model import HEADLINE_METRICS, TIE_ALPHA, EvalRun, primary_metric, recommendation_line
 
 GRANULARITY_ORDER = ["sentence", "paragraph", "article"]
@@ -69,11 +70,19 @@ def markdown(run: EvalRun) -> str:
                     mark = " ≈"
             cells.append(_cell(r) + mark)
         lines.append(f"| {s} | {meth} | " + " | ".join(cells) + " |")
+    lines += cost_section(run)
+    s = run.settings
+    how = ("the highest mean of them is recommended (`--prefer quality`)" if s.prefer == "quality" else
+           "the cheapest of them by " + ", else ".join(f"{COST_KINDS[c].label} (`{c}`)" for c in s.cost)
+           + " is recommended (`--prefer cost --cost " + ",".join(s.cost) + "`; equal costs: the higher mean; a cost "
+           "unknown for any of them is passed over, with the reason, for the next one named, and with none left the "
+           "highest mean is recommended)")
     lines += ["", "## Recommendation", "", recommendation_line(run.recommendation), "",
               f"Rule: the configuration with the highest mean `{primary_metric(run)}` (the primary metric, "
               "`--primary`; by default span recall within 200 retrieved tokens, so long chunks cannot win by "
-              f"returning more text) is recommended; every configuration whose paired permutation test against it "
-              f"gives p >= {TIE_ALPHA} is named as statistically tied. Intervals are 95% bootstrap intervals.",
+              f"returning more text) is the best; every configuration whose paired permutation test against it "
+              f"gives p >= {TIE_ALPHA} is statistically tied with it, and {how}. "
+              "Intervals are 95% bootstrap intervals.",
               "",
               "Span precision and IoU come in two variants: `span_precision@5` / `span_iou@5` merge overlapping "
               "retrieved chunks before counting (a token retrieved twice counts once); `span_precision_summed@5` / "
@@ -102,6 +111,79 @@ def markdown(run: EvalRun) -> str:
     lines += ["", "## Time", "", "| step | seconds |", "|---|---:|"]
     lines += [f"| {k} | {v:.1f} |" for k, v in run.seconds.items()]
     return "\n".join(lines) + "\n"
+
+
+def _num(v: float | None, kind: str) -> str:
+    if v is None:
+        return "unknown"
+    if kind == "int":
+        return f"{v:,.0f}"
+    if kind == "bytes":
+        return _bytes(v)
+    return f"{v:,.1f}" if v >= 10 else f"{v:.2f}"
+
+
+def _bytes(v: float) -> str:
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if v >= size:
+            return f"{v / size:.1f} {unit}"
+    return f"{v:.0f} B"
+
+
+COST_COLUMNS = (("chunks / doc", "cost_chunks_per_doc", "float"), ("vectors", "cost_vectors", "int"),
+                ("vector bytes", "cost_vector_bytes", "bytes"), ("index bytes", "cost_index_bytes", "bytes"),
+                ("model tokens / doc", "cost_model_tokens_per_doc", "float"),
+                ("embed s / 1k docs", "cost_embed_seconds_per_1k_docs", "float"),
+                ("latency p50 ms", "cost_latency_p50_ms", "float"), ("latency p95 ms", "cost_latency_p95_ms", "float"))
+
+
+def cost_section(run: EvalRun) -> list[str]:
+    """The cost of each configuration beside its primary metric, with where each figure
+    comes from and why any is unknown."""
+    if not run.costs:
+        return []
+    metric = primary_metric(run)
+    by = {(r["config"], r["method"]): r for r in run.results if r["metric"] == metric}
+    lines = ["", "## Cost", "",
+             "Measured on the evaluated tables. Vector bytes: vectors x the model's dimension x 4 (float32). "
+             "Index bytes: the size on disk of the indexes the method reads (dense: the vector index; "
+             "BM25: the full-text index; hybrid: both), \"none\" where there is none. Embedding seconds per 1,000 "
+             "documents: from the ingest ledger, on the machine that ran the ingestion. Latency: each query's "
+             f"retrieval call timed one query at a time (depth {run.settings.depth}) on this machine ({run.cpu}).",
+             "",
+             f"| strategy | method | {metric} | " + " | ".join(c[0] for c in COST_COLUMNS) + " |",
+             "|---|---|---|" + "---:|" * len(COST_COLUMNS)]
+    unknown: dict[str, list[str]] = {}
+    sources: dict[str, set[str]] = {}
+    for c in run.configs:
+        cost = run.costs.get(c.name)
+        if cost is None:
+            continue
+        r = by.get((c.label, c.method))
+        cells = [_cell(r) if r else "-"]
+        for _, m, kind in COST_COLUMNS:
+            v = cost.values.get(m)
+            cell = "none" if m == "cost_index_bytes" and cost.notes.get(m) == "none" else _num(v, kind)
+            cells.append(cell)
+            if v is None and m in cost.why:
+                unknown.setdefault(cost.why[m], []).append(f"{c.name} {m}")
+        for m, note in cost.notes.items():
+            if m != "cost_index_bytes":
+                sources.setdefault(m, set()).add(note)
+        lines.append(f"| {c.label} | {c.method} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for m, notes in sources.items():
+        for note in sorted(notes):
+            lines.append(f"- `{m}`: {note}")
+    for why, where in unknown.items():
+        lines.append(f"- unknown ({len(where)}: {', '.join(where[:4])}{', ...' if len(where) > 4 else ''}): {why}")
+    idx: dict[str, list[str]] = {}
+    for c in run.configs:
+        note = run.costs[c.name].notes.get("cost_index_bytes", "none") if c.name in run.costs else "none"
+        idx.setdefault(note, []).append(c.method)
+    for note, methods in idx.items():
+        lines.append(f"- `cost_index_bytes` of {', '.join(dict.fromkeys(methods))}: {note}")
+    return lines
 
 
 def _p(run: EvalRun, metric: str, a: str, b: str | None) -> float | None:

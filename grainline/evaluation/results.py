@@ -36,12 +36,16 @@ def previous_results(db_uri: str, rows: list[dict[str, Any]]) -> list[dict[str, 
 
 
 def find_regressions(rows: list[dict[str, Any]], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Metrics that fell below the previous run's 95% interval (same chunker, method, metric)."""
+    """Metrics that fell below the previous run's 95% interval (same chunker, method,
+    metric). Costs (``cost_*``) are not quality: a lower cost is no regression, and an
+    unknown one (null) compares with nothing."""
     before = {(r["chunker_key"], r["method"], r["metric"]): r for r in previous}
     out = []
     for r in rows:
+        if r["metric"].startswith("cost_") or r["value"] is None:
+            continue
         p = before.get((r["chunker_key"], r["method"], r["metric"]))
-        if p is not None and r["value"] < p["ci_low"]:
+        if p is not None and p["ci_low"] is not None and r["value"] < p["ci_low"]:
             out.append({
                 "strategy": r["strategy"], "method": r["method"], "metric": r["metric"],
                 "value": r["value"], "previous": p["value"], "previous_ci_low": p["ci_low"], "previous_run": p["run_id"],

@@ -32,6 +32,7 @@ from .model import (
     ANSWER_BUDGETS, HEADLINE_METRICS, SPAN_BUDGETS, TIE_ALPHA, Config, EvalRun, EvalSettings, primary_metric,
     recommendation_line, sweep_combos,
 )
+from .costs import COST_METRICS, TEXT_ONLY_METHODS, add_latency, cpu_name, kind_value, measure
 from .retrieval import RETRIEVERS, ChunkIndex, RetrievalContext
 from .stats import bootstrap_ci, paired_permutation_test
 
@@ -398,23 +399,57 @@ def score_strategy(run: EvalRun, label: str, query_vectors: dict[str, np.ndarray
         _, pindex = _load_index(run, pcfg, dim)
         parents = (pindex, Parents((d, int(a), int(b), i) for i, (d, a, b) in
                                    enumerate(zip(pindex.doc_ids, pindex.starts, pindex.ends))))
-    ctx = RetrievalContext(table=table, chunker_key=configs[0].chunker_key.split(">")[0], index=index,
+    key = configs[0].chunker_key.split(">")[0]
+    ctx = RetrievalContext(table=table, chunker_key=key, index=index,
                            query_vectors=query_vectors, options={"svm": s.svm})
     texts = run.dataset.texts_by_id()
     queries = {q.query_id: q for q in run.queries}
-    cache = ctx.options.setdefault("_runs", {})
+    costs = measure(table, s.db, configs[0].table_name, configs[0].table_version, key, dim,
+                    [c.method for c in configs])
+    run.cpu = run.cpu or cpu_name()
     for cfg in configs:
         progress(run, f"retrieving and scoring {cfg.name}: {len(run.queries)} queries "
                       f"(configuration {run.configs.index(cfg) + 1}/{len(run.configs)})")
         t0 = time.perf_counter()
-        hits = RETRIEVERS.get(cfg.method)(ctx, run.queries, s.depth)
-        cache[cfg.method] = hits
-        if parents is not None:
-            hits = {qid: parent_hits(hs, *parents) for qid, hs in hits.items()}
+        hits, seconds = timed_retrieval(ctx, cfg.method, run.queries, s.depth, parents)
         run.seconds[f"retrieve {cfg.name}"] = time.perf_counter() - t0
+        add_latency(costs[cfg.method], seconds)
+        run.costs[cfg.name] = costs[cfg.method]
         t0 = time.perf_counter()
         run.per_query[cfg.name] = score_queries(hits, queries, texts)
         run.seconds[f"score {cfg.name}"] = time.perf_counter() - t0
+
+
+def timed_retrieval(ctx: RetrievalContext, method: str, queries: list[Query], depth: int,
+                    parents: Any = None) -> tuple[dict[str, list[Hit]], list[float]]:
+    """Retrieve with ``method`` one query at a time, timing each call as a server would
+    serve it (small-to-big: the child search and the lookup of the parents): the hits
+    per query id and the seconds per query. Hybrid reuses the dense and bm25 lists of
+    this context and is charged their recorded time beside its own fusion."""
+    fn = RETRIEVERS.get(method)
+    cache = ctx.options.setdefault("_runs", {})
+    # Each method's own time per query, so hybrid (which fuses cached dense and bm25
+    # lists) is charged the time of the lists it fuses, as a server would pay it.
+    own: dict[str, dict[str, float]] = ctx.options.setdefault("_seconds", {})
+    reused = [m for m in ("dense", "bm25") if method == "hybrid" and cache.get(m)]
+    raw: dict[str, list[Hit]] = {}
+    out: dict[str, list[Hit]] = {}
+    seconds: list[float] = []
+    mine: dict[str, float] = {}
+    for q in queries:
+        t0 = time.perf_counter()
+        hs = fn(ctx, [q], depth).get(q.query_id, [])
+        t1 = time.perf_counter()
+        raw[q.query_id] = hs
+        if parents is not None:
+            hs = parent_hits(hs, *parents)
+        t2 = time.perf_counter()
+        mine[q.query_id] = (t1 - t0) + sum(own.get(m, {}).get(q.query_id, 0.0) for m in reused)
+        seconds.append(mine[q.query_id] + (t2 - t1))
+        out[q.query_id] = hs
+    cache[method] = raw  # the child's hits: what hybrid fuses, before any parent lookup
+    own[method] = mine
+    return out, seconds
 
 
 def _load_index(run: EvalRun, cfg: Config, dim: int) -> tuple[Any, ChunkIndex]:
@@ -477,6 +512,7 @@ def aggregate(run: EvalRun) -> None:
                 "table_version": cfg.table_version, "sample": s.sample or 0, "table_tag": cfg.table_tag,
                 "config": cfg.label,
             })
+    run.results += cost_rows(run, now)
     run.seconds["bootstrap"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     names = [c.name for c in run.configs]
@@ -493,16 +529,49 @@ def aggregate(run: EvalRun) -> None:
     run.recommendation = recommend(run)
 
 
+def cost_rows(run: EvalRun, now: datetime) -> list[dict[str, Any]]:
+    """One ``eval_results`` row per configuration and cost metric (``cost_vectors``,
+    ...): the figure as value, ci_low and ci_high (a measurement, not a mean over
+    queries); an unknown figure is a null value, never 0."""
+    s = run.settings
+    out = []
+    for cfg in run.configs:
+        cost = run.costs.get(cfg.name)
+        if cost is None:
+            continue
+        for m in COST_METRICS:
+            if m not in cost.values:
+                continue
+            v = cost.values[m]
+            out.append({
+                "run_id": run.run_id, "time": now, "dataset": run.dataset.name, "dataset_spec": s.dataset,
+                "split": run.dataset.split, "strategy": cfg.strategy, "chunker_key": cfg.chunker_key,
+                "params": cfg.params, "method": cfg.method, "model_id": run.model_id, "metric": m,
+                "value": v, "ci_low": v, "ci_high": v, "n_queries": len(run.queries),
+                "n_skipped": len(run.dataset.skipped_queries), "table_name": cfg.table_name,
+                "table_version": cfg.table_version, "sample": s.sample or 0, "table_tag": cfg.table_tag,
+                "config": cfg.label,
+            })
+    return out
+
+
 def recommend(run: EvalRun) -> dict[str, Any]:
     """The documented rule: the configuration with the highest mean primary metric is
-    recommended; every other one whose paired permutation test against it gives
-    p >= TIE_ALPHA is named as statistically tied. Ties in the mean go to the
+    the best; every other one whose paired permutation test against it gives
+    p >= TIE_ALPHA is statistically tied with it. Ties in the mean go to the
     configuration listed first (sentence, paragraph, article; dense, bm25, hybrid, svm
-    in the order asked)."""
+    in the order asked).
+
+    With ``prefer="cost"`` (the default) the cheapest of the best and its tied ones by
+    the first of ``settings.cost`` known for all of them is recommended (equal costs:
+    the higher mean); a cost unknown for any of them is passed over, with the reason,
+    for the next one named, and with none left the best is recommended.
+    ``prefer="quality"`` recommends the best (the rule before costs)."""
+    s = run.settings
     metric = primary_metric(run)
     rows = {(r["config"], r["method"]): r for r in run.results if r["metric"] == metric}
     if not rows:
-        known = sorted({r["metric"] for r in run.results})
+        known = sorted({r["metric"] for r in run.results if not r["metric"].startswith("cost_")})
         return {"metric": metric, "error": f"primary metric {metric!r} is not defined for these queries (have: {', '.join(known)})"}
     order = [(c.label, c.method) for c in run.configs if (c.label, c.method) in rows]
     best = max(order, key=lambda k: (rows[k]["value"], -order.index(k)))
@@ -517,8 +586,41 @@ def recommend(run: EvalRun) -> dict[str, Any]:
         if p is not None and p >= TIE_ALPHA:
             tied.append({"config": name, "value": rows[k]["value"], "ci_low": rows[k]["ci_low"], "ci_high": rows[k]["ci_high"], "p": p})
     r = rows[best]
-    return {"metric": metric, "config": best_name, "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
-            "n_queries": r["n_queries"], "tied": tied}
+    rec: dict[str, Any] = {
+        "metric": metric, "config": best_name, "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"],
+        "n_queries": r["n_queries"], "tied": tied, "prefer": s.prefer, "cost": None, "fallback": None,
+        "best": {"config": best_name, "value": r["value"], "ci_low": r["ci_low"], "ci_high": r["ci_high"]},
+    }
+    if s.prefer == "quality" or not tied:
+        return rec
+    names = [best_name] + [t["config"] for t in tied]
+    passed: list[str] = []
+    for cost in s.cost:
+        figures = {n: kind_value(run.costs.get(n), cost) for n in names}
+        unknown = [(n, why) for n, (v, why) in figures.items() if v is None]
+        if unknown:
+            n, why = unknown[0]
+            passed.append(f"--cost {cost} passed over: unknown for {n}"
+                          + (f" and {len(unknown) - 1} more" if len(unknown) > 1 else "") + f" ({why})")
+            continue
+        value = {n: v for n, (v, _) in figures.items()}
+        mean = {best_name: r["value"], **{t["config"]: t["value"] for t in tied}}
+        pick = min(names, key=lambda n: (value[n], -mean[n], names.index(n)))
+        rec["cost"], rec["cost_value"] = cost, value[pick]
+        rec["best"]["cost_value"] = value[best_name]
+        if pick != best_name:
+            t = next(t for t in tied if t["config"] == pick)
+            k = next(k for k in order if f"{k[0]}/{k[1]}" == pick)
+            rec.update(config=pick, value=t["value"], ci_low=t["ci_low"], ci_high=t["ci_high"], p=t["p"],
+                       n_queries=rows[k]["n_queries"])
+        if rec["config"].rsplit("/", 1)[-1] in TEXT_ONLY_METHODS:
+            rec["cost_note"] = "BM25 needs no vectors and no model: it reads the text index only"
+        break
+    else:
+        passed.append("fell back to the highest mean")
+    if passed:
+        rec["fallback"] = "; ".join(passed)
+    return rec
 
 
 def store_and_compare(run: EvalRun) -> None:

@@ -98,6 +98,9 @@ def test_choice_lists_match_the_settings_they_guard():
     assert literal(IngestSettings, "sync") == chk.SYNC_MODES
     assert literal(IngestSettings, "long_article") == chk.LONG_ARTICLE
     assert literal(IngestSettings, "on_error") == chk.ON_ERROR
+    from grainline.evaluation.model import EvalSettings
+
+    assert literal(EvalSettings, "prefer") == chk.EVAL_PREFER
     from grainline.embedding import DEVICES
 
     assert tuple(d for d in chk.DEVICES if d != "cuda:N") == DEVICES

@@ -92,11 +92,25 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
             assert by[(s, m, "recall@1")]["value"] == 1.0
     # sentence chunks hit the gold sentence more precisely than whole articles
     assert by[("sentence", "dense", "span_precision@5")]["value"] > by[("article", "dense", "span_precision@5")]["value"]
+    unknown = {(r["strategy"], r["method"], r["metric"]) for r in rows if r["value"] is None}
+    assert not unknown, unknown
     for r in rows:
         assert r["ci_low"] <= r["value"] <= r["ci_high"]
         assert r["n_queries"] == 5 and r["table_version"] is not None
+    # Each strategy's own table: its vectors are its rows, and its ingestion's ledger
+    # row times their embedding (a figure, not unknown).
+    conn = connect(db)
+    for s in ("sentence", "paragraph", "article"):
+        (name,) = {r["table_name"] for r in rows if r["strategy"] == s}
+        n = conn.open_table(name).count_rows()
+        assert by[(s, "dense", "cost_vectors")]["value"] == n and by[(s, "bm25", "cost_vectors")]["value"] == 0
+        assert by[(s, "hybrid", "cost_vector_bytes")]["value"] == n * 384 * 4
+        assert by[(s, "dense", "cost_embed_seconds_per_1k_docs")]["value"] > 0
+        assert by[(s, "bm25", "cost_index_bytes")]["value"] > 0  # the BM25 index; no vector index here
+        assert by[(s, "dense", "cost_index_bytes")]["value"] == 0
     report = (tmp_path / "reports" / out["run_id"] / "report.md").read_text()
     assert "| sentence | dense |" in report and "▲" in report and "p-values" in report
+    assert "## Cost" in report and "BM25 stores no vectors: it reads the text index only" in report
     assert len(out["plots"]) == 3 and all(p.endswith(".png") for p in out["plots"])
     assert "recommendation: " in state.message and out["recommendation"]["metric"] == "span_recall@200tok"
     stored = connect(db).open_table("eval_results").to_arrow()
@@ -137,6 +151,7 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     images = lambda md: re.findall(r"!\[([^\]]*)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", md)  # noqa: E731
     inline = dict(images(arts["grainline-eval-report"].data))
     assert set(inline) == {Path(p).stem for p in plots}
+    assert "## Cost" in arts["grainline-eval-report"].data  # the costs travel in the artifact
     assert "file://" not in arts["grainline-eval-report"].data
     for p in plots:
         stem = Path(p).stem
