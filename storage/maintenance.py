@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -219,8 +220,6 @@ def list_manifests(table: Any) -> ManifestListing | None:
     (the caller then reads the version list). At 1,600 versions of a 450k-row table
     this is milliseconds against the version list's 1.2 s: every manifest holds every
     fragment of its version."""
-    import os
-
     uri = str(getattr(table, "uri", "") or "")
     if uri.startswith("file://"):
         uri = uri[len("file://"):]
