@@ -137,6 +137,22 @@ COST_COLUMNS = (("chunks / doc", "cost_chunks_per_doc", "float"), ("vectors", "c
                 ("latency p50 ms", "cost_latency_p50_ms", "float"), ("latency p95 ms", "cost_latency_p95_ms", "float"))
 
 
+def frontier(run: EvalRun) -> set[str]:
+    """The configurations (``label/method``) on the quality-per-cost frontier: none
+    other has at least as high a mean primary metric for at most as many vectors
+    stored, better in one of the two. Those with vectors unknown are left out."""
+    metric = primary_metric(run)
+    pts = {}
+    for r in run.results:
+        name = f"{r['config']}/{r['method']}"
+        cost = run.costs.get(name)
+        v = cost.values.get("cost_vectors") if cost is not None else None
+        if r["metric"] == metric and v is not None and r["value"] is not None:
+            pts[name] = (float(v), float(r["value"]))
+    return {n for n, (c, q) in pts.items()
+            if not any(c2 <= c and q2 >= q and (c2, q2) != (c, q) for c2, q2 in pts.values())}
+
+
 def cost_section(run: EvalRun) -> list[str]:
     """The cost of each configuration beside its primary metric, with where each figure
     comes from and why any is unknown."""
@@ -151,8 +167,9 @@ def cost_section(run: EvalRun) -> list[str]:
              "documents: from the ingest ledger, on the machine that ran the ingestion. Latency: each query's "
              f"retrieval call timed one query at a time (depth {run.settings.depth}) on this machine ({run.cpu}).",
              "",
-             f"| strategy | method | {metric} | " + " | ".join(c[0] for c in COST_COLUMNS) + " |",
-             "|---|---|---|" + "---:|" * len(COST_COLUMNS)]
+             f"| strategy | method | {metric} | " + " | ".join(c[0] for c in COST_COLUMNS) + " | on the frontier |",
+             "|---|---|---|" + "---:|" * len(COST_COLUMNS) + "---|"]
+    front = frontier(run)
     unknown: dict[str, list[str]] = {}
     sources: dict[str, set[str]] = {}
     for c in run.configs:
@@ -170,8 +187,9 @@ def cost_section(run: EvalRun) -> list[str]:
         for m, note in cost.notes.items():
             if m != "cost_index_bytes":
                 sources.setdefault(m, set()).add(note)
-        lines.append(f"| {c.label} | {c.method} | " + " | ".join(cells) + " |")
-    lines.append("")
+        lines.append(f"| {c.label} | {c.method} | " + " | ".join(cells) + f" | {'yes' if c.name in front else ''} |")
+    lines += ["", f"On the frontier: no other configuration scores at least as high on {metric} with at most as "
+                  "many vectors stored (the plot `quality_per_cost.png` draws it)."]
     for m, notes in sources.items():
         for note in sorted(notes):
             lines.append(f"- `{m}`: {note}")
@@ -243,7 +261,46 @@ def plots(run: EvalRun, out_dir: Path) -> list[Path]:
     path = _history_plot(plt, run, out_dir)
     if path is not None:
         paths.append(path)
+    path = _cost_plot(plt, run, out_dir)
+    if path is not None:
+        paths.append(path)
     return paths
+
+
+def _cost_plot(plt, run: EvalRun, out_dir: Path) -> Path | None:
+    """Quality per cost: each configuration's primary metric (95% interval) against the
+    vectors it stores, log scale (symmetric: BM25 stores none and sits at 0), the
+    frontier drawn through the configurations no other beats on both."""
+    metric = primary_metric(run)
+    pts = []
+    for r in run.results:
+        name = f"{r['config']}/{r['method']}"
+        cost = run.costs.get(name)
+        v = cost.values.get("cost_vectors") if cost is not None else None
+        if r["metric"] == metric and v is not None and r["value"] is not None:
+            pts.append((name, float(v), r))
+    if not pts:
+        return None
+    front = frontier(run)
+    fig, ax = plt.subplots(figsize=(7.5, 4.4))
+    for name, v, r in pts:
+        on = name in front
+        ax.errorbar([v], [r["value"]], yerr=[[r["value"] - r["ci_low"]], [r["ci_high"] - r["value"]]], marker="o",
+                    capsize=3, color="tab:blue" if on else "tab:gray", alpha=1.0 if on else 0.6)
+        ax.annotate(name, (v, r["value"]), textcoords="offset points", xytext=(5, 4), fontsize=7)
+    line = sorted((v, r["value"]) for name, v, r in pts if name in front)
+    if line:
+        ax.step([x for x, _ in line], [y for _, y in line], where="post", color="tab:blue", lw=1.2,
+                label="frontier (no other config is as good for fewer vectors)")
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xscale("symlog", linthresh=1)
+    ax.set_xlim(left=-0.5)
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("vectors stored (log scale; 0: no vectors)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{run.dataset.name}: {metric} per cost (95% CI)")
+    ax.grid(alpha=0.3)
+    return _save(plt, fig, out_dir / "quality_per_cost.png")
 
 
 def _history_plot(plt, run: EvalRun, out_dir: Path) -> Path | None:

@@ -175,6 +175,9 @@ def test_costs_and_the_priced_recommendation_on_the_demo_corpus(demo, tmp_path):
     assert cost[("sentence->paragraph", "dense", "cost_vectors")] == cost[("sentence", "dense", "cost_vectors")]
     report = next(reports.glob("*/report.md")).read_text(encoding="utf-8")
     assert "## Cost" in report and "| vectors | vector bytes | index bytes |" in report
+    # the quality-per-cost view: a frontier column and the plot, linked from the report
+    assert "| on the frontier |" in report and "![quality_per_cost](quality_per_cost.png)" in report
+    assert next(reports.glob("*/quality_per_cost.png")).stat().st_size > 0
     assert "ledger: " in report and "counted from the stored chunks' n_model_tokens" in report
 
     # The recommendation is the tied configuration with the lowest p50 latency.
@@ -233,3 +236,30 @@ def test_costs_are_not_regressions():
            {"chunker_key": "k", "method": "dense", "metric": "cost_vectors", "value": None, "strategy": "s"},
            {"chunker_key": "k", "method": "dense", "metric": "ndcg@10", "value": 5.0, "strategy": "s"}]
     assert [g["metric"] for g in find_regressions(now, prev)] == ["ndcg@10"]
+
+
+def test_the_frontier_and_its_plot(tmp_path):
+    """On the frontier: no other configuration is at least as good for at most as many
+    vectors; BM25 (no vectors) is on it when nothing scores higher for none."""
+    from grainline.evaluation.report import _cost_plot, cost_section, frontier
+
+    means = dict(MEANS, **{"paragraph/bm25": 0.45})
+    vectors = dict(VECTORS, **{"paragraph/bm25": 0.0})
+    run = _run(means, P, vectors)
+    # sentence/dense: the best; paragraph/dense: less, for fewer; bm25: less, for none;
+    # article/dense (0.30 for 25) is beaten by bm25 (0.45 for 0), paragraph/hybrid
+    # (0.49 for 176) by paragraph/dense (0.50 for 176).
+    assert frontier(run) == {"sentence/dense", "paragraph/dense", "paragraph/bm25"}
+    rows = [x for x in cost_section(run) if x.startswith("| ")][1:]  # after the header
+    on = {" ".join(x.split(" | ")[:2]).strip("| "): x.rstrip(" |").endswith("yes") for x in rows}
+    assert on == {"sentence dense": True, "paragraph dense": True, "article dense": False, "paragraph hybrid": False,
+                  "paragraph bm25": True}
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    png = _cost_plot(plt, run, tmp_path)
+    assert png.name == "quality_per_cost.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # without a known vector count for anyone there is nothing to draw
+    assert _cost_plot(plt, _run(MEANS, P, dict.fromkeys(VECTORS)), tmp_path) is None
