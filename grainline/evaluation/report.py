@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .costs import COST_KINDS
+from .costs import COST_KINDS, LATENCY_QUERIES
 from .model import HEADLINE_METRICS, TIE_ALPHA, EvalRun, primary_metric, recommendation_line
 
 GRANULARITY_ORDER = ["sentence", "paragraph", "article"]
@@ -164,8 +164,8 @@ def cost_section(run: EvalRun) -> list[str]:
              "Measured on the evaluated tables. Vector bytes: vectors x the model's dimension x 4 (float32). "
              "Index bytes: the size on disk of the indexes the method reads (dense: the vector index; "
              "BM25: the full-text index; hybrid: both), \"none\" where there is none. Embedding seconds per 1,000 "
-             "documents: from the ingest ledger, on the machine that ran the ingestion. Latency: each query's "
-             f"retrieval call timed one query at a time (depth {run.settings.depth}) on this machine ({run.cpu}).",
+             "documents: from the ingest ledger, on the machine that ran the ingestion. Latency: the retrieval call of "
+             f"each of the first {LATENCY_QUERIES} queries timed one query at a time (depth {run.settings.depth}) on this machine ({run.cpu}).",
              "",
              f"| strategy | method | {metric} | " + " | ".join(c[0] for c in COST_COLUMNS) + " | on the frontier |",
              "|---|---|---|" + "---:|" * len(COST_COLUMNS) + "---|"]

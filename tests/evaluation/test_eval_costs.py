@@ -263,3 +263,31 @@ def test_the_frontier_and_its_plot(tmp_path):
     assert png.name == "quality_per_cost.png" and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # without a known vector count for anyone there is nothing to draw
     assert _cost_plot(plt, _run(MEANS, P, dict.fromkeys(VECTORS)), tmp_path) is None
+
+
+def test_latency_is_timed_on_the_first_queries_and_the_rest_retrieved_in_blocks():
+    """Past LATENCY_QUERIES the queries are retrieved in one call: the same hits as one
+    query at a time, and one latency figure per timed query."""
+    import numpy as np
+
+    from grainline.evaluation.costs import LATENCY_QUERIES
+    from grainline.evaluation.retrieval import ChunkIndex, RetrievalContext
+    from grainline.evaluation.runner import timed_retrieval
+
+    rng = np.random.default_rng(3)
+    n, dim = 300, 16
+    vecs = rng.normal(size=(n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    index = ChunkIndex([f"c{i}" for i in range(n)], [f"d{i // 3}" for i in range(n)], np.arange(n) * 10,
+                       np.arange(n) * 10 + 9, [f"t{i}" for i in range(n)], vecs)
+    queries = [Query(f"q{i}", f"query {i}", {"d": 1}) for i in range(LATENCY_QUERIES + 57)]
+    qv = {q.query_id: rng.normal(size=dim).astype(np.float32) for q in queries}
+    hits, seconds = timed_retrieval(RetrievalContext(None, "k", index, qv), "dense", queries, 5)
+    one_by_one = {}
+    for q in queries:
+        one_by_one.update(timed_retrieval(RetrievalContext(None, "k", index, qv), "dense", [q], 5)[0])
+    assert len(seconds) == LATENCY_QUERIES and all(s > 0 for s in seconds)
+    assert hits.keys() == one_by_one.keys() and len(hits) == len(queries)
+    for qid, hs in hits.items():  # a block's matrix product may differ in a score's last bit
+        assert [(h.doc_id, h.start) for h in hs] == [(h.doc_id, h.start) for h in one_by_one[qid]]
+        assert [h.score for h in hs] == pytest.approx([h.score for h in one_by_one[qid]], abs=1e-5)
