@@ -292,7 +292,7 @@ def _cost_plot(plt, run: EvalRun, out_dir: Path) -> Path | None:
     if line:
         ax.step([x for x, _ in line], [y for _, y in line], where="post", color="tab:blue", lw=1.2,
                 label="frontier (no other config is as good for fewer vectors)")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="best")
     ax.set_xscale("symlog", linthresh=1)
     ax.set_xlim(left=-0.5)
     ax.set_ylim(0, 1.02)
