@@ -141,16 +141,23 @@ def frontier(run: EvalRun) -> set[str]:
     """The configurations (``label/method``) on the quality-per-cost frontier: none
     other has at least as high a mean primary metric for at most as many vectors
     stored, better in one of the two. Those with vectors unknown are left out."""
+    pts = {name: (v, float(r["value"])) for name, v, r in cost_points(run)}
+    return {n for n, (c, q) in pts.items()
+            if not any(c2 <= c and q2 >= q and (c2, q2) != (c, q) for c2, q2 in pts.values())}
+
+
+def cost_points(run: EvalRun) -> list[tuple[str, float, dict[str, Any]]]:
+    """(``label/method``, vectors stored, primary-metric result row) of each
+    configuration whose vector count and score are known."""
     metric = primary_metric(run)
-    pts = {}
+    out = []
     for r in run.results:
         name = f"{r['config']}/{r['method']}"
         cost = run.costs.get(name)
         v = cost.values.get("cost_vectors") if cost is not None else None
         if r["metric"] == metric and v is not None and r["value"] is not None:
-            pts[name] = (float(v), float(r["value"]))
-    return {n for n, (c, q) in pts.items()
-            if not any(c2 <= c and q2 >= q and (c2, q2) != (c, q) for c2, q2 in pts.values())}
+            out.append((name, float(v), r))
+    return out
 
 
 def cost_section(run: EvalRun) -> list[str]:
@@ -272,13 +279,7 @@ def _cost_plot(plt, run: EvalRun, out_dir: Path) -> Path | None:
     vectors it stores, log scale (symmetric: BM25 stores none and sits at 0), the
     frontier drawn through the configurations no other beats on both."""
     metric = primary_metric(run)
-    pts = []
-    for r in run.results:
-        name = f"{r['config']}/{r['method']}"
-        cost = run.costs.get(name)
-        v = cost.values.get("cost_vectors") if cost is not None else None
-        if r["metric"] == metric and v is not None and r["value"] is not None:
-            pts.append((name, float(v), r))
+    pts = cost_points(run)
     if not pts:
         return None
     front = frontier(run)
