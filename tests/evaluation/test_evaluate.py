@@ -111,7 +111,8 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     report = (tmp_path / "reports" / out["run_id"] / "report.md").read_text()
     assert "| sentence | dense |" in report and "▲" in report and "p-values" in report
     assert "## Cost" in report and "BM25 stores no vectors: it reads the text index only" in report
-    assert len(out["plots"]) == 3 and all(p.endswith(".png") for p in out["plots"])
+    assert len(out["plots"]) == 4 and all(p.endswith(".png") for p in out["plots"])
+    assert out["plots"][-1].endswith("quality_per_cost.png")  # the quality-per-cost view
     assert "recommendation: " in state.message and out["recommendation"]["metric"] == "span_recall@200tok"
     stored = connect(db).open_table("eval_results").to_arrow()
     assert stored.num_rows == len(rows)
@@ -127,7 +128,7 @@ def test_evaluation_flow_end_to_end(tmp_path, embedder):
     assert "no regressions" in again.message
     # The second run also draws the primary metric's history across the two runs.
     plots = again.result()["plots"]
-    assert len(plots) == 4 and plots[-1].endswith("primary_metric_history.png")
+    assert len(plots) == 5 and plots[-2].endswith("primary_metric_history.png")
     from grainline.evaluation.report import plot_images
 
     (img,) = [i for i in plot_images(plots) if i["name"] == "primary_metric_history"]
