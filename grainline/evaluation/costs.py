@@ -26,11 +26,11 @@ TEXT_ONLY_METHODS = frozenset({"bm25"})
 INDEX_KINDS = {"dense": ("vector",), "svm": ("vector",), "bm25": ("text",), "hybrid": ("vector", "text")}
 BYTES_PER_FLOAT32 = 4
 
-# Stored metric names, in the report's column order.
 # Queries whose retrieval is timed one by one for the latency figures (the same ones,
 # the first of the set, for every method): enough for a p95, while a large query set
 # keeps block retrieval for the rest.
 LATENCY_QUERIES = 200
+# Stored metric names, in the report's column order.
 COST_METRICS = ("cost_chunks_per_doc", "cost_vectors", "cost_vector_bytes", "cost_index_bytes",
                 "cost_model_tokens_per_doc", "cost_embed_seconds_per_1k_docs", "cost_latency_p50_ms",
                 "cost_latency_p95_ms")
