@@ -125,32 +125,45 @@ def open_source(
     return root, _iter_entries(root, entries, settings, unchanged)
 
 
-def _iter_entries(root: Path, entries: list[Path | _Skip], settings: ReaderSettings,
+def _iter_entries(root: Path, entries: list[str | _Skip], settings: ReaderSettings,
                   unchanged: UnchangedPredicate | None = None) -> Iterator[SourceItem]:
     seen: dict[str, str] = {}
     files: dict[str, str] = {}
     real_dirs: dict[str, str] = {}
     prefix = os.path.join(os.fspath(root), "")
-    for entry in entries:
-        if isinstance(entry, _Skip):
-            yield Failure(_rel(entry.path, root), entry.reason, entry.stage)
+    n = len(prefix)
+    posix = os.sep == "/"
+    for path in entries:
+        if isinstance(path, _Skip):
+            yield Failure(_rel(path.path, root), path.reason, path.stage)
             continue
-        path = os.fspath(entry)
-        # Discovery built every path as root / relative parts: cut, not computed.
-        rel = path[len(prefix):].replace(os.sep, "/") if path.startswith(prefix) else _rel(entry, root)
-        fid, before = _identify(entry, real_dirs)
+        # Discovery built every path as the root's, then the relative parts: cut, not computed.
+        if path.startswith(prefix):
+            rel = path[n:] if posix else path[n:].replace(os.sep, "/")
+        else:
+            rel = _rel(Path(path), root)
+        fid, before = _identify(path, real_dirs)
         if fid in files:
             # A followed symlink to a file already read: one file, one document.
             yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
             continue
         files[fid] = rel
         if unchanged is None:
-            yield from _checked(read_file(entry, root, settings), rel, seen, {})
+            yield from _checked(read_file(Path(path), root, settings), rel, seen, {})
             continue
-        yield from _read_watched(entry, root, rel, fid, settings, seen, unchanged, before)
+        if before is None:
+            yield from _read_watched(Path(path), root, rel, fid, settings, seen, unchanged)
+            continue
+        # Asked here rather than in a generator of its own: most files of a scheduled
+        # run are unchanged, and each is only this.
+        n_docs = unchanged(fid, before)
+        if n_docs is not None:
+            yield Unchanged(fid, rel, n_docs)
+            continue
+        yield from _read_watched(Path(path), root, rel, fid, settings, seen, None, before)
 
 
-def _identify(path: Path, real_dirs: dict[str, str]) -> tuple[str, FileStat | None]:
+def _identify(path: str, real_dirs: dict[str, str]) -> tuple[str, FileStat | None]:
     """(:func:`file_id`, :class:`FileStat`) of a listed file from one ``lstat``: a file
     that is no symlink is its folder's real path (resolved once per folder, in
     ``real_dirs``) plus its name, and its lstat is its stat. Resolving every file's
@@ -196,15 +209,16 @@ CHANGED_WHILE_READ = "changed while being read (size, modification time or inode
 
 
 def _read_watched(entry: Path, root: Path, rel: str, fid: str, settings: ReaderSettings, seen: dict[str, str],
-                  unchanged: UnchangedPredicate, before: FileStat | None = None) -> Iterator[SourceItem]:
+                  unchanged: UnchangedPredicate | None, before: FileStat | None = None) -> Iterator[SourceItem]:
     """One file with the source manifest: skipped when ``unchanged`` vouches for its
     stat, else read between two stats. Its documents are held back while they stay
     under ``part_bytes`` of text (every small file), so one that moved is read again
     rather than half stored; a file that streams more than that is yielded as read.
-    ``before`` is the file's stat when the caller took it already."""
+    ``before`` is the file's stat when the caller took it already; ``unchanged`` is
+    None when the caller asked it already."""
     if before is None:
         before = _stat(entry)
-    if before is not None:
+    if before is not None and unchanged is not None:
         n_docs = unchanged(fid, before)
         if n_docs is not None:
             yield Unchanged(fid, rel, n_docs)
