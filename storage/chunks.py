@@ -106,22 +106,28 @@ class ChunkStore:
 
     @lance_errors()
     def doc_states(self) -> dict[str, DocState]:
-        """doc_id -> what is stored for it, from a scan of three small columns."""
-        states: dict[str, DocState] = {}
-        cols_wanted = ["doc_id", "chunker_key", "doc_hash", "source_root"]
-        for batch in self.scan(cols_wanted):
-            # A document's chunks repeat its four values: Arrow keeps one row of each
-            # (in the order first seen) before Python sees any (0.62 -> 0.39 s at 450k rows).
-            cols = pa.Table.from_batches([batch]).group_by(cols_wanted, use_threads=False).aggregate([]).to_pydict()
-            for doc_id, key, h, root in zip(cols["doc_id"], cols["chunker_key"], cols["doc_hash"], cols["source_root"]):
-                st = states.get(doc_id)
-                if st is None:
-                    st = states[doc_id] = DocState(source_root=root)
-                # A document half-written under an older hash shows several hashes for
-                # one key; any mismatch must count as changed, so remember a marker.
-                prev = st.hashes.get(key)
-                st.hashes[key] = h if prev in (None, h) else "<mixed>"
-        return states
+        """doc_id -> what is stored for it, from a scan of four small columns."""
+        return _fold_states(self.scan(_STATE_COLUMNS))
+
+    @lance_errors()
+    def doc_states_of(self, doc_ids: list[str]) -> dict[str, DocState]:
+        """What is stored for these documents (those the table holds), found through
+        ``doc_id`` (its scalar index once maintenance built it): the cost follows the
+        ids asked for, not the table (``storage/doc_states.py``)."""
+        if not doc_ids or self._table is None:
+            return {}
+        return _fold_states(self.scan(_STATE_COLUMNS, in_list("doc_id", doc_ids)))
+
+    @lance_errors()
+    def relative_ids(self, source_root: str) -> list[str]:
+        """Ids of ``source_root`` that an older grainline made relative to it (not a real
+        path), sorted: one filtered scan of two columns (25 ms at 454k rows), where
+        looking through every document's state in Python took ten times that."""
+        if self._table is None:
+            return []
+        where = f"source_root = {quote(source_root)} AND NOT starts_with(doc_id, '/')"
+        ids = {d for b in self.scan(["doc_id"], where) for d in b.column("doc_id").to_pylist()}
+        return sorted(ids)
 
     @lance_errors()
     def vectors_by_hash(self, hashes: set[str]) -> dict[str, tuple[np.ndarray, int]]:
@@ -241,6 +247,27 @@ class ChunkStore:
         self.table.checkout(version)
         self.table.restore()
         return self.table.version
+
+
+_STATE_COLUMNS = ["doc_id", "chunker_key", "doc_hash", "source_root"]
+
+
+def _fold_states(batches: Iterator[pa.RecordBatch]) -> dict[str, DocState]:
+    """doc_id -> DocState from batches of :data:`_STATE_COLUMNS`."""
+    states: dict[str, DocState] = {}
+    for batch in batches:
+        # A document's chunks repeat its four values: Arrow keeps one row of each
+        # (in the order first seen) before Python sees any (0.62 -> 0.39 s at 450k rows).
+        cols = pa.Table.from_batches([batch]).group_by(_STATE_COLUMNS, use_threads=False).aggregate([]).to_pydict()
+        for doc_id, key, h, root in zip(cols["doc_id"], cols["chunker_key"], cols["doc_hash"], cols["source_root"]):
+            st = states.get(doc_id)
+            if st is None:
+                st = states[doc_id] = DocState(source_root=root)
+            # A document half-written under an older hash shows several hashes for
+            # one key; any mismatch must count as changed, so remember a marker.
+            prev = st.hashes.get(key)
+            st.hashes[key] = h if prev in (None, h) else "<mixed>"
+    return states
 
 
 def _last_per_chunk(rows: pa.Table) -> pa.Table:

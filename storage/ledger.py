@@ -163,6 +163,22 @@ class Ledger:
             retry_commit(lambda: t.update(where=where, values={"status": "interrupted", "error": msg}), "marking interrupted runs")
         return stale
 
+    def last_run_ending_at(self, table_name: str, version: int, flow: str = "ingest") -> dict[str, Any] | None:
+        """The completed ``flow`` run of ``table_name`` that finished last with the table
+        at ``version`` (its ``parameters`` decoded), or None: one filtered read of the
+        ledger, which holds a row per run, never the table's rows."""
+        t = open_table_if_exists(self.db, RUNS_TABLE)
+        if t is None or "version_after" not in t.schema.names:
+            return None
+        where = (f"table_name = {quote(table_name)} AND flow = {quote(flow)} AND status = 'completed' "
+                 f"AND version_after = {int(version)}")
+        rows = t.search().where(where).select(["run_id", "finished", "parameters"]).limit(None).to_list()
+        if not rows:
+            return None
+        last = max(rows, key=lambda r: (r["finished"] is not None, r["finished"] or 0))
+        last["parameters"] = json.loads(last["parameters"]) if last.get("parameters") else {}
+        return last
+
     def runs(self, flow: str | None = None) -> list[dict[str, Any]]:
         """All runs, oldest first, with JSON columns decoded."""
         t = open_table_if_exists(self.db, RUNS_TABLE)

@@ -28,8 +28,10 @@ When an entry lets a run skip a file, all of these hold (``ingest/manifest.py``)
    that changes its bytes, so this rule does not apply to it;
 3. the entry was written with the same ``reader_sig`` as this run's;
 4. the chunks table holds exactly the file's documents, each with the hash the entry
-   recorded under every chunker key of this run (checked against the doc states the
-   run scans anyway, grouping stored doc ids ``fid`` / ``fid#...`` by file). So a chunk
+   recorded under every chunker key of this run: checked against every document's
+   state (grouping stored doc ids ``fid`` / ``fid#...`` by file), unless the last run
+   that completed vouched for every entry in its ledger row and the table and this
+   manifest are still at the versions it left them (``ingest/manifest.py``). So a chunk
    table restored to an older version (``grainline restore``), documents deleted by
    hand, a strategy this table never stored for the file, or rows written by another
    run all make the file read again: the manifest is a hint checked against the table,
@@ -46,8 +48,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, fields
-from typing import Any, Iterable
+from typing import Any, Iterable, NamedTuple
 
 import pyarrow as pa
 
@@ -102,9 +103,9 @@ def docs_hash(docs: Iterable[tuple[str, str]]) -> str:
     return h.hexdigest()[:32]
 
 
-@dataclass(frozen=True)
-class ManifestEntry:
-    """One file of the manifest (see the module docstring)."""
+class ManifestEntry(NamedTuple):
+    """One file of the manifest (see the module docstring). A named tuple: a run loads
+    one per file of the source (100,000 frozen dataclasses took 0.15 s)."""
 
     file_id: str
     size: int
@@ -120,7 +121,13 @@ class ManifestEntry:
     etag: str = ""
 
 
-_FIELDS = [f.name for f in fields(ManifestEntry)]
+_FIELDS = list(ManifestEntry._fields)
+
+
+# What deciding to skip a file compares of its entry, in this order: the tuple
+# :meth:`SourceManifest.stats` gives per file.
+STAT_FIELDS = ("size", "mtime_ns", "ino", "stat_ns", "n_docs", "etag")
+EntryStat = tuple  # (size, mtime_ns, ino, stat_ns, n_docs, etag)
 
 
 class SourceManifest:
@@ -130,11 +137,19 @@ class SourceManifest:
         self.db_uri = db_uri
         self.table_name = manifest_table_name(chunks_table)
         self.db = connect(db_uri, storage_options)
+        # The manifest table's version :meth:`load` read (None: no table then).
+        self.loaded_version: int | None = None
+
+    def version(self) -> int | None:
+        """The manifest table's latest version (None when there is no table)."""
+        t = open_table_if_exists(self.db, self.table_name)
+        return None if t is None else t.version
 
     @lance_errors()
     def load(self) -> dict[str, ManifestEntry]:
         """Every entry, file_id -> entry, from one scan (empty when there is no table)."""
         t = open_table_if_exists(self.db, self.table_name)
+        self.loaded_version = None if t is None else t.version
         if t is None:
             return {}
         have = set(t.schema.names)
@@ -156,13 +171,38 @@ class SourceManifest:
                 out[e.file_id] = e
         return out
 
+    @lance_errors()
+    def stats(self, reader_sig: str) -> tuple[set[str], dict[str, EntryStat]]:
+        """Every entry's file id, and the stat of each entry written under
+        ``reader_sig``: what a run that trusts the manifest without checking it needs.
+        Six columns (:data:`STAT_FIELDS`, as plain tuples), filtered by Arrow and
+        zipped in C, no entry built: 0.1 s for 100,000 entries, where :meth:`load`
+        takes 0.3 s. Sets :attr:`loaded_version`."""
+        import pyarrow.compute as pc
+
+        t = open_table_if_exists(self.db, self.table_name)
+        self.loaded_version = None if t is None else t.version
+        if t is None:
+            return set(), {}
+        have = set(t.schema.names)
+        names = ["file_id", "reader_sig", *(n for n in STAT_FIELDS if n in have)]
+        data = t.search().select(names).limit(None).to_arrow()
+        ids = data.column("file_id").to_pylist()
+        mine = data.filter(pc.equal(data.column("reader_sig"), reader_sig))
+        cols = [mine.column(n).to_pylist() if n in have else [""] * mine.num_rows for n in STAT_FIELDS]
+        if "etag" in have:
+            cols[-1] = ["" if v is None else v for v in cols[-1]]
+        # Usually every entry has this signature: the ids are those already listed.
+        mine_ids = ids if mine.num_rows == len(ids) else mine.column("file_id").to_pylist()
+        return set(ids), dict(zip(mine_ids, zip(*cols)))
+
     def write(self, entries: list[ManifestEntry], run_id: str) -> int:
         """Insert or replace these entries (upsert on file_id), stamped with the wall
         clock and ``run_id``, in one commit; returns how many."""
         if not entries:
             return 0
         now = time.time_ns()
-        rows = [{**asdict(e), "written_ns": now, "run_id": run_id} for e in entries]
+        rows = [{**e._asdict(), "written_ns": now, "run_id": run_id} for e in entries]
         data = pa.Table.from_pylist(rows, schema=MANIFEST_SCHEMA)
         table = open_or_create(self.db, self.db_uri, self.table_name, MANIFEST_SCHEMA)
         missing = {n: sql for n, sql in _ADDED_COLUMNS.items() if n not in table.schema.names}

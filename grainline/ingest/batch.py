@@ -74,6 +74,9 @@ def triage(ctx: RunContext, items: list[Document | Failure]) -> tuple[list[tuple
     entry, written here once its documents are committed (``ctx.manifest.flush``)."""
     counts = RunCounts()
     todo: list[tuple[Document, str]] = []
+    # The batch's documents' states in one lookup (or none: the table's state is in
+    # memory already), never one query per document.
+    ctx.states.prefetch(item.doc_id for item in items if isinstance(item, Document))
     if ctx.manifest is not None:
         ctx.manifest.flush(ctx)
     for item in items:

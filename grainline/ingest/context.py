@@ -7,7 +7,8 @@ from typing import Any, Iterator
 
 from grainline.documents import Document, Failure
 from grainline.embedding import Embedder
-from grainline.storage.chunks import ChunkStore, DocState
+from grainline.storage.chunks import ChunkStore
+from grainline.storage.doc_states import DocStates
 from grainline.storage.ledger import Ledger, RunRecord
 from grainline.storage.locks import TableLock
 
@@ -27,7 +28,8 @@ class RunContext:
     ledger: Ledger
     spec: WorkSpec
     root: str
-    states: dict[str, DocState]
+    # What the table holds of each document, read as needed (storage/doc_states.py).
+    states: DocStates
     record: RunRecord
     # The source's documents, read lazily; None when they are passed in directly.
     documents: Iterator[Document | Failure] | None = None

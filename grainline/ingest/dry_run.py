@@ -7,6 +7,7 @@ from typing import Any
 from grainline.chunkers import ChunkContext
 from grainline.readers import open_source, sync_scope
 from grainline.storage.chunks import ChunkStore
+from grainline.storage.doc_states import DocStates
 from grainline.storage.ledger import RunCounts
 
 from .batch import chunk_docs, read_batches, triage
@@ -29,13 +30,13 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
     embedder = get_embedder(settings.embedder)
     table = table_name_for(settings)
     store = ChunkStore(settings.db, table, embedder.identity.dim)
-    states = store.doc_states() if store.exists else {}
+    states = DocStates(store)
     plans = make_plans(settings, embedder)
     # A context like prepare()'s, read-only: nothing here commits or records.
     ctx = RunContext(settings=settings, run_id="dry-run", embedder=embedder, store=store, ledger=None,  # type: ignore[arg-type]
                      spec=WorkSpec(settings, table, plans), root=root, states=states, record=None,  # type: ignore[arg-type]
                      documents=documents, scope=sync_scope(settings.source, settings.reader),
-                     legacy_ids=legacy_ids(states, root))
+                     legacy_ids=legacy_ids(store, root))
     manifest.load(ctx)
     ctx.manifest = manifest
     counts = RunCounts()

@@ -97,6 +97,13 @@ def record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None,
         except Exception as exc:  # noqa: BLE001 - the ledger must still say what happened
             rec.error += f"; restoring version {rec.version_before} failed: {exc!r}"
     rec.version_after = _version_now(ctx)
+    vouch = ctx.manifest.vouch() if error is None and ctx.manifest is not None else None
+    if vouch is not None:
+        # The next run trusts every entry without reading a document's state while the
+        # table is still at version_after (ingest/manifest.py).
+        rec.parameters["source_manifest"] = vouch
+    else:
+        rec.parameters.pop("source_manifest", None)
     try:
         ctx.ledger.write(rec)
     except Exception as exc:

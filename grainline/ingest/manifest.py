@@ -11,7 +11,8 @@ from typing import Any, Callable, Mapping
 
 from grainline.documents import FileRead, FileStat, Unchanged, canonical_json, sha256_hex
 from grainline.storage.chunks import DocState
-from grainline.storage.manifest import RACY_MARGIN_NS, ManifestEntry, SourceManifest, docs_hash
+from grainline.storage.ledger import Ledger
+from grainline.storage.manifest import RACY_MARGIN_NS, EntryStat, ManifestEntry, SourceManifest, docs_hash
 
 from .settings import IngestSettings
 
@@ -85,25 +86,86 @@ class ManifestRun:
         self.keys: list[str] = []
         self.sig = ""
         self.known: set[str] = set()
-        self.trusted: dict[str, ManifestEntry] = {}
+        # file_id -> the stat of its entry (storage.manifest.STAT_FIELDS) for the entries
+        # found true at load: the only ones that let a file be skipped.
+        self.trusted: dict[str, EntryStat] = {}
         self.pending: list[FileRead] = []
         self.unchanged_files: set[str] = set()
         self.files_seen: set[str] = set()
+        # Files read whose entry this run wrote; those read without one written get
+        # their old entry dropped at the end (it no longer says what the table holds).
+        self.files_read: set[str] = set()
+        self.files_written: set[str] = set()
+        # How the entries were found true at load: "vouched" (the last run left the
+        # table and the manifest as they are now, and vouched for every entry), "checked"
+        # (against every document's state), or "" (not all of them were true).
+        self.trust = ""
+        self.failed = False
         self._last_flush = time.monotonic()
 
     def load(self, ctx: Any) -> None:
         """Read the manifest of the run's table once and keep the entries the table
-        agrees with. A manifest that cannot be read skips nothing (a warning)."""
+        agrees with. A manifest that cannot be read skips nothing (a warning).
+
+        When the table and the manifest are at the versions the last completed run left
+        them at, and that run vouched for every entry (:meth:`vouch`) under these chunker
+        keys and this reader signature, every entry of this signature is true without
+        looking at a document; otherwise each is checked against the table's document
+        states (:func:`trusted_entries`, which reads every document's state)."""
         self.keys = [p.key for p in ctx.plans]
         self.sig = reader_signature(ctx.settings)
         try:
             self.store = SourceManifest(ctx.settings.db, ctx.store.table_name)
+            vouched_at = self._vouched_version(ctx)
+            if vouched_at is not None:
+                # Every entry of this signature is true: their stats are all it needs.
+                known, stats = self.store.stats(self.sig)
+                if self.store.loaded_version == vouched_at:
+                    self.known, self.trusted, self.trust = known, stats, "vouched"
+                    return
             entries = self.store.load()
-            self.trusted = trusted_entries(entries, ctx.states, self.keys, self.sig)
             self.known = set(entries)
+            self.trust_entries(trusted_entries(entries, ctx.states, self.keys, self.sig))
+            mine = sum(1 for e in entries.values() if e.reader_sig == self.sig)
+            self.trust = "checked" if len(self.trusted) == mine else ""
         except Exception as exc:  # noqa: BLE001 - an optimisation: without it every file is read
+            self.failed = True
             log.warning("could not read the source manifest of %s, every file is read: %s: %s",
                         ctx.store.table_name, type(exc).__name__, exc)
+
+    def trust_entries(self, entries: Mapping[str, ManifestEntry]) -> None:
+        """Let these entries' files be skipped when their stat matches."""
+        self.trusted = {fid: (e.size, e.mtime_ns, e.ino, e.stat_ns, e.n_docs, e.etag) for fid, e in entries.items()}
+
+    def _vouched_version(self, ctx: Any) -> int | None:
+        """The manifest version at which the run that last completed on the table, with
+        the table at its current version, vouched for every entry under (at least) this
+        run's chunker keys and this reader signature; None when no run did."""
+        version = ctx.store.version()
+        if version is None:
+            return None
+        ledger = ctx.ledger if ctx.ledger is not None else Ledger(ctx.settings.db)
+        last = ledger.last_run_ending_at(ctx.store.table_name, version)
+        v = (last or {}).get("parameters", {}).get("source_manifest") or {}
+        ok = v.get("sig") == self.sig and set(self.keys) <= set(v.get("keys") or ())
+        return v.get("manifest_version") if ok else None
+
+    def vouch(self) -> dict[str, Any] | None:
+        """What the run's ledger row says of the manifest when the run completes: that
+        every entry of this signature is true of the table under these chunker keys at
+        the version the run leaves it (and the manifest at ``manifest_version``). Only
+        when it is so: every entry was true at load, every entry written was checked
+        against the commits, every file read without a new entry lost its old one, and
+        nothing about the manifest failed. Else None, and the next run checks."""
+        if not (self.writable and self.store is not None and self.trust and not self.failed):
+            return None
+        try:
+            version = self.store.version()
+        except Exception:  # noqa: BLE001 - not vouched: the next run checks every entry
+            return None
+        if version is None:
+            return None
+        return {"sig": self.sig, "keys": sorted(self.keys), "manifest_version": version, "trust": self.trust}
 
     def unchanged(self, fid: str, stat: FileStat) -> int | None:
         """The reader's predicate: the number of documents of a file to count as
@@ -111,22 +173,25 @@ class ManifestRun:
         e = None if self.rehash else self.trusted.get(fid)
         if e is None:
             return None
+        size, mtime_ns, ino, stat_ns, n_docs, etag = e
         if stat.etag:
             # An object: its ETag (of the bytes read last time) decides, never a time.
-            return e.n_docs if (stat.size, stat.etag) == (e.size, e.etag) else None
-        if (stat.size, stat.mtime_ns, stat.ino) != (e.size, e.mtime_ns, e.ino):
+            return n_docs if stat.size == size and stat.etag == etag else None
+        if stat.size != size or stat.mtime_ns != mtime_ns or stat.ino != ino:
             return None
-        if e.mtime_ns >= e.stat_ns - RACY_MARGIN_NS:
+        if mtime_ns >= stat_ns - RACY_MARGIN_NS:
             return None  # racy: modified within a clock tick of the stat that recorded it
-        return e.n_docs
+        return n_docs
 
     def note(self, item: Unchanged | FileRead) -> None:
         """A file skipped or read (triage's markers)."""
         self.files_seen.add(item.file_id)
         if isinstance(item, Unchanged):
             self.unchanged_files.add(item.file_id)
-        elif item.complete and item.stat is not None:
-            self.pending.append(item)
+        else:
+            self.files_read.add(item.file_id)
+            if item.complete and item.stat is not None:
+                self.pending.append(item)
 
     def covers(self, doc_id: str) -> bool:
         """Whether a stored document belongs to a file skipped unread this run."""
@@ -148,6 +213,7 @@ class ManifestRun:
         self.pending = waiting if not force else []
         self._last_flush = time.monotonic()
         self._guarded("write", lambda: self.store.write(ready, ctx.run_id))
+        self.files_written.update(e.file_id for e in ready)
 
     def close(self, ctx: Any, gone_scope: Callable[[str], bool] | None = None) -> None:
         """At the run's end: write what is committed; with ``gone_scope`` (a full sync
@@ -156,15 +222,20 @@ class ManifestRun:
         if not self.writable or self.store is None:
             return
         self.flush(ctx, force=True)
+        # A file read again without its entry written (a document failed, or it moved
+        # while read): the old entry no longer says what the table holds of it.
+        stale = [fid for fid in self.files_read - self.files_written if fid in self.known]
         if gone_scope is not None:
-            gone = [fid for fid in self.known if fid not in self.files_seen and gone_scope(fid)]
-            self._guarded("delete from", lambda: self.store.delete(gone))
+            stale += [fid for fid in self.known if fid not in self.files_seen and gone_scope(fid)]
+        if stale:
+            self._guarded("delete from", lambda: self.store.delete(stale))
         self._guarded("compact", self.store.compact_if_due)
 
     def _guarded(self, what: str, fn: Callable[[], Any]) -> None:
         try:
             fn()
         except Exception as exc:  # noqa: BLE001 - the table is whole; the next run reads those files again
+            self.failed = True
             log.warning("could not %s the source manifest %s (the next run reads those files again): %s: %s",
                         what, self.store.table_name if self.store else "", type(exc).__name__, exc)
 

@@ -20,6 +20,7 @@ from grainline.memory import release_memory
 from grainline.readers import is_object_uri, open_source, sync_scope
 from grainline.redact import redact_text, redact_value
 from grainline.storage.chunks import ChunkStore, DocState
+from grainline.storage.doc_states import DocStates
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, new_run_id
 from grainline.storage.locks import TableLock
 from grainline.storage.maintenance import figures, maintain_after_run, vector_index_due
@@ -64,15 +65,26 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
         lock.release()
         raise
     ctx.scope = scope
-    if manifest is not None:
-        manifest.load(ctx)
-        ctx.manifest = manifest
-    register_run(ctx)
+    try:
+        if manifest is not None:
+            manifest.load(ctx)
+            ctx.manifest = manifest
+        register_run(ctx)
+        if scope is not None:
+            # Ids of files were paths relative to the ingested root before they became
+            # real paths. Nothing is rewritten behind the user's back: a full sync of this
+            # root replaces them (their vectors are reused), and until then both are
+            # stored. (A scan of two columns: a damaged fragment fails here.)
+            ctx.legacy_ids = legacy_ids(ctx.store, root)
+    except BaseException as exc:
+        # The row already says 'running': it must say how the run ended instead.
+        forget_run(run_id)
+        try:
+            record_end(ctx, RunCounts(), exc)
+        finally:
+            lock.release()
+        raise
     if scope is not None:
-        # Ids of files were paths relative to the ingested root before they became real
-        # paths. Nothing is rewritten behind the user's back: a full sync of this root
-        # replaces them (their vectors are reused), and until then both are stored.
-        ctx.legacy_ids = legacy_ids(ctx.states, root)
         if ctx.legacy_ids:
             log.warning(
                 "table %s holds %d documents of %s under ids of an older grainline (relative paths, e.g. %r); this run "
@@ -88,12 +100,12 @@ def source_root(found: Path | str) -> str:
     return found if isinstance(found, str) and is_object_uri(found) else str(Path(found).resolve())
 
 
-def legacy_ids(states: dict[str, DocState], root: str) -> list[str]:
+def legacy_ids(store: ChunkStore, root: str) -> list[str]:
     """Stored ids of ``root`` that an older grainline made relative to it (neither a
     real path nor an object's URI)."""
     if is_object_uri(root):
         return []  # object-store sources came after ids became absolute
-    return sorted(d for d, st in states.items() if st.source_root == root and not d.startswith("/"))
+    return store.relative_ids(root)
 
 
 def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents: Iterator[Document | Failure] | None,
@@ -121,15 +133,10 @@ def _prepare_locked(settings: IngestSettings, run_id: str, root: str, documents:
     ctx = RunContext(
         settings=settings, run_id=run_id, embedder=embedder, store=store, ledger=ledger,
         spec=WorkSpec(settings, store.table_name, plans, run_id=run_id, reuse_version=record.version_before),
-        root=root, states={}, record=record,
+        # Read as the batches need them (storage/doc_states.py), not all at the start.
+        root=root, states=DocStates(store), record=record,
         documents=documents, lock=lock, interrupted=interrupted,
     )
-    try:
-        ctx.states = store.doc_states()  # reads every row: a damaged fragment fails here
-    except BaseException as exc:
-        # The row already says 'running': it must say how the run ended instead.
-        record_end(ctx, RunCounts(), exc)
-        raise
     return ctx
 
 

@@ -14,10 +14,12 @@ import pytest
 from grainline.documents import Document, FileRead, Unchanged
 from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, run_ingest
+from grainline.ingest.run import finish, prepare, run_batches
 from grainline.readers import open_source, register_reader
 from grainline.readers.registry import READERS
 from grainline.readers.source import CHANGED_WHILE_READ
 from grainline.storage.chunks import connect
+from grainline.storage.ledger import RunCounts
 from grainline.storage.manifest import SourceManifest
 from grainline.storage.sql import quote
 
@@ -135,6 +137,8 @@ def test_table_that_disagrees_with_the_manifest_is_read_again(tmp_path):
     healed = run_ingest(settings(src, db))
     c = healed.counts
     assert (c.files_read, c.files_unchanged, c.docs_updated) == (1, 3, 1)
+    # The table moved past the version the first run vouched at: every entry was checked.
+    assert _trust(first) == "checked" and _trust(healed) == ""
     assert run_ingest(settings(src, db)).counts.files_read == 0
 
     edit(src / "a.txt", "Bees dance to tell the hive where flowers and water are.\n")
@@ -146,6 +150,91 @@ def test_table_that_disagrees_with_the_manifest_is_read_again(tmp_path):
     after_restore = run_ingest(settings(src, db))
     c = after_restore.counts
     assert (c.files_read, c.files_unchanged, c.docs_updated) == (1, 3, 1)
+    assert _trust(after_restore) == ""
+
+
+def _trust(rec) -> str | None:
+    """How the run's ledger row says its entries were found true at load ("vouched",
+    "checked"); "" when the run did not vouch for the manifest, None without a row."""
+    v = rec.parameters.get("source_manifest")
+    return "" if v is None else v["trust"]
+
+
+def _sig(entries) -> str:
+    (sig,) = {e.reader_sig for e in entries.values()}
+    return sig
+
+
+def _stats(entries) -> tuple[set, dict]:
+    """What ``SourceManifest.stats`` must give for these entries (one signature)."""
+    return set(entries), {f: (e.size, e.mtime_ns, e.ino, e.stat_ns, e.n_docs, e.etag) for f, e in entries.items()}
+
+
+def _run(s: IngestSettings):
+    """An ingestion by its three phases, to look at the run's document states."""
+    ctx = prepare(s)
+    counts = RunCounts()
+    run_batches(ctx, counts)
+    return ctx, finish(ctx, counts)
+
+
+def test_a_completed_run_vouches_and_the_next_reads_no_document_state(tmp_path):
+    """The first run checks every entry against the table's document states and vouches
+    in the ledger for the manifest at the version it leaves the table. The next run,
+    with the table and the manifest as that run left them, trusts every entry without
+    reading any document's state (no lookup, no scan of the table), and an edit looks up
+    its own document's state alone."""
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    s = settings(src, db)
+    first = run_ingest(s)
+    assert _trust(first) == "checked"
+    assert first.parameters["source_manifest"]["keys"] == sorted(first.parameters["chunker_keys"])
+
+    manifest = SourceManifest(str(db), first.table_name)
+    entries = manifest.load()
+    assert manifest.stats(_sig(entries)) == _stats(entries) and manifest.stats("other")[1] == {}
+    ctx, rec = _run(s)
+    assert (rec.counts.files_unchanged, rec.counts.files_read) == (4, 0)
+    assert (ctx.states.whole, ctx.states.lookups) == (False, 0)
+    assert _trust(rec) == "vouched" and rec.version_after == first.version_after
+
+    edit(src / "a.txt", "Bees dance to tell the hive where clover grows.\n")
+    ctx, rec = _run(s)
+    assert (rec.counts.files_read, rec.counts.docs_updated, rec.counts.docs_unchanged) == (1, 1, 4)
+    assert (ctx.states.whole, ctx.states.lookups) == (False, 1)
+    assert _trust(rec) == "vouched"
+
+    # Another chunker setting than the vouch names: each entry is checked again.
+    other = run_ingest(settings(src, db, chunker_overrides={"paragraph": {"max_tokens": 200}}))
+    assert _trust(other) == "" and other.counts.files_read == 4
+
+
+def test_a_file_read_without_its_entry_written_loses_the_old_one(tmp_path):
+    """recs.jsonl is edited: its first record changes and its second no longer parses.
+    The run stores the first record's new text, fails the second, and writes no entry
+    for the file; its old entry no longer says what the table holds, so it is dropped.
+    When the old bytes come back with their old times (a backup restored as rsync -t
+    restores one), the file is read again, not skipped on the vouch of the last run."""
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    s = settings(src, db)
+    run_ingest(s)
+    recs = src / "recs.jsonl"
+    old_bytes, st = recs.read_bytes(), os.stat(recs)
+    edit(recs, '{"id": "r1", "text": "Glaciers carve fjords over millennia."}\nnot json\n')
+    bad = run_ingest(s)
+    assert (bad.counts.files_read, bad.counts.docs_updated, bad.counts.docs_failed) == (1, 1, 1)
+    assert str(recs.resolve()) not in SourceManifest(str(db), bad.table_name).load()
+    assert _trust(bad) == "vouched"
+
+    with open(recs, "r+b") as fh:  # in place: the same inode
+        fh.write(old_bytes)
+        fh.truncate()
+    os.utime(recs, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (os.stat(recs).st_size, os.stat(recs).st_mtime_ns, os.stat(recs).st_ino) == (st.st_size, st.st_mtime_ns, st.st_ino)
+    back = run_ingest(s)
+    assert (back.counts.files_read, back.counts.docs_updated) == (1, 1)
+    texts = connect(str(db)).open_table(back.table_name).search().where("strategy = 'sentence'").select(["text"]).limit(None).to_arrow()
+    assert "Glaciers carve valleys over millennia." in texts.column("text").to_pylist()
 
 
 def test_a_failed_file_gets_no_entry(tmp_path):
@@ -245,12 +334,12 @@ def test_an_object_entry_is_trusted_by_its_etag_alone():
     entry = ManifestEntry(file_id=fid, size=10, mtime_ns=now, ino=0, ctime_ns=0, stat_ns=now, n_docs=2,
                           docs_hash="h", reader_sig="sig", etag='"e1"')
     run = ManifestRun()
-    run.trusted = {fid: entry}
+    run.trust_entries({fid: entry})
     skewed = now + 3600 * 10**9  # the store's clock an hour ahead; written "now" (racy for a file)
     assert run.unchanged(fid, FileStat(10, skewed, 0, 0, now, etag='"e1"')) == 2
     assert run.unchanged(fid, FileStat(10, now, 0, 0, now, etag='"e2"')) is None
     assert run.unchanged(fid, FileStat(11, now, 0, 0, now, etag='"e1"')) is None
-    run.trusted = {fid: ManifestEntry(**{**entry.__dict__, "etag": ""})}
+    run.trust_entries({fid: entry._replace(etag="")})
     assert run.unchanged(fid, FileStat(10, now, 0, 0, now, etag='"e1"')) is None
     assert ManifestRun(rehash=True).unchanged(fid, FileStat(10, now, 0, 0, now, etag='"e1"')) is None
 
@@ -267,17 +356,18 @@ def test_a_manifest_from_before_the_etag_column_is_read_then_given_it(tmp_path):
     store = SourceManifest(str(db), first.table_name)
     entries = store.load()
     old_schema = pa.schema([f for f in MANIFEST_SCHEMA if f.name != "etag"])
-    rows = [{k: v for k, v in e.__dict__.items() if k != "etag"} for e in entries.values()]
+    rows = [{k: v for k, v in e._asdict().items() if k != "etag"} for e in entries.values()]
     conn = connect(str(db))
     conn.drop_table(store.table_name)
     conn.create_table(store.table_name, pa.Table.from_pylist(rows, schema=old_schema))
     assert "etag" not in conn.open_table(store.table_name).schema.names
     assert store.load() == entries
+    assert store.stats(_sig(entries)) == _stats(entries)
     assert run_ingest(settings(src, db)).counts.files_unchanged == 4
 
     edit(src / "a.txt", "Bees dance to tell the hive where clover grows.\n")
     assert run_ingest(settings(src, db)).counts.files_read == 1
     assert "etag" in connect(str(db)).open_table(store.table_name).schema.names
     assert len(store.load()) == 4 and all(e.etag == "" for e in store.load().values())
-    store.write([ManifestEntry(**{**entries[next(iter(entries))].__dict__, "etag": '"x"'})], "run-x")
+    store.write([ManifestEntry(**{**entries[next(iter(entries))]._asdict(), "etag": '"x"'})], "run-x")
     assert '"x"' in {e.etag for e in store.load().values()}
