@@ -119,6 +119,10 @@ def test_an_edit_through_the_cli_rewrites_its_document_not_the_table(tmp_path):
     run2 = Ledger(str(db)).runs("ingest")[-1]
     c = run2
     assert (c["docs_updated"], c["docs_added"], c["docs_deleted"], c["docs_unchanged"]) == (1, 1, 1, 38), c
+    # The first run vouched for the source manifest: the second trusted its 38 unchanged
+    # files without reading a document's state, and vouches in turn.
+    assert run1["parameters"]["source_manifest"]["trust"] == "checked"
+    assert run2["parameters"]["source_manifest"]["trust"] == "vouched" and run2["files_unchanged"] == 38
     # Nothing of the first run's data was rewritten: an edit costs its own rows.
     assert files_after_first <= _data_files(db, table)
     actions = " | ".join(run2["maintenance"]["actions"])
