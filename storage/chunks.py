@@ -119,6 +119,16 @@ class ChunkStore:
         return _fold_states(self.scan(_STATE_COLUMNS, in_list("doc_id", doc_ids)))
 
     @lance_errors()
+    def doc_roots(self) -> dict[str, str]:
+        """doc_id -> source_root of every stored document: a scan of two columns,
+        deduplicated by Arrow, where :meth:`doc_states` folds four into objects."""
+        out: dict[str, str] = {}
+        for batch in self.scan(["doc_id", "source_root"]):
+            cols = pa.Table.from_batches([batch]).group_by(["doc_id", "source_root"], use_threads=False).aggregate([])
+            out.update(zip(cols.column("doc_id").to_pylist(), cols.column("source_root").to_pylist()))
+        return out
+
+    @lance_errors()
     def relative_ids(self, source_root: str) -> list[str]:
         """Ids of ``source_root`` that an older grainline made relative to it (not a real
         path), sorted: one filtered scan of two columns (25 ms at 454k rows), where

@@ -95,6 +95,11 @@ class DocStates:
         self.load_all()
         return iter(list(self._known.items()))
 
+    def roots(self) -> dict[str, str]:
+        """doc_id -> source_root of every stored document, from memory (:attr:`whole`)."""
+        self.load_all()
+        return {d: st.source_root for d, st in self._known.items() if st is not None}
+
     def __contains__(self, doc_id: object) -> bool:
         return isinstance(doc_id, str) and self.get(doc_id) is not None
 

@@ -19,7 +19,7 @@ from grainline.embedding import Embedder
 from grainline.memory import release_memory
 from grainline.readers import is_object_uri, open_source, sync_scope
 from grainline.redact import redact_text, redact_value
-from grainline.storage.chunks import ChunkStore, DocState
+from grainline.storage.chunks import ChunkStore
 from grainline.storage.doc_states import DocStates
 from grainline.storage.ledger import Ledger, RunCounts, RunRecord, new_run_id
 from grainline.storage.locks import TableLock
@@ -298,16 +298,18 @@ def sync_gone(ctx: RunContext) -> list[str]:
     legacy = set(ctx.legacy_ids)
     skipped = ctx.manifest.covers if ctx.manifest is not None else (lambda d: False)
 
-    def covered(d: str, st: DocState) -> bool:
+    def covered(d: str, source_root: str) -> bool:
         if ctx.scope is None:
-            return st.source_root == ctx.root
+            return source_root == ctx.root
         return d in legacy or ctx.scope(d)
 
     def failed(d: str) -> bool:
         # The document itself, or the file it is a part or record of (the id up to a '#').
         return d in ctx.failed_ids or any(d[:i] in ctx.failed_ids for i, ch in enumerate(d) if ch == "#")
 
-    return [d for d, st in ctx.states.items() if d not in ctx.seen and covered(d, st) and not failed(d) and not skipped(d)]
+    # Every stored document's id and root (two columns), not every document's state.
+    stored = ctx.states.roots() if ctx.states.whole else ctx.store.doc_roots()
+    return [d for d, root in stored.items() if d not in ctx.seen and covered(d, root) and not failed(d) and not skipped(d)]
 
 
 def export_dir(ctx: RunContext) -> str:

@@ -102,7 +102,9 @@ def test_racy_entry_is_read_again(tmp_path):
     (minus the clock-tick margin) may have changed since without its stat moving: it is
     read again, however often, until its modification time is safely in the past."""
     src, db = corpus(tmp_path / "src"), tmp_path / "db"
-    ahead = time.time_ns() + 30 * 10**9  # written "now" by a clock a little ahead
+    # Written "now" by a clock ahead (by ten minutes, so however slowly a loaded machine
+    # gets to the stat, the entry stays racy).
+    ahead = time.time_ns() + 600 * 10**9
     os.utime(src / "a.txt", ns=(ahead, ahead))
     first = run_ingest(settings(src, db))
     entry = SourceManifest(str(db), first.table_name).load()[str((src / "a.txt").resolve())]

@@ -64,6 +64,13 @@ def test_lookups_give_what_a_scan_gives(store, asked, batches):
     assert not states.whole
 
 
+def test_every_documents_root_from_two_columns(store):
+    """What a full sync lists to find the documents gone: every stored id and its root."""
+    full = store.doc_states()
+    assert store.doc_roots() == {d: st.source_root for d, st in full.items()} and len(full) == 60
+    assert DocStates(store, rows=0).roots() == store.doc_roots()
+
+
 def test_exact_states_and_the_runs_own_writes(store):
     states = DocStates(store, rows=10**9)
     assert states.get("/src/d0003.txt") == DocState("/src", {"sentence-a": "h3", "paragraph-b": "h3"})
