@@ -60,13 +60,19 @@ def ingest_documents(documents: Iterable[Document | dict[str, Any]], db: str = D
 
 
 def search(query: str, db: str = DEFAULT_DB, *, strategy: str = "paragraph", k: int = 5, method: str = "dense",
-           metadata: list[str] | None = None, where: str | None = None, model: str = DEFAULT_MODEL,
+           metadata: list[str] | None = None, where: str | None = None, model: str | None = None,
            device: str = "auto") -> list[Any]:
     """The ``k`` best chunks of ``strategy`` for ``query``: ``method`` dense, bm25 or
     hybrid; ``metadata`` ``KEY=VALUE`` pairs the document metadata must hold; ``where``
-    a SQL filter on the table's columns. Hits have ``rank``, ``score`` and ``row``."""
+    a SQL filter on the table's columns. Hits have ``rank``, ``score`` and ``row``.
+    Without ``model``: the production table the database's alias names, with its model
+    (``grainline promote``), else the default model's table."""
+    from grainline.search import alias_reader
     from grainline.search import search as _search
 
+    if model is None:
+        table, settings = alias_reader(db, device)
+        return _search(query, db, strategy, k, settings, where=where, method=method, metadata=metadata, table=table)
     return _search(query, db, strategy, k, _embedder(model, device), where=where, method=method, metadata=metadata)
 
 
