@@ -194,7 +194,7 @@ def check_same_corpus(queries: str, db: str, production: str, candidate: str) ->
     return len(scorable)
 
 
-def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], device: str) -> Any:
+def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], device: str, primary: str = "auto") -> Any:
     """The query set scored on ``target`` (at its current version) with its own model;
     the results are stored in ``eval_results`` like any evaluation's."""
     from grainline.embedding import EmbedderSettings
@@ -202,7 +202,7 @@ def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], 
     from grainline.evaluation.model import EvalSettings
 
     settings = EvalSettings(queries=queries, table=target.table, same_corpus=True, db=db, methods=list(methods),
-                            small_to_big=[], n_permutations=100,
+                            small_to_big=[], n_permutations=100, primary=primary,
                             embedder=EmbedderSettings(model=target.model, precision=target.precision, head=target.head,
                                                       device=device))
     run = runner.load(settings)
@@ -250,7 +250,7 @@ def _record(db: str, kind: str, status: str, frm: AliasTarget, to: AliasTarget, 
 
 
 def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DEFAULT_METHODS, device: str = "auto",
-            lock_timeout_s: float = LOCK_TIMEOUT_S) -> Promotion:
+            lock_timeout_s: float = LOCK_TIMEOUT_S, primary: str = "auto") -> Promotion:
     """Score ``candidate`` against production on ``queries`` and move the alias to it
     when no configuration's primary metric falls below production's 95% interval;
     :class:`PromotionRefused` with the figures otherwise. The whole promotion holds the
@@ -273,11 +273,12 @@ def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DE
             raise AliasError(f"candidate {candidate!r} has {cand.dim}-dimensional vectors, production {prod.table!r} "
                              f"(what readers expect) {prod.dim}; alias unchanged")
         check_same_corpus(queries, db, prod.table, cand.table)
-        prod_run, cand_run = score(db, prod, queries, methods, device), score(db, cand, queries, methods, device)
+        prod_run = score(db, prod, queries, methods, device, primary)
+        cand_run = score(db, cand, queries, methods, device, primary)
         p = Promotion(run_id, prod, cand, figures(prod_run, cand_run))
         if not p.figures:
             raise AliasError(f"{candidate!r} and {prod.table!r} share no configuration to compare (strategies differ)")
-        extra = {"queries": str(Path(queries).resolve()), "methods": list(methods),
+        extra = {"queries": str(Path(queries).resolve()), "methods": list(methods), "primary": primary,
                  "figures": [f.as_dict() for f in p.figures],
                  "eval_runs": {"production": prod_run.run_id, "candidate": cand_run.run_id}}
         p.seconds = round(time.perf_counter() - t0, 3)

@@ -16,6 +16,7 @@ def promote(
     queries: str = typer.Option(None, "--queries", help="The query set both tables are scored on (grainline queries ...)."),
     undo: bool = typer.Option(False, "--undo", help="Move the alias back to the table before the last promotion."),
     method: str = typer.Option("dense", "--method", "-m", help="Comma-separated retrieval methods scored: dense, bm25, hybrid, svm."),
+    primary: str = typer.Option("auto", "--primary", help="The metric gated on (auto: span_recall@200tok, else answer@200tok, else ndcg@10, as grainline eval)."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     wait: float = typer.Option(600.0, "--wait", help="Seconds to wait for another promotion of the same database."),
@@ -42,19 +43,19 @@ def promote(
         elif candidate is None:
             _show(db)
         else:
-            _promote(db, candidate, queries, method, device, wait)
+            _promote(db, candidate, queries, method, device, wait, primary)
     except TableLockTimeout as exc:
         fail(f"another promotion of {db!r} holds the alias: {exc}", code=1)
     except (AliasError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
 
 
-def _promote(db: str, candidate: str, queries: str, method: str, device: str, wait: float) -> None:
+def _promote(db: str, candidate: str, queries: str, method: str, device: str, wait: float, primary: str) -> None:
     from grainline.evaluation.model import parse_methods
     from grainline.promote import PromotionRefused, promote as do_promote
 
     try:
-        p = do_promote(db, candidate, queries, tuple(parse_methods(method)), device, wait)
+        p = do_promote(db, candidate, queries, tuple(parse_methods(method)), device, wait, primary)
     except PromotionRefused as exc:
         for f in exc.promotion.figures:  # type: ignore[attr-defined]
             typer.echo(f"  {f.line()}")
