@@ -194,7 +194,8 @@ def check_same_corpus(queries: str, db: str, production: str, candidate: str) ->
     return len(scorable)
 
 
-def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], device: str, primary: str = "auto") -> Any:
+def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], device: str, primary: str = "auto",
+          backend: str = "auto", precision: str = "auto") -> Any:
     """The query set scored on ``target`` (at its current version) with its own model;
     the results are stored in ``eval_results`` like any evaluation's."""
     from grainline.embedding import EmbedderSettings
@@ -203,8 +204,9 @@ def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], 
 
     settings = EvalSettings(queries=queries, table=target.table, same_corpus=True, db=db, methods=list(methods),
                             small_to_big=[], n_permutations=100, primary=primary,
-                            embedder=EmbedderSettings(model=target.model, precision=target.precision, head=target.head,
-                                                      device=device))
+                            embedder=EmbedderSettings(model=target.model, head=target.head,
+                                                      precision=precision if target.precision == "auto" else target.precision,
+                                                      device=device, backend=backend))
     run = runner.load(settings)
     runner.ingest_dataset(run)
     vectors = runner.embed_queries(run)
@@ -250,7 +252,8 @@ def _record(db: str, kind: str, status: str, frm: AliasTarget, to: AliasTarget, 
 
 
 def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DEFAULT_METHODS, device: str = "auto",
-            lock_timeout_s: float = LOCK_TIMEOUT_S, primary: str = "auto") -> Promotion:
+            lock_timeout_s: float = LOCK_TIMEOUT_S, primary: str = "auto", backend: str = "auto",
+            precision: str = "auto") -> Promotion:
     """Score ``candidate`` against production on ``queries`` and move the alias to it
     when no configuration's primary metric falls below production's 95% interval;
     :class:`PromotionRefused` with the figures otherwise. The whole promotion holds the
@@ -273,8 +276,8 @@ def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DE
             raise AliasError(f"candidate {candidate!r} has {cand.dim}-dimensional vectors, production {prod.table!r} "
                              f"(what readers expect) {prod.dim}; alias unchanged")
         check_same_corpus(queries, db, prod.table, cand.table)
-        prod_run = score(db, prod, queries, methods, device, primary)
-        cand_run = score(db, cand, queries, methods, device, primary)
+        prod_run = score(db, prod, queries, methods, device, primary, backend, precision)
+        cand_run = score(db, cand, queries, methods, device, primary, backend, precision)
         p = Promotion(run_id, prod, cand, figures(prod_run, cand_run))
         if not p.figures:
             raise AliasError(f"{candidate!r} and {prod.table!r} share no configuration to compare (strategies differ)")

@@ -7,7 +7,9 @@ from __future__ import annotations
 import typer
 
 from grainline.cli import checks as chk
-from grainline.cli.common import DB_HELP, DEVICE_HELP, checked, fail
+from grainline.cli.common import BACKEND_HELP, DB_HELP, DEVICE_HELP, check_embedder_args, checked, fail
+
+PRECISION_HELP = "Of the query vectors: auto, fp32, fp16, bf16 (an int8 table's own precision is kept)."
 from grainline.defaults import DEFAULT_DB
 
 
@@ -19,6 +21,8 @@ def promote(
     primary: str = typer.Option("auto", "--primary", help="The metric gated on (auto: span_recall@200tok, else answer@200tok, else ndcg@10, as grainline eval)."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     wait: float = typer.Option(600.0, "--wait", help="Seconds to wait for another promotion of the same database."),
 ) -> None:
     """Promote CANDIDATE to production (what search, related, the Python API and a
@@ -26,7 +30,9 @@ def promote(
     production's 95% interval on --queries; --undo moves back."""
     with checked():
         chk.existing_db(db)
-        chk.device(device)
+        check_embedder_args(device, precision, backend)
+        if precision == "int8":
+            raise chk.ArgumentError("--precision int8 names a table of its own; promote that table instead")
         chk.eval_methods(method)
         if undo and (candidate is not None or queries is not None):
             raise chk.ArgumentError("--undo takes no CANDIDATE and no --queries")
@@ -43,19 +49,20 @@ def promote(
         elif candidate is None:
             _show(db)
         else:
-            _promote(db, candidate, queries, method, device, wait, primary)
+            _promote(db, candidate, queries, method, device, wait, primary, backend, precision)
     except TableLockTimeout as exc:
         fail(f"another promotion of {db!r} holds the alias: {exc}", code=1)
     except (AliasError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
 
 
-def _promote(db: str, candidate: str, queries: str, method: str, device: str, wait: float, primary: str) -> None:
+def _promote(db: str, candidate: str, queries: str, method: str, device: str, wait: float, primary: str,
+             backend: str, precision: str) -> None:
     from grainline.evaluation.model import parse_methods
     from grainline.promote import PromotionRefused, promote as do_promote
 
     try:
-        p = do_promote(db, candidate, queries, tuple(parse_methods(method)), device, wait, primary)
+        p = do_promote(db, candidate, queries, tuple(parse_methods(method)), device, wait, primary, backend, precision)
     except PromotionRefused as exc:
         for f in exc.promotion.figures:  # type: ignore[attr-defined]
             typer.echo(f"  {f.line()}")
