@@ -19,7 +19,7 @@ Costs: resolving the alias is one small file read; a promotion reads the ledger 
 the candidate's model (a filtered read), the two tables' ``doc_id``/``doc_hash``
 columns and scores the query set twice (the queries embedded once per model).
 
-May import: embedding, errors, evaluation, storage.
+May import: defaults, embedding, errors, evaluation, storage.
 """
 
 from __future__ import annotations
