@@ -17,7 +17,8 @@ missing from the candidate, or holds other content there than in production).
 
 Costs: resolving the alias is one small file read; a promotion reads the ledger for
 the candidate's model (a filtered read), the two tables' ``doc_id``/``doc_hash``
-columns and scores the query set twice (the queries embedded once per model).
+columns, scores the query set twice (the queries embedded once per model) and brings
+the candidate's Parquet export up to its version (nothing when it is current).
 
 May import: defaults, embedding, errors, evaluation, storage.
 """
@@ -241,6 +242,21 @@ def refusal_line(p: Promotion) -> str:
             f"on {items}; the rule: every configuration's candidate mean >= production's lower bound; alias unchanged")
 
 
+def ensure_export(db: str, name: str, lock_timeout_s: float) -> None:
+    """The Parquet export of ``name`` at its current version before the export link
+    names it, so the export's consumers never follow the link to a missing folder (a
+    re-embedded table was never exported). Under the table's write lock, as an
+    ingestion's export is; an export already current costs one marker read."""
+    from grainline.storage.locks import TableLock
+    from grainline.storage.parquet import default_export_dir, export_table, exported_version
+
+    out = default_export_dir(db, name)
+    with TableLock(db, name, lock_timeout_s):
+        table = _table(db, name)
+        if exported_version(out) != table.version:
+            export_table(table, out)
+
+
 def _record(db: str, kind: str, status: str, frm: AliasTarget, to: AliasTarget, run_id: str, started: Any,
             extra: dict[str, Any]) -> None:
     from grainline.storage.ledger import Ledger, RunRecord, utcnow
@@ -290,6 +306,7 @@ def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DE
             exc = PromotionRefused(refusal_line(p))
             exc.promotion = p  # type: ignore[attr-defined]
             raise exc
+        ensure_export(db, cand.table, lock_timeout_s)
         switch(db, prod, cand, run_id, lock)
         _record(db, "promote", "completed", prod, cand, run_id, started, extra)
         p.promoted = True
@@ -307,6 +324,7 @@ def undo_promotion(db: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> tuple[Ali
         alias = read_alias(db)
         if alias is not None and alias.previous:
             _table(db, alias.previous[-1].table)  # never point readers at a table that is gone
+            ensure_export(db, alias.previous[-1].table, lock_timeout_s)
         frm, new = undo(db, run_id, lock)
         _record(db, "undo", "completed", frm, new.target, run_id, started, {})
     return frm, new.target

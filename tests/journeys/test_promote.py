@@ -161,11 +161,27 @@ def test_promote_search_through_the_alias_ingest_and_undo(setup):
     alias = read_alias(db)
     assert alias.target.table == cand and [p.table for p in alias.previous] == [prod]
     assert export_link(db).is_symlink() and Path(export_link(db).readlink()).name == cand
+    # The export's consumers read <db>/parquet/_production: the candidate's rows, exported
+    # by the promotion (a re-embedded table had no export).
+    from grainline.storage.parquet import read_export
+
+    exported = read_export(str(export_link(db)), columns=["model_id"])
+    assert set(exported.column("model_id").to_pylist()) == cand_model
 
     # Search names no model: the alias's table, its queries embedded with its model.
     hits = search_json(db, "waggle dance")
     assert hits and {h["model_id"] for h in hits} == cand_model
     assert "honeybee" in hits[0]["doc_id"]
+
+    # related names no table: the alias's (its document vectors, not production's).
+    doc = hits[0]["doc_id"]
+
+    def related(*table: str) -> list[tuple[str, float]]:
+        out = ok(grainline("related", doc, "--db", db, "-k", "3", "--json", *table))
+        return [(r["doc_id"], r["score"]) for r in map(json.loads, out.splitlines())]
+
+    through_alias, of_candidate, of_production = related(), related("--table", cand), related("--table", prod)
+    assert through_alias == of_candidate and of_candidate != of_production, (through_alias, of_production)
 
     # An ingestion that pins no model writes to the promoted table with its model.
     write_files(s["src"], LATER)
