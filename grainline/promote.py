@@ -5,7 +5,8 @@ query set, and moving it back (``undo``).
 
 The gate, exactly: both tables are scored on the query set (the evaluation of a query
 set, ``grainline.evaluation.runner``, same queries, same methods, every strategy both
-tables hold); for every configuration (strategy/method) the candidate's mean of the
+tables hold; a table whose current version was already scored on the whole set is not
+scored again, its ``eval_results`` rows are reused); for every configuration (strategy/method) the candidate's mean of the
 primary metric must be at least the lower bound of production's 95% bootstrap
 interval. Anything else refuses with the figures, the alias unchanged.
 
@@ -75,6 +76,9 @@ class Promotion:
     production: AliasTarget
     candidate: AliasTarget
     figures: list[Figure] = field(default_factory=list)
+    # The evaluation runs the figures come from, and which were reused from eval_results.
+    eval_runs: dict[str, str] = field(default_factory=dict)
+    reused: list[str] = field(default_factory=list)
     promoted: bool = False
     seconds: float = 0.0
 
@@ -167,10 +171,10 @@ def _doc_hashes(table: Any) -> dict[str, str]:
     return out
 
 
-def check_same_corpus(queries: str, db: str, production: str, candidate: str) -> int:
+def check_same_corpus(queries: str, db: str, production: str, candidate: str) -> Any:
     """The query set was made on the corpus both tables hold: every document of the
     queries production can score is in the candidate with the same content. Returns
-    how many queries production can score; AliasError naming the first that breaks it."""
+    the set; AliasError naming the first query that breaks it."""
     from grainline.evaluation.querysets import read_queryset
 
     qs = read_queryset(queries)
@@ -192,7 +196,40 @@ def check_same_corpus(queries: str, db: str, production: str, candidate: str) ->
                 why = "is not in" if d not in cand else "holds other content in"
                 raise AliasError(f"{queries}: query set made on another corpus: document {d!r} of query {q.query_id!r} "
                                  f"{why} candidate table {candidate!r}")
-    return len(scorable)
+    return qs
+
+
+def gate_metric(primary: str, qs: Any) -> str:
+    """The metric gated on: ``primary``, or for ``auto`` what ``grainline eval`` picks
+    (span recall within 200 tokens with gold spans, else answer recall within 200
+    tokens, else nDCG@10)."""
+    if primary != "auto":
+        return primary
+    if any(q.spans for q in qs.queries):
+        return "span_recall@200tok"
+    if any(q.answers for q in qs.queries):
+        return "answer@200tok"
+    return "ndcg@10"
+
+
+def scored(db: str, target: AliasTarget, queries: str, qs: Any, methods: tuple[str, ...], metric: str, device: str,
+           backend: str, precision: str) -> tuple[list[dict[str, Any]], str, bool]:
+    """(``metric`` rows per configuration, the evaluation run they come from, whether
+    they were reused): the stored rows of an evaluation of this whole query set on
+    exactly the table's current version when one scored every method asked for (the
+    same table version gives the same scores), else a new evaluation."""
+    from grainline.evaluation.results import results_of_version
+
+    version = _table(db, target.table).version
+    rows = results_of_version(db, f"queries-{qs.name}", f"v{qs.version}", target.table, version, metric)
+    if rows and set(methods) <= {r["method"] for r in rows}:
+        return [r for r in rows if r["method"] in methods], rows[0]["run_id"], True
+    run = score(db, target, queries, methods, device, metric, backend, precision)
+    got = [r for r in run.results if r["metric"] == metric and r["method"] in methods]
+    if not got:
+        known = sorted({r["metric"] for r in run.results if not r["metric"].startswith("cost_")})
+        raise AliasError(f"--primary {metric!r}: the evaluation has no such metric (it has: {', '.join(known)})")
+    return got, run.run_id, False
 
 
 def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], device: str, primary: str = "auto",
@@ -218,17 +255,11 @@ def score(db: str, target: AliasTarget, queries: str, methods: tuple[str, ...], 
     return run
 
 
-def figures(prod_run: Any, cand_run: Any) -> list[Figure]:
-    """The primary metric of every configuration both runs scored, side by side."""
-    from grainline.evaluation.model import primary_metric
-
-    metric = primary_metric(prod_run)
-
-    def by_config(run: Any) -> dict[str, dict[str, Any]]:
-        return {f"{r['config']}/{r['method']}": r for r in run.results if r["metric"] == metric}
-
-    prod, cand = by_config(prod_run), by_config(cand_run)
-    return [Figure(c, metric, (prod[c]["value"], prod[c]["ci_low"], prod[c]["ci_high"]),
+def figures(prod_rows: list[dict[str, Any]], cand_rows: list[dict[str, Any]]) -> list[Figure]:
+    """The gated metric of every configuration both tables were scored on, side by side."""
+    prod = {f"{r['config']}/{r['method']}": r for r in prod_rows}
+    cand = {f"{r['config']}/{r['method']}": r for r in cand_rows}
+    return [Figure(c, prod[c]["metric"], (prod[c]["value"], prod[c]["ci_low"], prod[c]["ci_high"]),
                    (cand[c]["value"], cand[c]["ci_low"], cand[c]["ci_high"]), int(prod[c]["n_queries"]))
             for c in prod if c in cand]
 
@@ -291,15 +322,17 @@ def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DE
         if cand.dim != prod.dim:
             raise AliasError(f"candidate {candidate!r} has {cand.dim}-dimensional vectors, production {prod.table!r} "
                              f"(what readers expect) {prod.dim}; alias unchanged")
-        check_same_corpus(queries, db, prod.table, cand.table)
-        prod_run = score(db, prod, queries, methods, device, primary, backend, precision)
-        cand_run = score(db, cand, queries, methods, device, primary, backend, precision)
-        p = Promotion(run_id, prod, cand, figures(prod_run, cand_run))
+        qs = check_same_corpus(queries, db, prod.table, cand.table)
+        metric = gate_metric(primary, qs)
+        prod_rows, prod_run, prod_reused = scored(db, prod, queries, qs, methods, metric, device, backend, precision)
+        cand_rows, cand_run, cand_reused = scored(db, cand, queries, qs, methods, metric, device, backend, precision)
+        p = Promotion(run_id, prod, cand, figures(prod_rows, cand_rows))
+        p.eval_runs = {"production": prod_run, "candidate": cand_run}
+        p.reused = [name for name, r in (("production", prod_reused), ("candidate", cand_reused)) if r]
         if not p.figures:
             raise AliasError(f"{candidate!r} and {prod.table!r} share no configuration to compare (strategies differ)")
-        extra = {"queries": str(Path(queries).resolve()), "methods": list(methods), "primary": primary,
-                 "figures": [f.as_dict() for f in p.figures],
-                 "eval_runs": {"production": prod_run.run_id, "candidate": cand_run.run_id}}
+        extra = {"queries": str(Path(queries).resolve()), "methods": list(methods), "metric": metric,
+                 "figures": [f.as_dict() for f in p.figures], "eval_runs": p.eval_runs, "reused": p.reused}
         p.seconds = round(time.perf_counter() - t0, 3)
         if not all(f.passes for f in p.figures):
             _record(db, "promote", "refused", prod, cand, run_id, started, extra)

@@ -69,6 +69,8 @@ def _promote(db: str, candidate: str, queries: str, method: str, device: str, wa
         fail(str(exc), code=1)
     for f in p.figures:
         typer.echo(f"  {f.line()}")
+    for name in p.reused:
+        typer.echo(f"  ({name}: the stored figures of evaluation {p.eval_runs[name]}, same table version and query set)")
     typer.secho(f"promoted {p.candidate.table} (model {p.candidate.model_id}): the alias of {db} names it now, was "
                 f"{p.production.table}; `grainline promote --undo --db {db}` moves it back (run {p.run_id}, "
                 f"{p.seconds:.1f} s)", bold=True)

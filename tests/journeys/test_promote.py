@@ -198,8 +198,16 @@ def test_promote_search_through_the_alias_ingest_and_undo(setup):
     assert read_alias(db).target.table == prod and not read_alias(db).previous
     assert {h["model_id"] for h in search_json(db, "waggle dance")} == prod_model
 
+    # Promoted again at once: both tables' current versions were scored on this set, so
+    # their stored figures are reused (the candidate's version moved with the ingest:
+    # it is scored again), then undone again.
+    again = ok(grainline("promote", cand, "--queries", s["qs"], "--db", db, *CPU))
+    assert "(production: the stored figures of evaluation" in again and "(candidate:" not in again, again
+    ok(grainline("promote", "--undo", "--db", db))
+
     kinds = [(r["flow"], r["status"]) for r in Ledger(db).runs() if r["flow"] in ("promote", "undo")]
-    assert kinds == [("promote", "refused"), ("promote", "completed"), ("undo", "completed")], kinds
+    assert kinds == [("promote", "refused"), ("promote", "completed"), ("undo", "completed"),
+                     ("promote", "completed"), ("undo", "completed")], kinds
     promoted = [r for r in Ledger(db).runs("promote") if r["status"] == "completed"][0]
     assert promoted["parameters"]["from"] == prod and promoted["parameters"]["to"] == cand
     assert promoted["parameters"]["figures"][0]["passes"] is True
@@ -238,7 +246,14 @@ def test_two_promotions_at_once_one_wins(setup):
     s = setup
     db = s["db"]
     cmd = [sys.executable, "-m", "grainline.cli", "promote", s["candidate"], "--queries", s["qs"], "--db", db, *CPU]
-    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    from grainline.storage.alias import alias_lock
+
+    # Both start while the alias is locked (as by a third promotion), so both must wait
+    # for it and then take turns: the race is certain, not left to the start-up times.
+    with alias_lock(db, 5):
+        procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        time.sleep(4)
+        assert all(p.poll() is None for p in procs)
     outs = [p.communicate(timeout=300) + (p.returncode,) for p in procs]
     codes = sorted(o[2] for o in outs)
     assert codes == [0, 2], outs
