@@ -353,6 +353,8 @@ def undo_promotion(db: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> tuple[Ali
 
     started = utcnow()
     run_id = new_run_id("undo")
+    if read_alias(db) is None:  # said before any lock file is made in a database without promotions
+        raise AliasError(f"nothing to undo: {db!r} has no alias (no promotion yet)")
     with alias_lock(db, lock_timeout_s, run_id) as lock:
         alias = read_alias(db)
         if alias is not None and alias.previous:
