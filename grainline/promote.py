@@ -40,7 +40,12 @@ _BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 class PromotionRefused(AliasError):
-    """The candidate scored below production: the message names the figures."""
+    """The candidate scored below production: the message names the failing figures,
+    ``promotion`` holds them all."""
+
+    def __init__(self, message: str, promotion: "Promotion") -> None:
+        super().__init__(message)
+        self.promotion = promotion
 
 
 @dataclass
@@ -294,7 +299,7 @@ def _record(db: str, kind: str, status: str, frm: AliasTarget, to: AliasTarget, 
 
     rec = RunRecord(run_id=run_id, flow=kind, source=f"alias:{frm.table}", table_name=to.table, model_id=to.model_id,
                     parameters={"from": frm.table, "to": to.table, "from_model_id": frm.model_id, **extra},
-                    started=started, status=status, finished=utcnow())
+                    started=started, status=status, finished=None if status == "running" else utcnow())
     Ledger(db).write(rec)
 
 
@@ -336,10 +341,10 @@ def promote(db: str, candidate: str, queries: str, methods: tuple[str, ...] = DE
         p.seconds = round(time.perf_counter() - t0, 3)
         if not all(f.passes for f in p.figures):
             _record(db, "promote", "refused", prod, cand, run_id, started, extra)
-            exc = PromotionRefused(refusal_line(p))
-            exc.promotion = p  # type: ignore[attr-defined]
-            raise exc
+            raise PromotionRefused(refusal_line(p), p)
         ensure_export(db, cand.table, lock_timeout_s)
+        # In the ledger before the pointer moves, so no switch is ever unrecorded.
+        _record(db, "promote", "running", prod, cand, run_id, started, extra)
         switch(db, prod, cand, run_id, lock)
         _record(db, "promote", "completed", prod, cand, run_id, started, extra)
         p.promoted = True
@@ -358,8 +363,10 @@ def undo_promotion(db: str, lock_timeout_s: float = LOCK_TIMEOUT_S) -> tuple[Ali
     with alias_lock(db, lock_timeout_s, run_id) as lock:
         alias = read_alias(db)
         if alias is not None and alias.previous:
-            _table(db, alias.previous[-1].table)  # never point readers at a table that is gone
-            ensure_export(db, alias.previous[-1].table, lock_timeout_s)
-        frm, new = undo(db, run_id, lock)
+            back = alias.previous[-1]
+            _table(db, back.table)  # never point readers at a table that is gone
+            ensure_export(db, back.table, lock_timeout_s)
+            _record(db, "undo", "running", alias.target, back, run_id, started, {})
+        frm, new = undo(db, run_id, lock)  # says "nothing to undo" when the stack is empty
         _record(db, "undo", "completed", frm, new.target, run_id, started, {})
     return frm, new.target

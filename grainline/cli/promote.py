@@ -64,7 +64,7 @@ def _promote(db: str, candidate: str, queries: str, method: str, device: str, wa
     try:
         p = do_promote(db, candidate, queries, tuple(parse_methods(method)), device, wait, primary, backend, precision)
     except PromotionRefused as exc:
-        for f in exc.promotion.figures:  # type: ignore[attr-defined]
+        for f in exc.promotion.figures:
             typer.echo(f"  {f.line()}")
         fail(str(exc), code=1)
     for f in p.figures:

@@ -186,6 +186,8 @@ def test_promote_search_through_the_alias_ingest_and_undo(setup):
     # An ingestion that pins no model writes to the promoted table with its model.
     write_files(s["src"], LATER)
     rows_before = chunk_tables(db)
+    dry = ok(grainline("ingest", str(s["src"]), "--strategy", "paragraph", "--db", db, *CPU, "--dry-run"))
+    assert f"-> table {cand}" in dry and "would be added: 1" in dry, dry
     ok(grainline("ingest", str(s["src"]), "--strategy", "paragraph", "--db", db, *CPU, "--no-progress"))
     rows_after = chunk_tables(db)
     assert rows_after[cand] > rows_before[cand] and rows_after[prod] == rows_before[prod]
