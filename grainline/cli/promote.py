@@ -51,7 +51,9 @@ def promote(
         else:
             _promote(db, candidate, queries, method, device, wait, primary, backend, precision)
     except TableLockTimeout as exc:
-        fail(f"another promotion of {db!r} holds the alias: {exc}", code=1)
+        # The alias's lock ('_alias': another promotion) or the candidate's write lock
+        # (an ingestion into it, while its export is brought up to date): the message names which.
+        fail(str(exc), code=1)
     except (AliasError, ValueError, FileNotFoundError) as exc:
         fail(str(exc))
 
