@@ -145,6 +145,11 @@ def target_of(db: str, name: str) -> AliasTarget:
         from grainline.defaults import DEFAULT_MODEL
 
         model, precision, head = DEFAULT_MODEL, "auto", None
+    from grainline.embedding.identity import is_bundled
+
+    if not is_bundled(model) and Path(model).exists():
+        # An ingestion records the path as typed; readers run from other folders.
+        model = str(Path(model).resolve())
     try:
         ident_now = get_embedder(EmbedderSettings(model=model, precision=precision, head=head, device="cpu")).identity
     except Exception as exc:  # noqa: BLE001 - a model folder moved, a hub name offline: said in one line
