@@ -161,6 +161,8 @@ def test_promote_search_through_the_alias_ingest_and_undo(setup):
     alias = read_alias(db)
     assert alias.target.table == cand and [p.table for p in alias.previous] == [prod]
     assert export_link(db).is_symlink() and Path(export_link(db).readlink()).name == cand
+    marked = [line for line in ok(grainline("tables", "--db", db)).splitlines() if "<- production" in line]
+    assert len(marked) == 1 and marked[0].startswith(cand + " "), marked
     # The export's consumers read <db>/parquet/_production: the candidate's rows, exported
     # by the promotion (a re-embedded table had no export).
     from grainline.storage.parquet import read_export
