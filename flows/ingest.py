@@ -231,6 +231,9 @@ def ingest_flow(settings: core.IngestSettings, runner: str = "local", dask_worke
     fields. Only where the run executes is separate: ``runner`` is ``local`` (default),
     ``dask`` (a local cluster of ``dask_workers`` processes) or ``dask://HOST:PORT`` (an
     existing scheduler)."""
+    # Here, when the run starts, not when a schedule was made: a scheduled run after a
+    # promotion writes to the promoted table with its model.
+    settings = core.follow_alias(settings)
     if runner == "local":
         return _ingest(settings, in_flight=1)
     sub = _ingest_distributed.with_options(task_runner=task_runner_for(runner, dask_workers))

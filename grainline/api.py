@@ -10,7 +10,7 @@ housekeeping, query-set and classification commands do, as functions that return
 what those commands print: the command line only parses, calls one of them and
 prints.
 
-May import: classify, defaults, documents, embedding, evaluation, flows, ingest, labels, redact, related, search, storage.
+May import: classify, defaults, documents, embedding, evaluation, flows, ingest, labels, promote, redact, related, search, storage.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from grainline.defaults import DEFAULT_DB, DEFAULT_MODEL
 from grainline.documents import Document
 
 __all__ = ["Document", "classify", "classify_study", "delete_source", "evaluate", "generate_queryset", "import_queryset",
-           "ingest", "ingest_documents", "model_table", "restore", "run_kind", "runs", "search", "source_root",
-           "unlock_lease", "unlock_local"]
+           "ingest", "ingest_documents", "model_table", "production_table", "promote", "restore", "run_kind", "runs",
+           "search", "source_root", "undo_promotion", "unlock_lease", "unlock_local"]
 
 _STRATEGIES = ("sentence", "paragraph", "article")
 
@@ -60,13 +60,19 @@ def ingest_documents(documents: Iterable[Document | dict[str, Any]], db: str = D
 
 
 def search(query: str, db: str = DEFAULT_DB, *, strategy: str = "paragraph", k: int = 5, method: str = "dense",
-           metadata: list[str] | None = None, where: str | None = None, model: str = DEFAULT_MODEL,
+           metadata: list[str] | None = None, where: str | None = None, model: str | None = None,
            device: str = "auto") -> list[Any]:
     """The ``k`` best chunks of ``strategy`` for ``query``: ``method`` dense, bm25 or
     hybrid; ``metadata`` ``KEY=VALUE`` pairs the document metadata must hold; ``where``
-    a SQL filter on the table's columns. Hits have ``rank``, ``score`` and ``row``."""
+    a SQL filter on the table's columns. Hits have ``rank``, ``score`` and ``row``.
+    Without ``model``: the production table the database's alias names, with its model
+    (``grainline promote``), else the default model's table."""
+    from grainline.search import alias_reader
     from grainline.search import search as _search
 
+    if model is None:
+        table, settings = alias_reader(db, device)
+        return _search(query, db, strategy, k, settings, where=where, method=method, metadata=metadata, table=table)
     return _search(query, db, strategy, k, _embedder(model, device), where=where, method=method, metadata=metadata)
 
 
@@ -81,6 +87,36 @@ def evaluate(dataset: str, db: str = DEFAULT_DB, *, strategies: Iterable[str] | 
 
     return run_eval(EvalSettings(dataset=dataset, db=db, strategies=strategies, methods=parse_methods(methods),
                                  sample=sample, reports_dir=reports_dir, embedder=_embedder(model, device), **settings))
+
+
+def promote(candidate: str, queries: str, db: str = DEFAULT_DB, *, methods: Iterable[str] | str = ("dense",),
+            device: str = "auto", primary: str = "auto") -> Any:
+    """What ``grainline promote`` does: score ``candidate`` and production on the query
+    set ``queries`` and move the database's alias to the candidate when no
+    configuration's primary metric falls below production's 95% interval; raises
+    ``grainline.promote.PromotionRefused`` (a ``ValueError``) with the figures otherwise.
+    Returns the promotion (``.figures``, ``.production``, ``.candidate``, ``.run_id``)."""
+    from grainline.evaluation import parse_methods
+    from grainline.promote import promote as _promote
+
+    return _promote(db, candidate, queries, tuple(parse_methods(methods)), device, primary=primary)
+
+
+def undo_promotion(db: str = DEFAULT_DB) -> tuple[str, str]:
+    """What ``grainline promote --undo`` does; returns (table moved from, table moved to)."""
+    from grainline.promote import undo_promotion as _undo
+
+    frm, to = _undo(db)
+    return frm.table, to.table
+
+
+def production_table(db: str = DEFAULT_DB) -> str | None:
+    """The chunks table the database's alias names (what :func:`search` reads without a
+    model), or None without an alias (then the default model's table is read)."""
+    from grainline.storage.alias import read_alias
+
+    alias = read_alias(db)
+    return alias.target.table if alias is not None else None
 
 
 # --- housekeeping: what `grainline sources/runs/unlock/restore/maintain` do -----------------

@@ -35,7 +35,7 @@ RRF_K = 60
 HYBRID_DEPTH = 50
 
 RESULT_COLUMNS = ["chunk_id", "doc_id", "strategy", "chunker_key", "ordinal", "start", "end", "text", "title", "source",
-                  "handling", "metadata"]
+                  "handling", "metadata", "model_id"]
 
 
 @dataclass
@@ -70,21 +70,35 @@ SearchFn = Callable[[SearchRequest], list[SearchHit]]
 SEARCH_METHODS: Registry[SearchFn] = Registry("search method")
 
 
-def open_chunks_table(db: str, embedder: "Embedder") -> Any:
-    """The chunks table of this model, or a clear error naming what is there instead."""
+def open_chunks_table(db: str, embedder: "Embedder", name: str | None = None) -> Any:
+    """The chunks table of this model (or ``name``, the alias's target), or a clear
+    error naming what is there instead."""
     from grainline.storage.chunks import connect, open_table_if_exists
     from grainline.storage.tables import chunk_table_names
 
     conn = connect(db)
-    name = embedder.identity.table_name
-    table = open_table_if_exists(conn, name)
+    table = open_table_if_exists(conn, name or embedder.identity.table_name)
     if table is None:
         tables = chunk_table_names(conn)
-        raise ValueError(
-            f"no chunks table for model {embedder.identity.model_id!r} in {db!r} (expected {name!r}); "
-            f"tables there: {', '.join(tables) or 'none'}. Run `grainline ingest` first."
-        )
+        what = (f"no chunks table {name!r} (the alias's target)" if name else
+                f"no chunks table for model {embedder.identity.model_id!r} (expected {embedder.identity.table_name!r})")
+        raise ValueError(f"{what} in {db!r}; tables there: {', '.join(tables) or 'none'}. Run `grainline ingest` first.")
     return table
+
+
+def alias_reader(db: str, device: str = "auto", backend: str = "auto") -> tuple[str | None, "EmbedderSettings"]:
+    """What a reader that names no model reads: the alias's target table and the
+    settings of the model that made its vectors (queries must be embedded with it),
+    from one small file read; without an alias, (None, the default model's settings),
+    which read the default model's own table as before."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.storage.alias import read_alias
+
+    alias = read_alias(db)
+    if alias is None:
+        return None, EmbedderSettings(device=device, backend=backend)
+    t = alias.target
+    return t.table, EmbedderSettings(model=t.model, precision=t.precision, head=t.head, device=device, backend=backend)
 
 
 def metadata_filter(pairs: list[str]) -> tuple[str | None, Callable[[dict[str, Any]], bool]]:
@@ -128,6 +142,7 @@ def search(
     method: str = "dense",
     metadata: list[str] | None = None,
     returns: str | None = None,
+    table: str | None = None,
 ) -> list[SearchHit]:
     """The ``k`` chunks of ``strategy`` that best match ``query`` by ``method``
     (``dense``, ``bm25``, ``hybrid``, or ``svm`` from the evaluation's retrieval
@@ -135,7 +150,9 @@ def search(
     SQL filter on the table's columns, ``metadata`` ``KEY=VALUE`` pairs every hit's
     document metadata must hold. ``returns`` (small-to-big): a coarser strategy whose
     chunks are returned instead, the ``k`` that hold the best ``strategy`` hits, each
-    once, with the score of its best child and that child under ``row["matched"]``."""
+    once, with the score of its best child and that child under ``row["matched"]``.
+    ``table``: read this chunks table (the alias's target, :func:`alias_reader`)
+    instead of the model's own; ``embedder_settings`` must be its model's."""
     fn = SEARCH_METHODS.get(method)
     if k < 1:
         raise ValueError(f"k must be at least 1, got {k}")
@@ -150,9 +167,9 @@ def search(
     from grainline.storage.damage import reading
 
     embedder = get_embedder(embedder_settings or EmbedderSettings())
-    with reading(embedder.identity.table_name, db):
-        table = open_chunks_table(db, embedder)
-        return _search(table, fn, query, strategy, k, embedder, where, metadata, returns, db)
+    with reading(table or embedder.identity.table_name, db):
+        opened = open_chunks_table(db, embedder, table)
+        return _search(opened, fn, query, strategy, k, embedder, where, metadata, returns, db)
 
 
 def _search(table: Any, fn: SearchFn, query: str, strategy: str, k: int, embedder: "Embedder", where: str | None,

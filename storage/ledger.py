@@ -179,6 +179,21 @@ class Ledger:
         last["parameters"] = json.loads(last["parameters"]) if last.get("parameters") else {}
         return last
 
+    def last_run_of(self, table_name: str, flows: tuple[str, ...]) -> dict[str, Any] | None:
+        """The latest completed run of one of ``flows`` that wrote ``table_name``, with
+        its parameters decoded, or None. A filtered read of the ledger, not of the table."""
+        t = open_table_if_exists(self.db, RUNS_TABLE)
+        if t is None:
+            return None
+        where = (f"table_name = {quote(table_name)} AND status = 'completed' AND flow IN ("
+                 + ", ".join(quote(f) for f in flows) + ")")
+        rows = t.search().where(where).select(["run_id", "flow", "started", "model_id", "parameters"]).limit(None).to_list()
+        if not rows:
+            return None
+        row = max(rows, key=lambda r: r["started"])
+        row["parameters"] = json.loads(row["parameters"]) if row.get("parameters") else {}
+        return row
+
     def runs(self, flow: str | None = None) -> list[dict[str, Any]]:
         """All runs, oldest first, with JSON columns decoded."""
         t = open_table_if_exists(self.db, RUNS_TABLE)

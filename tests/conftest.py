@@ -110,7 +110,7 @@ def write_files(root: Path, files: dict[str, str | bytes]) -> Path:
 # cores idle.
 LONGEST_FIRST = (
     "test_journey_serve", "test_journey_worker", "test_scifact", "test_journey_kill", "test_s3",
-    "test_cli_faults", "test_faults", "test_models", "test_openvino", "test_kept_server", "test_concurrency",
+    "test_cli_faults", "test_faults", "test_models", "test_promote", "test_openvino", "test_kept_server", "test_concurrency",
     "test_journeys", "test_flow", "test_bench", "test_evaluate",
 )
 

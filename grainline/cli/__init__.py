@@ -1,6 +1,6 @@
 """The ``grainline`` command line: the Typer ``app``, registered here from one module
 per command group (``ingest``, ``search``, ``evaluate``, ``queries``, ``tune``,
-``server``, ``admin``, ``bench``) in the order ``grainline --help`` lists them, and
+``server``, ``admin``, ``bench``, ``promote``) in the order ``grainline --help`` lists them, and
 ``main()``, the console script (``python -m grainline.cli`` runs the same). A command
 checks its options (``checks``), builds the settings of what it drives, calls one
 function of ``grainline.api`` or of the phase, and prints; ``common`` holds the
@@ -18,7 +18,7 @@ import os
 
 import typer
 
-from grainline.cli import admin, bench, evaluate, ingest, queries, search, server, tune
+from grainline.cli import admin, bench, evaluate, ingest, promote, queries, search, server, tune
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="grainline: batch document embedding with Prefect.")
 
@@ -71,6 +71,7 @@ app.command()(admin.restore)
 app.command()(admin.maintain)
 app.command()(admin.check)
 app.command()(admin.reembed)
+app.command()(promote.promote)
 app.command()(ingest.demo)
 app.command("eval")(evaluate.eval_cmd)
 app.command("eval-compare")(evaluate.eval_compare)

@@ -22,17 +22,25 @@ def tables(
 
     from grainline.storage.inventory import table_summaries
 
+    from grainline.storage.alias import AliasError, read_alias
+
     rows = table_summaries(db)
+    try:
+        alias = read_alias(db)
+    except AliasError as exc:
+        fail(str(exc))
+    production = alias.target.table if alias is not None else None
     if not rows and not as_json:
         typer.echo(f"no tables in {db}")
     for t in rows:
         if as_json:
-            typer.echo(json.dumps(t))
+            typer.echo(json.dumps({**t, "production": True} if t["table"] == production else t))
             continue
         extra = ""
         if t["models"]:
             extra = f"  models {', '.join(t['models'])}  strategies " + ", ".join(f"{k} {v}" for k, v in t["strategies"].items())
-        typer.echo(f"{t['table']}  {t['rows']} rows  version {t['version']} ({t['versions']} kept){extra}")
+        mark = "  <- production (the alias names it)" if t["table"] == production else ""
+        typer.echo(f"{t['table']}  {t['rows']} rows  version {t['version']} ({t['versions']} kept){extra}{mark}")
 
 
 def sources(

@@ -71,7 +71,7 @@ def ingest(
     source: str = typer.Argument(..., help="Folder (recursive), file, glob, or s3://bucket/prefix (credentials from AWS_* variables) of documents."),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
     db: str = typer.Option(DEFAULT_DB, "--db", help="LanceDB URI (local folder, s3://...)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help="sentence-transformers name or local path."),
+    model: str = typer.Option(None, "--model", help="sentence-transformers name or local path. Default: the table the alias names and its model (grainline promote), else " + DEFAULT_MODEL + "."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N or mps."),
     precision: str = typer.Option("auto", "--precision", help="auto (fp16 on CUDA, bf16 on CPUs with AMX/AVX512-BF16, else fp32; checked once per machine), fp32, fp16, bf16, int8 (CPU)."),
     backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
@@ -122,7 +122,8 @@ def ingest(
         settings = IngestSettings(
             source=source, strategies=strategy, db=db, sync=sync, long_article=long_article, batch_docs=batch_docs,
             export_parquet=parquet, chunker_overrides=overrides, on_error=on_error, rehash=rehash,
-            embedder=EmbedderSettings(model=model, device=device, precision=precision, backend=backend,
+            follow_alias=model is None and head is None,
+            embedder=EmbedderSettings(model=model or DEFAULT_MODEL, device=device, precision=precision, backend=backend,
                                       batch_size=batch_size, show_progress=progress, head=head),
             reader=ReaderSettings(id_field=id_field, text_field=text_field, title_field=title_field),
             maintenance=MaintenanceSettings(enabled=maintain_after),

@@ -20,7 +20,7 @@ def search(
     where: list[str] = typer.Option([], "--where", help="KEY=VALUE the document metadata must hold, repeatable (topic=bees, year=2024)."),
     sql_filter: str = typer.Option(None, "--filter", help="SQL filter on the table's columns, e.g. \"doc_id LIKE '%notes%'\"."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP + " Default: the table the alias names and its model (grainline promote), else " + DEFAULT_MODEL + "."),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     precision: str = typer.Option("auto", "--precision", help="Must match the ingestion's (int8 has its own table)."),
     backend: str = typer.Option("auto", "--backend", help=BACKEND_HELP),
@@ -46,12 +46,21 @@ def search(
             if "=" not in pair or pair.startswith("="):
                 raise chk.ArgumentError(f"--where expects KEY=VALUE on document metadata, got {pair!r}")
     from grainline.embedding import EmbedderSettings
+    from grainline.search import alias_reader
     from grainline.search import search as do_search
 
     try:
-        hits = do_search(query, db, strategy, k, EmbedderSettings(model=model, device=device, precision=precision,
-                                                                     backend=backend, head=head),
-                         where=sql_filter, method=method, metadata=where, returns=returns)
+        table = None
+        if model is None and head is None:
+            # No model named: the production table the alias names, with its model.
+            table, settings = alias_reader(db, device, backend)
+            if settings.precision == "auto":
+                settings = settings.model_copy(update={"precision": precision})
+        else:
+            settings = EmbedderSettings(model=model or DEFAULT_MODEL, device=device, precision=precision,
+                                        backend=backend, head=head)
+        hits = do_search(query, db, strategy, k, settings, where=sql_filter, method=method, metadata=where,
+                         returns=returns, table=table)
     except (ValueError, FileNotFoundError) as exc:
         fail(str(exc), code=damage_code(exc))
     print_hits(query, returns or strategy, hits, as_json)
@@ -61,8 +70,8 @@ def related(
     doc_id: str = typer.Argument(None, help="Document id (as stored in the doc_id column)."),
     k: int = typer.Option(10, "-k", "--k", help="How many related documents."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
-    table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model)."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    table: str = typer.Option(None, "--table", help="Chunks table (default: the chunks table of --model, else the alias's, else the default model's)."),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP),
     strategy: str = typer.Option("paragraph", "--strategy", "-s", help="Whose chunk vectors make the document vector."),
     precompute: bool = typer.Option(False, "--all", help="Store the top k of every document in related_docs (a flow run)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON lines."),
@@ -83,6 +92,13 @@ def related(
     if precompute == (doc_id is not None):
         fail("give a DOC_ID, or --all to precompute every document")
     try:
+        if table is None and model is None:
+            from grainline.storage.alias import read_alias
+
+            alias = read_alias(db)  # the production table, when a promotion named one
+            if alias is not None:
+                table, model = alias.target.table, alias.target.model
+        model = model or DEFAULT_MODEL
         settings = RelatedSettings(db=db, table=table, model=model, strategy=strategy, k=k)
         if precompute:
             use_server()

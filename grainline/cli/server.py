@@ -17,7 +17,7 @@ def serve(
     source: str = typer.Option(..., "--source", help="Folder, file, glob or s3://bucket/prefix to ingest on schedule."),
     db: str = typer.Option(DEFAULT_DB, "--db", help=DB_HELP),
     strategy: str = typer.Option("sentence,paragraph,article", "--strategy", "-s", help="Comma-separated strategies."),
-    model: str = typer.Option(DEFAULT_MODEL, "--model", help=MODEL_HELP),
+    model: str = typer.Option(None, "--model", help=MODEL_HELP + " Default: each run reads the alias (grainline promote) and writes to its table with its model, else " + DEFAULT_MODEL + "."),
     sync: str = typer.Option("full", "--sync", help="full (default for schedules) or incremental."),
     rehash: bool = typer.Option(False, "--rehash", help="Each scheduled ingestion reads and hashes every file, even those unchanged by their stat."),
     runner: str = typer.Option("local", "--runner", help="local, dask, or dask://HOST:PORT."),
@@ -54,9 +54,10 @@ def serve(
     from grainline.ingest import IngestSettings
 
     try:
-        embedder = EmbedderSettings(model=model)
+        embedder = EmbedderSettings(model=model or DEFAULT_MODEL)
         cfg = ScheduleSettings(
-            ingest=IngestSettings(source=source, db=db, strategies=strategy, sync=sync, embedder=embedder, rehash=rehash),
+            ingest=IngestSettings(source=source, db=db, strategies=strategy, sync=sync, embedder=embedder, rehash=rehash,
+                                  follow_alias=model is None),
             evaluate=None if eval_dataset is None else EvalSettings(
                 dataset=eval_dataset, db=db, sample=eval_sample, reports_dir=reports, embedder=embedder),
             runner=runner, ingest_cron=ingest_cron, eval_cron=eval_cron, eval_after_ingest=eval_after_ingest,

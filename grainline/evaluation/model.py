@@ -63,6 +63,10 @@ class EvalSettings(BaseModel):
     # Or a query set (grainline queries ...): the production table is scored as it is.
     queries: str | None = None
     table: str | None = None  # production table; default: the model's chunks table
+    # A query set scored on another table of the same corpus (a promotion candidate,
+    # grainline/promote.py): the set's own table and model are not required to match;
+    # its documents must be in the table with the content hashes the set records.
+    same_corpus: bool = False
     at: str | None = None  # its version number or tag; default: the current version
     split: str | None = None
     strategies: list[str] = Field(default_factory=lambda: ["sentence", "paragraph", "article"])

@@ -35,6 +35,23 @@ def previous_results(db_uri: str, rows: list[dict[str, Any]]) -> list[dict[str, 
     return [r for r in prev if r["run_id"] == last]
 
 
+def results_of_version(db_uri: str, dataset: str, split: str, table_name: str, table_version: int,
+                       metric: str) -> list[dict[str, Any]]:
+    """The ``metric`` rows of the latest run that scored the whole of ``dataset``
+    (``split``; no sample) on exactly this version of ``table_name``, or []: what a
+    promotion reuses instead of scoring the same table version again."""
+    table = open_table_if_exists(connect(db_uri), EVAL_TABLE)
+    if table is None:
+        return []
+    where = " AND ".join([f"dataset = {quote(dataset)}", f"split = {quote(split)}", f"table_name = {quote(table_name)}",
+                          f"table_version = {int(table_version)}", f"metric = {quote(metric)}", "sample = 0"])
+    rows = table.search().where(where).limit(None).to_arrow().to_pylist()
+    if not rows:
+        return []
+    last = max(rows, key=lambda r: r["time"])["run_id"]
+    return [r for r in rows if r["run_id"] == last]
+
+
 def find_regressions(rows: list[dict[str, Any]], previous: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Metrics that fell below the previous run's 95% interval (same chunker, method,
     metric). Costs (``cost_*``) are not quality: a lower cost is no regression, and an

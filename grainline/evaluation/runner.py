@@ -153,7 +153,7 @@ def _check_made_for(where: str, provenance: dict[str, Any], table: Any, settings
     from .querysets import QuerySetError
 
     made_for = provenance.get("table")
-    if made_for and made_for != table.name:
+    if made_for and made_for != table.name and not settings.same_corpus:
         raise QuerySetError(f"{where}: query set was made for table {made_for!r}, not {table.name!r}; "
                             f"pass --table {made_for} or make a new set")
     model_id = table_model_id(table)
@@ -162,7 +162,7 @@ def _check_made_for(where: str, provenance: dict[str, Any], table: Any, settings
         raise ValueError(f"table {table.name!r} holds vectors of {model_id!r} but the queries would be embedded with "
                          f"{query_model!r}; pass the table's --model")
     set_model = provenance.get("model_id")
-    if set_model and model_id and set_model != model_id:
+    if set_model and model_id and set_model != model_id and not settings.same_corpus:
         raise QuerySetError(f"{where}: query set was made for model {set_model!r}, the table holds {model_id!r}")
     return model_id
 

@@ -17,7 +17,7 @@ from .batch import (ChunkedBatch, ChunkedDoc, EmbeddedBatch, TooManyChunks, chun
 from .context import RunContext, active_run
 from .dry_run import dry_run
 from .ends import ExportFailed, LedgerWriteFailed, RunInterrupted, interrupt_signal, record_end, record_precision, undo_command
-from .plan import Plan, WorkSpec, make_plans, table_name_for
+from .plan import Plan, WorkSpec, follow_alias, make_plans, table_name_for
 from .run import export_dir, finish, prepare, run_batches, run_ingest, sync_gone
 from .settings import STRATEGIES, IngestSettings, parse_strategies
 from .summary import summary_markdown
@@ -25,7 +25,7 @@ from .summary import summary_markdown
 __all__ = [
     "STRATEGIES", "active_run", "ChunkedBatch", "ChunkedDoc", "EmbeddedBatch", "ExportFailed", "IngestSettings", "LedgerWriteFailed",
     "Plan", "RunContext", "RunInterrupted", "TooManyChunks", "WorkSpec", "chunk_batch", "chunk_docs", "chunk_todo", "donor_stores",
-    "dry_run", "embed_batch", "embed_chunked", "export_dir", "finish", "interrupt_signal",
+    "dry_run", "embed_batch", "embed_chunked", "export_dir", "finish", "follow_alias", "interrupt_signal",
     "make_plans", "parse_strategies", "prepare", "process_docs", "read_batches", "record_end", "record_precision",
     "run_batches", "run_ingest", "summary_markdown", "sync_gone", "table_name_for", "triage", "undo_command",
     "write_batch",

@@ -14,7 +14,7 @@ from .batch import chunk_docs, read_batches, triage
 from .context import RunContext
 from .manifest import ManifestRun
 from grainline.embedding import get_embedder
-from .plan import WorkSpec, make_plans, table_name_for
+from .plan import WorkSpec, follow_alias, make_plans, table_name_for
 from .run import legacy_ids, source_root, sync_gone
 from .settings import IngestSettings
 
@@ -24,6 +24,7 @@ def dry_run(settings: IngestSettings) -> dict[str, Any]:
     the table lock or a ledger row): documents that would be added, updated, unchanged
     or (with ``sync=full``) deleted, failures and skipped files, and how many chunks
     would be written and how many of them embedded (texts with no stored vector)."""
+    settings = follow_alias(settings)
     manifest = ManifestRun(rehash=settings.rehash, writable=False)  # loaded below, before anything is read
     found, documents = open_source(settings.source, settings.reader, manifest.unchanged)
     root = source_root(found)

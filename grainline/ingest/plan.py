@@ -46,8 +46,32 @@ class WorkSpec:
 
 
 def table_name_for(settings: IngestSettings) -> str:
-    """The chunks table this run writes: the model's own, unless overridden."""
+    """The chunks table this run writes: the model's own, unless overridden. Settings
+    that still ask to follow the alias are refused: the table and the model that
+    embeds for it must come from the same :func:`follow_alias`."""
+    if settings.follow_alias:
+        raise ValueError("internal: resolve the alias with grainline.ingest.plan.follow_alias(settings) before the run")
     return settings.table or get_embedder(settings.embedder).identity.table_name
+
+
+def follow_alias(settings: IngestSettings) -> IngestSettings:
+    """``settings`` with the table and model the database's alias names (one small
+    read, ``storage/alias.py``) when ``follow_alias`` is set and there is an alias:
+    the run then writes to the promoted table with the model that made its vectors.
+    Without an alias, the default model's table as before. The result no longer
+    follows (resolving twice changes nothing)."""
+    if not settings.follow_alias:
+        return settings
+    from grainline.storage.alias import read_alias
+
+    alias = read_alias(settings.db)
+    update: dict = {"follow_alias": False}
+    if alias is not None and settings.table is None:
+        t = alias.target
+        update["table"] = t.table
+        update["embedder"] = settings.embedder.model_copy(update={"model": t.model, "head": t.head, **(
+            {"precision": t.precision} if t.precision != "auto" else {})})
+    return settings.model_copy(update=update)
 
 
 def make_plans(settings: IngestSettings, embedder: Embedder) -> tuple[Plan, ...]:

@@ -55,6 +55,12 @@ class IngestSettings(BaseModel):
     # Read and hash every file, even those the source manifest says are unchanged by
     # their stat (size, modification time, inode); the manifest is still updated.
     rehash: bool = False
+    # Write to the production table the database's alias names (grainline promote),
+    # embedding with that table's model, when the database has one; the default
+    # model's table otherwise. Set when no model and no table were named (the CLI's
+    # ingest and serve without --model); resolved when the run starts (plan.follow_alias),
+    # so a scheduled run after a promotion writes to the promoted table.
+    follow_alias: bool = False
 
     @field_validator("strategies", mode="before")
     @classmethod

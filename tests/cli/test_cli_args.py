@@ -68,6 +68,13 @@ CASES = [
     (["bench", "--dataset", "generated:5", "--scale", "40,80"], ["--dataset", "--scale", "not both"]),
     (["bench", "--stages", "ingest", "--scale", "40,80"], ["--scale", "--stages"]),
     (["bench", "--add-docs", "0", "--scale", "40,80"], ["--add-docs"]),
+    (["promote", "chunks_x", "--db", "{src}"], ["CANDIDATE", "--queries"]),
+    (["promote", "--queries", "q.jsonl", "--db", "{src}"], ["--queries", "CANDIDATE"]),
+    (["promote", "chunks_x", "--undo", "--db", "{src}"], ["--undo", "no CANDIDATE"]),
+    (["promote", "chunks_x", "--queries", "q.jsonl", "--method", "bm52", "--db", "{src}"], ["'bm52'", "bm25, dense"]),
+    (["promote", "chunks_x", "--queries", "q.jsonl", "--precision", "int8", "--db", "{src}"], ["int8", "its own"]),
+    (["promote", "chunks_x", "--queries", "q.jsonl", "--db", "{src}/nodb"], ["nodb", "no database"]),
+    (["promote", "--undo", "--db", "{src}"], ["nothing to undo", "no promotion yet"]),
 ]
 
 
