@@ -238,3 +238,23 @@ def ingest_flow(settings: core.IngestSettings, runner: str = "local", dask_worke
         return _ingest(settings, in_flight=1)
     sub = _ingest_distributed.with_options(task_runner=task_runner_for(runner, dask_workers))
     return sub(settings, in_flight=max(2, dask_workers))
+
+
+def ingest_here(settings: core.IngestSettings, runner: str = "local", dask_workers: int = 2) -> dict[str, Any]:
+    """Run :func:`ingest_flow` in this process, in the foreground, as ``grainline ingest``
+    and the benchmark do: without Prefect's flow-run heartbeats, unless
+    ``GRAINLINE_FLOW_HEARTBEATS=1``.
+
+    Why: Prefect's sync flow engine joins its heartbeat thread at the end of every run,
+    and that thread sleeps in one-second steps, so each run waited up to a second more
+    than its work (most of an unchanged re-run of a small corpus). Heartbeats serve the
+    detection of runs that died without a word; a foreground run is watched by the
+    person who started it, and grainline's ledger marks a run that died as interrupted
+    when the next run takes the table's lock. Deployment runs (``grainline serve``, a
+    worker), which run unattended, keep their heartbeats."""
+    if os.environ.get("GRAINLINE_FLOW_HEARTBEATS") == "1":
+        return ingest_flow(settings, runner=runner, dask_workers=dask_workers)
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        return ingest_flow(settings, runner=runner, dask_workers=dask_workers)

@@ -62,9 +62,9 @@ def _print_ingest(result: dict[str, Any], source: str = "") -> None:
 
 
 def _run_ingest_flow(settings: Any, runner: str = "local", dask_workers: int = 2) -> dict[str, Any]:
-    from grainline.flows.ingest import ingest_flow
+    from grainline.flows.ingest import ingest_here
 
-    return ingest_flow(settings, runner=runner, dask_workers=dask_workers)
+    return ingest_here(settings, runner=runner, dask_workers=dask_workers)
 
 
 def ingest(

@@ -119,3 +119,44 @@ def test_cli_chunk_settings_and_record_fields(tmp_path, embedder):
     assert bad.exit_code == 2 and "STRATEGY.SETTING=VALUE" in bad.output
     bad = CliRunner().invoke(app, ["ingest", str(src), "--db", db, "--chunk", "paragraph.maxtokens=3"])
     assert bad.exit_code == 2 and "maxtokens" in bad.output
+
+
+@pytest.fixture
+def settings_reader():
+    """A reader for ``.probe`` files that records the flow-run heartbeat frequency of
+    the Prefect settings it runs under (it runs inside the flow)."""
+    from prefect.settings import get_current_settings
+
+    from grainline.documents import Document
+    from grainline.readers import register_reader
+    from grainline.readers.registry import READERS
+
+    seen: list = []
+
+    @register_reader(".probe")
+    def read_probe(path, root, settings):
+        seen.append(get_current_settings().flows.heartbeat_frequency)
+        yield Document(path.relative_to(root).as_posix(), path.read_text())
+
+    yield seen
+    del READERS[".probe"]
+
+
+def test_a_foreground_run_sends_no_heartbeats_a_deployment_run_does(tmp_path, embedder, settings_reader, monkeypatch):
+    """`grainline ingest` and the bench run the flow in the foreground without Prefect's
+    flow-run heartbeats (joining their thread cost each run up to a second);
+    GRAINLINE_FLOW_HEARTBEATS=1 keeps them, and the flow itself (what a deployment
+    runs) keeps Prefect's setting."""
+    from grainline.embedding import EmbedderSettings
+    from grainline.flows.ingest import ingest_flow, ingest_here
+    from grainline.ingest import IngestSettings
+
+    src = write_files(tmp_path / "src", {"a.probe": "Probes measure the wind."})
+    s = IngestSettings(source=str(src), strategies="sentence", db=str(tmp_path / "db"), export_parquet=False,
+                       embedder=EmbedderSettings(device="cpu"), rehash=True)
+    assert ingest_here(s)["status"] == "completed"
+    assert ingest_flow(s)["status"] == "completed"
+    monkeypatch.setenv("GRAINLINE_FLOW_HEARTBEATS", "1")
+    assert ingest_here(s)["status"] == "completed"
+    default = __import__("prefect.settings", fromlist=["x"]).get_current_settings().flows.heartbeat_frequency
+    assert default is not None and settings_reader == [None, default, default]
