@@ -9,7 +9,7 @@ Stages, each in a fresh child process so its peak RSS is its own (``os.wait4``):
    the Prefect flow, against a Prefect server that is already running;
 4. the same ingestion again with nothing changed.
 
-May import: chunkers, documents, embedding, evaluation, flows, ingest, readers, server.
+May import: chunkers, documents, embedding, evaluation, flows, ingest, readers, server, storage.
 """
 
 from __future__ import annotations
