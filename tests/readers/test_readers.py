@@ -887,6 +887,38 @@ def test_iter_documents_is_lazy_and_sorted(tmp_path):
     assert [rel(d.doc_id) for d in it] == ["b/z.txt", "c.txt"]
 
 
+_NAME = st.text(alphabet="ab.-_ A~", min_size=1, max_size=4).filter(lambda n: n not in (".", "..") and not n.startswith("."))
+
+
+@hsettings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(paths=st.lists(st.lists(_NAME, min_size=1, max_size=3), min_size=1, max_size=12))
+def test_discovery_orders_files_by_their_path_parts(tmp_path_factory, paths):
+    # Discovery sorts paths by a string key (parts joined by NUL), not by lists of
+    # parts: the order must be the one of the parts, whatever the names ("a" before
+    # "a.b" before "a/x" is where a plain string sort of the paths goes wrong).
+    root = tmp_path_factory.mktemp("tree")
+    made = set()
+    for parts in paths:
+        parts = [*parts[:-1], parts[-1] + ".txt"]
+        target = root.joinpath(*parts)
+        if any(root.joinpath(*parts[:i]) in made for i in range(1, len(parts) + 1)) or \
+                any(str(m).startswith(str(target) + os.sep) for m in made):
+            continue  # a name used as a file and a folder at once
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("x")
+        made.add(target)
+    _, found = discover(root)
+    assert [p.relative_to(root).parts for p in found] == sorted(p.relative_to(root).parts for p in made)
+
+
+def test_discovery_order_exact_case(tmp_path):
+    for name in ("a.b.txt", "a/x.txt", "a b.txt", "a-c.txt", "a/b/c.txt", "ab.txt", "a/a.txt"):
+        write(tmp_path / name, name)
+    _, found = discover(tmp_path)
+    assert ["/".join(p.relative_to(tmp_path).parts) for p in found] == [
+        "a/a.txt", "a/b/c.txt", "a/x.txt", "a b.txt", "a-c.txt", "a.b.txt", "ab.txt"]
+
+
 def test_duplicate_doc_ids(tmp_path):
     # Record ids are scoped to their file: the same id in two files is two documents,
     # twice in one file is a duplicate.
