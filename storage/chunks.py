@@ -20,6 +20,7 @@ from .tables import open_or_create, open_table_if_exists  # noqa: F401  (open_ta
 
 from grainline.defaults import DEFAULT_DB  # noqa: E402,F401  (re-exported)
 from grainline.documents import Chunk, Document
+from grainline.memory import bound_native_memory
 
 
 # Cache bounds of the one LanceDB session per process, in MiB. LanceDB's defaults (1 GiB
@@ -42,6 +43,9 @@ def lance_session() -> Any:
 def connect(db_uri: str, storage_options: dict[str, str] | None = None) -> Any:
     """Open a LanceDB database: a local folder or any LanceDB URI (s3://, gs://, ...).
     Object-store credentials come from the environment, never from arguments."""
+    if "://" not in str(db_uri) or str(db_uri).startswith("file://"):
+        # Before Lance starts its I/O threads: how many, and glibc's arenas.
+        bound_native_memory()
     lancedb = import_lancedb()
 
     return lancedb.connect(db_uri, storage_options=storage_options or None, session=lance_session())
