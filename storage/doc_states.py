@@ -90,6 +90,13 @@ class DocStates:
             self._known[doc_id] = None
         return default if st is None else st
 
+    def forget(self) -> None:
+        """Let go of every state in memory (a run's last batch is written and its
+        deletions made): the next question reads the table again. What a run held of
+        100,000 documents is then handed back before maintenance allocates."""
+        self._known = {}
+        self._whole = not self.store.exists
+
     def items(self) -> Iterator[tuple[str, Any]]:
         """Every stored document and its state (scans the table the first time)."""
         self.load_all()

@@ -231,6 +231,13 @@ class ManifestRun:
             self._guarded("delete from", lambda: self.store.delete(stale))
         self._guarded("compact", self.store.compact_if_due)
 
+    def let_go(self) -> None:
+        """Drop the run's sets of file ids and the entries' stats once nothing asks for
+        them (after :meth:`close` and the full sync's deletions); :meth:`vouch` needs
+        none of them."""
+        self.known, self.trusted, self.pending = set(), {}, []
+        self.unchanged_files, self.files_seen, self.files_read, self.files_written = set(), set(), set(), set()
+
     def _guarded(self, what: str, fn: Callable[[], Any]) -> None:
         try:
             fn()

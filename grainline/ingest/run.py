@@ -254,6 +254,12 @@ def _complete(ctx: RunContext, counts: RunCounts) -> None:
             for d in gone:
                 ctx.states.pop(d, None)
         counts.add_time("delete", time.perf_counter() - t0)
+    # The deletions were the last step to ask for document states, and the run's own
+    # sets of ids are done with too: handed back before maintenance and the export.
+    ctx.states.forget()
+    ctx.seen.clear()
+    if ctx.manifest is not None:
+        ctx.manifest.let_go()
     index_due = (ctx.store.exists and ctx.settings.maintenance.enabled
                  # Rows and the index are all it reads: the version list (one manifest
                  # read per version) is not asked for.
