@@ -21,7 +21,8 @@ from typing import Any
 
 import pyarrow as pa
 
-from .export_segments import FORMAT, SEGMENT_ROWS, Plan, Segment, live_segments, marker_segments, plan, schema_fingerprint
+from .export_segments import (FORMAT, SEGMENT_ROWS, Plan, Segment, live_segments, marker_segments, plan, schema_fingerprint,
+                              with_row_ids)
 
 # Written inside an export, last: which table version the export holds, and the files
 # of each segment (what the next export compares with). Readers skip
@@ -74,10 +75,13 @@ class ExportReport:
     full: str | None = None
 
 
-def _marker_text(table: Any, version: int | None, rows: int, schema_fp: str, segments: list[dict]) -> str:
+def _marker_text(table: Any, version: int | None, rows: int, schema_fp: str, segments: list[dict],
+                 fragments: dict[str, str] | None) -> str:
+    # ``fragments``: each fragment's metadata hash, so the next export scans only the
+    # fragments that changed (storage/export_segments.py).
     return json.dumps({"format": FORMAT, "table": getattr(table, "name", None), "version": version, "rows": rows,
                        "exported_at": datetime.now(timezone.utc).isoformat(), "schema": schema_fp,
-                       "segment_rows": SEGMENT_ROWS, "segments": segments})
+                       "segment_rows": SEGMENT_ROWS, "segments": segments, "fragments": fragments})
 
 
 def read_marker(out_dir: str) -> dict | None:
@@ -145,20 +149,21 @@ def export_table(table: Any, out_dir: str, batch_size: int = 4096) -> ExportRepo
         final.parent.mkdir(parents=True, exist_ok=True)
         with FileLock(str(final.with_name(f".{final.name}.lock")), thread_local=False):
             _clear_leftovers(final)
-            segments = live_segments(table, schema_fp)
-            todo = plan(segments, read_marker(str(final)), schema_fp, version)
+            before = read_marker(str(final))
+            segments, fps = live_segments(table, schema_fp, before)
+            todo = plan(segments, before, schema_fp, version)
             report.full = todo.full
             tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex[:8]}")
             try:
                 tmp.mkdir()
                 done = _link_kept(final, tmp, todo, report)
-                for seg in todo.write:
+                for seg in with_row_ids(table, schema_fp, todo.write):
                     done.append((seg, _write_segment(table, seg, str(tmp), schema, batch_size, report)))
                 _check_unchanged(table, version)
                 (tmp / DUCKDB_VIEW).write_text(duckdb_view_sql(table, str(final.resolve()), schema))
                 report.rows = sum(s.rows for s in segments)
                 marker = tmp / MARKER
-                marker.write_text(_marker_text(table, version, report.rows, schema_fp, marker_segments(done)))
+                marker.write_text(_marker_text(table, version, report.rows, schema_fp, marker_segments(done), fps))
                 with open(marker, "rb+") as f:
                     os.fsync(f.fileno())
             except BaseException:
@@ -268,8 +273,9 @@ def _export_object_store(table: Any, out_dir: str, schema: pa.Schema, schema_fp:
     present = {info.path[len(path) + 1:] for info in
                fs.get_file_info(pafs.FileSelector(path, recursive=True, allow_not_found=True))
                if info.type == pafs.FileType.File}
-    segments = live_segments(table, schema_fp)
-    todo = plan(segments, read_marker(out_dir), schema_fp, version)
+    before = read_marker(out_dir)
+    segments, fps = live_segments(table, schema_fp, before)
+    todo = plan(segments, before, schema_fp, version)
     report.full = todo.full
     done = []
     for seg, files in todo.keep:
@@ -278,7 +284,7 @@ def _export_object_store(table: Any, out_dir: str, schema: pa.Schema, schema_fp:
             done.append((seg, files))
         else:
             todo.write.append(seg)
-    for seg in todo.write:
+    for seg in with_row_ids(table, schema_fp, todo.write):
         done.append((seg, _write_segment(table, seg, path, schema, batch_size, report, fs)))
     _check_unchanged(table, version)
     listed = sorted(f for _, files in done for f in files)
@@ -286,7 +292,7 @@ def _export_object_store(table: Any, out_dir: str, schema: pa.Schema, schema_fp:
     with fs.open_output_stream(f"{path}/{DUCKDB_VIEW}") as f:
         f.write(duckdb_view_sql(table, out_dir, schema, files=listed).encode())
     with fs.open_output_stream(f"{path}/{MARKER}") as f:
-        f.write(_marker_text(table, version, report.rows, schema_fp, marker_segments(done)).encode())
+        f.write(_marker_text(table, version, report.rows, schema_fp, marker_segments(done), fps).encode())
     keep = set(listed)
     for rel in sorted(present):
         if rel.startswith("strategy=") and rel not in keep:
