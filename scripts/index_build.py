@@ -5,7 +5,9 @@ Builds (or reuses) a table of ROWS clustered, unit-length 384-d vectors (the sha
 grainline's chunk vectors; no model), then, each in a fresh process so peaks do not mix:
 
 * ``grainline``: this checkout's ``storage.maintenance.build_vector_index`` (IVF and PQ
-  trained on samples through pylance, then the build with the trained model);
+  trained on samples through pylance, then the build with the trained model), on the
+  table opened as grainline opens a local one (``storage.chunks.connect``: glibc's
+  malloc arenas and Lance's I/O threads one per CPU, ``grainline/memory.py``);
 * ``lancedb``: LanceDB's own ``create_index(IvfPq(...))`` with the same partitions and
   sub-vectors (what grainline did before).
 
@@ -92,7 +94,13 @@ def child(method: str, db: str, table_name: str, queries_n: int) -> dict:
     from grainline.search import NPROBES, REFINE_FACTOR
     from storage import maintenance
 
-    table = lancedb.connect(db).open_table(table_name)
+    if method == "grainline":
+        # As grainline opens a local table: its bounds on glibc's arenas and Lance's I/O threads.
+        from storage.chunks import connect
+
+        table = connect(db).open_table(table_name)
+    else:
+        table = lancedb.connect(db).open_table(table_name)
     rows = table.count_rows()
     base = rss_mib()
     peak = [base]
