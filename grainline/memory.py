@@ -68,8 +68,9 @@ def bound_native_memory() -> dict[str, str]:
       (``mallopt(M_ARENA_MAX)``), unless ``MALLOC_ARENA_MAX`` is set;
     - Lance reads a local table with 8 I/O threads, each with its read-ahead buffers,
       whatever the CPUs: one per CPU (at least 2: with 1 the index build hung; at most
-      Lance's 8) through ``LANCE_IO_THREADS``, unless it is set. Object stores want many requests in flight
-      and keep Lance's own default: ``connect`` calls this for local databases only."""
+      Lance's 8) through ``LANCE_IO_THREADS``, unless it is set. Object stores want
+      many requests in flight and keep Lance's own default: ``connect`` calls this for
+      local databases only."""
     done: dict[str, str] = {}
     cpus = max(2, _cpus())
     libc = _libc()

@@ -205,14 +205,16 @@ def _fragment_segments(table: Any, schema_fp: str, fragments: list[int]) -> list
     def scan(columns: list[str]) -> Any:
         return ds.scanner(columns=columns, with_row_id=True, fragments=frags, scan_in_order=True).to_batches()
 
+    columns = _COLUMNS
     try:
-        batches = scan(_COLUMNS)
+        batches = scan(columns)
     except Exception:  # noqa: BLE001 - a table whose format keeps no row versions
-        batches = scan(_COLUMNS[:1])
+        columns = _COLUMNS[:1]
+        batches = scan(columns)
     try:
         return _segments_of(batches, schema_fp, in_order=True)
     except _OutOfOrder:
-        return _segments_sorted(pa.Table.from_batches(list(scan(_COLUMNS[:1]))), schema_fp)
+        return _segments_sorted(pa.Table.from_batches(list(scan(columns))), schema_fp)
 
 
 def with_row_ids(table: Any, schema_fp: str, segments: list[Segment]) -> list[Segment]:
