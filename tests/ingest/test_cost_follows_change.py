@@ -17,6 +17,7 @@ from grainline.embedding import EmbedderSettings
 from grainline.ingest import IngestSettings, table_name_for
 from grainline.storage.chunks import ChunkStore, connect
 from grainline.storage.ledger import Ledger
+from grainline.storage.parquet import DUCKDB_VIEW, default_export_dir, read_marker
 from grainline.storage.schema import chunks_schema
 
 from tests.conftest import write_files
@@ -90,8 +91,11 @@ def test_an_edit_through_the_cli_rewrites_its_document_not_the_table(tmp_path):
     """`grainline ingest` of a corpus, then one file edited, one added and one deleted,
     then `grainline ingest --sync full` again: the second run replaces the edited
     document's rows in one commit, leaves every data file of the first run in place
-    (deletion vectors, not a rewrite), adds the new rows to the indexes as deltas, and
-    the table ends exactly as a fresh ingestion of the final corpus makes it."""
+    (deletion vectors, not a rewrite), adds the new rows to the indexes as deltas; a
+    third run edits a file of the second run's fragment, and the export keeps the files
+    of the first run's fragment (its metadata did not move) and reads back through
+    DuckDB as the table; the table ends exactly as a fresh ingestion of the final
+    corpus makes it."""
     env = user_env(tmp_path / "prefect-home", GRAINLINE_PREFECT_SERVER="temporary")
     rng = np.random.default_rng(0)
     words = "river engine violin comet glacier harbor lantern meadow orbit pollen quartz signal".split()
@@ -127,6 +131,33 @@ def test_an_edit_through_the_cli_rewrites_its_document_not_the_table(tmp_path):
     assert files_after_first <= _data_files(db, table)
     actions = " | ".join(run2["maintenance"]["actions"])
     assert "as a delta of" in actions and "built full-text index" not in actions, actions
+
+    # The export: a fragment whose metadata did not move keeps its hash in the marker and
+    # its Parquet files (the same inodes: hard-linked, not rewritten; that its rows are not
+    # scanned is tests/storage/test_parquet_incremental.py's); what DuckDB reads through
+    # the export's view is the table.
+    out = Path(default_export_dir(str(db), table))
+    marker2 = read_marker(str(out))
+    assert marker2["version"] == connect(str(db)).open_table(table).version
+    frags2 = marker2["fragments"]
+    files2 = {p.relative_to(out).as_posix(): p.stat().st_ino for p in out.glob("*/*.parquet")}
+    (src / "f100.txt").write_text("Brand new file\n\nIt talks about lighthouses, keepers and fog.")
+    third = _cli("ingest", str(src), *common, env=env, cwd=tmp_path)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert Ledger(str(db)).runs("ingest")[-1]["docs_updated"] == 1
+    marker3 = read_marker(str(out))
+    same = {f for f, h in marker3["fragments"].items() if frags2.get(f) == h}
+    assert same, (frags2, marker3["fragments"])
+    kept = [f for seg in marker3["segments"] if str(seg["fragment"]) in same for f in seg["files"]]
+    assert kept and all((out / f).stat().st_ino == files2[f] for f in kept)
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute((out / DUCKDB_VIEW).read_text())
+    cols = ["chunk_id", "doc_id", "text"]
+    exported = con.sql(f'select {", ".join(cols)} from "{table}" order by chunk_id').fetchall()
+    stored = connect(str(db)).open_table(table).to_arrow().select(cols).sort_by("chunk_id")
+    assert exported == [tuple(r.values()) for r in stored.to_pylist()]
 
     fresh = tmp_path / "fresh"
     again = _cli("ingest", str(src), "--db", str(fresh), *common[2:], env=env, cwd=tmp_path)
