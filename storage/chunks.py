@@ -13,6 +13,7 @@ import pyarrow.compute as pc
 
 from .commits import lance_errors
 from .lance_import import import_lance, import_lancedb
+from .lock_protocol import is_local
 from .rows import RowStamp, chunk_rows
 from .schema import chunks_schema
 from .sql import in_list, quote
@@ -43,7 +44,7 @@ def lance_session() -> Any:
 def connect(db_uri: str, storage_options: dict[str, str] | None = None) -> Any:
     """Open a LanceDB database: a local folder or any LanceDB URI (s3://, gs://, ...).
     Object-store credentials come from the environment, never from arguments."""
-    if "://" not in str(db_uri) or str(db_uri).startswith("file://"):
+    if is_local(str(db_uri)):
         # Before Lance starts its I/O threads: how many, and glibc's arenas.
         bound_native_memory()
     lancedb = import_lancedb()
