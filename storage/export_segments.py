@@ -150,14 +150,21 @@ def _segments_of(batches: Any, schema_fp: str, in_order: bool) -> list[Segment]:
     return out
 
 
-def fragment_fingerprints(table: Any, schema_fp: str) -> dict[str, str] | None:
-    """Fragment id (as a string: the marker is JSON) -> a hash of the fragment's whole
-    metadata at the table's version, from its manifest (no data file is opened); None
-    when pylance cannot open the table at that version."""
+def _dataset(table: Any) -> Any | None:
+    """The pylance dataset of ``table`` at the table's version, or None when pylance
+    cannot open it there."""
     try:
         ds = table.to_lance()
-        if getattr(table, "version", ds.version) != ds.version:
-            return None
+    except Exception:  # noqa: BLE001 - the export then scans every fragment's rows
+        return None
+    return ds if getattr(table, "version", ds.version) == ds.version else None
+
+
+def fragment_fingerprints(ds: Any, schema_fp: str) -> dict[str, str] | None:
+    """Fragment id (as a string: the marker is JSON) -> a hash of the fragment's whole
+    metadata, from the dataset's manifest (no data file is opened); None when its
+    fragments cannot be listed."""
+    try:
         out = {}
         for frag in ds.get_fragments():
             text = json.dumps(frag.metadata.to_json(), sort_keys=True, default=str)
@@ -173,7 +180,8 @@ def live_segments(table: Any, schema_fp: str, marker: dict | None = None) -> tup
     fragment whose fingerprint is the one ``marker`` (the previous export's) recorded
     are taken from the marker, unread (``row_ids`` None); the other fragments' rows are
     scanned. Streamed: what stays in memory is 8 bytes a live row scanned."""
-    fps = fragment_fingerprints(table, schema_fp)
+    ds = _dataset(table)
+    fps = None if ds is None else fragment_fingerprints(ds, schema_fp)
     before = marker.get("fragments") if isinstance(marker, dict) and marker.get("format") == FORMAT \
         and marker.get("schema") == schema_fp and isinstance(marker.get("segments"), list) else None
     if fps is None or not isinstance(before, dict):
@@ -184,7 +192,7 @@ def live_segments(table: Any, schema_fp: str, marker: dict | None = None) -> tup
             if isinstance(m, dict) and m.get("fragment") in same and isinstance(m.get("rows"), int)
             and isinstance(m.get("segment"), int) and isinstance(m.get("fingerprint"), str)]
     changed = sorted(int(k) for k in fps if int(k) not in same)
-    return sorted(kept + _fragment_segments(table, schema_fp, changed), key=lambda seg: seg.key), fps
+    return sorted(kept + _fragment_segments(ds, schema_fp, changed), key=lambda seg: seg.key), fps
 
 
 def _all_segments(table: Any, schema_fp: str) -> list[Segment]:
@@ -195,11 +203,11 @@ def _all_segments(table: Any, schema_fp: str) -> list[Segment]:
         return _segments_sorted(_scan(table).read_all(), schema_fp)
 
 
-def _fragment_segments(table: Any, schema_fp: str, fragments: list[int]) -> list[Segment]:
-    """The segments of these fragments only, from a scan of their row addresses."""
+def _fragment_segments(ds: Any, schema_fp: str, fragments: list[int]) -> list[Segment]:
+    """The segments of these fragments of the dataset only, from a scan of their row
+    addresses."""
     if not fragments:
         return []
-    ds = table.to_lance()
     frags = [f for f in (ds.get_fragment(i) for i in fragments) if f is not None]
 
     def scan(columns: list[str]) -> Any:
@@ -223,7 +231,7 @@ def with_row_ids(table: Any, schema_fp: str, segments: list[Segment]) -> list[Se
     missing = sorted({s.fragment for s in segments if s.row_ids is None})
     if not missing:
         return segments
-    scanned = {s.key: s for s in _fragment_segments(table, schema_fp, missing)}
+    scanned = {s.key: s for s in _fragment_segments(table.to_lance(), schema_fp, missing)}
     return [scanned[s.key] if s.row_ids is None else s for s in segments if s.row_ids is not None or s.key in scanned]
 
 
