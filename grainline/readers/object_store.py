@@ -218,17 +218,21 @@ def _one_object(src: ObjectPrefix, store: Any, meta: Any, read: ReadFn, settings
     docs: list[tuple[str, str]] = []
     complete = True
     got: FileStat | None = None
+    # Only ids holding a '#' can come from two objects (readers/source.py, ``_checked``):
+    # those are kept for the whole listing, the others for this object alone.
+    mine: dict[str, str] = {}
     for item in _download_and_read(src, store, key, rel, fid, parts, suffix, listed, read, settings, tmp):
         if isinstance(item, FileStat):
             got = item
             continue
         if isinstance(item, Document):
-            first = seen.get(item.doc_id)
+            d = item.doc_id
+            first = seen.get(d) or mine.get(d)
             if first is not None:
                 item = Failure(rel, f"duplicate doc_id, first seen in {first}")
             else:
-                seen[item.doc_id] = rel
-                docs.append((item.doc_id, item.content_hash))
+                (seen if "#" in d else mine)[d] = rel
+                docs.append((d, item.content_hash))
         if isinstance(item, Failure):
             complete = False
         yield item

@@ -127,8 +127,11 @@ def open_source(
 
 def _iter_entries(root: Path, entries: list[str | _Skip], settings: ReaderSettings,
                   unchanged: UnchangedPredicate | None = None) -> Iterator[SourceItem]:
+    # Only a followed symlink makes two listed paths one file (one real path, one file
+    # id): without following, each file is listed once and its id is not held (a run
+    # over a million files held a million of them). Doc ids: see ``_checked``.
     seen: dict[str, str] = {}
-    files: dict[str, str] = {}
+    files: dict[str, str] | None = {} if settings.follow_symlinks else None
     real_dirs: dict[str, str] = {}
     prefix = os.path.join(os.fspath(root), "")
     n = len(prefix)
@@ -137,7 +140,12 @@ def _iter_entries(root: Path, entries: list[str | _Skip], settings: ReaderSettin
     # (100,000 of them: 2.6 us a file in ``lstat`` alone on a 2-core AMD EPYC), so it
     # is kept to names bound once, one ``lstat`` and one question to the manifest.
     lstat, time_ns, is_link, sep, str_ = os.lstat, time.time_ns, stat.S_ISLNK, os.sep, str
-    for path in entries:
+    # Taken from the end of the reversed listing: each path is let go once handled, so
+    # the listing of a million files shrinks as the run goes rather than staying whole.
+    entries.reverse()
+    pop = entries.pop
+    while entries:
+        path = pop()
         if path.__class__ is not str_:
             yield Failure(_rel(path.path, root), path.reason, path.stage)  # type: ignore[union-attr]
             continue
@@ -165,11 +173,12 @@ def _iter_entries(root: Path, entries: list[str | _Skip], settings: ReaderSettin
                     folder = real_dirs[parent] = os.path.join(file_id(parent or os.curdir), "")
                 fid = folder + name
                 before = FileStat(st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns, taken)
-        if fid in files:
-            # A followed symlink to a file already read: one file, one document.
-            yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
-            continue
-        files[fid] = rel
+        if files is not None:
+            if fid in files:
+                # A followed symlink to a file already read: one file, one document.
+                yield Failure(rel, f"same file as {files[fid]} (read once)", "skip")
+                continue
+            files[fid] = rel
         if unchanged is None:
             yield from _checked(read_file(Path(path), root, settings), rel, seen, {})
             continue
@@ -186,7 +195,12 @@ def _iter_entries(root: Path, entries: list[str | _Skip], settings: ReaderSettin
 def _checked(items: Iterator[Document | Failure], rel: str, seen: dict[str, str],
              mine: dict[str, str]) -> Iterator[Document | Failure]:
     """The items of one file, a doc id seen before (in another file: ``seen``; in this
-    one: ``mine``, which collects this file's) turned into a Failure."""
+    one: ``mine``, which collects this file's) turned into a Failure.
+
+    A file's documents have its id, or its id, a '#' and more; files have different
+    ids. So two files' documents share an id only if it holds a '#' (one file's id
+    extends the other's with a '#'): only such ids are kept in ``seen``, and a run over
+    a million plain files keeps none."""
     for item in items:
         if isinstance(item, Document):
             where = _where(item, rel)
@@ -196,7 +210,7 @@ def _checked(items: Iterator[Document | Failure], rel: str, seen: dict[str, str]
                 continue
             mine[item.doc_id] = where
         yield item
-    seen.update(mine)
+    seen.update((d, w) for d, w in mine.items() if "#" in d)
 
 
 def _stat(path: Path) -> FileStat | None:

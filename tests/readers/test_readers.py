@@ -927,3 +927,14 @@ def test_duplicate_doc_ids(tmp_path):
     items = list(iter_documents(tmp_path))
     assert [rel(d.doc_id) for d in docs(items)] == ["a.jsonl#x", "b.jsonl#x"]
     assert fails(items) == [Failure("a.jsonl:2", "duplicate doc_id, first seen in a.jsonl:1")]
+
+def test_two_files_sharing_a_doc_id_through_a_hash_in_a_name(tmp_path):
+    # Ids without a '#' are not kept across files (a file's documents are its id, or
+    # its id, '#' and more), so the only cross-file clash left is one like this: a
+    # record "y.txt" of a.jsonl and a file named "a.jsonl#y.txt" get the same id.
+    write(tmp_path / "a.jsonl", json.dumps({"id": "y.txt", "text": "a record"}) + "\n")
+    write(tmp_path / "a.jsonl#y.txt", "a file")
+    write(tmp_path / "b.txt", "b")
+    items = list(iter_documents(tmp_path))
+    assert [rel(d.doc_id) for d in docs(items)] == ["a.jsonl#y.txt", "b.txt"]
+    assert fails(items) == [Failure("a.jsonl#y.txt", "duplicate doc_id, first seen in a.jsonl:1")]
