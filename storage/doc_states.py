@@ -31,14 +31,18 @@ class DocStates:
         self.store = store
         self._known: dict[str, Any] = {}  # a state, or None: the table holds nothing of it
         self._whole = not store.exists
+        # Some states were let go (:meth:`evict`): the others still answer as before,
+        # but not every stored document's state is in memory any more.
+        self._evicted = False
         self._scan_cost = (store.count() if rows is None else rows) * SCAN_SECONDS_PER_ROW
         self._lookup_spent = 0.0
         self.lookups = 0  # queries made, for the tests and the bench
 
     @property
     def whole(self) -> bool:
-        """Whether every document's state is in memory (the table was scanned)."""
-        return self._whole
+        """Whether every document's state is in memory (the table was scanned, and
+        nothing evicted since)."""
+        return self._whole and not self._evicted
 
     def prefetch(self, doc_ids: Iterable[str]) -> None:
         """Read the states of these documents (those not known yet) in one lookup, or
@@ -63,9 +67,9 @@ class DocStates:
     def load_all(self) -> None:
         """Scan the table once: every document's state from now on. Reads every row, so
         a damaged fragment fails here."""
-        if not self._whole:
+        if not self.whole:
             self._known = dict(self.store.doc_states())
-            self._whole = True
+            self._whole, self._evicted = True, False
 
     def get(self, doc_id: str, default: Any = None) -> Any:
         """The document's state, or ``default`` when the table holds nothing of it."""
@@ -90,12 +94,29 @@ class DocStates:
             self._known[doc_id] = None
         return default if st is None else st
 
+    def evict(self, doc_ids: Iterable[str]) -> None:
+        """Let go of these documents' states: the run has written them (or found them
+        unchanged) and does not ask for them again, since a run reads each document
+        once. What a first ingestion of a million documents holds is then the states
+        of the documents in flight, not of every one it wrote. Asked again, a state
+        evicted after a scan would read as not stored: :attr:`whole` turns False, so
+        whoever needs every state reads the table again."""
+        known = self._known
+        for d in doc_ids:
+            if known.pop(d, None) is not None and self._whole:
+                self._evicted = True
+
+    @property
+    def held(self) -> int:
+        """How many documents' states (or 'not stored' answers) are in memory."""
+        return len(self._known)
+
     def forget(self) -> None:
         """Let go of every state in memory (a run's last batch is written and its
         deletions made): the next question reads the table again. What a run held of
         100,000 documents is then handed back before maintenance allocates."""
         self._known = {}
-        self._whole = not self.store.exists
+        self._whole, self._evicted = not self.store.exists, False
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """Every stored document and its state (scans the table the first time)."""

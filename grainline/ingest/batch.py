@@ -244,5 +244,9 @@ def write_batch(ctx: RunContext, batch: EmbeddedBatch) -> RunCounts:
             doc_hash = cd.doc.content_hash
             for k in keys:
                 st.hashes[k] = doc_hash
+        if ctx.manifest is None or not ctx.manifest.collects:
+            # Asked for again by no one (the manifest lets go of its files' documents
+            # once their entries are written): what a run holds does not grow with it.
+            ctx.states.evict(cd.doc.doc_id for cd in batch.docs)
     counts.add_time("write", time.perf_counter() - t0)
     return counts

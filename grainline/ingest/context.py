@@ -12,6 +12,7 @@ from grainline.storage.doc_states import DocStates
 from grainline.storage.ledger import Ledger, RunRecord
 from grainline.storage.locks import TableLock
 
+from .hashed_ids import HashedIds
 from .plan import Plan, WorkSpec
 from .settings import IngestSettings
 
@@ -37,7 +38,8 @@ class RunContext:
     lock: TableLock | None = None
     # Earlier runs on this table found still 'running' (they died without a word).
     interrupted: list[str] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
+    # The documents read this run (for a full sync's deletions), as 8-byte hashes.
+    seen: HashedIds = field(default_factory=HashedIds)
     failed_ids: set[str] = field(default_factory=set)
     # Which stored doc ids this run's source covers (a full sync deletes those not
     # seen); None: documents passed in directly, covered by their source_root label.

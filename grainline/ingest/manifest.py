@@ -12,8 +12,9 @@ from typing import Any, Callable, Mapping
 from grainline.documents import FileRead, FileStat, Unchanged, canonical_json, sha256_hex
 from grainline.storage.chunks import DocState
 from grainline.storage.ledger import Ledger
-from grainline.storage.manifest import RACY_MARGIN_NS, EntryStat, ManifestEntry, SourceManifest, docs_hash
+from grainline.storage.manifest import RACY_MARGIN_NS, EntryStats, ManifestEntry, SourceManifest, docs_hash
 
+from .hashed_ids import HashedIds
 from .settings import IngestSettings
 
 log = logging.getLogger("grainline.ingest")
@@ -85,17 +86,18 @@ class ManifestRun:
         self.store: SourceManifest | None = None
         self.keys: list[str] = []
         self.sig = ""
-        self.known: set[str] = set()
-        # file_id -> the stat of its entry (storage.manifest.STAT_FIELDS) for the entries
-        # found true at load: the only ones that let a file be skipped.
-        self.trusted: dict[str, EntryStat] = {}
+        # Every entry, and the stat of those found true at load (the only ones that let
+        # a file be skipped), compact: one row per file of the source.
+        self.entries = EntryStats()
         self.pending: list[FileRead] = []
-        self.unchanged_files: set[str] = set()
-        self.files_seen: set[str] = set()
-        # Files read whose entry this run wrote; those read without one written get
-        # their old entry dropped at the end (it no longer says what the table holds).
-        self.files_read: set[str] = set()
-        self.files_written: set[str] = set()
+        # What the run met, as hashes (a full sync asks them at its end): files skipped
+        # unread, and every file seen, skipped or read.
+        self.unchanged_files = HashedIds()
+        self.files_seen = HashedIds()
+        # Files with an entry that were read and have not had it written again: at the
+        # end their old entry is dropped (it no longer says what the table holds). Only
+        # files with an entry are held: a first ingestion holds none.
+        self.read_unwritten: set[str] = set()
         # How the entries were found true at load: "vouched" (the last run left the
         # table and the manifest as they are now, and vouched for every entry), "checked"
         # (against every document's state), or "" (not all of them were true).
@@ -119,23 +121,23 @@ class ManifestRun:
             vouched_at = self._vouched_version(ctx)
             if vouched_at is not None:
                 # Every entry of this signature is true: their stats are all it needs.
-                known, stats = self.store.stats(self.sig)
+                stats = self.store.stats(self.sig)
                 if self.store.loaded_version == vouched_at:
-                    self.known, self.trusted, self.trust = known, stats, "vouched"
+                    self.entries, self.trust = stats, "vouched"
                     return
             entries = self.store.load()
-            self.known = set(entries)
-            self.trust_entries(trusted_entries(entries, ctx.states, self.keys, self.sig))
+            self.trust_entries(entries, trusted_entries(entries, ctx.states, self.keys, self.sig))
             mine = sum(1 for e in entries.values() if e.reader_sig == self.sig)
-            self.trust = "checked" if len(self.trusted) == mine else ""
+            self.trust = "checked" if self.entries.trusted == mine else ""
         except Exception as exc:  # noqa: BLE001 - an optimisation: without it every file is read
             self.failed = True
             log.warning("could not read the source manifest of %s, every file is read: %s: %s",
                         ctx.store.table_name, type(exc).__name__, exc)
 
-    def trust_entries(self, entries: Mapping[str, ManifestEntry]) -> None:
-        """Let these entries' files be skipped when their stat matches."""
-        self.trusted = {fid: (e.size, e.mtime_ns, e.ino, e.stat_ns, e.n_docs, e.etag) for fid, e in entries.items()}
+    def trust_entries(self, entries: Mapping[str, ManifestEntry], trusted: Mapping[str, ManifestEntry] | None = None) -> None:
+        """Know these entries, and let the files of those in ``trusted`` (default: all)
+        be skipped when their stat matches."""
+        self.entries = EntryStats.of(entries.values(), entries if trusted is None else trusted)
 
     def _vouched_version(self, ctx: Any) -> int | None:
         """The manifest version at which the run that last completed on the table, with
@@ -170,7 +172,7 @@ class ManifestRun:
     def unchanged(self, fid: str, stat: FileStat) -> int | None:
         """The reader's predicate: the number of documents of a file to count as
         unchanged without reading it, or None to read it."""
-        e = None if self.rehash else self.trusted.get(fid)
+        e = None if self.rehash else self.entries.get(fid)
         if e is None:
             return None
         size, mtime_ns, ino, stat_ns, n_docs, etag = e
@@ -189,14 +191,42 @@ class ManifestRun:
         if isinstance(item, Unchanged):
             self.unchanged_files.add(item.file_id)
         else:
-            self.files_read.add(item.file_id)
-            if item.complete and item.stat is not None:
+            if self.entries.knows(item.file_id):
+                self.read_unwritten.add(item.file_id)
+            if item.complete and item.stat is not None and self.collects:
                 self.pending.append(item)
+
+    @property
+    def collects(self) -> bool:
+        """Whether the run writes entries (and so checks each read file's documents
+        against their states before its entry is written)."""
+        return self.writable and self.store is not None
 
     def covers(self, doc_id: str) -> bool:
         """Whether a stored document belongs to a file skipped unread this run."""
-        u = self.unchanged_files
-        return bool(u) and (doc_id in u or ("#" in doc_id and any(doc_id[:i] in u for i, ch in enumerate(doc_id) if ch == "#")))
+        return bool(self.covers_many([doc_id])[0])
+
+    def covers_many(self, doc_ids: list[str]) -> Any:
+        """For each stored document, whether it belongs to a file skipped unread this
+        run (the document is the file's, or a part or record of it: ``fid#...``)."""
+        import numpy as np
+
+        out = np.zeros(len(doc_ids), dtype=bool)
+        if not self.unchanged_files:
+            return out
+        keys: list[str] = []
+        owner: list[int] = []
+        for i, d in enumerate(doc_ids):
+            keys.append(d)
+            owner.append(i)
+            if "#" in d:
+                for j, ch in enumerate(d):
+                    if ch == "#":
+                        keys.append(d[:j])
+                        owner.append(i)
+        hit = self.unchanged_files.contains_many(keys)
+        out[np.asarray(owner, dtype=np.int64)[hit]] = True
+        return out
 
     def flush(self, ctx: Any, force: bool = False) -> None:
         """Write the entries of the files whose documents are all committed now, when
@@ -206,14 +236,19 @@ class ManifestRun:
             return
         if not force and len(self.pending) < FLUSH_EVERY_FILES and time.monotonic() - self._last_flush < FLUSH_EVERY_S:
             return
-        ready: list[ManifestEntry] = []
+        done: list[FileRead] = []
         waiting: list[FileRead] = []
         for m in self.pending:
-            (ready.append(_entry(m, self.sig)) if _committed(m, ctx.states, self.keys) else waiting.append(m))
+            (done if _committed(m, ctx.states, self.keys) else waiting).append(m)
         self.pending = waiting if not force else []
         self._last_flush = time.monotonic()
+        ready = [_entry(m, self.sig) for m in done]
         self._guarded("write", lambda: self.store.write(ready, ctx.run_id))
-        self.files_written.update(e.file_id for e in ready)
+        for e in ready:
+            self.read_unwritten.discard(e.file_id)
+        # No one asks for these documents' states again in this run: a run that reads a
+        # million documents holds the states of those in flight, not of all it wrote.
+        ctx.states.evict(d for m in done for d, _ in m.docs)
 
     def close(self, ctx: Any, gone_scope: Callable[[str], bool] | None = None) -> None:
         """At the run's end: write what is committed; with ``gone_scope`` (a full sync
@@ -224,9 +259,14 @@ class ManifestRun:
         self.flush(ctx, force=True)
         # A file read again without its entry written (a document failed, or it moved
         # while read): the old entry no longer says what the table holds of it.
-        stale = [fid for fid in self.files_read - self.files_written if fid in self.known]
-        if gone_scope is not None:
-            stale += [fid for fid in self.known if fid not in self.files_seen and gone_scope(fid)]
+        stale = sorted(self.read_unwritten)
+        if gone_scope is not None and len(self.entries):
+            # The entries' ids are read again, a batch at a time, rather than held all run.
+            def gone() -> None:
+                for ids in self.store.file_ids():
+                    seen = self.files_seen.contains_many(ids)
+                    stale.extend(fid for fid, s in zip(ids, seen) if not s and gone_scope(fid))
+            self._guarded("read", gone)
         if stale:
             self._guarded("delete from", lambda: self.store.delete(stale))
         self._guarded("compact", self.store.compact_if_due)
@@ -235,8 +275,8 @@ class ManifestRun:
         """Drop the run's sets of file ids and the entries' stats once nothing asks for
         them (after :meth:`close` and the full sync's deletions); :meth:`vouch` needs
         none of them."""
-        self.known, self.trusted, self.pending = set(), {}, []
-        self.unchanged_files, self.files_seen, self.files_read, self.files_written = set(), set(), set(), set()
+        self.entries, self.pending, self.read_unwritten = EntryStats(), [], set()
+        self.unchanged_files, self.files_seen = HashedIds(), HashedIds()
 
     def _guarded(self, what: str, fn: Callable[[], Any]) -> None:
         try:

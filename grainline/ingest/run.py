@@ -302,7 +302,6 @@ def sync_gone(ctx: RunContext) -> list[str]:
     the source manifest let it skip unread), and not part of a file that failed as a
     whole (a big text file that fails keeps its stored parts)."""
     legacy = set(ctx.legacy_ids)
-    skipped = ctx.manifest.covers if ctx.manifest is not None else (lambda d: False)
 
     def covered(d: str, source_root: str) -> bool:
         if ctx.scope is None:
@@ -315,7 +314,13 @@ def sync_gone(ctx: RunContext) -> list[str]:
 
     # Every stored document's id and root (two columns), not every document's state.
     stored = ctx.states.roots() if ctx.states.whole else ctx.store.doc_roots()
-    return [d for d, root in stored.items() if d not in ctx.seen and covered(d, root) and not failed(d) and not skipped(d)]
+    ids = list(stored)
+    # Asked of the run's hashed sets all at once: first those read, then, of the rest,
+    # those of files skipped unread.
+    ids = [d for d, seen in zip(ids, ctx.seen.contains_many(ids)) if not seen]
+    if ctx.manifest is not None and ids:
+        ids = [d for d, skipped in zip(ids, ctx.manifest.covers_many(ids)) if not skipped]
+    return [d for d in ids if covered(d, stored[d]) and not failed(d)]
 
 
 def export_dir(ctx: RunContext) -> str:

@@ -113,3 +113,21 @@ def test_relative_ids_are_found_by_a_filter(tmp_path):
     assert store.relative_ids("/src") == ["notes/a.txt"]
     assert store.relative_ids("/elsewhere") == ["other.txt"]
     assert store.relative_ids("/nowhere") == []
+
+
+def test_evicted_states_are_read_again_by_whoever_needs_them_all(store):
+    """A run lets go of the states of documents it is done with. After a scan, the
+    others still answer from memory, but ``whole`` turns False, so asking for every
+    state (a full sync) reads the table again rather than missing the evicted ones."""
+    states = DocStates(store, rows=0)
+    states.load_all()
+    assert states.whole and states.held == 60
+    states.evict(f"/src/d{i:04d}.txt" for i in range(50))
+    assert not states.whole and states.held == 10
+    assert states.get("/src/d0055.txt").hashes["sentence-a"] == "h55" and states.lookups == 0
+    assert states.roots() == store.doc_roots() and states.whole and states.held == 60
+
+    looked = DocStates(store, rows=10**9)  # by lookups: an evicted state is looked up again
+    assert looked.get("/src/d0001.txt") is not None and looked.lookups == 1
+    looked.evict(["/src/d0001.txt"])
+    assert looked.held == 0 and looked.get("/src/d0001.txt") is not None and looked.lookups == 2
