@@ -8,7 +8,10 @@ a run cost in proportion to the table: 0.39 s at 100,000 documents before anythi
 done. A first ingestion, or a run that reads most of a big source, looks up so many
 documents that one scan is cheaper: the lookups' time is counted, and once it passes
 what a scan of the table is estimated to cost, the table is scanned (the rent-or-buy
-rule: never more than twice the cheaper of the two)."""
+rule: never more than twice the cheaper of the two). Not past :data:`SCAN_MAX_ROWS`,
+though: every state in memory is about 480 bytes a document, so a big change to a
+table of millions of documents goes on looking its documents up, a batch at a time,
+and holds what it has in flight."""
 
 from __future__ import annotations
 
@@ -19,6 +22,9 @@ from typing import Any, Iterable, Iterator
 # rent-or-buy rule; a scan of an empty or small table is cheaper than any lookup.
 SCAN_SECONDS_PER_ROW = 1e-6
 LOOKUP_IDS = 2000  # ids per lookup query
+# The biggest table whose states are read whole (about 220,000 documents of 4-5 rows:
+# some 100 MB of states).
+SCAN_MAX_ROWS = 1_000_000
 
 
 class DocStates:
@@ -34,7 +40,8 @@ class DocStates:
         # Some states were let go (:meth:`evict`): the others still answer as before,
         # but not every stored document's state is in memory any more.
         self._evicted = False
-        self._scan_cost = (store.count() if rows is None else rows) * SCAN_SECONDS_PER_ROW
+        self._rows = store.count() if rows is None else rows
+        self._scan_cost = self._rows * SCAN_SECONDS_PER_ROW
         self._lookup_spent = 0.0
         self.lookups = 0  # queries made, for the tests and the bench
 
@@ -52,7 +59,7 @@ class DocStates:
         missing = [d for d in dict.fromkeys(doc_ids) if d not in self._known]
         if not missing:
             return
-        if self._lookup_spent >= self._scan_cost:
+        if self._lookup_spent >= self._scan_cost and self._rows <= SCAN_MAX_ROWS:
             self.load_all()
             return
         t0 = time.perf_counter()

@@ -12,7 +12,7 @@ into documents: grainline's version and the reader settings), ``written_ns``,
 ``file_id``) the ETag of the bytes that were read, empty for a local file. A manifest
 written before the column existed gets it (empty) on its next write. It is written only under the chunks table's write lock, by the run that
 holds it, so it has one writer; it is read once per run, a batch of rows at a time, into
-a compact map of the stats (:class:`EntryStats`, about 140 bytes a file).
+a compact map of the stats (:class:`EntryStats`, about 160 bytes a file).
 
 When an entry lets a run skip a file, all of these hold (``ingest/manifest.py``):
 
@@ -137,8 +137,9 @@ class EntryStats:
     an entry (:meth:`knows`) and the stat of each entry the run may trust (:meth:`get`).
 
     Files are keyed by the 64-bit ``hash`` of their id, the stats held in arrays: about
-    140 bytes a file, where a set of ids and a dict of stat tuples took about 500 (a
-    million files: 140 MB rather than 500). Two ids sharing a hash (about 3 in 100
+    160 bytes a file (``tracemalloc``, 100,000 entries), where a set of the ids and a
+    dict of stat tuples took about 420 with the id strings (a million files: 160 MB
+    rather than 420). Two ids sharing a hash (about 3 in 100
     million runs at a million files; ``hash`` is seeded per process) cannot make a run
     skip a file it should read: the file's own size, modification time and inode (an
     object's ETag) must still equal the entry's."""

@@ -17,9 +17,10 @@ class HashedIds:
     the first time it is asked.
 
     Exact unless two different ids share a hash (for a million ids about 3 in 100
-    million runs, and never the same pair twice: ``hash`` is seeded per process). A
-    caller asks it only where such a false "seen" keeps something one run longer (a row
-    not deleted, an entry not dropped), never where it would lose or skip data."""
+    million runs, and hardly ever the same pair twice: ``hash`` is seeded per process).
+    A caller asks it only where such a false "seen" keeps something until a later run
+    (a stored document of a file gone not deleted, the manifest entry of a file gone
+    not dropped), never where it would make a run skip or drop a file it should read."""
 
     __slots__ = ("_new", "_sorted")
 

@@ -131,3 +131,19 @@ def test_evicted_states_are_read_again_by_whoever_needs_them_all(store):
     assert looked.get("/src/d0001.txt") is not None and looked.lookups == 1
     looked.evict(["/src/d0001.txt"])
     assert looked.held == 0 and looked.get("/src/d0001.txt") is not None and looked.lookups == 2
+
+
+def test_a_table_past_the_scan_limit_is_never_read_whole(store, monkeypatch):
+    """Past ``SCAN_MAX_ROWS`` the lookups go on however much they cost, so a run holds
+    the states it asked for, not every stored document's."""
+    import grainline.storage.doc_states as doc_states
+
+    monkeypatch.setattr(doc_states, "SCAN_MAX_ROWS", 119)  # the table holds 120 rows
+    states = DocStates(store, rows=120)
+    states._scan_cost = 0.0  # a scan that costs nothing: below the limit it would be bought
+    for i in range(3):
+        states.prefetch([f"/src/d{i:04d}.txt"])
+    assert not states.whole and states.lookups == 3 and states.held == 3
+    monkeypatch.setattr(doc_states, "SCAN_MAX_ROWS", 120)
+    states.prefetch(["/src/d0010.txt"])
+    assert states.whole and states.lookups == 3 and states.held == 60
