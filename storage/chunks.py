@@ -128,10 +128,19 @@ class ChunkStore:
         """doc_id -> source_root of every stored document: a scan of two columns,
         deduplicated by Arrow, where :meth:`doc_states` folds four into objects."""
         out: dict[str, str] = {}
-        for batch in self.scan(["doc_id", "source_root"]):
-            cols = pa.Table.from_batches([batch]).group_by(["doc_id", "source_root"], use_threads=False).aggregate([])
-            out.update(zip(cols.column("doc_id").to_pylist(), cols.column("source_root").to_pylist()))
+        for ids, roots in self.doc_roots_batches():
+            out.update(zip(ids, roots))
         return out
+
+    def doc_roots_batches(self) -> Iterator[tuple[list[str], list[str]]]:
+        """:meth:`doc_roots` a batch of rows at a time, as (ids, roots) lists, each
+        document once per batch (a document whose rows span two batches comes twice):
+        for a caller that keeps only a few of them (the documents a full sync finds
+        gone) and so holds a batch, not every stored id."""
+        with lance_errors():
+            for batch in self.scan(["doc_id", "source_root"], batch_size=65536):
+                cols = pa.Table.from_batches([batch]).group_by(["doc_id", "source_root"], use_threads=False).aggregate([])
+                yield cols.column("doc_id").to_pylist(), cols.column("source_root").to_pylist()
 
     @lance_errors()
     def relative_ids(self, source_root: str) -> list[str]:

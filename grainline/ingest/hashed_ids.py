@@ -45,7 +45,11 @@ class HashedIds:
         known = self._merged()
         if not len(known):
             return np.zeros(len(keys), dtype=bool)
-        return np.isin(np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys)), known)
+        # A binary search of the sorted hashes: asked a batch at a time, a sort of
+        # everything per question (``np.isin``) would cost the whole set each time.
+        asked = np.fromiter(map(hash, keys), dtype=np.int64, count=len(keys))
+        at = np.minimum(np.searchsorted(known, asked), len(known) - 1)
+        return known[at] == asked
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and bool(self.contains_many([key])[0])

@@ -312,15 +312,23 @@ def sync_gone(ctx: RunContext) -> list[str]:
         # The document itself, or the file it is a part or record of (the id up to a '#').
         return d in ctx.failed_ids or any(d[:i] in ctx.failed_ids for i, ch in enumerate(d) if ch == "#")
 
-    # Every stored document's id and root (two columns), not every document's state.
-    stored = ctx.states.roots() if ctx.states.whole else ctx.store.doc_roots()
-    ids = list(stored)
-    # Asked of the run's hashed sets all at once: first those read, then, of the rest,
-    # those of files skipped unread.
-    ids = [d for d, seen in zip(ids, ctx.seen.contains_many(ids)) if not seen]
-    if ctx.manifest is not None and ids:
-        ids = [d for d, skipped in zip(ids, ctx.manifest.covers_many(ids)) if not skipped]
-    return [d for d in ids if covered(d, stored[d]) and not failed(d)]
+    def gone(ids: list[str], roots: list[str]) -> Iterator[str]:
+        # Asked of the run's hashed sets a list at a time: first those read, then, of
+        # the rest, those of files skipped unread.
+        rest = [(d, r) for d, r, seen in zip(ids, roots, ctx.seen.contains_many(ids)) if not seen]
+        if ctx.manifest is not None and rest:
+            rest = [dr for dr, skipped in zip(rest, ctx.manifest.covers_many([d for d, _ in rest])) if not skipped]
+        return (d for d, r in rest if covered(d, r) and not failed(d))
+
+    if ctx.states.whole:
+        stored = ctx.states.roots()
+        return list(gone(list(stored), list(stored.values())))
+    # Every stored document's id and root (two columns), not every document's state,
+    # a batch at a time: what is held is the batch and the documents gone.
+    out: dict[str, None] = {}
+    for ids, roots in ctx.store.doc_roots_batches():
+        out.update(dict.fromkeys(gone(ids, roots)))
+    return list(out)
 
 
 def export_dir(ctx: RunContext) -> str:
