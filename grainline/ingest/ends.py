@@ -101,6 +101,9 @@ def record_end(ctx: RunContext, counts: RunCounts, error: BaseException | None,
     if vouch is not None:
         # The next run trusts every entry without reading a document's state while the
         # table is still at version_after (ingest/manifest.py).
+        if ctx.scope is not None and not ctx.legacy_ids:
+            # Nor looks for ids an older grainline made relative to this root: none then.
+            vouch["no_legacy_ids_under"] = ctx.root
         rec.parameters["source_manifest"] = vouch
     else:
         rec.parameters.pop("source_manifest", None)

@@ -102,6 +102,8 @@ class ManifestRun:
         # table and the manifest as they are now, and vouched for every entry), "checked"
         # (against every document's state), or "" (not all of them were true).
         self.trust = ""
+        # What the last run's ledger row said of the manifest, when this run trusts it.
+        self.vouched_by: dict[str, Any] = {}
         self.failed = False
         self._last_flush = time.monotonic()
 
@@ -150,7 +152,16 @@ class ManifestRun:
         last = ledger.last_run_ending_at(ctx.store.table_name, version)
         v = (last or {}).get("parameters", {}).get("source_manifest") or {}
         ok = v.get("sig") == self.sig and set(self.keys) <= set(v.get("keys") or ())
+        if ok:
+            self.vouched_by = v
         return v.get("manifest_version") if ok else None
+
+    def no_legacy_ids(self, root: str) -> bool:
+        """Whether the table, as the run found it, holds no ids an older grainline made
+        relative to ``root``: the last run vouched for it (it found none there, and
+        wrote none) and the table is still at the version it left. Saves the run a
+        filtered scan of the whole table."""
+        return self.trust == "vouched" and self.vouched_by.get("no_legacy_ids_under") == root
 
     def vouch(self) -> dict[str, Any] | None:
         """What the run's ledger row says of the manifest when the run completes: that

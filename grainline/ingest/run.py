@@ -75,7 +75,10 @@ def prepare(settings: IngestSettings, run_id: str | None = None, root: str | Non
             # real paths. Nothing is rewritten behind the user's back: a full sync of this
             # root replaces them (their vectors are reused), and until then both are
             # stored. (A scan of two columns: a damaged fragment fails here.)
-            ctx.legacy_ids = legacy_ids(ctx.store, root)
+            # The last run vouched that there were none, and nothing wrote the table
+            # since: no scan of the whole table on every scheduled run.
+            vouched = manifest is not None and manifest.no_legacy_ids(root)
+            ctx.legacy_ids = [] if vouched else legacy_ids(ctx.store, root)
     except BaseException as exc:
         # The row already says 'running': it must say how the run ended instead.
         forget_run(run_id)

@@ -433,3 +433,25 @@ def test_entry_stats_of_a_batch_with_two_signatures_and_some_etags():
         assert [stats.get(f) for f in ids] == [(1, 10, 7, 5, 1, ""), (2, 20, 0, 6, 3, ""), None, (4, 40, 9, 8, 1, '"e4"')]
         assert all(stats.knows(f) for f in ids) and not stats.knows("/d.txt")
         assert (len(stats), stats.trusted) == (4, 3)
+
+
+def test_a_vouched_run_does_not_look_for_ids_of_an_older_grainline(tmp_path, monkeypatch):
+    """Looking for ids an older grainline made relative to the root is a filtered scan
+    of the whole table. The run that finds none says so in its vouch; the next run,
+    with the table still where that run left it, does not look again. A write by
+    anything else (here a hand delete) moves the version, and the run looks."""
+    from grainline.storage.chunks import ChunkStore
+
+    calls = []
+    real = ChunkStore.relative_ids
+    monkeypatch.setattr(ChunkStore, "relative_ids", lambda self, root: calls.append(root) or real(self, root))
+    src, db = corpus(tmp_path / "src"), tmp_path / "db"
+    s = settings(src, db)
+    first = run_ingest(s)
+    assert len(calls) == 1 and first.parameters["source_manifest"]["no_legacy_ids_under"] == str(src.resolve())
+    again = run_ingest(s)
+    assert len(calls) == 1 and _trust(again) == "vouched" and again.counts.files_unchanged == 4
+
+    connect(str(db)).open_table(first.table_name).delete(f"doc_id = {quote(str((src / 'c.txt').resolve()))}")
+    third = run_ingest(s)
+    assert len(calls) == 2 and third.counts.files_read == 1 and third.counts.docs_added == 1
