@@ -14,15 +14,19 @@ from ..conftest import write_files
 from .test_cli_faults import grainline, ingest_args
 
 
-def test_unchanged_rerun_reads_no_file_and_rehash_reads_them_all(tmp_path):
-    src, db = tmp_path / "src", tmp_path / "db"
-    files = {"a.txt": "Bees dance to tell the hive where flowers are.\n",
-             "b.txt": "Sourdough needs a living culture of wild yeast.\n",
-             "c.txt": "Public keys let strangers exchange secret messages.\n"}
+def _old_files(src, files: dict[str, str]) -> None:
+    """Write ``files`` under ``src``, modified an hour ago (so no manifest entry is racy)."""
     write_files(src, files)
     hour_ago = time.time() - 3600
     for rel in files:
         os.utime(src / rel, (hour_ago, hour_ago))
+
+
+def test_unchanged_rerun_reads_no_file_and_rehash_reads_them_all(tmp_path):
+    src, db = tmp_path / "src", tmp_path / "db"
+    _old_files(src, {"a.txt": "Bees dance to tell the hive where flowers are.\n",
+                     "b.txt": "Sourdough needs a living culture of wild yeast.\n",
+                     "c.txt": "Public keys let strangers exchange secret messages.\n"})
 
     first = grainline(tmp_path, *ingest_args(src, db))
     assert first.returncode == 0, first.stderr[-3000:]
@@ -63,13 +67,9 @@ def test_a_full_sync_deletes_the_file_gone_among_files_skipped_unread(tmp_path):
     from grainline.storage.manifest import SourceManifest
 
     src, db = tmp_path / "src", tmp_path / "db"
-    files = {"a.txt": "Bees dance to tell the hive where flowers are.\n",
-             "sub/b.txt": "Sourdough needs a living culture of wild yeast.\n",
-             "recs.jsonl": '{"id": "r1", "text": "Glaciers carve valleys."}\n{"id": "r2", "text": "Copper conducts heat."}\n'}
-    write_files(src, files)
-    hour_ago = time.time() - 3600
-    for rel in files:
-        os.utime(src / rel, (hour_ago, hour_ago))
+    _old_files(src, {"a.txt": "Bees dance to tell the hive where flowers are.\n",
+                     "sub/b.txt": "Sourdough needs a living culture of wild yeast.\n",
+                     "recs.jsonl": '{"id": "r1", "text": "Glaciers carve valleys."}\n{"id": "r2", "text": "Copper conducts heat."}\n'})
     first = grainline(tmp_path, *ingest_args(src, db))
     assert first.returncode == 0, first.stderr[-3000:]
     (src / "sub/b.txt").unlink()
